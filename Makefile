@@ -1,0 +1,35 @@
+# Every target creates the virtualenv on first use, so a fresh clone needs only python3.11.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test test-slow demo bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+demo: $(STAMP)
+	$(VENV)/bin/mmc demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_scoring.py
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff mypy
+	$(VENV)/bin/ruff check scoring streams tests benchmarks
+	$(VENV)/bin/mypy scoring
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,422 @@
+"""Scoring a whole round from submissions prepared once at ingestion.
+
+A stream sees each submission once but resolves its round up to 21 times (daily targets,
+then final). So a submission is ranked when it arrives (:func:`prepare_submission`): its
+stable argsort and tie runs — 2⅛ bytes per prediction for universes up to 65,535 ids —
+are all any metric needs. At close, with the stakes frozen, everything that does not
+depend on the targets is computed once (:func:`close_round` → :class:`RoundBasis`: the
+meta model, the bootstrap meta models, every model's products with them). Each target
+update then costs two gathers and three matrix-vector products (:func:`resolve_round`).
+
+When targets are missing for some ids, every metric is taken over the ids that have one,
+ranks included, so the basis is rebuilt on that subset (still without re-sorting a row).
+
+:func:`score_round` on raw predictions runs exactly this path, so its results are
+bit-identical to what the service publishes for the same inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import ndtri
+
+from scoring.bootstrap import (
+    DEFAULT_DRAWS,
+    DEFAULT_FRACTION,
+    DEFAULT_SALT,
+    bootstrap_samples,
+    draw_weights,
+    neutral_covariance,
+    round_seed,
+)
+from scoring.errors import ScoringError, ShapeMismatch
+from scoring.metrics import contribution_target_scale, pearson_rows
+from scoring.ranking import (
+    doubled_tie_kept_rank,
+    rank_uniform,
+    scatter_rows,
+    signed_power,
+    sort_structure,
+    tie_kept_rank__gaussianize,
+    uniform_table,
+)
+from scoring.validation import DEFAULT_MAX_MISSING_RATIO, as_prediction_matrix, as_stakes, as_targets
+
+# Rows per block when gathering target vectors by sort order: bounds the temporary
+# index and value arrays (~2,048 × n_ids × 8 bytes) while keeping BLAS calls large.
+GATHER_BLOCK_ROWS = 2048
+
+
+def order_dtype(n_ids: int) -> np.dtype[np.unsignedinteger]:
+    """uint16 up to 65,535 ids (Numerai's ~5,000 fit), uint32 beyond."""
+    return np.dtype(np.uint16) if n_ids <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
+
+
+@dataclass(frozen=True)
+class PreparedSubmission:
+    """One submission ranked once: its stable sort order and where its tie runs start.
+
+    Attributes:
+        order: ``order[r]`` is the id at sorted position r (ties in id order); uint16/uint32.
+        new_group: True where sorted position r holds a new value (False = tied with r − 1).
+    """
+
+    order: NDArray[np.unsignedinteger]
+    new_group: NDArray[np.bool_]
+
+    @property
+    def n_ids(self) -> int:
+        return int(self.order.size)
+
+    @property
+    def has_ties(self) -> bool:
+        return not bool(self.new_group.all())
+
+    def to_bytes(self) -> bytes:
+        """Little-endian ``order`` followed by ``new_group`` packed 8 per byte."""
+        return self.order.astype(self.order.dtype.newbyteorder("<"), copy=False).tobytes() + np.packbits(
+            self.new_group
+        ).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, n_ids: int) -> PreparedSubmission:
+        """Inverse of :meth:`to_bytes` for a universe of ``n_ids``."""
+        dtype = order_dtype(n_ids).newbyteorder("<")
+        n_order = n_ids * dtype.itemsize
+        expected = n_order + (n_ids + 7) // 8
+        if len(data) != expected:
+            raise ShapeMismatch(f"prepared submission of {n_ids} ids must be {expected} bytes, got {len(data)}")
+        order = np.frombuffer(data, dtype=dtype, count=n_ids).astype(order_dtype(n_ids))
+        new_group = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=n_order), count=n_ids).astype(bool)
+        return cls(order=order, new_group=new_group)
+
+
+def prepare_submission(predictions: ArrayLike) -> PreparedSubmission:
+    """Rank one submission once, at ingestion (finite values required)."""
+    x = as_prediction_matrix(np.asarray(predictions, dtype=np.float64).reshape(1, -1))
+    order, new_group = sort_structure(x)
+    return PreparedSubmission(order=order[0].astype(order_dtype(x.shape[1])), new_group=new_group[0])
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedRound:
+    """The prepared rows of one round, stacked in model order (``[n_models, n_ids]``)."""
+
+    order: NDArray[np.unsignedinteger]
+    new_group: NDArray[np.bool_]
+
+    @classmethod
+    def stack(cls, rows: list[PreparedSubmission]) -> PreparedRound:
+        if not rows:
+            raise ShapeMismatch("a round needs at least one submission to score")
+        n = rows[0].n_ids
+        if any(r.n_ids != n for r in rows):
+            raise ShapeMismatch("prepared submissions of one round must share the universe")
+        return cls(order=np.stack([r.order for r in rows]), new_group=np.stack([r.new_group for r in rows]))
+
+    @classmethod
+    def from_predictions(cls, preds: ArrayLike) -> PreparedRound:
+        x = as_prediction_matrix(preds)
+        order, new_group = sort_structure(x)
+        return cls(order=order.astype(order_dtype(x.shape[1])), new_group=new_group)
+
+    @property
+    def n_models(self) -> int:
+        return int(self.order.shape[0])
+
+    @property
+    def n_ids(self) -> int:
+        return int(self.order.shape[1])
+
+    @cached_property
+    def tie_rows(self) -> NDArray[np.intp]:
+        """Rows with at least one tie (their tie-kept ranks differ from the tie-broken ones)."""
+        return np.flatnonzero(~self.new_group.all(axis=1))
+
+    @cached_property
+    def tie_ranks(self) -> NDArray[np.int64]:
+        """Doubled tie-kept ranks in sorted space, for :attr:`tie_rows` only."""
+        return doubled_tie_kept_rank(self.new_group[self.tie_rows])
+
+    def subset(self, present: NDArray[np.bool_]) -> PreparedRound:
+        """The same rows restricted to the ids where ``present`` is True (ranks re-derived, no re-sort).
+
+        Keeping the sorted positions whose id is present preserves each row's order; two kept
+        positions are tied iff no new run started between them in the full row.
+        """
+        if present.shape != (self.n_ids,):
+            raise ShapeMismatch(f"mask must cover the {self.n_ids} ids, got shape {present.shape}")
+        n_kept = int(present.sum())
+        keep = present[self.order]
+        new_index = (np.cumsum(present) - 1).astype(order_dtype(n_kept))
+        order = new_index[self.order[keep].reshape(self.n_models, n_kept)]
+        run = np.cumsum(self.new_group, axis=1)[keep].reshape(self.n_models, n_kept)
+        new_group = np.ones((self.n_models, n_kept), dtype=bool)
+        new_group[:, 1:] = run[:, 1:] != run[:, :-1]
+        return PreparedRound(order=order, new_group=new_group)
+
+
+@dataclass(frozen=True)
+class RankTables:
+    """Values of every rank for a universe of n ids, computed once per n.
+
+    ``u``: tie-broken uniform ``(r + 0.5)/n`` by sorted position; ``g``/``g15``: gaussianized
+    (and signed-power-1.5) uniform of every doubled tie-kept rank ``k`` (``Φ⁻¹(k/2n)``).
+    """
+
+    n: int
+    u: NDArray[np.float64] = field(init=False)
+    g: NDArray[np.float64] = field(init=False)
+    g15: NDArray[np.float64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "u", (np.arange(self.n, dtype=np.float64) + 0.5) / self.n)
+        g = ndtri(uniform_table(self.n))
+        object.__setattr__(self, "g", g)
+        object.__setattr__(self, "g15", signed_power(g, 1.5))
+
+    def sorted_without_ties(self, table: NDArray[np.float64]) -> NDArray[np.float64]:
+        """A row with no ties has doubled rank ``2r + 1`` at sorted position r."""
+        return table[1::2]
+
+
+def sorted_values(prepared: PreparedRound, tables: RankTables, table: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Every row's tie-kept transformed values in sorted space, ``[n_models, n_ids]``."""
+    out = np.broadcast_to(tables.sorted_without_ties(table), prepared.order.shape).copy()
+    out[prepared.tie_rows] = table[prepared.tie_ranks]
+    return out
+
+
+def sorted_dot(
+    prepared: PreparedRound, tables: RankTables, vector: NDArray[np.float64], table: NDArray[np.float64] | None
+) -> NDArray[np.float64]:
+    """Per row, ``Σ_j value_ij · vector_j`` where the row's values come from its ranks.
+
+    ``table=None`` uses the tie-broken uniform ranks; otherwise the tie-kept ``table``
+    (``tables.g`` or ``tables.g15``). Computed in sorted space: ``vector[order_i] · values``.
+    """
+    m = prepared.n_models
+    weights = tables.u if table is None else tables.sorted_without_ties(table)
+    out = np.empty(m, dtype=np.float64)
+    for start in range(0, m, GATHER_BLOCK_ROWS):
+        stop = min(start + GATHER_BLOCK_ROWS, m)
+        out[start:stop] = vector[prepared.order[start:stop]] @ weights
+    if table is not None and prepared.tie_rows.size:
+        gathered = vector[prepared.order[prepared.tie_rows]]
+        out[prepared.tie_rows] = (gathered * table[prepared.tie_ranks]).sum(axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class RoundBasis:
+    """What a round's scores need besides the targets, computed at close (stakes frozen).
+
+    Arrays over models are in the prepared rows' order; over ids in universe order (of the
+    ids scored, when built on a subset).
+
+    Attributes:
+        stakes: frozen stakes ``[n_models]``.
+        meta_model: the SWMM ``[n_ids]`` (NaN when nobody has stake).
+        meta_gauss: ``Φ⁻¹(tie_kept_rank(SWMM))`` — the meta model as contribution sees it.
+        draws_centered: centered tie-broken uniform bootstrap meta models ``m̃_k``, ``[draws, n_ids]``.
+        g_meta: ``G_i · meta_gauss`` per model; u_draws: ``ũ_i · m̃_k``, ``[n_models, draws]``.
+        g15_centered_norm: ``‖G15_i − mean‖`` per model (CORR's denominator).
+        corr_w_mm: CWMM per model.
+    """
+
+    stakes: NDArray[np.float64]
+    meta_model: NDArray[np.float64]
+    meta_gauss: NDArray[np.float64]
+    draws_centered: NDArray[np.float64]
+    g_meta: NDArray[np.float64]
+    u_draws: NDArray[np.float64]
+    g15_centered_norm: NDArray[np.float64]
+    corr_w_mm: NDArray[np.float64]
+
+    @property
+    def has_meta_model(self) -> bool:
+        return bool(np.isfinite(self.meta_model).all())
+
+
+def close_round(prepared: PreparedRound, stakes: ArrayLike, samples: ArrayLike) -> RoundBasis:
+    """Everything target-independent, once per round (or per subset of ids).
+
+    1. id-space tie-broken uniforms ``U`` and gaussianized tie-kept ranks ``G`` (scatter by order);
+    2. SWMM ``= s·G / Σs`` over stakers; ``meta_gauss = Φ⁻¹(tie_kept_rank(SWMM))``;
+    3. bootstrap meta models ``mm_k = w_k·U``, re-ranked tie-broken and centered;
+    4. per model: ``G·meta_gauss``, ``ũ·m̃_k``, ``‖G15 − mean‖`` and CWMM.
+    """
+    n_models, n = prepared.n_models, prepared.n_ids
+    s = as_stakes(stakes, n_models)
+    sample_arr = np.asarray(samples, dtype=np.int64)
+    tables = RankTables(n)
+    g_sorted = sorted_values(prepared, tables, tables.g)
+    g = scatter_rows(prepared.order, g_sorted)
+    g15_sorted = signed_power(g_sorted, 1.5)
+    g15_centered_norm = np.sqrt(((g15_sorted - g15_sorted.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+    staked = s > 0
+    draws = sample_arr.shape[0] if sample_arr.ndim == 2 else 0
+    if not staked.any() or sample_arr.ndim != 2 or sample_arr.shape[1] == 0:
+        nan_ids = np.full(n, np.nan)
+        return RoundBasis(
+            stakes=s,
+            meta_model=nan_ids,
+            meta_gauss=nan_ids,
+            draws_centered=np.full((draws, n), np.nan),
+            g_meta=np.full(n_models, np.nan),
+            u_draws=np.full((n_models, draws), np.nan),
+            g15_centered_norm=g15_centered_norm,
+            corr_w_mm=np.full(n_models, np.nan),
+        )
+    swmm = s[staked] @ g[staked] / s[staked].sum()
+    meta_gauss = tie_kept_rank__gaussianize(swmm)
+    u = scatter_rows(prepared.order, tables.u)
+    draws_u = rank_uniform(draw_weights(sample_arr, s) @ u, ties="break")
+    draws_centered = draws_u - draws_u.mean(axis=1, keepdims=True)
+    u_centered_draws = u @ draws_centered.T - (u.mean(axis=1, keepdims=True) * draws_centered.sum(axis=1))
+    swmm_centered = swmm - swmm.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cwmm = sorted_dot(prepared, tables, swmm_centered, tables.g15) / (
+            g15_centered_norm * np.sqrt(swmm_centered @ swmm_centered)
+        )
+    return RoundBasis(
+        stakes=s,
+        meta_model=swmm,
+        meta_gauss=meta_gauss,
+        draws_centered=draws_centered,
+        g_meta=g @ meta_gauss,
+        u_draws=u_centered_draws,
+        g15_centered_norm=g15_centered_norm,
+        corr_w_mm=cwmm,
+    )
+
+
+@dataclass(frozen=True)
+class RoundScores:
+    """Every metric of one target update, arrays over models in the prepared rows' order.
+
+    ``meta_model`` covers the whole universe, NaN at ids left out of this update.
+    """
+
+    corr: NDArray[np.float64]
+    mmc: NDArray[np.float64]
+    contribution: NDArray[np.float64]
+    corr_w_mm: NDArray[np.float64]
+    meta_model: NDArray[np.float64]
+    n_ids_scored: int
+    n_ids_missing: int
+
+
+def resolve_round(prepared: PreparedRound, basis: RoundBasis, targets: ArrayLike) -> RoundScores:
+    """Score one target update (all ids present) from the prepared rows and the round's basis.
+
+    With ``t̃ = t − mean(t)`` and ``y = t̃^1.5 − mean``: CORR ``= G15·y / (‖G15 − mean‖ ‖y‖)``;
+    contribution ``= scale·(G·t̃ − (m'·t̃)(G·m')/(m'·m')) / n``; MMC from ``ũ·t̃`` and the basis
+    (:func:`scoring.bootstrap.neutral_covariance`). Two gathers of ``t̃``/``y`` by sort order,
+    three row-dot products.
+    """
+    n = prepared.n_ids
+    t = np.asarray(targets, dtype=np.float64)
+    if t.shape != (n,) or not np.isfinite(t).all():
+        raise ShapeMismatch(f"resolve_round needs {n} finite targets; use score_prepared for missing ones")
+    tables = RankTables(n)
+    t_c = t - t.mean()
+    y = signed_power(t_c, 1.5)
+    y = y - y.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = sorted_dot(prepared, tables, y, tables.g15) / (basis.g15_centered_norm * np.sqrt(y @ y))
+    if basis.has_meta_model:
+        g_t = sorted_dot(prepared, tables, t_c, tables.g)
+        m_g = basis.meta_gauss
+        scale = contribution_target_scale(t)
+        contrib = scale * (g_t - (m_g @ t_c) * basis.g_meta / (m_g @ m_g)) / n
+        u_t = sorted_dot(prepared, tables, t_c, None)
+        d = basis.draws_centered
+        mmc2020 = neutral_covariance(u_t, basis.u_draws, d @ t_c, (d * d).sum(axis=1), n)
+    else:
+        contrib = np.full(prepared.n_models, np.nan)
+        mmc2020 = np.full(prepared.n_models, np.nan)
+    return RoundScores(
+        corr=corr,
+        mmc=mmc2020,
+        contribution=contrib,
+        corr_w_mm=basis.corr_w_mm,
+        meta_model=basis.meta_model,
+        n_ids_scored=n,
+        n_ids_missing=0,
+    )
+
+
+def score_prepared(
+    prepared: PreparedRound,
+    stakes: ArrayLike,
+    targets: ArrayLike,
+    samples: ArrayLike,
+    basis: RoundBasis | None = None,
+    max_missing_ratio: float = DEFAULT_MAX_MISSING_RATIO,
+) -> RoundScores:
+    """Score one target update from prepared rows; reuse ``basis`` when every target is present.
+
+    Missing targets (NaN, at most ``max_missing_ratio``): the rows are restricted to the ids
+    that have one and the basis is rebuilt there, so every metric leaves those ids out.
+    """
+    t, present = as_targets(targets, prepared.n_ids, max_missing_ratio)
+    if present.all():
+        return resolve_round(prepared, basis if basis is not None else close_round(prepared, stakes, samples), t)
+    sub = prepared.subset(present)
+    scores = resolve_round(sub, close_round(sub, stakes, samples), t[present])
+    meta = np.full(prepared.n_ids, np.nan)
+    meta[present] = scores.meta_model
+    return RoundScores(
+        corr=scores.corr,
+        mmc=scores.mmc,
+        contribution=scores.contribution,
+        corr_w_mm=scores.corr_w_mm,
+        meta_model=meta,
+        n_ids_scored=int(present.sum()),
+        n_ids_missing=int((~present).sum()),
+    )
+
+
+def round_samples(
+    stakes: ArrayLike,
+    round: int,
+    salt: str = DEFAULT_SALT,
+    draws: int = DEFAULT_DRAWS,
+    fraction: float = DEFAULT_FRACTION,
+) -> NDArray[np.int64]:
+    """The round's bootstrap draws over its stakers, seeded by round number and salt."""
+    n_stakers = int((np.asarray(stakes, dtype=np.float64) > 0).sum())
+    return bootstrap_samples(n_stakers, draws=draws, fraction=fraction, seed=round_seed(round, salt))
+
+
+def score_round(
+    preds: ArrayLike,
+    stakes: ArrayLike,
+    targets: ArrayLike,
+    round: int | None = None,
+    samples: ArrayLike | None = None,
+    salt: str = DEFAULT_SALT,
+    max_missing_ratio: float = DEFAULT_MAX_MISSING_RATIO,
+) -> RoundScores:
+    """Every metric for one round in one call: CORR, MMC (2020), contribution, CWMM and the meta model.
+
+    Arguments:
+        preds: ``[n_models, n_ids]`` finite predictions; stakes: ``[n_models]`` ≥ 0;
+        targets: ``[n_ids]``, NaN for ids not resolved yet (≤ ``max_missing_ratio``).
+        round: seeds the bootstrap draws (with ``salt``) when ``samples`` is not given.
+
+    Returns:
+        :class:`RoundScores`; ranks are shared across metrics (each row sorted once).
+    """
+    prepared = PreparedRound.from_predictions(preds)
+    s = as_stakes(stakes, prepared.n_models)
+    if samples is None:
+        if round is None:
+            raise ScoringError("score_round needs the round number (or explicit samples) for MMC's draws")
+        samples = round_samples(s, round, salt)
+    return score_prepared(prepared, s, targets, samples, max_missing_ratio=max_missing_ratio)

@@ -1,0 +1,82 @@
+"""Ranks and transforms on hand-made series (numerai-tools' own test values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numerai_tools import scoring as nt
+
+from scoring import gaussianize, rank_uniform, signed_power
+from scoring.errors import NonFiniteInput, ScoringError, ShapeMismatch
+
+UP = np.arange(5.0)
+UP_DOWN = np.array([1.0, 0, 1, 0, 1])
+
+
+def test_rank_uniform_keeps_ties_like_numerai_tools() -> None:
+    """Tie-kept ranks of up and up_down match numerai-tools' test values."""
+    np.testing.assert_allclose(rank_uniform(UP), [0.1, 0.3, 0.5, 0.7, 0.9])
+    np.testing.assert_allclose(rank_uniform(UP_DOWN), [0.7, 0.2, 0.7, 0.2, 0.7])
+
+
+def test_rank_uniform_breaks_ties_by_position() -> None:
+    """Tie-broken ranks of up_down match numerai-tools' test values."""
+    np.testing.assert_allclose(rank_uniform(UP_DOWN, ties="break"), [0.5, 0.1, 0.7, 0.3, 0.9])
+
+
+def test_rank_uniform_is_per_row() -> None:
+    """A 2-D input is ranked row by row."""
+    out = rank_uniform(np.stack([UP, UP[::-1]]))
+    np.testing.assert_allclose(out, [[0.1, 0.3, 0.5, 0.7, 0.9], [0.9, 0.7, 0.5, 0.3, 0.1]])
+
+
+def test_constant_row_ranks_to_the_middle() -> None:
+    """All-equal predictions tie-keep to 0.5 and tie-break to position order."""
+    np.testing.assert_allclose(rank_uniform(np.ones(4)), [0.5] * 4)
+    np.testing.assert_allclose(rank_uniform(np.ones(4), ties="break"), [0.125, 0.375, 0.625, 0.875])
+
+
+def test_signed_zero_ties_with_zero() -> None:
+    """-0.0 and 0.0 are one value, as in pandas."""
+    np.testing.assert_allclose(rank_uniform(np.array([0.0, -0.0, 1.0])), [1 / 3, 1 / 3, 5 / 6])
+
+
+@pytest.mark.parametrize("method, ties", [("average", "keep"), ("first", "break")])
+def test_rank_uniform_matches_pandas_on_random_ties(method: str, ties: str) -> None:
+    """On random data with heavy ties both modes equal pandas' rank exactly."""
+    rng = np.random.default_rng(7)
+    x = np.round(rng.normal(size=(20, 300)), 1)
+    expected = np.stack([((pd.Series(r).rank(method=method) - 0.5) / r.size).to_numpy() for r in x])
+    np.testing.assert_array_equal(rank_uniform(x, ties=ties), expected)  # type: ignore[arg-type]
+
+
+def test_gaussianize_matches_numerai_tools() -> None:
+    """Φ⁻¹ of uniform ranks equals numerai-tools' gaussian, including the ±inf ends."""
+    u = UP / 4
+    np.testing.assert_allclose(gaussianize(u), [-np.inf, -0.6744897501960817, 0, 0.6744897501960817, np.inf])
+    np.testing.assert_allclose(gaussianize(u[1:4]), nt.gaussian(pd.DataFrame(u[1:4]))[0].to_numpy())
+
+
+def test_signed_power_keeps_sign() -> None:
+    """sign(x)·|x|^1.5 on a hand vector."""
+    np.testing.assert_allclose(signed_power([-4.0, 0.0, 4.0]), [-8.0, 0.0, 8.0])
+
+
+def test_rank_rejects_non_finite_with_a_typed_error() -> None:
+    """NaN and inf raise NonFiniteInput (a ValueError), not an assert."""
+    with pytest.raises(NonFiniteInput):
+        rank_uniform(np.array([0.1, np.nan, 0.3]))
+    with pytest.raises(NonFiniteInput):
+        rank_uniform(np.array([0.1, np.inf, 0.3]))
+    assert issubclass(NonFiniteInput, ValueError)
+
+
+def test_rank_rejects_bad_shapes_and_modes() -> None:
+    """3-D input, a single id and an unknown ties mode raise typed errors."""
+    with pytest.raises(ShapeMismatch):
+        rank_uniform(np.zeros((2, 2, 2)))
+    with pytest.raises(ShapeMismatch):
+        rank_uniform(np.zeros(1))
+    with pytest.raises(ScoringError):
+        rank_uniform(UP, ties="dense")  # type: ignore[arg-type]

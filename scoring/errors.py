@@ -31,3 +31,14 @@ class TooManyMissingTargets(ScoringError):
     """More than the allowed share of the round's ids has no target yet; the update is not scored."""
 
     reason = "too_many_missing_targets"
+
+
+class InvalidScoreTable(ScoringError):
+    """The score table cannot be analysed as given: rounds that are not integers, models that
+    are not strings, or a (round, model) pair that appears twice. Keep one row per model and
+    round (the model's latest score for that round) and integer round numbers."""
+
+    reason = "invalid_score_table"
+
+
+# --------------------------------------------------------------------------- the input table

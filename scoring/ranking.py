@@ -31,10 +31,16 @@ def sort_structure(x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np
         ``order[i, r]`` — the id at sorted position r of row i (ties in id order, i.e. pandas
         ``method="first"``); ``new_group[i, r]`` — True where that position starts a new value.
     """
-    order = np.argsort(x, axis=1, kind="stable")
+    # numpy's default (SIMD) sort is several times faster than its stable sort but orders
+    # equal values arbitrarily; rows without ties get the same order either way, so only
+    # rows that have ties are sorted again stably.
+    order = np.argsort(x, axis=1)
     ordered = np.take_along_axis(x, order, axis=1)
     new_group = np.ones(x.shape, dtype=bool)
     new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    tied = np.flatnonzero(~new_group.all(axis=1))
+    if tied.size:
+        order[tied] = np.argsort(x[tied], axis=1, kind="stable")
     return order, new_group
 
 
@@ -62,7 +68,8 @@ def uniform_table(n: int) -> NDArray[np.float64]:
 def scatter_rows(order: NDArray[np.integer], sorted_values: NDArray[np.float64]) -> NDArray[np.float64]:
     """Put sorted-space values back in id order: ``out[i, order[i, r]] = sorted_values[i, r]``."""
     out = np.empty(order.shape, dtype=np.float64)
-    np.put_along_axis(out, order.astype(np.intp, copy=False), np.broadcast_to(sorted_values, order.shape), axis=1)
+    flat = order.astype(np.intp) + (np.arange(order.shape[0], dtype=np.intp) * order.shape[1])[:, np.newaxis]
+    out.ravel()[flat] = np.broadcast_to(sorted_values, order.shape)
     return out
 
 

@@ -142,6 +142,10 @@ class PreparedRound:
         """Doubled tie-kept ranks in sorted space, for :attr:`tie_rows` only."""
         return doubled_tie_kept_rank(self.new_group[self.tie_rows])
 
+    def rows(self, index: NDArray[np.intp]) -> PreparedRound:
+        """The prepared rows at ``index`` (e.g. the stakers)."""
+        return PreparedRound(order=self.order[index], new_group=self.new_group[index])
+
     def subset(self, present: NDArray[np.bool_]) -> PreparedRound:
         """The same rows restricted to the ids where ``present`` is True (ranks re-derived, no re-sort).
 
@@ -191,23 +195,42 @@ def sorted_values(prepared: PreparedRound, tables: RankTables, table: NDArray[np
     return out
 
 
-def sorted_dot(
-    prepared: PreparedRound, tables: RankTables, vector: NDArray[np.float64], table: NDArray[np.float64] | None
-) -> NDArray[np.float64]:
-    """Per row, ``Σ_j value_ij · vector_j`` where the row's values come from its ranks.
+def centered_norms(prepared: PreparedRound, tables: RankTables, table: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per row, ``‖values − mean(values)‖`` of its tie-kept transformed ranks (shared by tie-free rows)."""
+    base = tables.sorted_without_ties(table)
+    out = np.full(prepared.n_models, np.sqrt(((base - base.mean()) ** 2).sum()))
+    if prepared.tie_rows.size:
+        tied = table[prepared.tie_ranks]
+        out[prepared.tie_rows] = np.sqrt(((tied - tied.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+    return out
 
-    ``table=None`` uses the tie-broken uniform ranks; otherwise the tie-kept ``table``
-    (``tables.g`` or ``tables.g15``). Computed in sorted space: ``vector[order_i] · values``.
+
+def sorted_dots(
+    prepared: PreparedRound,
+    tables: RankTables,
+    vector: NDArray[np.float64],
+    kinds: tuple[NDArray[np.float64] | None, ...],
+) -> NDArray[np.float64]:
+    """Per row and kind, ``Σ_j value_ij · vector_j`` where the row's values come from its ranks.
+
+    A kind ``None`` means the tie-broken uniform ranks; otherwise a tie-kept table
+    (``tables.g`` or ``tables.g15``). Computed in sorted space with one gather of ``vector``
+    by each row's order shared by all kinds: ``vector[order_i] @ [values_kind]``.
+
+    Returns:
+        float64 ``[n_models, len(kinds)]``.
     """
     m = prepared.n_models
-    weights = tables.u if table is None else tables.sorted_without_ties(table)
-    out = np.empty(m, dtype=np.float64)
+    weights = np.column_stack([tables.u if k is None else tables.sorted_without_ties(k) for k in kinds])
+    out = np.empty((m, len(kinds)), dtype=np.float64)
     for start in range(0, m, GATHER_BLOCK_ROWS):
         stop = min(start + GATHER_BLOCK_ROWS, m)
-        out[start:stop] = vector[prepared.order[start:stop]] @ weights
-    if table is not None and prepared.tie_rows.size:
+        out[start:stop] = np.take(vector, prepared.order[start:stop].astype(np.intp)) @ weights
+    if prepared.tie_rows.size:
         gathered = vector[prepared.order[prepared.tie_rows]]
-        out[prepared.tie_rows] = (gathered * table[prepared.tie_ranks]).sum(axis=1)
+        for col, kind in enumerate(kinds):
+            if kind is not None:
+                out[prepared.tie_rows, col] = (gathered * kind[prepared.tie_ranks]).sum(axis=1)
     return out
 
 
@@ -254,10 +277,7 @@ def close_round(prepared: PreparedRound, stakes: ArrayLike, samples: ArrayLike) 
     s = as_stakes(stakes, n_models)
     sample_arr = np.asarray(samples, dtype=np.int64)
     tables = RankTables(n)
-    g_sorted = sorted_values(prepared, tables, tables.g)
-    g = scatter_rows(prepared.order, g_sorted)
-    g15_sorted = signed_power(g_sorted, 1.5)
-    g15_centered_norm = np.sqrt(((g15_sorted - g15_sorted.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+    g15_centered_norm = centered_norms(prepared, tables, tables.g15)
     staked = s > 0
     draws = sample_arr.shape[0] if sample_arr.ndim == 2 else 0
     if not staked.any() or sample_arr.ndim != 2 or sample_arr.shape[1] == 0:
@@ -272,23 +292,24 @@ def close_round(prepared: PreparedRound, stakes: ArrayLike, samples: ArrayLike) 
             g15_centered_norm=g15_centered_norm,
             corr_w_mm=np.full(n_models, np.nan),
         )
-    swmm = s[staked] @ g[staked] / s[staked].sum()
+    stakers = prepared.rows(np.flatnonzero(staked))
+    g_stakers = scatter_rows(stakers.order, sorted_values(stakers, tables, tables.g))
+    swmm = s[staked] @ g_stakers / s[staked].sum()
     meta_gauss = tie_kept_rank__gaussianize(swmm)
     u = scatter_rows(prepared.order, tables.u)
-    draws_u = rank_uniform(draw_weights(sample_arr, s) @ u, ties="break")
+    draws_u = rank_uniform(draw_weights(sample_arr, s)[:, staked] @ u[staked], ties="break")
     draws_centered = draws_u - draws_u.mean(axis=1, keepdims=True)
     u_centered_draws = u @ draws_centered.T - (u.mean(axis=1, keepdims=True) * draws_centered.sum(axis=1))
     swmm_centered = swmm - swmm.mean()
+    g15_swmm = sorted_dots(prepared, tables, swmm_centered, (tables.g15,))[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        cwmm = sorted_dot(prepared, tables, swmm_centered, tables.g15) / (
-            g15_centered_norm * np.sqrt(swmm_centered @ swmm_centered)
-        )
+        cwmm = g15_swmm / (g15_centered_norm * np.sqrt(swmm_centered @ swmm_centered))
     return RoundBasis(
         stakes=s,
         meta_model=swmm,
         meta_gauss=meta_gauss,
         draws_centered=draws_centered,
-        g_meta=g @ meta_gauss,
+        g_meta=sorted_dots(prepared, tables, meta_gauss, (tables.g,))[:, 0],
         u_draws=u_centered_draws,
         g15_centered_norm=g15_centered_norm,
         corr_w_mm=cwmm,
@@ -328,13 +349,12 @@ def resolve_round(prepared: PreparedRound, basis: RoundBasis, targets: ArrayLike
     y = signed_power(t_c, 1.5)
     y = y - y.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
-        corr = sorted_dot(prepared, tables, y, tables.g15) / (basis.g15_centered_norm * np.sqrt(y @ y))
+        corr = sorted_dots(prepared, tables, y, (tables.g15,))[:, 0] / (basis.g15_centered_norm * np.sqrt(y @ y))
     if basis.has_meta_model:
-        g_t = sorted_dot(prepared, tables, t_c, tables.g)
+        g_t, u_t = sorted_dots(prepared, tables, t_c, (tables.g, None)).T
         m_g = basis.meta_gauss
         scale = contribution_target_scale(t)
         contrib = scale * (g_t - (m_g @ t_c) * basis.g_meta / (m_g @ m_g)) / n
-        u_t = sorted_dot(prepared, tables, t_c, None)
         d = basis.draws_centered
         mmc2020 = neutral_covariance(u_t, basis.u_draws, d @ t_c, (d * d).sum(axis=1), n)
     else:

@@ -1,0 +1,200 @@
+"""Connections and topic administration: the one place that turns settings into clients.
+
+- :func:`kafka_client_options` - aiokafka keyword arguments (bootstrap, SASL, TLS) for every
+  admin client, producer and consumer the service or its tools create;
+- :func:`create_topics` - creates the service's topics, idempotently, before workers start;
+- :func:`redis_client` - a ``redis.asyncio.Redis`` with the password and CA applied.
+
+Never enable aiokafka's idempotent or transactional producer: Tansu, the embedded broker,
+rejects ``InitProducerId`` (DESIGN §5), so the service is at-least-once with idempotent effects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import redis.asyncio
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from streams.errors import ConfigurationError
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Input topics (DESIGN §3), by short name.
+INPUT_TOPICS: tuple[str, ...] = ("rounds", "submissions", "stakes", "targets")
+#: Output topics (DESIGN §3), by short name.
+OUTPUT_TOPICS: tuple[str, ...] = ("scores", "leaderboard", "crowding", "alerts", "deadletter")
+#: Topic-level configs by short name. The leaderboard holds one standing per model, so it is
+#: compacted; ``scores`` stays a log (it is the per-round history analysts replay).
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {"leaderboard": {"cleanup.policy": "compact"}}
+
+#: Kafka error code for a topic that already exists (CreateTopics).
+_TOPIC_ALREADY_EXISTS = 36
+
+TopicOutcome = Literal["created", "exists"]
+
+
+class KafkaClientOptions(dict[str, Any]):
+    """aiokafka keyword arguments whose ``repr`` hides the SASL password.
+
+    It is a plain ``dict`` otherwise: ``AIOKafkaProducer(**options)`` works.
+    """
+
+    _SECRET_KEYS = frozenset({"sasl_plain_password"})
+
+    def __repr__(self) -> str:
+        shown = {k: ("**********" if k in self._SECRET_KEYS and v else v) for k, v in self.items()}
+        return f"{type(self).__name__}({shown!r})"
+
+    __str__ = __repr__
+
+
+def kafka_client_options(settings: Settings) -> KafkaClientOptions:
+    """aiokafka keyword arguments for the configured cluster: bootstrap servers, SASL and TLS.
+
+    Works for ``AIOKafkaAdminClient``, ``AIOKafkaProducer`` and ``AIOKafkaConsumer``. The
+    password is read from its ``SecretStr`` only here and is masked in the result's ``repr``.
+
+    Raises:
+        ConfigurationError: SASL without username/password, or TLS files with a protocol
+            that does not use TLS.
+    """
+    protocol = settings.kafka_security_protocol
+    options = KafkaClientOptions(
+        bootstrap_servers=settings.kafka_bootstrap,
+        security_protocol=protocol,
+    )
+    ssl_files = {
+        "cafile": settings.kafka_ssl_cafile,
+        "certfile": settings.kafka_ssl_certfile,
+        "keyfile": settings.kafka_ssl_keyfile,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        try:
+            options["ssl_context"] = create_ssl_context(**ssl_files)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot build the Kafka TLS context from MMC_KAFKA_SSL_* files: {exc}"
+            ) from exc
+    elif any(ssl_files.values()):
+        raise ConfigurationError(
+            f"MMC_KAFKA_SSL_* files are set but MMC_KAFKA_SECURITY_PROTOCOL={protocol}; "
+            "use SSL or SASL_SSL, or unset the files"
+        )
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.kafka_sasl_password
+        if not settings.kafka_sasl_username or password is None:
+            raise ConfigurationError(
+                f"MMC_KAFKA_SECURITY_PROTOCOL={protocol} needs MMC_KAFKA_SASL_USERNAME "
+                "and MMC_KAFKA_SASL_PASSWORD"
+            )
+        # aiokafka takes the SCRAM credentials in the sasl_plain_* arguments too.
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = password.get_secret_value()
+    return options
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Full names of every topic the service uses, inputs first."""
+    return [settings.topic(name) for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
+
+
+async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:
+    """Create the input and output topics; ones that already exist are left alone.
+
+    Every topic gets ``settings.partitions`` partitions and ``settings.replication_factor``
+    replicas; the leaderboard is compacted. Run it before workers start: a topic the broker
+    auto-creates gets the broker's default partition count and Faust then stops with
+    ``PartitionsMismatch``.
+
+    Returns:
+        full topic name → ``"created"`` or ``"exists"``.
+
+    Raises:
+        ConfigurationError: the broker refused a topic (bad replication factor, not
+            authorized …) or an existing topic has a different partition count.
+    """
+    short_names = (*INPUT_TOPICS, *OUTPUT_TOPICS)
+    new_topics = [
+        NewTopic(
+            settings.topic(name),
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs=TOPIC_CONFIGS.get(name, {}),
+        )
+        for name in short_names
+    ]
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    try:
+        try:
+            await admin.start()
+            response = await admin.create_topics(new_topics)
+            outcome: dict[str, TopicOutcome] = {}
+            for topic, error_code, *rest in response.topic_errors:
+                if error_code == 0:
+                    outcome[topic] = "created"
+                elif error_code == _TOPIC_ALREADY_EXISTS:
+                    outcome[topic] = "exists"
+                else:
+                    message = rest[0] if rest else None
+                    raise ConfigurationError(
+                        f"the broker refused topic {topic!r} (Kafka error {error_code}"
+                        f"{': ' + message if message else ''})"
+                    )
+            existing = [t for t, state in outcome.items() if state == "exists"]
+            if existing:
+                await _check_partitions(admin, existing, settings.partitions)
+        except KafkaError as exc:
+            raise ConfigurationError(
+                f"cannot create topics on {settings.kafka_bootstrap}: {exc!r}"
+            ) from exc
+    finally:
+        await admin.close()
+    log.info(
+        "topics ready: %s",
+        ", ".join(f"{topic} ({state})" for topic, state in outcome.items()),
+    )
+    return outcome
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, topics: list[str], expected: int) -> None:
+    """Raise :class:`ConfigurationError` if an existing topic's partition count differs."""
+    wrong = {
+        meta["topic"]: len(meta["partitions"])
+        for meta in await admin.describe_topics(topics)
+        if len(meta["partitions"]) != expected
+    }
+    if wrong:
+        listing = ", ".join(f"{topic} has {count}" for topic, count in sorted(wrong.items()))
+        raise ConfigurationError(
+            f"existing topics have the wrong partition count ({listing}; settings say "
+            f"{expected}): set MMC_PARTITIONS to match or recreate the topics"
+        )
+
+
+def redis_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
+    """A ``redis.asyncio.Redis`` for ``settings.redis_url`` with password and CA applied.
+
+    ``options`` go to ``redis.asyncio.Redis.from_url`` (``decode_responses=True`` …). A
+    password inside the URL wins over ``MMC_REDIS_PASSWORD``. The caller closes the client
+    (``await client.aclose()``).
+
+    Raises:
+        ConfigurationError: ``MMC_REDIS_SSL_CA_CERTS`` is set for a non-TLS ``redis://`` URL.
+    """
+    scheme = urlsplit(settings.redis_url).scheme
+    if settings.redis_password is not None:
+        options.setdefault("password", settings.redis_password.get_secret_value())
+    if settings.redis_ssl_ca_certs:
+        if scheme != "rediss":
+            raise ConfigurationError(
+                "MMC_REDIS_SSL_CA_CERTS is set but MMC_REDIS_URL is not rediss://"
+            )
+        options.setdefault("ssl_ca_certs", settings.redis_ssl_ca_certs)
+    return redis.asyncio.Redis.from_url(settings.redis_url, **options)

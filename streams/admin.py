@@ -32,6 +32,17 @@ OUTPUT_TOPICS: tuple[str, ...] = ("scores", "leaderboard", "crowding", "alerts",
 #: Topic-level configs by short name. The leaderboard holds one standing per model, so it is
 #: compacted; ``scores`` stays a log (it is the per-round history analysts replay).
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {"leaderboard": {"cleanup.policy": "compact"}}
+#: Topics with a single partition, whatever ``MMC_PARTITIONS`` says. Round lifecycle events
+#: and target updates are few (a handful per round per day) and must be processed in one
+#: total order: that order is what makes leaderboards, crowding trends and alerts
+#: deterministic across worker counts and replays. Submissions and stakes — the volume —
+#: are spread over ``MMC_PARTITIONS`` partitions and workers.
+SINGLE_PARTITION_TOPICS: frozenset[str] = frozenset({"rounds", "targets"})
+
+
+def partitions_for(settings: Settings, name: str) -> int:
+    """Partition count of the topic with short name ``name``."""
+    return 1 if name in SINGLE_PARTITION_TOPICS else settings.partitions
 
 #: Kafka error code for a topic that already exists (CreateTopics).
 _TOPIC_ALREADY_EXISTS = 36
@@ -108,8 +119,9 @@ def topic_names(settings: Settings) -> list[str]:
 async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:
     """Create the input and output topics; ones that already exist are left alone.
 
-    Every topic gets ``settings.partitions`` partitions and ``settings.replication_factor``
-    replicas; the leaderboard is compacted. Run it before workers start: a topic the broker
+    Every topic gets ``settings.partitions`` partitions (``rounds`` and ``targets``: one, see
+    :data:`SINGLE_PARTITION_TOPICS`) and ``settings.replication_factor`` replicas; the
+    leaderboard is compacted. Run it before workers start: a topic the broker
     auto-creates gets the broker's default partition count and Faust then stops with
     ``PartitionsMismatch``.
 
@@ -124,7 +136,7 @@ async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:
     new_topics = [
         NewTopic(
             settings.topic(name),
-            num_partitions=settings.partitions,
+            num_partitions=partitions_for(settings, name),
             replication_factor=settings.replication_factor,
             topic_configs=TOPIC_CONFIGS.get(name, {}),
         )
@@ -149,7 +161,8 @@ async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:
                     )
             existing = [t for t, state in outcome.items() if state == "exists"]
             if existing:
-                await _check_partitions(admin, existing, settings.partitions)
+                expected = {settings.topic(n): partitions_for(settings, n) for n in short_names}
+                await _check_partitions(admin, {t: expected[t] for t in existing})
         except KafkaError as exc:
             raise ConfigurationError(
                 f"cannot create topics on {settings.kafka_bootstrap}: {exc!r}"
@@ -163,18 +176,20 @@ async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:
     return outcome
 
 
-async def _check_partitions(admin: AIOKafkaAdminClient, topics: list[str], expected: int) -> None:
+async def _check_partitions(admin: AIOKafkaAdminClient, expected: dict[str, int]) -> None:
     """Raise :class:`ConfigurationError` if an existing topic's partition count differs."""
     wrong = {
         meta["topic"]: len(meta["partitions"])
-        for meta in await admin.describe_topics(topics)
-        if len(meta["partitions"]) != expected
+        for meta in await admin.describe_topics(list(expected))
+        if len(meta["partitions"]) != expected[meta["topic"]]
     }
     if wrong:
-        listing = ", ".join(f"{topic} has {count}" for topic, count in sorted(wrong.items()))
+        listing = ", ".join(
+            f"{topic} has {count}, expected {expected[topic]}" for topic, count in sorted(wrong.items())
+        )
         raise ConfigurationError(
-            f"existing topics have the wrong partition count ({listing}; settings say "
-            f"{expected}): set MMC_PARTITIONS to match or recreate the topics"
+            f"existing topics have the wrong partition count ({listing}): "
+            "set MMC_PARTITIONS to match or recreate the topics"
         )
 
 

@@ -215,7 +215,7 @@ def test_redis_client_talks_to_the_configured_redis(settings: Settings) -> None:
 def test_create_topics_partitions_and_compaction(
     make_settings: Callable[..., Settings],
 ) -> None:
-    """Every topic gets the configured partitions; only the leaderboard is compacted.
+    """Every topic gets the configured partitions (rounds and targets one); only the leaderboard is compacted.
 
     Tansu implements DescribeConfigs, so the compaction is read back from the broker.
     """
@@ -247,7 +247,8 @@ def test_create_topics_partitions_and_compaction(
         return partitions, policies
 
     partitions, policies = asyncio.run(describe())
-    assert partitions == {name: 3 for name in topic_names(settings)}
+    single = {settings.topic("rounds"), settings.topic("targets")}
+    assert partitions == {name: (1 if name in single else 3) for name in topic_names(settings)}
     assert policies[settings.topic("leaderboard")] == "compact"
     assert policies[settings.topic("scores")] in (None, "delete")
 

@@ -205,6 +205,15 @@ def centered_norms(prepared: PreparedRound, tables: RankTables, table: NDArray[n
     return out
 
 
+def gaussian_ranks(prepared: PreparedRound, pow_1_5: bool = False) -> NDArray[np.float64]:
+    """Id-space ``Φ⁻¹(tie_kept_rank)`` of every row (``[n_models, n_ids]``), optionally ^1.5 signed.
+
+    Equals ``tie_kept_rank__gaussianize(preds)`` (or ``…__pow_1_5``) on the raw predictions.
+    """
+    tables = RankTables(prepared.n_ids)
+    return scatter_rows(prepared.order, sorted_values(prepared, tables, tables.g15 if pow_1_5 else tables.g))
+
+
 def sorted_dots(
     prepared: PreparedRound,
     tables: RankTables,

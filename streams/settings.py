@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL; rediss:// for TLS.")
     redis_password: SecretStr | None = Field(None, description="Redis AUTH password (kept out of the URL and logs).")
     redis_ssl_ca_certs: str | None = None
+    state_namespace: str = Field("mmc", pattern=r"^[A-Za-z0-9_\-\.]{1,32}$", description="Prefix of every Redis key (one namespace per deployment or test).")
+    round_cache_rounds: int = Field(4, ge=0, description="Rounds whose prepared rows a worker keeps in memory between target updates.")
 
     # --- Input limits ----------------------------------------------------------------------
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Inputs larger than this go to the dead-letter topic (oversize).")
@@ -63,6 +65,7 @@ class Settings(BaseSettings):
     alert_min_effective_models: float = Field(10.0, gt=0, description="Effective number of models (1/HHI) below this → concentration.")
 
     # --- Web -------------------------------------------------------------------------------
+    web_enabled: bool = Field(True, description="Serve the web page, HTTP API and metrics from the worker.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
 

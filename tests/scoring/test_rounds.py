@@ -170,3 +170,14 @@ def test_resolve_round_refuses_missing_targets() -> None:
     targets[0] = np.nan
     with pytest.raises(ShapeMismatch):
         resolve_round(prepared, basis, targets)
+
+
+def test_gaussian_ranks_equal_the_transform_on_raw_predictions() -> None:
+    """Id-space gaussianized ranks from prepared rows equal the direct transforms (ties included)."""
+    from scoring.ranking import tie_kept_rank__gaussianize, tie_kept_rank__gaussianize__pow_1_5
+    from scoring.rounds import gaussian_ranks
+
+    preds, _, _ = random_round(14)
+    prepared = PreparedRound.from_predictions(preds)
+    np.testing.assert_array_equal(gaussian_ranks(prepared), tie_kept_rank__gaussianize(preds))
+    np.testing.assert_allclose(gaussian_ranks(prepared, pow_1_5=True), tie_kept_rank__gaussianize__pow_1_5(preds), atol=1e-15)

@@ -1,0 +1,202 @@
+"""The Faust app: input topics → thin agents → :class:`streams.processing.Processor`.
+
+:func:`create_app` only builds the app and its agents; :func:`run_worker` runs it. Each agent
+turns a Kafka message into an :class:`~streams.records.InputRecord`, hands it to the processor,
+and records the offset as applied (for the barriers of :mod:`streams.progress`). Redis or Kafka
+being unreachable makes the agent retry the same record with backoff; nothing about an input
+can stop the agent (refusals go to the dead-letter topic).
+
+Outputs are produced with a plain aiokafka producer (not Faust's), so their record timestamps
+are exactly the input's event time in milliseconds, and every send is acknowledged before the
+input is marked applied: delivery is at-least-once with idempotent state and identical bytes
+on redelivery. Faust's consumer commits offsets; after a crash the uncommitted tail is
+re-applied, which changes nothing (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+
+from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, partitions_for, redis_client
+from streams.outputs import Output
+from streams.processing import Processor, is_transient
+from streams.progress import Barrier
+from streams.records import InputRecord
+from streams.settings import Settings
+from streams.state import RedisState
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+
+
+class Runtime:
+    """The worker's connections (Redis, the output producer, the barrier), started on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self._processor: Processor | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.state: RedisState | None = None
+        self.barrier: Barrier | None = None
+
+    async def processor(self) -> Processor:
+        if self._processor is None:
+            async with self._lock:
+                if self._processor is None:
+                    self.state = RedisState(redis_client(self.settings), self.settings.state_namespace)
+                    self.barrier = Barrier(self.settings, self.state)
+                    await self.barrier.start()
+                    self._producer = AIOKafkaProducer(
+                        **kafka_client_options(self.settings),
+                        acks="all",
+                        linger_ms=5,
+                        max_batch_size=1 << 20,
+                        max_request_size=8 << 20,
+                        enable_idempotence=False,  # the embedded broker rejects InitProducerId
+                    )
+                    await self._producer.start()
+                    self._processor = Processor(self.settings, self.state, self.barrier, self.send)
+        return self._processor
+
+    async def send(self, outputs: list[Output]) -> None:
+        """Produce every output and wait until the broker acknowledged all of them."""
+        if self._producer is None:
+            raise RuntimeError("runtime not started")
+        pending = [
+            await self._producer.send(
+                self.settings.topic(o.topic),
+                value=o.value,
+                key=o.key,
+                timestamp_ms=o.timestamp_ms,
+                headers=list(o.headers) or None,
+            )
+            for o in outputs
+        ]
+        await asyncio.gather(*pending)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        if self.barrier is not None:
+            await self.barrier.stop()
+        if self.state is not None:
+            await self.state.close()
+
+
+def faust_broker_url(settings: Settings) -> str:
+    return ";".join(f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",") if server.strip())
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust's credentials object for the configured SASL/TLS, or None for PLAINTEXT."""
+    options = kafka_client_options(settings)
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=options.get("ssl_context"),
+    )
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    """The Faust app with one agent per input topic, and the runtime those agents use."""
+    app = faust.App(
+        settings.app_id,
+        broker=faust_broker_url(settings),
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        # Topics are created by streams.admin.create_topics (partitions, compaction); Faust must
+        # not declare them, nor its leader topic.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout,
+        broker_max_poll_records=50,
+        stream_buffer_maxsize=256,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        producer_max_request_size=8 << 20,
+        consumer_max_fetch_size=16 << 20,
+    )
+    runtime = Runtime(settings)
+    for name in INPUT_TOPICS:
+        topic = app.topic(
+            settings.topic(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions_for(settings, name),
+        )
+        app.agent(topic, name=f"mmc-{name}")(make_agent(name, runtime))
+
+    @app.on_before_shutdown.connect
+    async def _close(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
+        await runtime.stop()
+
+    return app, runtime
+
+
+def make_agent(name: str, runtime: Runtime) -> Any:
+    """The agent for input topic ``name``: record in, processor, offset marked applied."""
+
+    async def agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            record = InputRecord(
+                topic=name,
+                partition=message.partition,
+                offset=message.offset,
+                timestamp_ms=int(round(message.timestamp * 1000)),
+                key=message.key,
+                value=message.value,
+            )
+            await apply_with_retry(runtime, record, time.monotonic())
+
+    agent.__name__ = f"mmc_{name}"
+    return agent
+
+
+async def apply_with_retry(runtime: Runtime, record: InputRecord, received_at: float) -> str:
+    """Apply a record until the infrastructure lets it through; then mark its offset applied."""
+    delay = RETRY_MIN_SECONDS
+    while True:
+        try:
+            processor = await runtime.processor()
+            outcome = await processor.handle(record, received_at)
+            if runtime.state is None:
+                raise RuntimeError("runtime not started")
+            await runtime.state.mark_processed(record.topic, record.partition, record.offset, record.timestamp_ms)
+            return outcome
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("retrying %s[%d]@%d in %.1f s: %r", record.topic, record.partition, record.offset, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Create the topics, then run one Faust worker in the foreground until SIGINT/SIGTERM."""
+    asyncio.run(create_topics(settings))
+    app, _runtime = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

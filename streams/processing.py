@@ -1,0 +1,413 @@
+"""What the worker does with each input record: plain async code, callable without Faust.
+
+:class:`Processor` decodes a record, checks it against the state, updates Redis and sends
+the outputs through a :class:`Sender`; a refused record goes to the dead-letter topic with its
+reason. The agents in :mod:`streams.app` only move records between Kafka and this class.
+
+Lifecycle rules (event time = the Kafka record timestamp; see :mod:`streams.progress` for how
+decisions wait for the other topics):
+
+- ``open`` stores the universe; opening it again (another record) is refused ``round_exists``.
+- ``close`` freezes the round at its event time; a second, different close is refused.
+- A submission counts when its event time is at or before its round's close; later → ``round_closed``.
+  A newer submission (event time, then offset) replaces an older one; an older one arriving
+  after a newer one is refused ``superseded``. Submissions for unknown rounds → ``unknown_round``.
+- A stake update applies to every round whose close comes after it (with ``"round": r``: to
+  round r and later ones only). Stakes for models that never submitted are kept (they may
+  submit later). A stake naming a closed round, made after that close → ``round_closed``.
+- Targets for an unknown round → ``unknown_round``; before the round's close → ``round_not_closed``;
+  for a round without submissions → ``no_submissions``; with more than 20% of ids missing →
+  ``too_many_missing_targets`` (the update is not scored). Each scored update (any day, in any
+  order, repeated or not) publishes the scores, the leaderboard rows of the round's models and
+  the round's crowding figures; the same inputs give the same bytes. Round-level alerts fire
+  once per round, at its first scored update.
+- A record whose processing fails for a reason other than the input or the infrastructure is
+  refused ``internal_error`` (the worker logs the traceback and carries on). Redis or Kafka
+  being unreachable is not the input's fault: the agent retries the record instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import scoring
+from scoring.crowding import ScoreTable, stake_jump_events
+from scoring.errors import ScoringError
+from scoring.metrics import pearson_rows
+from scoring.rounds import PreparedRound, gaussian_ranks
+from streams import alerts as alert_rules
+from streams.errors import InvalidMessage
+from streams.outputs import Output, dead_letter, encode, json_output
+from streams.progress import Barrier
+from streams.records import (
+    InputRecord,
+    RoundClose,
+    RoundOpen,
+    StakeUpdate,
+    Submission,
+    TargetsUpdate,
+    align_to_universe,
+    decode_input,
+    refuse,
+)
+from streams.resolution import (
+    history_entry,
+    round_figures,
+    score_messages,
+    standing,
+    standing_score,
+    trend_figures,
+)
+from streams.settings import Settings
+from streams.state import RedisState, StakeEntry, SubmissionRow
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[list[Output]], Awaitable[None]]
+UNIVERSES_CACHED = 64
+
+
+class Processor:
+    """Applies input records to the state and publishes what follows from them."""
+
+    def __init__(self, settings: Settings, state: RedisState, barrier: Barrier, send: Sender) -> None:
+        self.settings = settings
+        self.state = state
+        self.barrier = barrier
+        self.send = send
+        self._universes: OrderedDict[int, dict[str, int]] = OrderedDict()
+        self._prepared: OrderedDict[int, tuple[str, PreparedRound]] = OrderedDict()
+
+    # --- entry point ------------------------------------------------------------------------
+    async def handle(self, record: InputRecord, received_at: float) -> str:
+        """Apply one record; returns ``"applied"``, ``"unchanged"`` (a redelivery) or the refusal reason.
+
+        Transient infrastructure errors (Redis, Kafka) propagate: the caller retries the record.
+        """
+        try:
+            decoded = decode_input(record, self.settings.max_message_bytes, self.settings.max_ids)
+            if isinstance(decoded, RoundOpen):
+                outcome = await self._open(record, decoded)
+            elif isinstance(decoded, RoundClose):
+                outcome = await self._close(record, decoded)
+            elif isinstance(decoded, Submission):
+                outcome = await self._submission(record, decoded, received_at)
+            elif isinstance(decoded, StakeUpdate):
+                outcome = await self._stake(record, decoded, received_at)
+            else:
+                outcome = await self._targets(record, decoded, received_at)
+        except InvalidMessage as exc:
+            await self._refuse(record, exc)
+            return exc.reason
+        except ScoringError as exc:
+            error = refuse(exc.reason if exc.reason in ("too_many_missing_targets", "non_finite") else "bad_field", str(exc))
+            await self._refuse(record, error)
+            return error.reason
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
+            error = refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500])
+            await self._refuse(record, error)
+            return error.reason
+        return outcome
+
+    async def _refuse(self, record: InputRecord, error: InvalidMessage) -> None:
+        log.info("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, error)
+        await self.send([dead_letter(record, error, self.settings.topic_prefix)])
+
+    # --- rounds -------------------------------------------------------------------------------
+    async def _open(self, record: InputRecord, event: RoundOpen) -> str:
+        existing = await self.state.get_round(event.round)
+        if existing is not None:
+            if existing.open_offset == record.offset:
+                return "unchanged"
+            same = "the same" if existing.ids == event.ids else "a different"
+            raise refuse("round_exists", f"round {event.round} is already open (this repeats it with {same} universe)")
+        await self.state.open_round(event.round, event.ids, record.timestamp_ms, record.offset)
+        return "applied"
+
+    async def _close(self, record: InputRecord, event: RoundClose) -> str:
+        info = await self.state.get_round(event.round)
+        if info is None:
+            raise refuse("unknown_round", f"round {event.round} was never opened")
+        if info.closed:
+            if info.close_offset == record.offset:
+                return "unchanged"
+            raise refuse("round_already_closed", f"round {event.round} closed already (offset {info.close_offset})")
+        await self.state.close_round(event.round, record.timestamp_ms, record.offset)
+        return "applied"
+
+    async def _round_for(self, round_number: int, record: InputRecord, received_at: float) -> Any:
+        await self.barrier.wait_for("rounds", received_at, record.timestamp_ms)
+        info = await self.state.get_round(round_number)
+        if info is None:
+            raise refuse("unknown_round", f"round {round_number} was never opened")
+        return info
+
+    def _universe(self, info: Any) -> dict[str, int]:
+        index = self._universes.get(info.round)
+        if index is None:
+            index = {id_: i for i, id_ in enumerate(info.ids)}
+            self._universes[info.round] = index
+            while len(self._universes) > UNIVERSES_CACHED:
+                self._universes.popitem(last=False)
+        return index
+
+    # --- submissions --------------------------------------------------------------------------
+    async def _submission(self, record: InputRecord, event: Submission, received_at: float) -> str:
+        info = await self._round_for(event.round, record, received_at)
+        if info.closed and record.timestamp_ms > info.close_ts:
+            raise refuse("round_closed", f"round {event.round} closed before this submission")
+        values = align_to_universe(event.predictions, event.ids, self._universe(info), partial=False)
+        prepared = scoring.prepare_submission(values)
+        existing = await self.state.get_submission(event.round, event.model)
+        new_key = (record.timestamp_ms, record.offset)
+        if existing is not None:
+            if existing.order_key == new_key:
+                return "unchanged"
+            if existing.order_key > new_key:
+                raise refuse("superseded", f"a newer submission of {event.model} for round {event.round} is stored")
+        stake = float((await self.state.stakes_at([event.model], record.timestamp_ms, event.round))[0])
+        g = gaussian_ranks(PreparedRound.stack([prepared]))[0]
+        live = await self._live_sums(event.round, info.n_ids, record.partition, existing, g, stake)
+        row = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, prepared.to_bytes())
+        await self.state.put_submission(event.round, event.model, row, live)
+        if not info.closed:
+            await self._live_alert(record, event, info, g)
+        return "applied"
+
+    async def _live_sums(
+        self, r: int, n_ids: int, partition: int, existing: SubmissionRow | None, g: NDArray[np.float64], stake: float
+    ) -> NDArray[np.float64]:
+        """The partition's running ``[Σw, Σw·G]`` with this submission in place of the model's earlier one."""
+        live = await self.state.get_live(r, partition, n_ids)
+        if existing is not None and existing.partition == partition and existing.live_weight > 0:
+            old = gaussian_ranks(PreparedRound.stack([existing.submission(n_ids)]))[0]
+            live[0] -= existing.live_weight
+            live[1:] -= existing.live_weight * old
+        if stake > 0:
+            live[0] += stake
+            live[1:] += stake * g
+        return live
+
+    async def _live_alert(self, record: InputRecord, event: Submission, info: Any, g: NDArray[np.float64]) -> None:
+        """Provisional CWMM of the submission against the round's running meta model."""
+        total = await self.state.get_live_total(event.round, info.n_ids, self.settings.partitions)
+        if total[0] <= 0:
+            return
+        meta = total[1:] / total[0]
+        cwmm = float(pearson_rows(np.sign(g) * np.abs(g) ** 1.5, meta)[0])
+        if not np.isfinite(cwmm):
+            return
+        history = (await self.state.get_histories([event.model]))[event.model]
+        trend = await self.state.get_trend()
+        resolved = [r for r in trend if r < event.round]
+        top = trend[resolved[-1]].get("cwmm_p90") if resolved else None
+        previous_top = trend[resolved[-2]].get("cwmm_p90") if len(resolved) > 1 else None
+        found = alert_rules.cwmm_spike(
+            self.settings, event.model, event.round, cwmm, history, top, previous_top, stage="live"
+        )
+        if found is not None:
+            await self._publish_alerts([found], record.timestamp_ms)
+
+    # --- stakes -------------------------------------------------------------------------------
+    async def _stake(self, record: InputRecord, event: StakeUpdate, received_at: float) -> str:
+        if event.round is not None:
+            await self.barrier.wait_for("rounds", received_at, record.timestamp_ms)
+            info = await self.state.get_round(event.round)
+            if info is not None and info.closed and record.timestamp_ms > info.close_ts:
+                raise refuse("round_closed", f"round {event.round} closed before this stake update")
+        await self.state.add_stake(event.model, StakeEntry(record.timestamp_ms, record.offset, event.round, event.stake))
+        return "applied"
+
+    # --- targets ------------------------------------------------------------------------------
+    async def _targets(self, record: InputRecord, event: TargetsUpdate, received_at: float) -> str:
+        info = await self._round_for(event.round, record, received_at)
+        if not info.closed or record.timestamp_ms < info.close_ts:
+            raise refuse("round_not_closed", f"round {event.round} has not closed; targets come after the close")
+        await self.barrier.wait_for("submissions", received_at)
+        await self.barrier.wait_for("stakes", received_at)
+        targets = align_to_universe(event.targets, event.ids, self._universe(info), partial=True)
+        rows = await self.state.get_submissions(event.round)
+        if not rows:
+            raise refuse("no_submissions", f"round {event.round} has no accepted submission to score")
+        models = sorted(rows)
+        stakes = await self.state.stakes_at(models, info.close_ts, event.round)
+        fingerprint = self._fingerprint(models, rows, stakes)
+        prepared = self._prepared_round(event.round, fingerprint, models, rows, info.n_ids)
+        samples = scoring.round_samples(
+            stakes, event.round, self.settings.seed_salt, self.settings.mmc_draws, self.settings.mmc_fraction
+        )
+        complete = bool(np.isfinite(targets).all())
+        basis = await self._basis(event.round, fingerprint, prepared, stakes, samples) if complete else None
+        scores = scoring.score_prepared(
+            prepared, stakes, targets, samples, basis=basis, max_missing_ratio=self.settings.max_missing_ratio
+        )
+        await self._publish_round(record, event, info, models, stakes, scores)
+        return "applied"
+
+    def _fingerprint(self, models: list[str], rows: dict[str, SubmissionRow], stakes: NDArray[np.float64]) -> str:
+        h = hashlib.sha256()
+        for model in models:
+            h.update(model.encode() + b"\0" + repr(rows[model].order_key).encode())
+        h.update(np.ascontiguousarray(stakes, dtype="<f8").tobytes())
+        h.update(f"{self.settings.seed_salt}:{self.settings.mmc_draws}:{self.settings.mmc_fraction}".encode())
+        return h.hexdigest()
+
+    def _prepared_round(
+        self, r: int, fingerprint: str, models: list[str], rows: dict[str, SubmissionRow], n_ids: int
+    ) -> PreparedRound:
+        cached = self._prepared.get(r)
+        if cached is not None and cached[0] == fingerprint:
+            self._prepared.move_to_end(r)
+            return cached[1]
+        prepared = PreparedRound.stack([rows[m].submission(n_ids) for m in models])
+        if self.settings.round_cache_rounds > 0:
+            self._prepared[r] = (fingerprint, prepared)
+            while len(self._prepared) > self.settings.round_cache_rounds:
+                self._prepared.popitem(last=False)
+        return prepared
+
+    async def _basis(
+        self, r: int, fingerprint: str, prepared: PreparedRound, stakes: NDArray[np.float64], samples: NDArray[np.int64]
+    ) -> scoring.RoundBasis:
+        basis = await self.state.get_basis(r, fingerprint, prepared.n_models, prepared.n_ids, samples.shape[0])
+        if basis is None:
+            basis = scoring.close_round(prepared, stakes, samples)
+            await self.state.put_basis(r, fingerprint, basis)
+        return basis
+
+    async def _publish_round(
+        self,
+        record: InputRecord,
+        event: TargetsUpdate,
+        info: Any,
+        models: list[str],
+        stakes: NDArray[np.float64],
+        scores: scoring.RoundScores,
+    ) -> None:
+        s = self.settings
+        ts = record.timestamp_ms
+        r = event.round
+        messages = score_messages(s, r, event.day, event.final, models, stakes, scores)
+        entries = {m: history_entry(msg) for m, msg in zip(models, messages, strict=True)}
+        # A round's history entry is its latest update: final wins, then the highest day.
+        previous = await self.state.get_histories(models)
+        newer = {m: e for m, e in entries.items() if _update_rank(e) >= _update_rank(previous[m].get(r))}
+        await self.state.put_history(r, newer)
+        histories = {m: {**previous[m], **({r: newer[m]} if m in newer else {})} for m in models}
+        as_of = {"round": r, "day": event.day, "final": event.final}
+        rows = {m: standing(s, m, histories[m], as_of) for m in models}
+        await self.state.put_standings({m: (standing_score(row), encode(row)) for m, row in rows.items()})
+        ranks, board = await self.state.ranks(models)
+        figures = round_figures(r, event.day, event.final, models, stakes, scores)
+        await self.state.put_trend(r, figures)
+        trend_table = await self.state.get_trend()
+        trend = trend_figures(trend_table, upto=r, recent=s.alert_trend_rounds)
+        crowding = {**figures, "trend": trend}
+        outputs = [json_output("scores", m, msg, ts) for m, msg in zip(models, messages, strict=True)]
+        outputs += [
+            json_output("leaderboard", m, {**rows[m], "rank": rank, "n_models": board}, ts)
+            for m, rank in zip(models, ranks, strict=True)
+        ]
+        outputs.append(json_output("crowding", str(r), crowding, ts))
+        await self.send(outputs)
+        await self.state.put_round_scores(r, {m: o.value for m, o in zip(models, outputs, strict=False)}, encode(crowding))
+        if not info.alerted:
+            found = await self._round_alerts(event, models, stakes, scores, histories, figures, trend, trend_table)
+            await self._publish_alerts(found, ts)
+            await self.state.mark_round_alerted(r)
+
+    async def _round_alerts(
+        self,
+        event: TargetsUpdate,
+        models: list[str],
+        stakes: NDArray[np.float64],
+        scores: scoring.RoundScores,
+        histories: dict[str, dict[int, dict[str, Any]]],
+        figures: dict[str, Any],
+        trend: dict[str, Any],
+        trend_table: dict[int, dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        s, r, day = self.settings, event.round, event.day
+        previous_top = trend_table.get(r - 1, {}).get("cwmm_p90")
+        found: list[dict[str, Any]] = []
+        for i, model in enumerate(models):
+            cwmm = scores.corr_w_mm[i]
+            spike = alert_rules.cwmm_spike(
+                s, model, r, float(cwmm) if np.isfinite(cwmm) else None, histories[model],
+                figures["cwmm_p90"], previous_top, day=day,
+            )
+            if spike is not None:
+                found.append(spike)
+        jumps = [
+            (i, m) for i, m in enumerate(models)
+            if (prev := histories[m].get(r - 1)) is not None
+            and prev.get("stake", 0) > 0
+            and stakes[i] >= s.alert_stake_jump_ratio * prev["stake"]
+        ]
+        if jumps:
+            population = await self._population_jump_effect()
+            for i, m in jumps:
+                tax = alert_rules.crowding_tax(s, m, r, float(stakes[i]), histories[m][r - 1]["stake"], population, day=day)
+                if tax is not None:
+                    found.append(tax)
+        for rule in (
+            alert_rules.crowding_trend(s, r, trend, day=day),
+            alert_rules.concentration(s, r, figures["effective_models"], day=day),
+        ):
+            if rule is not None:
+                found.append(rule)
+        return found
+
+    async def _population_jump_effect(self) -> dict[str, Any]:
+        """The measured MMC change after ≥ratio× stake jumps, over every model's history so far."""
+        histories = await self.state.get_histories(await self.state.all_models())
+        rows = [(r, m, e) for m, h in histories.items() for r, e in h.items()]
+        if not rows:
+            return {"median_relative_change": None, "n_events": 0, "n_compared": 0}
+        table = ScoreTable.from_arrays(
+            rounds=np.array([r for r, _, _ in rows]),
+            models=np.array([m for _, m, _ in rows], dtype=object),
+            stakes=np.array([e["stake"] for _, _, e in rows], dtype=float),
+            corr_w_mm=np.array([np.nan if e["corr_w_mm"] is None else e["corr_w_mm"] for _, _, e in rows]),
+            mmc=np.array([np.nan if e["mmc"] is None else e["mmc"] for _, _, e in rows]),
+        )
+        events = stake_jump_events(table, ratio=self.settings.alert_stake_jump_ratio)
+        median = events.median_relative_change
+        return {
+            "median_relative_change": float(median) if np.isfinite(median) else None,
+            "n_events": int(events.n_events),
+            "n_compared": int(events.n_compared),
+        }
+
+    async def _publish_alerts(self, found: list[dict[str, Any]], ts: int) -> None:
+        if not found:
+            return
+        outputs = [json_output("alerts", a["model"] or str(a["round"]), a, ts) for a in found]
+        await self.send(outputs)
+        await self.state.push_alerts([o.value for o in outputs])
+
+
+def _update_rank(entry: dict[str, Any] | None) -> tuple[int, int]:
+    """Order of a round's updates: any day < final; among days, the later one."""
+    if entry is None:
+        return (-1, -1)
+    return (1 if entry["final"] else 0, int(entry["day"]))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors of the infrastructure, not of the input: retry the record rather than dead-letter it."""
+    import aiokafka.errors
+    import redis.exceptions
+
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                            aiokafka.errors.KafkaConnectionError, ConnectionError, TimeoutError))

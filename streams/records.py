@@ -1,0 +1,296 @@
+"""Input messages: decode, validate, and turn into typed records — or refuse with a reason code.
+
+Two stages, both pure (no Redis, no Kafka):
+
+1. :func:`decode_input` — bytes → a typed record, checking only what the message itself can
+   tell (size, JSON, types, the model-id pattern, finiteness, duplicates, the key);
+2. :func:`align_to_universe` — a record's values placed on its round's universe (wrong
+   length, unknown or missing ids), once the worker has looked the round up.
+
+Every refusal is an :class:`~streams.errors.InvalidMessage` whose ``reason`` is a stable code,
+listed in :data:`REASONS`; the worker puts the original bytes on the dead-letter topic with it.
+Unknown extra fields are ignored (producers may add fields before the service knows them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from streams.errors import InvalidMessage
+
+#: Every reason code the service puts in the ``mmc.error.reason`` header.
+REASONS: dict[str, str] = {
+    "empty": "the message has no value",
+    "oversize": "the message is larger than MMC_MAX_MESSAGE_BYTES",
+    "not_json": "the value is not UTF-8 JSON",
+    "wrong_type": "the value is not a JSON object, or a field has the wrong JSON type",
+    "missing_field": "a required field is absent",
+    "bad_field": "a field has an invalid value (e.g. a negative round, an unknown event type)",
+    "bad_key": "the Kafka key is missing or does not match the value (model for submissions/stakes, round for rounds/targets)",
+    "bad_model_id": "the model id does not match ^[A-Za-z0-9_\\-\\.]{1,64}$",
+    "bad_id": "an id of the universe is not a string of 1-128 characters",
+    "non_finite": "a number is NaN, ±inf or null where a finite number is required",
+    "negative_stake": "a stake is below zero",
+    "wrong_length": "predictions/targets do not line up with the round's ids (or with the ids given beside them)",
+    "duplicate_ids": "the same id appears twice",
+    "unknown_ids": "an id is not in the round's universe",
+    "missing_ids": "a submission does not cover every id of the round",
+    "too_many_ids": "a universe larger than MMC_MAX_IDS",
+    "unknown_round": "the round was never opened",
+    "round_exists": "a round is opened again with a different universe",
+    "round_already_closed": "a second, different close for a round that is closed",
+    "round_closed": "a submission (or round-specific stake) after the round's close",
+    "superseded": "a submission older (in event time) than the one already stored for that round and model",
+    "round_not_closed": "targets for a round that has not closed",
+    "too_many_missing_targets": "more than 20% of the round's ids have no target: the update is not scored",
+    "no_submissions": "targets for a round without any accepted submission",
+    "internal_error": "the worker failed on this message; see the error message and the worker log",
+}
+
+MODEL_ID = re.compile(r"[A-Za-z0-9_\-\.]{1,64}")
+MAX_ID_LENGTH = 128
+
+
+def refuse(reason: str, message: str) -> InvalidMessage:
+    """An :class:`InvalidMessage` with a known reason code."""
+    if reason not in REASONS:  # a programming error, never input-dependent
+        raise ValueError(f"unknown reason code {reason!r}")
+    return InvalidMessage(reason, message)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One Kafka record as the worker received it."""
+
+    topic: str  # short name: rounds, submissions, stakes, targets
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class RoundOpen:
+    round: int
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoundClose:
+    round: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    round: int
+    model: str
+    predictions: NDArray[np.float64]
+    ids: tuple[str, ...] | None  # None: aligned to the round's universe
+
+
+@dataclass(frozen=True)
+class StakeUpdate:
+    model: str
+    stake: float
+    round: int | None  # None: effective for every round closing after the update
+
+
+@dataclass(frozen=True)
+class TargetsUpdate:
+    round: int
+    day: int
+    final: bool
+    targets: NDArray[np.float64]  # NaN = not resolved yet
+    ids: tuple[str, ...] | None
+
+
+Record = RoundOpen | RoundClose | Submission | StakeUpdate | TargetsUpdate
+
+
+def parse_json(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """The JSON object in ``value``; refuses empty, oversize, non-JSON and non-object values."""
+    if value is None or len(value) == 0:
+        raise refuse("empty", "the message has no value")
+    if len(value) > max_bytes:
+        raise refuse("oversize", f"{len(value):,} bytes is over the {max_bytes:,}-byte limit")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _explain_json_error(value, exc) from None
+    if not isinstance(doc, dict):
+        raise refuse("wrong_type", f"the value must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _explain_json_error(value: bytes, exc: orjson.JSONDecodeError) -> InvalidMessage:
+    """``non_finite`` for JSON that only fails because of NaN/Infinity literals, else ``not_json``."""
+    if b"NaN" in value or b"Infinity" in value:
+        try:
+            json.loads(value)  # the stdlib accepts NaN/Infinity: then they were the only problem
+        except ValueError:
+            pass
+        else:
+            return refuse("non_finite", "NaN/Infinity are not JSON numbers; send finite numbers (or null for a missing target)")
+    return refuse("not_json", f"not valid UTF-8 JSON: {exc}")
+
+
+def _field(doc: dict[str, Any], name: str) -> Any:
+    if name not in doc:
+        raise refuse("missing_field", f"field {name!r} is required")
+    return doc[name]
+
+
+def _int_field(doc: dict[str, Any], name: str, minimum: int = 0) -> int:
+    value = _field(doc, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise refuse("wrong_type", f"{name!r} must be an integer, got {type(value).__name__}")
+    if value < minimum or value >= 2**53:
+        raise refuse("bad_field", f"{name!r} must be between {minimum} and 2^53, got {value}")
+    return value
+
+
+def _model_field(doc: dict[str, Any]) -> str:
+    model = _field(doc, "model")
+    if not isinstance(model, str):
+        raise refuse("wrong_type", f"'model' must be a string, got {type(model).__name__}")
+    if not MODEL_ID.fullmatch(model):
+        raise refuse("bad_model_id", f"model id {model[:80]!r} does not match ^[A-Za-z0-9_\\-\\.]{{1,64}}$")
+    return model
+
+
+def _ids_field(doc: dict[str, Any], name: str = "ids") -> tuple[str, ...]:
+    ids = _field(doc, name)
+    if not isinstance(ids, list):
+        raise refuse("wrong_type", f"{name!r} must be a list of strings")
+    for i, item in enumerate(ids):
+        if not isinstance(item, str) or not 1 <= len(item) <= MAX_ID_LENGTH:
+            raise refuse("bad_id", f"{name}[{i}] must be a string of 1-{MAX_ID_LENGTH} characters")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(x for x in ids if x in seen or seen.add(x))  # type: ignore[func-returns-value]
+        raise refuse("duplicate_ids", f"id {dup[:80]!r} appears more than once in {name!r}")
+    return tuple(ids)
+
+
+def _numbers_field(doc: dict[str, Any], name: str, allow_null: bool) -> NDArray[np.float64]:
+    values = _field(doc, name)
+    if not isinstance(values, list):
+        raise refuse("wrong_type", f"{name!r} must be a list of numbers")
+    for i, v in enumerate(values):
+        if v is None:
+            if not allow_null:
+                raise refuse("non_finite", f"{name}[{i}] is null; every prediction must be a finite number")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise refuse("wrong_type", f"{name}[{i}] must be a number, got {type(v).__name__}")
+    arr = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    if np.isinf(arr).any():
+        raise refuse("non_finite", f"{name} holds a number too large for float64")
+    return arr
+
+
+def _key_text(record: InputRecord) -> str:
+    if record.key is None:
+        raise refuse("bad_key", "the message has no key; always key messages (model or round)")
+    try:
+        return record.key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise refuse("bad_key", "the key is not UTF-8") from None
+
+
+def _check_key(record: InputRecord, expected: str) -> None:
+    key = _key_text(record)
+    if key != expected:
+        raise refuse("bad_key", f"key {key[:80]!r} does not match the value's {expected[:80]!r}")
+
+
+def decode_input(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
+    """Decode and validate one input record (everything that needs no state).
+
+    Raises:
+        InvalidMessage: with a reason code from :data:`REASONS`.
+    """
+    doc = parse_json(record.value, max_bytes)
+    if record.topic == "rounds":
+        kind = _field(doc, "type")
+        rnd = _int_field(doc, "round")
+        _check_key(record, str(rnd))
+        if kind == "open":
+            ids = _ids_field(doc)
+            if len(ids) < 2:
+                raise refuse("bad_field", "a round needs at least 2 ids")
+            if len(ids) > max_ids:
+                raise refuse("too_many_ids", f"{len(ids):,} ids is over the {max_ids:,} limit")
+            return RoundOpen(rnd, ids)
+        if kind == "close":
+            return RoundClose(rnd)
+        raise refuse("bad_field", f"'type' must be 'open' or 'close', got {str(kind)[:40]!r}")
+    if record.topic == "submissions":
+        rnd = _int_field(doc, "round")
+        model = _model_field(doc)
+        _check_key(record, model)
+        preds = _numbers_field(doc, "predictions", allow_null=False)
+        ids = _ids_field(doc) if "ids" in doc else None
+        if ids is not None and len(ids) != preds.size:
+            raise refuse("wrong_length", f"{preds.size} predictions beside {len(ids)} ids")
+        return Submission(rnd, model, preds, ids)
+    if record.topic == "stakes":
+        model = _model_field(doc)
+        _check_key(record, model)
+        stake = _field(doc, "stake")
+        if isinstance(stake, bool) or not isinstance(stake, (int, float)):
+            raise refuse("wrong_type", f"'stake' must be a number, got {type(stake).__name__}")
+        if not math.isfinite(stake):
+            raise refuse("non_finite", "'stake' must be finite")
+        if stake < 0:
+            raise refuse("negative_stake", f"stake {stake} is below zero")
+        rnd_opt = _int_field(doc, "round") if doc.get("round") is not None else None
+        return StakeUpdate(model, float(stake), rnd_opt)
+    if record.topic == "targets":
+        rnd = _int_field(doc, "round")
+        _check_key(record, str(rnd))
+        day = _int_field(doc, "day")
+        final = _field(doc, "final")
+        if not isinstance(final, bool):
+            raise refuse("wrong_type", "'final' must be true or false")
+        targets = _numbers_field(doc, "targets", allow_null=True)
+        ids = _ids_field(doc) if "ids" in doc else None
+        if ids is not None and len(ids) != targets.size:
+            raise refuse("wrong_length", f"{targets.size} targets beside {len(ids)} ids")
+        return TargetsUpdate(rnd, day, final, targets, ids)
+    raise ValueError(f"not an input topic: {record.topic!r}")  # wiring error, not input
+
+
+def align_to_universe(
+    values: NDArray[np.float64], ids: tuple[str, ...] | None, universe_index: dict[str, int], partial: bool
+) -> NDArray[np.float64]:
+    """Place ``values`` on the round's universe order.
+
+    Arguments:
+        values: as sent; ids: the ids beside them, or None when already aligned.
+        universe_index: id → position in the round's universe.
+        partial: True for targets (absent ids become NaN = missing), False for submissions
+            (every id required).
+    """
+    n = len(universe_index)
+    if ids is None:
+        if values.size != n:
+            raise refuse("wrong_length", f"{values.size} values for a round of {n} ids")
+        return values
+    out = np.full(n, np.nan)
+    positions = [universe_index.get(i, -1) for i in ids]
+    if -1 in positions:
+        unknown = ids[positions.index(-1)]
+        raise refuse("unknown_ids", f"id {unknown[:80]!r} is not in the round's universe")
+    out[np.asarray(positions, dtype=np.intp)] = values
+    if not partial and len(ids) != n:
+        raise refuse("missing_ids", f"{n - len(ids)} of the round's {n} ids have no prediction")
+    return out

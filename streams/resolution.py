@@ -1,0 +1,199 @@
+"""From a round's scores to the messages downstream consumers read (pure; no Redis, no Kafka).
+
+- :func:`score_messages` — one ``mmc.scores`` value per model;
+- :func:`standing` — a model's rolling leaderboard row from its score history;
+- :func:`round_figures` / :func:`trend_figures` — the round's crowding figures (DESIGN §2.2)
+  and their trend across rounds.
+
+Decisions written down here:
+
+- The payout score uses *today's* MMC (``contribution``), as Numerai's payouts from 2024 do:
+  ``clip(0.5·corr + 2·contribution, ±0.05)``; the 2020 bootstrap MMC is published beside it.
+- Percentiles are tie-kept uniform ranks among the round's models with a value, in (0, 1).
+- The leaderboard window is a model's latest ``MMC_LEADERBOARD_WINDOW`` rounds with scores;
+  each round counts with its latest update (final when it has arrived).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import scoring
+from scoring.crowding import ScoreTable, cwmm_by_stake_decile, mmc_by_cwmm_decile, stake_concentration
+from streams.settings import Settings
+
+METRICS = ("corr", "mmc", "contribution", "corr_w_mm", "payout")
+
+
+def finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def percentiles(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Tie-kept uniform rank of each finite value among the finite ones; NaN stays NaN."""
+    out = np.full(values.shape, np.nan)
+    ok = np.isfinite(values)
+    if ok.sum() >= 2:
+        out[ok] = scoring.rank_uniform(values[ok])
+    elif ok.sum() == 1:
+        out[ok] = 0.5
+    return out
+
+
+def payout(settings: Settings, corr: NDArray[np.float64], contribution: NDArray[np.float64]) -> NDArray[np.float64]:
+    return scoring.payout_score(
+        corr,
+        contribution,
+        corr_multiplier=settings.payout_corr_multiplier,
+        mmc_multiplier=settings.payout_mmc_multiplier,
+        clip=settings.payout_clip,
+    )
+
+
+def score_messages(
+    settings: Settings,
+    round_number: int,
+    day: int,
+    final: bool,
+    models: list[str],
+    stakes: NDArray[np.float64],
+    scores: scoring.RoundScores,
+) -> list[dict[str, Any]]:
+    """One ``mmc.scores`` value per model, in model order."""
+    metrics = {
+        "corr": scores.corr,
+        "mmc": scores.mmc,
+        "contribution": scores.contribution,
+        "corr_w_mm": scores.corr_w_mm,
+        "payout": payout(settings, scores.corr, scores.contribution),
+    }
+    pct = {name: percentiles(values) for name, values in metrics.items()}
+    return [
+        {
+            "round": round_number,
+            "day": day,
+            "final": final,
+            "model": model,
+            "stake": float(stakes[i]),
+            **{name: finite_or_none(values[i]) for name, values in metrics.items()},
+            "percentiles": {name: finite_or_none(p[i]) for name, p in pct.items()},
+            "n_ids_scored": scores.n_ids_scored,
+            "n_ids_missing": scores.n_ids_missing,
+        }
+        for i, model in enumerate(models)
+    ]
+
+
+def history_entry(message: dict[str, Any]) -> dict[str, Any]:
+    """What a model's history keeps of one round (its latest update)."""
+    return {k: message[k] for k in ("round", "day", "final", "stake", *METRICS)}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return float(np.mean(finite)) if finite else None
+
+
+def standing(settings: Settings, model: str, history: dict[int, dict[str, Any]], as_of: dict[str, Any]) -> dict[str, Any]:
+    """A model's rolling leaderboard row over its latest ``leaderboard_window`` rounds.
+
+    ``as_of`` names the update that produced it (round, day, final).
+    """
+    rounds = sorted(history)[-settings.leaderboard_window :]
+    rows = [history[r] for r in rounds]
+    latest = rows[-1] if rows else {}
+    return {
+        "model": model,
+        "window": settings.leaderboard_window,
+        "rounds": len(rounds),
+        "first_round": rounds[0] if rounds else None,
+        "last_round": rounds[-1] if rounds else None,
+        **{f"{name}_mean": _mean([row.get(name) for row in rows]) for name in METRICS},
+        "stake": latest.get("stake", 0.0),
+        "as_of": as_of,
+    }
+
+
+def standing_score(row: dict[str, Any]) -> float:
+    """The leaderboard orders by rolling mean payout; a model without one sorts last."""
+    value = row.get("payout_mean")
+    return float(value) if value is not None else -1e9
+
+
+def round_figures(
+    round_number: int,
+    day: int,
+    final: bool,
+    models: list[str],
+    stakes: NDArray[np.float64],
+    scores: scoring.RoundScores,
+) -> dict[str, Any]:
+    """The round's crowding figures (DESIGN §2.2) for one update."""
+    table = ScoreTable.from_arrays(
+        rounds=np.full(len(models), round_number),
+        models=np.asarray(models, dtype=object),
+        stakes=stakes,
+        corr_w_mm=scores.corr_w_mm,
+        mmc=scores.mmc,
+    )
+    cwmm = scores.corr_w_mm
+    ok = np.isfinite(cwmm)
+    staked = ok & (stakes > 0)
+    weighted = float(np.sum(stakes[staked] * cwmm[staked]) / np.sum(stakes[staked])) if staked.any() else float("nan")
+    median = float(np.median(cwmm[ok])) if ok.any() else float("nan")
+    conc = stake_concentration(stakes)
+    by_stake = cwmm_by_stake_decile(table)
+    by_cwmm = mmc_by_cwmm_decile(table)
+    return {
+        "round": round_number,
+        "day": day,
+        "final": final,
+        "n_models": len(models),
+        "n_stakers": int((stakes > 0).sum()),
+        "total_stake": float(stakes.sum()),
+        "stake_weighted_cwmm": finite_or_none(weighted),
+        "median_cwmm": finite_or_none(median),
+        "gap": finite_or_none(weighted - median),
+        "cwmm_p90": finite_or_none(float(np.quantile(cwmm[ok], 0.9))) if ok.any() else None,
+        "hhi": finite_or_none(conc.hhi),
+        "effective_models": finite_or_none(conc.effective_number),
+        "top10_share": finite_or_none(conc.top_share),
+        "cwmm_median_by_stake_decile": [finite_or_none(x) for x in by_stake.median_corr_w_mm],
+        "mmc_mean_by_cwmm_decile": [finite_or_none(x) for x in by_cwmm.mean_mmc],
+        "mean_mmc": finite_or_none(float(np.nanmean(scores.mmc))) if np.isfinite(scores.mmc).any() else None,
+        "mean_contribution": finite_or_none(float(np.nanmean(scores.contribution)))
+        if np.isfinite(scores.contribution).any()
+        else None,
+    }
+
+
+def _slope(x: list[int], y: list[float | None]) -> float | None:
+    pts = [(a, b) for a, b in zip(x, y, strict=True) if b is not None]
+    if len(pts) < 2:
+        return None
+    xs, ys = np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float)
+    xs = xs - xs.mean()
+    denom = float(xs @ xs)
+    return float(xs @ (ys - ys.mean()) / denom) if denom > 0 else None
+
+
+def trend_figures(trend: dict[int, dict[str, Any]], upto: int, recent: int) -> dict[str, Any]:
+    """Stake-weighted mean vs unweighted median CWMM per round up to ``upto``, and their slopes.
+
+    ``recent_weighted_slope`` covers the latest ``recent`` rounds (the crowding_trend alert).
+    """
+    rounds = [r for r in sorted(trend) if r <= upto]
+    weighted = [trend[r].get("stake_weighted_cwmm") for r in rounds]
+    median = [trend[r].get("median_cwmm") for r in rounds]
+    return {
+        "rounds": rounds,
+        "stake_weighted_cwmm": weighted,
+        "median_cwmm": median,
+        "weighted_slope": _slope(rounds, weighted),
+        "median_slope": _slope(rounds, median),
+        "recent_rounds": rounds[-recent:],
+        "recent_weighted_slope": _slope(rounds[-recent:], weighted[-recent:]),
+    }

@@ -180,8 +180,12 @@ class Processor:
         live = await self._live_sums(event.round, info.n_ids, record.partition, existing, g, stake)
         row = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, prepared.to_bytes())
         await self.state.put_submission(event.round, event.model, row, live)
-        if not info.closed:
+        try:
             await self._live_alert(record, event, info, g)
+        except Exception as exc:  # advisory: never changes the submission's outcome
+            if is_transient(exc):
+                raise
+            log.exception("live corr_w_mm check failed for %s in round %d", event.model, event.round)
         return "applied"
 
     async def _live_sums(
@@ -204,7 +208,7 @@ class Processor:
         if total[0] <= 0:
             return
         meta = total[1:] / total[0]
-        cwmm = float(pearson_rows(np.sign(g) * np.abs(g) ** 1.5, meta)[0])
+        cwmm = float(pearson_rows((np.sign(g) * np.abs(g) ** 1.5)[np.newaxis, :], meta)[0])
         if not np.isfinite(cwmm):
             return
         history = (await self.state.get_histories([event.model]))[event.model]
@@ -215,6 +219,7 @@ class Processor:
         found = alert_rules.cwmm_spike(
             self.settings, event.model, event.round, cwmm, history, top, previous_top, stage="live"
         )
+        log.debug("live corr_w_mm of %s in round %d: %.4f (history rounds %s)", event.model, event.round, cwmm, sorted(history))
         if found is not None:
             await self._publish_alerts([found], record.timestamp_ms)
 

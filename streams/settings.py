@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``MMC_*`` environment variables (for a worker subprocess); secrets included."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"MMC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     def topic(self, name: str) -> str:
         """The full topic name for a short name such as ``scores``."""
         return f"{self.topic_prefix}{name}"

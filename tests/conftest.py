@@ -124,6 +124,7 @@ def make_settings(stack_env: StackEnv) -> Callable[..., Settings]:
             "redis_url": stack_env.redis_url,
             "topic_prefix": f"t{tag}.",
             "app_id": f"mmc-test-{tag}",
+            "state_namespace": f"t{tag}",
         }
         fields.update(overrides)
         settings = Settings(**fields)

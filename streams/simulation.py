@@ -1,0 +1,703 @@
+"""A reproducible tournament: a season of rounds, models, stakes and targets as input events.
+
+Pure (numpy and the :mod:`scoring` library; no I/O, clock or environment): a
+:class:`SimulationConfig` and its seed fully determine the event sequence, in every process.
+
+The latent structure (all per round ``r``, over its ids, from ``K`` id-level factors ``F_r``):
+
+- **signal** ``s_r = βᵀF_r``: what the targets reward. The final targets are
+  ``ρ_t·s_r + √(1−ρ_t²)·η`` bucketed by rank into ``{0, .25, .5, .75, 1}`` (20% each by
+  default, :attr:`SimulationConfig.target_buckets`), with ``ρ_t`` =
+  :attr:`~SimulationConfig.target_signal_corr`.
+- **crowd** ``c_r = γᵀF_r``: the popular, public-example-like feature combination. ``γ`` has
+  cosine :attr:`~SimulationConfig.crowd_signal_corr` with ``β``, so loading on the crowd is a
+  decent way to score CORR — and it is where stake concentrates.
+- **models** ``m``: ``latent = √(q_m k_m)·γ_mᵀF_r + √(q_m(1−k_m))·v_mᵀF_r + √(1−q_m)·ε``,
+  submitted as ``Φ(latent)`` rounded to :attr:`~SimulationConfig.prediction_decimals`.
+  ``γ_m`` is the crowd direction perturbed a little (versions of the example model), ``v_m``
+  the model's own *original* direction, partially aligned with the part of ``β`` the crowd
+  misses (so originality is what the meta model lacks: MMC). ``q_m`` (signal share) and
+  ``v_m`` persist for the whole season; the crowd share ``k_m`` persists too, except that
+  stakers drift slowly toward the crowd (:attr:`~SimulationConfig.crowd_drift`, faster the
+  larger their stake) and, after a stake jump, a model drifts quickly toward
+  :attr:`~SimulationConfig.jump_crowd_share` — the crowding tax the seed article measured.
+- **stakes**: log-normal, rank-correlated with the crowd share
+  (:attr:`~SimulationConfig.stake_crowd_corr`), :attr:`~SimulationConfig.zero_stake_fraction`
+  of the models never stake. A stake grows by ``(1 + payout)`` when one of the model's rounds
+  resolves (payout = :func:`scoring.payout_score` of the round's final CORR and contribution,
+  computed with :func:`scoring.score_round` and the stakes in force at that round's close), and
+  :attr:`~SimulationConfig.n_jumps` original-leaning stakers get one ``jump_range``× increase.
+
+Calendar (simulated time from :attr:`~SimulationConfig.first_day_ms`, 2026-01-01T00:00Z by
+default; ``o_r = r − start_round + 1``):
+
+- round ``r`` opens at day ``o_r`` 00:00 and closes at 12:00 (day ``o_r + 0.5``); its
+  submissions arrive in between (some models submit twice — the later one replaces the earlier
+  — and a few skip the round);
+- the stake updates for round ``r`` are sent at 18:00 of day ``o_r − 1``: after round
+  ``r − 1`` closed and before ``r`` closes, so each applies from round ``r``;
+- target day ``d`` (1..``resolution_days``) of round ``r`` arrives at day ``o_r + 1 + d``,
+  06:00 (plus a second per round resolving that day), ``final`` on the last day; earlier days
+  are the final latent plus a random walk that shrinks to zero (targets converge day by day);
+  optionally some ids are ``null`` on early days (:attr:`~SimulationConfig.early_null_fraction`).
+
+Timestamps are strictly increasing within each topic, and :meth:`Simulation.events` yields
+every event in non-decreasing timestamp order, so every submission of a round precedes its
+close and every target update follows it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import ndtr, ndtri
+from scipy.stats import rankdata
+
+import scoring
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+#: 2026-01-01T00:00:00Z — the default first simulated day.
+DEFAULT_FIRST_DAY_MS = 1_767_225_600_000
+
+# Times of day of each kind of event (ms after midnight of the simulated day).
+_OPEN_AT = 0
+_CLOSE_AT = 12 * HOUR_MS
+_TARGETS_AT = 6 * HOUR_MS
+_STAKES_AT = 18 * HOUR_MS
+# Spacing of the stake updates of one evening and of the target updates of one morning.
+_STAKE_SPACING_MS = 100
+_TARGET_SPACING_MS = 1_000
+
+#: Short names of the input topics the simulator writes (DESIGN §3).
+TOPICS: tuple[str, ...] = ("rounds", "submissions", "stakes", "targets")
+# Tie-break between topics at one timestamp (never needed with the calendar above, but it
+# keeps the order total): lifecycle first, then stakes, submissions, targets.
+_TOPIC_ORDER = {"rounds": 0, "stakes": 1, "submissions": 2, "targets": 3}
+
+# Independent random streams, one per purpose: ``default_rng([seed, stream, round])``.
+_STREAM_MODELS = 0
+_STREAM_FACTORS = 1
+_STREAM_PREDICTIONS = 2
+_STREAM_TARGETS = 3
+_STREAM_CALENDAR = 4
+_STREAM_PLAN = 5
+_STREAM_IDS = 6
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Every knob of a simulated season (defaults: the demo, ~300 models × 2,000 ids × 40 rounds).
+
+    Size and calendar:
+        n_models, n_rounds, n_ids: models, rounds and ids per round.
+        seed: the only source of randomness.
+        start_round: number of the first round.
+        first_day_ms: epoch ms of simulated day 0 (round ``start_round`` opens on day 1).
+        resolution_days: target updates per round; the last is ``final``.
+        id_pool_factor: each round's universe is ``n_ids`` ids drawn from a pool this much
+            larger (ids repeat across rounds, not always in the same order or set).
+
+    Latent structure:
+        n_factors: id-level factors per round (``K``).
+        target_signal_corr: correlation of the final target latent with the signal (``ρ_t``).
+        crowd_signal_corr: cosine of the crowd direction with the signal direction.
+        crowd_weight: mean crowd share ``k`` across models (Beta-distributed).
+        crowd_concentration: Beta concentration of ``k`` (higher: closer to ``crowd_weight``).
+        crowd_variation: how far a model's version of the crowd strays from it (0 = identical).
+        signal_share_range: range of ``q`` (1 − noise share) across models.
+        originality_range: range of the cosine of a model's original direction with the part
+            of the signal the crowd misses.
+        crowd_drift: per-round drift of stakers toward the crowd (share of the remaining
+            distance), × the square of their stake percentile: the big stakes crowd most.
+
+    Stakes:
+        zero_stake_fraction: share of models that never stake.
+        stake_median, stake_sigma: log-normal stakes of the stakers (NMR).
+        stake_crowd_corr: rank correlation of the initial stake with the crowd share.
+        stake_decimals: stakes are sent rounded to this many decimals.
+        n_jumps: models with one stake jump in the season (original-leaning stakers).
+        jump_range: the jump's factor, uniform in this range (≥ 5× makes it an event of the
+            crowding-tax study).
+        jump_crowd_share: the crowd share a model drifts to after its jump.
+        jump_drift_rate: share of the remaining distance covered per round after the jump.
+        payout_corr_multiplier, payout_mmc_multiplier, payout_clip: the realised payout,
+            :func:`scoring.payout_score` of the round's CORR and contribution.
+
+    Submissions and targets:
+        resubmit_fraction: chance that a model submits twice in a round (the later counts).
+        skip_fraction: chance that a model skips a round (never around its stake jump).
+        prediction_decimals: predictions are sent rounded to this many decimals.
+        target_buckets: share of the ids in each target bucket 0, .25, .5, .75, 1.
+        daily_noise: std of the target latent's deviation on day 1 (0 on the final day).
+        early_null_fraction: share of ids without a target on day 1, falling linearly to 0
+            after ``early_null_days`` (default 0: every id resolves from day 1). Above 0.2
+            the service refuses to score the update (DESIGN §2).
+        early_null_days: days with missing ids when ``early_null_fraction`` > 0.
+    """
+
+    n_models: int = 300
+    n_rounds: int = 40
+    n_ids: int = 2000
+    seed: int = 2026
+    start_round: int = 1
+    first_day_ms: int = DEFAULT_FIRST_DAY_MS
+    resolution_days: int = 20
+    id_pool_factor: float = 1.25
+
+    n_factors: int = 20
+    target_signal_corr: float = 0.15
+    crowd_signal_corr: float = 0.6
+    crowd_weight: float = 0.6
+    crowd_concentration: float = 1.0
+    crowd_variation: float = 0.3
+    signal_share_range: tuple[float, float] = (0.2, 0.35)
+    originality_range: tuple[float, float] = (0.3, 0.9)
+    crowd_drift: float = 0.05
+
+    zero_stake_fraction: float = 0.25
+    stake_median: float = 100.0
+    stake_sigma: float = 1.0
+    stake_crowd_corr: float = 0.6
+    stake_decimals: int = 4
+    n_jumps: int = 12
+    jump_range: tuple[float, float] = (5.0, 20.0)
+    jump_crowd_share: float = 0.75
+    jump_drift_rate: float = 0.25
+    payout_corr_multiplier: float = 0.5
+    payout_mmc_multiplier: float = 2.0
+    payout_clip: float = 0.05
+
+    resubmit_fraction: float = 0.1
+    skip_fraction: float = 0.02
+    prediction_decimals: int = 5
+    target_buckets: tuple[float, float, float, float, float] = (0.2, 0.2, 0.2, 0.2, 0.2)
+    daily_noise: float = 0.3
+    early_null_fraction: float = 0.0
+    early_null_days: int = 3
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n_models >= 2": self.n_models >= 2,
+            "n_rounds >= 1": self.n_rounds >= 1,
+            "n_ids >= 10": self.n_ids >= 10,
+            "start_round >= 0": self.start_round >= 0,
+            "first_day_ms >= 0": self.first_day_ms >= 0,
+            "resolution_days >= 1": self.resolution_days >= 1,
+            "id_pool_factor >= 1": self.id_pool_factor >= 1,
+            "n_factors >= 3": self.n_factors >= 3,
+            "0 < target_signal_corr < 1": 0 < self.target_signal_corr < 1,
+            "0 <= crowd_signal_corr < 1": 0 <= self.crowd_signal_corr < 1,
+            "0 < crowd_weight < 1": 0 < self.crowd_weight < 1,
+            "crowd_concentration > 0": self.crowd_concentration > 0,
+            "crowd_variation >= 0": self.crowd_variation >= 0,
+            "0 < signal_share_range <= 1, ordered": 0 < self.signal_share_range[0]
+            <= self.signal_share_range[1]
+            <= 1,
+            "0 <= originality_range <= 1, ordered": 0 <= self.originality_range[0]
+            <= self.originality_range[1]
+            <= 1,
+            "0 <= crowd_drift < 1": 0 <= self.crowd_drift < 1,
+            "0 <= zero_stake_fraction < 1": 0 <= self.zero_stake_fraction < 1,
+            "stake_median > 0": self.stake_median > 0,
+            "stake_sigma >= 0": self.stake_sigma >= 0,
+            "-1 <= stake_crowd_corr <= 1": -1 <= self.stake_crowd_corr <= 1,
+            "stake_decimals >= 0": self.stake_decimals >= 0,
+            "n_jumps >= 0": self.n_jumps >= 0,
+            "1 <= jump_range, ordered": 1 <= self.jump_range[0] <= self.jump_range[1],
+            "0 <= jump_crowd_share <= 1": 0 <= self.jump_crowd_share <= 1,
+            "0 <= jump_drift_rate <= 1": 0 <= self.jump_drift_rate <= 1,
+            "payout_clip > 0": self.payout_clip > 0,
+            "0 <= resubmit_fraction <= 1": 0 <= self.resubmit_fraction <= 1,
+            "0 <= skip_fraction < 1": 0 <= self.skip_fraction < 1,
+            "1 <= prediction_decimals <= 15": 1 <= self.prediction_decimals <= 15,
+            "5 target_buckets > 0 summing to 1": len(self.target_buckets) == 5
+            and min(self.target_buckets) > 0
+            and math.isclose(sum(self.target_buckets), 1.0),
+            "daily_noise >= 0": self.daily_noise >= 0,
+            "0 <= early_null_fraction < 1": 0 <= self.early_null_fraction < 1,
+            "early_null_days >= 1": self.early_null_days >= 1,
+        }
+        failed = [rule for rule, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"invalid SimulationConfig: {', '.join(failed)}")
+
+    @classmethod
+    def small(cls, **overrides: Any) -> SimulationConfig:
+        """A season for tests: 120 models × 600 ids × 30 rounds, 12 jumps (about a second).
+
+        The targets follow the signal more closely than in the demo (``target_signal_corr``
+        0.25 instead of 0.15): with 600 ids instead of 2,000 the scores are noisier, and the
+        stronger signal keeps the crowding findings clear of the noise.
+        """
+        base: dict[str, Any] = {
+            "n_models": 120,
+            "n_rounds": 30,
+            "n_ids": 600,
+            "n_jumps": 12,
+            "target_signal_corr": 0.25,
+        }
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    """One input message: short topic name, key, record timestamp and JSON value (DESIGN §3)."""
+
+    topic: str
+    key: str
+    timestamp_ms: int
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StakeJump:
+    """A planned stake jump: ``stake_after / stake_before`` ≥ ``jump_range[0]``."""
+
+    model: str
+    round: int
+    factor: float
+    stake_before: float
+    stake_after: float
+
+
+@dataclass(frozen=True, eq=False)
+class _Models:
+    """Per-model constants drawn once per season."""
+
+    ids: tuple[str, ...]
+    signal_share: NDArray[np.float64]  # q_m
+    crowd_share: NDArray[np.float64]  # k_m at the first round
+    crowd_direction: NDArray[np.float64]  # γ_m, [n_models, K] unit rows
+    original_direction: NDArray[np.float64]  # v_m, [n_models, K] unit rows
+    initial_stake: NDArray[np.float64]  # 0 for non-stakers
+
+
+@dataclass(frozen=True, eq=False)
+class _RoundData:
+    """One round's ids, submissions and target path (regenerated on demand, deterministic)."""
+
+    ids: list[str]
+    predictions: NDArray[np.float64]  # final submission per model, [n_models, n_ids]
+    first_predictions: NDArray[np.float64]  # the replaced first submission (resubmitters)
+    targets: NDArray[np.float64]  # [resolution_days, n_ids], NaN = not resolved yet
+
+
+@dataclass(eq=False)
+class Simulation:
+    """A planned season: the ground truth (styles, stakes, jumps) and its event stream.
+
+    Constructing one plans the season (stakes need each round's realised payout, so the rounds
+    that resolve inside the season are scored once with :func:`scoring.score_round`);
+    :meth:`events` then generates the messages lazily, a round at a time.
+
+    Ground truth, arrays indexed ``[round index, model index]`` in :attr:`models` order:
+
+    Attributes:
+        config: the configuration.
+        models: model ids, ``model_000`` …
+        rounds: round numbers, ascending.
+        stakes: the stake in force at each round's close (what the stake messages say).
+        crowd_share: each model's crowd share ``k`` in each round.
+        submitted: whether the model submits to the round.
+        resubmitted: whether it submits twice (the second replaces the first).
+        payouts: realised payout score per round (NaN when the round is not scored in-season
+            or the model did not submit).
+        jumps: the planned stake jumps, by round then model.
+    """
+
+    config: SimulationConfig
+    models: tuple[str, ...] = field(init=False)
+    rounds: tuple[int, ...] = field(init=False)
+    stakes: NDArray[np.float64] = field(init=False)
+    crowd_share: NDArray[np.float64] = field(init=False)
+    submitted: NDArray[np.bool_] = field(init=False)
+    resubmitted: NDArray[np.bool_] = field(init=False)
+    payouts: NDArray[np.float64] = field(init=False)
+    jumps: tuple[StakeJump, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        rng = self._rng(_STREAM_MODELS, 0)
+        k_dim = cfg.n_factors
+        beta = _unit(rng.standard_normal(k_dim))
+        gamma = _unit(
+            cfg.crowd_signal_corr * beta
+            + math.sqrt(1 - cfg.crowd_signal_corr**2) * _unit(_orthogonal(rng.standard_normal(k_dim), beta))
+        )
+        beta_perp = _unit(_orthogonal(beta, gamma))  # the part of the signal the crowd misses
+        self._beta = beta
+        self._gamma = gamma
+        self._pool = self._id_pool()
+        self._models = self._draw_models(rng, gamma, beta_perp)
+        self.models = self._models.ids
+        self.rounds = tuple(range(cfg.start_round, cfg.start_round + cfg.n_rounds))
+        self._plan()
+
+    # --- public API --------------------------------------------------------------------------
+
+    def events(self) -> Iterator[SimEvent]:
+        """Every input message of the season, in non-decreasing timestamp order."""
+        cfg = self.config
+        cache: dict[int, _RoundData] = {}
+        last_day = {i: cfg.resolution_days for i in range(cfg.n_rounds)}
+        for entry in self._schedule:
+            ts, _, kind, i, extra = entry
+            r = self.rounds[i]
+            if i not in cache:
+                cache[i] = self._round_data(i)
+            data = cache[i]
+            if kind == "open":
+                yield SimEvent("rounds", str(r), ts, {"type": "open", "round": r, "ids": list(data.ids)})
+            elif kind == "close":
+                yield SimEvent("rounds", str(r), ts, {"type": "close", "round": r})
+                # Only the targets are needed from now on: drop the predictions.
+                cache[i] = _RoundData(data.ids, _EMPTY, _EMPTY, data.targets)
+            elif kind in ("submit", "resubmit_first"):
+                rows = data.first_predictions if kind == "resubmit_first" else data.predictions
+                model = self.models[extra]
+                yield SimEvent(
+                    "submissions",
+                    model,
+                    ts,
+                    {"round": r, "model": model, "predictions": rows[extra].tolist()},
+                )
+            elif kind == "stake":
+                model = self.models[extra]
+                yield SimEvent("stakes", model, ts, {"model": model, "stake": float(self.stakes[i, extra])})
+            else:  # target day `extra`
+                day = extra
+                values = data.targets[day - 1]
+                targets = [None if math.isnan(v) else v for v in values.tolist()]
+                yield SimEvent(
+                    "targets",
+                    str(r),
+                    ts,
+                    {"round": r, "day": day, "final": day == cfg.resolution_days, "targets": targets},
+                )
+                if day == last_day[i]:
+                    del cache[i]
+
+    def event_counts(self) -> dict[str, int]:
+        """How many events :meth:`events` yields per topic (without generating them)."""
+        counts = dict.fromkeys(TOPICS, 0)
+        for _, _, kind, _, _ in self._schedule:
+            topic = {"open": "rounds", "close": "rounds", "stake": "stakes", "target": "targets"}.get(
+                kind, "submissions"
+            )
+            counts[topic] += 1
+        return counts
+
+    def ids(self, round_number: int) -> list[str]:
+        """The universe of a round, in the order of its open message."""
+        return self._round_ids(self._index(round_number))
+
+    def predictions(self, round_number: int) -> NDArray[np.float64]:
+        """The predictions in force at a round's close, ``[n_models, n_ids]`` (all models,
+        including those that skip the round — see :attr:`submitted`)."""
+        return self._round_data(self._index(round_number)).predictions
+
+    def targets(self, round_number: int, day: int | None = None) -> NDArray[np.float64]:
+        """A round's targets on ``day`` (default: final), NaN for ids not resolved yet."""
+        d = self.config.resolution_days if day is None else day
+        if not 1 <= d <= self.config.resolution_days:
+            raise ValueError(f"day must be in 1..{self.config.resolution_days}, got {d}")
+        return self._round_data(self._index(round_number)).targets[d - 1]
+
+    # --- plan --------------------------------------------------------------------------------
+
+    def _rng(self, stream: int, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, stream, index])
+
+    def _index(self, round_number: int) -> int:
+        i = round_number - self.config.start_round
+        if not 0 <= i < self.config.n_rounds:
+            raise ValueError(f"round {round_number} is not in this season ({self.rounds[0]}..{self.rounds[-1]})")
+        return i
+
+    def _id_pool(self) -> list[str]:
+        size = max(self.config.n_ids, math.ceil(self.config.n_ids * self.config.id_pool_factor))
+        width = max(4, len(str(size)))
+        return [f"id{n:0{width}d}" for n in range(1, size + 1)]
+
+    def _draw_models(
+        self, rng: np.random.Generator, gamma: NDArray[np.float64], beta_perp: NDArray[np.float64]
+    ) -> _Models:
+        cfg = self.config
+        n, k_dim = cfg.n_models, cfg.n_factors
+        width = max(3, len(str(n - 1)))
+        ids = tuple(f"model_{m:0{width}d}" for m in range(n))
+        q = rng.uniform(*cfg.signal_share_range, size=n)
+        a = cfg.crowd_weight * cfg.crowd_concentration
+        b = (1 - cfg.crowd_weight) * cfg.crowd_concentration
+        k = rng.beta(a, b, size=n)
+        wander = rng.standard_normal((n, k_dim)) / math.sqrt(k_dim)
+        crowd_direction = _unit_rows(gamma + cfg.crowd_variation * wander)
+        skill = rng.uniform(*cfg.originality_range, size=n)
+        own = _unit_rows(np.array([_orthogonal(row, beta_perp) for row in rng.standard_normal((n, k_dim))]))
+        original_direction = _unit_rows(skill[:, None] * beta_perp + np.sqrt(1 - skill**2)[:, None] * own)
+        # Stakes: log-normal, rank-correlated with the crowd share; some models never stake.
+        z_crowd = ndtri((rankdata(k) - 0.5) / n)
+        rho = cfg.stake_crowd_corr
+        z = rho * z_crowd + math.sqrt(1 - rho**2) * rng.standard_normal(n)
+        stake = cfg.stake_median * np.exp(cfg.stake_sigma * z)
+        stakers = rng.random(n) >= cfg.zero_stake_fraction
+        stake = np.where(stakers, np.round(np.maximum(stake, 10.0**-cfg.stake_decimals), cfg.stake_decimals), 0.0)
+        return _Models(ids, q, k, crowd_direction, original_direction, stake)
+
+    def _plan(self) -> None:
+        """Styles, stakes, jumps, skips and resubmissions for every round, then the calendar."""
+        cfg = self.config
+        n, rounds = cfg.n_models, cfg.n_rounds
+        rng = self._rng(_STREAM_PLAN, 0)
+        initial = self._models.initial_stake
+        stakers = np.flatnonzero(initial > 0)
+
+        # Jumps: original-leaning stakers (crowd share at most the stakers' median), one each,
+        # in the middle half of the season so both sides of the event have rounds.
+        jump_round = np.full(n, -1, dtype=np.int64)
+        jump_factor = np.ones(n)
+        if rounds >= 2 and stakers.size:
+            k0 = self._models.crowd_share
+            candidates = stakers[k0[stakers] <= np.median(k0[stakers])]
+            chosen = rng.choice(candidates, size=min(cfg.n_jumps, candidates.size), replace=False)
+            low, high = max(1, rounds // 4), max(1, (3 * rounds) // 4)
+            jump_round[chosen] = rng.integers(low, high + 1, size=chosen.size).clip(1, rounds - 1)
+            jump_factor[chosen] = rng.uniform(*cfg.jump_range, size=chosen.size)
+
+        submitted = rng.random((rounds, n)) >= cfg.skip_fraction
+        resubmitted = rng.random((rounds, n)) < cfg.resubmit_fraction
+        for m in np.flatnonzero(jump_round >= 0):  # jumpers submit around their jump
+            submitted[max(0, jump_round[m] - 1) : jump_round[m] + 1, m] = True
+        resubmitted &= submitted
+        self.submitted = submitted
+        self.resubmitted = resubmitted
+
+        # Which round's payout is realised before each round's stake update (by the calendar).
+        final_ms = [self._target_ms(i, cfg.resolution_days) for i in range(rounds)]
+        realised_by: dict[int, list[int]] = {j: [] for j in range(rounds)}
+        for i, t in enumerate(final_ms):
+            for j in range(rounds):
+                if t < self._stake_ms(j) and (j == 0 or t >= self._stake_ms(j - 1)):
+                    realised_by[j].append(i)
+                    break
+        needed = {i for rs in realised_by.values() for i in rs}
+
+        stakes = np.zeros((rounds, n))
+        share = np.zeros((rounds, n))
+        payouts = np.full((rounds, n), np.nan)
+        k = self._models.crowd_share.copy()
+        stake = initial.copy()
+        jumps: list[StakeJump] = []
+        scale = 10.0**cfg.stake_decimals
+        for j in range(rounds):
+            previous = stake.copy()
+            for i in realised_by[j]:
+                paid = np.nan_to_num(payouts[i])
+                stake = np.round(stake * (1 + paid), cfg.stake_decimals)
+            for m in np.flatnonzero(jump_round == j):
+                # The jump replaces this round's payout update, so the ratio is the factor.
+                after = math.ceil(previous[m] * jump_factor[m] * scale) / scale
+                stake[m] = after
+                jumps.append(StakeJump(self.models[m], self.rounds[j], float(jump_factor[m]), float(previous[m]), after))
+            stakes[j] = stake
+            share[j] = k
+            if j in needed:
+                payouts[j] = self._round_payouts(j, stake, k)
+            # Styles for the next round: stakers drift toward the crowd with their stake
+            # percentile; jumpers drift fast toward the jump's crowd share.
+            pct = np.zeros(n)
+            staked = stake > 0
+            if staked.any():
+                pct[staked] = (rankdata(stake[staked]) - 0.5) / staked.sum()
+            k = k + cfg.crowd_drift * pct**2 * (1 - k)
+            after_jump = (jump_round >= 0) & (jump_round <= j)
+            pull = after_jump & (k < cfg.jump_crowd_share)
+            k = np.where(pull, k + cfg.jump_drift_rate * (cfg.jump_crowd_share - k), k)
+        self.stakes = stakes
+        self.crowd_share = share
+        self.payouts = payouts
+        self.jumps = tuple(sorted(jumps, key=lambda e: (e.round, e.model)))
+        for array in (self.stakes, self.crowd_share, self.payouts, self.submitted, self.resubmitted):
+            array.flags.writeable = False
+        self._schedule = self._build_schedule()
+
+    def _round_payouts(self, i: int, stake: NDArray[np.float64], k: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Realised payout per model of round ``i`` (NaN for models that skip it)."""
+        cfg = self.config
+        rows = np.flatnonzero(self.submitted[i])
+        out = np.full(cfg.n_models, np.nan)
+        if rows.size == 0:
+            return out
+        data = self._round_data(i, crowd_share=k)
+        scores = scoring.score_round(
+            data.predictions[rows], stake[rows], data.targets[-1], round=self.rounds[i]
+        )
+        contribution = np.nan_to_num(scores.contribution)
+        out[rows] = scoring.payout_score(
+            np.nan_to_num(scores.corr),
+            contribution,
+            corr_multiplier=cfg.payout_corr_multiplier,
+            mmc_multiplier=cfg.payout_mmc_multiplier,
+            clip=cfg.payout_clip,
+        )
+        return out
+
+    # --- rounds ------------------------------------------------------------------------------
+
+    def _round_ids(self, i: int) -> list[str]:
+        rng = self._rng(_STREAM_IDS, i)
+        chosen = rng.choice(len(self._pool), size=self.config.n_ids, replace=False)
+        return [self._pool[c] for c in chosen]
+
+    def _round_data(self, i: int, crowd_share: NDArray[np.float64] | None = None) -> _RoundData:
+        """Ids, predictions and targets of round index ``i`` (same numbers on every call)."""
+        cfg = self.config
+        n_ids, models = cfg.n_ids, self._models
+        ids = self._round_ids(i)
+        factors = self._rng(_STREAM_FACTORS, i).standard_normal((cfg.n_factors, n_ids))
+        signal = self._beta @ factors
+
+        k = self.crowd_share[i] if crowd_share is None else crowd_share
+        q = models.signal_share
+        rng = self._rng(_STREAM_PREDICTIONS, i)
+        structured = np.sqrt(q * k)[:, None] * (models.crowd_direction @ factors) + np.sqrt(q * (1 - k))[
+            :, None
+        ] * (models.original_direction @ factors)
+        noise_scale = np.sqrt(1 - q)[:, None]
+        latent = structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))
+        first = structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))
+        predictions = np.round(ndtr(latent), cfg.prediction_decimals)
+        first_predictions = np.round(ndtr(first), cfg.prediction_decimals)
+
+        rng = self._rng(_STREAM_TARGETS, i)
+        rho = cfg.target_signal_corr
+        final_latent = rho * signal + math.sqrt(1 - rho**2) * rng.standard_normal(n_ids)
+        days = cfg.resolution_days
+        # A backward random walk: day d's deviation sums the steps of days d..D−1, so it shrinks
+        # day by day to 0 at the final day; day 1's std is `daily_noise`.
+        steps = rng.standard_normal((days, n_ids)) * (cfg.daily_noise / math.sqrt(max(days - 1, 1)))
+        steps[-1] = 0.0
+        deviation = np.cumsum(steps[::-1], axis=0)[::-1]
+        targets = np.empty((days, n_ids))
+        for d in range(days):
+            missing = np.zeros(n_ids, dtype=bool)
+            if cfg.early_null_fraction > 0 and d < cfg.early_null_days and d < days - 1:
+                share = cfg.early_null_fraction * (cfg.early_null_days - d) / cfg.early_null_days
+                missing[rng.permutation(n_ids)[: int(round(share * n_ids))]] = True
+            targets[d] = _bucket(final_latent + deviation[d], missing, cfg.target_buckets)
+        return _RoundData(ids, predictions, first_predictions, targets)
+
+    # --- calendar ----------------------------------------------------------------------------
+
+    def _day_ms(self, day: float) -> int:
+        return self.config.first_day_ms + int(round(day * DAY_MS))
+
+    def _open_ms(self, i: int) -> int:
+        return self._day_ms(i + 1) + _OPEN_AT
+
+    def _close_ms(self, i: int) -> int:
+        return self._day_ms(i + 1) + _CLOSE_AT
+
+    def _stake_ms(self, i: int) -> int:
+        """First stake update for round index ``i`` (the evening before it opens)."""
+        return self._day_ms(i) + _STAKES_AT
+
+    def _target_ms(self, i: int, day: int) -> int:
+        """Target day ``day`` of round index ``i``: 06:00 of day ``o + 1 + day``, one second per
+        round after the earliest resolving that day (rounds in ascending order)."""
+        calendar_day = i + 2 + day
+        earliest = max(0, calendar_day - 2 - self.config.resolution_days)  # first round resolving then
+        return self._day_ms(calendar_day) + _TARGETS_AT + (i - earliest) * _TARGET_SPACING_MS
+
+    def _build_schedule(self) -> list[tuple[int, int, str, int, int]]:
+        """Every event as ``(timestamp, topic order, kind, round index, model or day)``, sorted."""
+        cfg = self.config
+        entries: list[tuple[int, int, str, int, int]] = []
+        rounds_order, stakes_order = _TOPIC_ORDER["rounds"], _TOPIC_ORDER["stakes"]
+        subs_order, targets_order = _TOPIC_ORDER["submissions"], _TOPIC_ORDER["targets"]
+        window = _CLOSE_AT - _OPEN_AT - 2  # submissions strictly between open and close
+        for i in range(cfg.n_rounds):
+            open_ms = self._open_ms(i)
+            entries.append((open_ms, rounds_order, "open", i, 0))
+            entries.append((self._close_ms(i), rounds_order, "close", i, 0))
+            # Stakes: everyone's at the first round, afterwards only the ones that changed.
+            changed = (
+                np.flatnonzero(np.ones(cfg.n_models, dtype=bool))
+                if i == 0
+                else np.flatnonzero(self.stakes[i] != self.stakes[i - 1])
+            )
+            for pos, m in enumerate(changed):
+                entries.append((self._stake_ms(i) + pos * _STAKE_SPACING_MS, stakes_order, "stake", i, int(m)))
+            # Submissions: distinct instants in the window, models in random order; a
+            # resubmitter's first version always comes before its final one.
+            rng = self._rng(_STREAM_CALENDAR, i)
+            who = np.flatnonzero(self.submitted[i])
+            twice = np.flatnonzero(self.resubmitted[i])
+            total = who.size + twice.size
+            instants = np.sort(rng.choice(window, size=total, replace=False)) + open_ms + 1
+            kinds = ["submit"] * who.size + ["resubmit_first"] * twice.size
+            owners = np.concatenate([who, twice])
+            order = rng.permutation(total)
+            slot_of = np.empty(total, dtype=np.int64)
+            slot_of[order] = np.arange(total)
+            position = {int(m): idx for idx, m in enumerate(who)}
+            for offset, m in enumerate(twice):
+                final_idx, first_idx = position[int(m)], who.size + offset
+                if slot_of[first_idx] > slot_of[final_idx]:
+                    slot_of[first_idx], slot_of[final_idx] = slot_of[final_idx], slot_of[first_idx]
+            for idx in range(total):
+                entries.append((int(instants[slot_of[idx]]), subs_order, kinds[idx], i, int(owners[idx])))
+            for day in range(1, cfg.resolution_days + 1):
+                entries.append((self._target_ms(i, day), targets_order, "target", i, day))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        return entries
+
+
+_EMPTY = np.zeros((0, 0))
+
+
+def simulate(config: SimulationConfig | None = None) -> Iterator[SimEvent]:
+    """The event stream of a season (:meth:`Simulation.events` of a fresh :class:`Simulation`)."""
+    return Simulation(config or SimulationConfig()).events()
+
+
+# --------------------------------------------------------------------------- vector math
+
+
+def _unit(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    return x / np.linalg.norm(x)
+
+
+def _unit_rows(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _orthogonal(x: NDArray[np.float64], direction: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``x`` minus its projection on the unit vector ``direction``."""
+    return x - (x @ direction) * direction
+
+
+def _bucket(
+    latent: NDArray[np.float64], missing: NDArray[np.bool_], shares: tuple[float, ...]
+) -> NDArray[np.float64]:
+    """Targets in {0, .25, .5, .75, 1} by rank of ``latent`` among the present ids; NaN if missing.
+
+    The bucket of the id at uniform rank ``u`` is the number of cumulative ``shares`` below
+    ``u`` (20/20/20/20/20 by default, Numerai-like quantile buckets).
+    """
+    out = np.full(latent.size, np.nan)
+    present = ~missing
+    n = int(present.sum())
+    if n == 0:
+        return out
+    u = (rankdata(latent[present], method="ordinal") - 0.5) / n
+    edges = np.cumsum(shares)[:-1]
+    out[present] = np.searchsorted(edges, u, side="right") / 4.0
+    return out

@@ -1,0 +1,213 @@
+"""Read a topic as a downstream consumer would: decoded messages, one at a time.
+
+The whole client is a few lines of aiokafka — the point of the service is that anyone can
+subscribe to ``mmc.scores`` or ``mmc.alerts``::
+
+    async for message in tail(settings, "alerts", from_beginning=True):
+        print(message.key, message.value["kind"], message.value["message"])
+
+Without a ``group`` the consumer is standalone: it assigns itself every partition and commits
+nothing (each run starts from the beginning or the end). With a ``group`` it joins that
+consumer group, commits as it goes and resumes where the group stopped — ``from_beginning``
+then only applies when the group has no committed offset yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from rich.text import Text
+
+from streams.admin import kafka_client_options
+from streams.errors import ConfigurationError
+from streams.settings import Settings
+
+#: How long one poll waits for records before checking whether the end is reached.
+POLL_TIMEOUT_MS = 500
+#: Lists longer than this are shortened when a message is shown on one line.
+SHOWN_LIST_ITEMS = 3
+
+
+@dataclass(frozen=True)
+class TailedMessage:
+    """One record, decoded.
+
+    Attributes:
+        topic: full topic name; partition, offset: where it sits.
+        timestamp_ms: the record timestamp (event time for the service's topics).
+        key: the key as text (``None`` when keyless).
+        value: the parsed JSON value, or the text itself when the value is not JSON (the
+            dead-letter topic keeps the original bytes of refused inputs).
+        is_json: whether ``value`` was parsed from JSON.
+        headers: ``(name, text)`` pairs in record order (dead-letter reasons live here).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    value: Any
+    is_json: bool
+    headers: tuple[tuple[str, str], ...]
+
+
+def decode_record(record: ConsumerRecord[bytes, bytes]) -> TailedMessage:
+    """A :class:`TailedMessage` from an aiokafka record (keys and headers as UTF-8 text)."""
+    raw = record.value if record.value is not None else b""
+    try:
+        value: Any = orjson.loads(raw)
+        is_json = True
+    except orjson.JSONDecodeError:
+        value, is_json = raw.decode("utf-8", "replace"), False
+    return TailedMessage(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        key=None if record.key is None else record.key.decode("utf-8", "replace"),
+        value=value,
+        is_json=is_json,
+        headers=tuple((name, data.decode("utf-8", "replace")) for name, data in record.headers or ()),
+    )
+
+
+async def tail(
+    settings: Settings,
+    topic_short_name: str,
+    from_beginning: bool = False,
+    limit: int | None = None,
+    group: str | None = None,
+    *,
+    until_end: bool = False,
+) -> AsyncIterator[TailedMessage]:
+    """Yield the messages of ``settings.topic(topic_short_name)`` as they arrive.
+
+    Arguments:
+        settings: broker and topic prefix.
+        topic_short_name: e.g. ``scores``, ``alerts``, ``rounds``.
+        from_beginning: start at the oldest record (default: only new records).
+        limit: stop after this many messages (default: never).
+        group: consumer group to join and commit in (default: standalone, no commits).
+        until_end: stop once caught up with the end offsets the topic had when the tail
+            started (standalone only) — "read everything so far".
+
+    Raises:
+        ConfigurationError: the topic does not exist (wrong ``MMC_TOPIC_PREFIX``, or run
+            ``mmc topics``), or the broker is not reachable.
+        ValueError: ``until_end`` with a ``group``, or a negative ``limit``.
+    """
+    if until_end and group is not None:
+        raise ValueError("until_end works for a standalone tail only (no group)")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    if limit == 0:
+        return
+    name = settings.topic(topic_short_name)
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings),
+        group_id=group,
+        enable_auto_commit=group is not None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        session_timeout_ms=int(settings.broker_session_timeout * 1000),
+        heartbeat_interval_ms=int(settings.broker_heartbeat_interval * 1000),
+    )
+    try:
+        try:
+            partitions = await _partitions(settings, name)
+            await consumer.start()
+        except KafkaError as exc:
+            raise ConfigurationError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
+        if not partitions:
+            raise ConfigurationError(
+                f"topic {name!r} does not exist on {settings.kafka_bootstrap}: "
+                "check MMC_TOPIC_PREFIX or create the topics with `mmc topics`"
+            )
+        remaining: dict[TopicPartition, int] = {}
+        if group is None:
+            assigned = [TopicPartition(name, p) for p in partitions]
+            consumer.assign(assigned)
+            end = await consumer.end_offsets(assigned)
+            if from_beginning:
+                await consumer.seek_to_beginning(*assigned)
+            else:
+                await consumer.seek_to_end(*assigned)
+            if until_end:
+                for tp in assigned:
+                    if await consumer.position(tp) < end[tp]:
+                        remaining[tp] = end[tp]
+                if not remaining:
+                    return
+        else:
+            consumer.subscribe([name])
+
+        seen = 0
+        while True:
+            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            for tp, records in batches.items():
+                for record in records:
+                    if tp in remaining and record.offset >= remaining[tp]:
+                        continue  # newer than the end we set out to reach
+                    yield decode_record(record)
+                    seen += 1
+                    if limit is not None and seen >= limit:
+                        return
+            if until_end:
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= remaining[tp]:
+                        del remaining[tp]
+                        consumer.pause(tp)
+                if not remaining:
+                    return
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(settings: Settings, name: str) -> list[int]:
+    """Partition ids of topic ``name`` (empty when it does not exist), from cluster metadata."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    try:
+        await admin.start()
+        for meta in await admin.describe_topics([name]):
+            if meta["topic"] == name and meta["error_code"] == 0:
+                return sorted(p["partition"] for p in meta["partitions"])
+        return []
+    finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------- one-line display
+
+
+def shorten(value: Any, items: int = SHOWN_LIST_ITEMS) -> Any:
+    """``value`` with every list longer than ``items`` cut to its head and a count marker."""
+    if isinstance(value, list):
+        head = [shorten(v, items) for v in value[:items]]
+        return head + [f"…{len(value)} items"] if len(value) > items else head
+    if isinstance(value, dict):
+        return {k: shorten(v, items) for k, v in value.items()}
+    return value
+
+
+def describe(message: TailedMessage) -> Text:
+    """One compact line for a person: time, partition@offset, key, value (long lists cut), headers."""
+    when = dt.datetime.fromtimestamp(message.timestamp_ms / 1000, tz=dt.UTC)
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(when.strftime("%Y-%m-%d %H:%M:%S.") + f"{message.timestamp_ms % 1000:03d}", style="dim")
+    line.append(f" p{message.partition}@{message.offset} ", style="dim")
+    line.append(message.key if message.key is not None else "∅", style="bold cyan")
+    line.append(" ")
+    if message.is_json:
+        line.append(orjson.dumps(shorten(message.value)).decode())
+    else:
+        line.append(repr(message.value), style="yellow")
+    for name, text in message.headers:
+        line.append(f" {name}={text}", style="magenta")
+    return line

@@ -1,0 +1,135 @@
+"""Running real workers and talking to the real broker from e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.admin import kafka_client_options
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Event:
+    """An input record to produce: short topic, key, value bytes, event time."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    timestamp_ms: int
+    partition: int
+    offset: int
+
+    def json(self) -> Any:
+        return orjson.loads(self.value)
+
+
+@contextmanager
+def workers(settings: Settings, count: int = 1, log_dir: Path | None = None, **env: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` real worker processes (``python -m streams worker``) for ``settings``; stopped on exit."""
+    procs = []
+    logs = []
+    for i in range(count):
+        environ = {**os.environ, **settings.to_env(), "MMC_WEB_ENABLED": "false", **env}
+        log = open(log_dir / f"worker{i}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
+        logs.append(log)
+        procs.append(subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=environ, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for log in logs:
+            if hasattr(log, "close"):
+                log.close()
+
+
+async def produce(settings: Settings, events: Iterable[Event]) -> None:
+    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5, max_request_size=8 << 20)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(settings.topic(e.topic), value=e.value, key=e.key, timestamp_ms=e.timestamp_ms)
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings))
+    await consumer.start()
+    try:
+        parts = [TopicPartition(settings.topic(t), p) for t in topics for p in (consumer.partitions_for_topic(settings.topic(t)) or await _partitions(consumer, settings.topic(t)))]
+        return await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of a topic we did not subscribe to
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def collect(
+    settings: Settings,
+    topics: list[str],
+    done: Callable[[list[Received]], bool],
+    timeout: float,
+    start: dict[TopicPartition, int] | None = None,
+) -> list[Received]:
+    """Read ``topics`` (from ``start`` offsets or the beginning) until ``done(received)`` or timeout."""
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    received: list[Received] = []
+    try:
+        parts = []
+        for t in topics:
+            name = settings.topic(t)
+            parts += [TopicPartition(name, p) for p in sorted(await _partitions(consumer, name))]
+        consumer.assign(parts)
+        for tp in parts:
+            if start and tp in start:
+                consumer.seek(tp, start[tp])
+            else:
+                await consumer.seek_to_beginning(tp)
+        short = {settings.topic(t): t for t in topics}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done(received):
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, messages in batch.items():
+                for m in messages:
+                    received.append(Received(short[tp.topic], m.key, m.value, dict(m.headers), m.timestamp, m.partition, m.offset))
+        return received
+    finally:
+        await consumer.stop()

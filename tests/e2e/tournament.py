@@ -1,0 +1,166 @@
+"""A small tournament for end-to-end tests, its bad inputs, and the batch recomputation of its scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+import scoring
+from tests.e2e.harness import Event
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
+DAY = 86_400_000
+CLOSE_AFTER = DAY // 2
+SPIKE_MODEL = "m07"
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+@dataclass
+class Tournament:
+    """Inputs in event-time order plus what the service must make of them."""
+
+    n_models: int
+    n_ids: int
+    rounds: list[int]
+    days: int
+    events: list[Event] = field(default_factory=list)
+    ids: dict[int, list[str]] = field(default_factory=dict)
+    close_ts: dict[int, int] = field(default_factory=dict)
+    # accepted submissions: (round, model) -> (ts, predictions aligned to the universe)
+    accepted: dict[tuple[int, str], tuple[int, np.ndarray]] = field(default_factory=dict)
+    stake_events: list[tuple[int, str, float]] = field(default_factory=list)  # (ts, model, stake)
+    target_updates: list[tuple[int, int, bool, np.ndarray]] = field(default_factory=list)  # round, day, final, targets
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (reason, description)
+
+    @property
+    def models(self) -> list[str]:
+        return [f"m{i:02d}" for i in range(self.n_models)]
+
+    def add(self, topic: str, key: str | None, value: Any, ts: int) -> None:
+        raw = value if isinstance(value, bytes) or value is None else dumps(value)
+        self.events.append(Event(topic, None if key is None else key.encode(), raw, ts))
+
+    def add_bad(self, reason: str, topic: str, key: str | None, value: Any, ts: int) -> None:
+        self.add(topic, key, value, ts)
+        self.bad.append((reason, topic))
+
+    def stakes_at(self, models: list[str], ts: int) -> np.ndarray:
+        out = np.zeros(len(models))
+        for i, m in enumerate(models):
+            mine = [(t, s) for t, mm, s in self.stake_events if mm == m and t <= ts]
+            if mine:
+                out[i] = max(mine, key=lambda x: x[0])[1]
+        return out
+
+    def batch_scores(self, r: int, day: int, salt: str) -> tuple[list[str], np.ndarray, scoring.RoundScores]:
+        """The update's scores recomputed in one call from the raw inputs (the oracle)."""
+        models = sorted(m for (rr, m) in self.accepted if rr == r)
+        preds = np.stack([self.accepted[(r, m)][1] for m in models])
+        stakes = self.stakes_at(models, self.close_ts[r])
+        targets = next(t for rr, d, _, t in self.target_updates if rr == r and d == day)
+        return models, stakes, scoring.score_round(preds, stakes, targets, round=r, salt=salt)
+
+
+def build(n_models: int = 40, n_ids: int = 400, n_rounds: int = 5, days: int = 3, seed: int = 0) -> Tournament:
+    """Rounds overlap; stakes change between rounds; one model jumps 8× and copies the crowd in round 4."""
+    rng = np.random.default_rng(seed)
+    t = Tournament(n_models, n_ids, list(range(1, n_rounds + 1)), days)
+    models = t.models
+    stakes = {m: (float(rng.lognormal(3, 1)) if i < 30 else 0.0) for i, m in enumerate(models)}
+    loading = {m: float(rng.uniform(0.0, 1.0)) for m in models}
+    for r in t.rounds:
+        base = T0 + r * DAY
+        ids = [f"id{r:02d}{i:04d}" for i in range(n_ids)]
+        t.ids[r] = ids
+        t.add("rounds", str(r), {"type": "open", "round": r, "ids": ids}, base)
+        crowd = rng.normal(size=n_ids)
+        signal = 0.6 * crowd + rng.normal(size=n_ids)
+        # stake updates for this round (before its close)
+        for i, m in enumerate(models):
+            if stakes[m] > 0 and r > 1:
+                stakes[m] *= float(rng.uniform(0.8, 1.3))
+            if m == SPIKE_MODEL and r == 4:
+                stakes[m] *= 8.0
+            if r == 1 or stakes[m] > 0:
+                ts = base + 1_000 + i
+                t.add("stakes", m, {"model": m, "stake": stakes[m]}, ts)
+                t.stake_events.append((ts, m, stakes[m]))
+        # submissions; staked models lean further into the crowd each round (a crowding trend)
+        order = [m for m in models if m != SPIKE_MODEL] + [SPIKE_MODEL]
+        for j, m in enumerate(order):
+            weight = min(1.0, loading[m] + 0.15 * r) if stakes[m] > 0 else loading[m]
+            if m == SPIKE_MODEL:
+                weight = 0.05 if r < 4 else 1.0
+            preds = weight * crowd + (1 - weight) * rng.normal(size=n_ids) + 0.05 * rng.normal(size=n_ids)
+            if j % 9 == 0:
+                preds = np.round(preds, 1)  # ties
+            ts = base + 10_000 + j * 10
+            if j % 11 == 3:  # submitted twice: the later one counts
+                first = rng.normal(size=n_ids)
+                t.add("submissions", m, {"round": r, "model": m, "predictions": first.tolist()}, ts - 5)
+            if j % 7 == 2:  # with ids beside the predictions, shuffled
+                perm = rng.permutation(n_ids)
+                value = {"round": r, "model": m, "ids": [ids[k] for k in perm], "predictions": preds[perm].tolist()}
+            else:
+                value = {"round": r, "model": m, "predictions": preds.tolist()}
+            t.add("submissions", m, value, ts)
+            t.accepted[(r, m)] = (ts, preds)
+        close = base + CLOSE_AFTER
+        t.close_ts[r] = close
+        t.add("rounds", str(r), {"type": "close", "round": r}, close)
+        final_targets = np.clip(np.round((signal / signal.std()) * 1.1 + 2), 0, 4) / 4
+        for d in range(1, days + 1):
+            targets = final_targets.copy()
+            if d < days:
+                flip = rng.random(n_ids) < 0.1
+                targets[flip] = rng.integers(0, 5, flip.sum()) / 4
+            if d == 1:
+                targets[rng.choice(n_ids, n_ids // 20, replace=False)] = np.nan  # 5% not resolved yet
+            t.target_updates.append((r, d, d == days, targets))
+            values = [None if np.isnan(x) else float(x) for x in targets]
+            t.add("targets", str(r), {"round": r, "day": d, "final": d == days, "targets": values}, close + d * DAY)
+    add_bad_inputs(t, rng)
+    t.events.sort(key=lambda e: e.timestamp_ms)
+    return t
+
+
+def add_bad_inputs(t: Tournament, rng: np.random.Generator) -> None:
+    """One input of every refusal kind, between the good ones."""
+    r = 2
+    base = T0 + r * DAY + 20_000
+    n = t.n_ids
+    good = rng.normal(size=n).tolist()
+    ids = t.ids[r]
+    t.add_bad("not_json", "submissions", "m01", b"{not json", base + 1)
+    t.add_bad("wrong_type", "submissions", "m01", [1, 2, 3], base + 2)
+    t.add_bad("missing_field", "submissions", "m01", {"round": r, "model": "m01"}, base + 3)
+    t.add_bad("bad_field", "rounds", str(r), {"type": "reopen", "round": r}, base + 4)
+    t.add_bad("bad_key", "submissions", "m02", {"round": r, "model": "m01", "predictions": good}, base + 5)
+    t.add_bad("bad_model_id", "submissions", "bad model!", {"round": r, "model": "bad model!", "predictions": good}, base + 6)
+    t.add_bad("non_finite", "submissions", "m01", {"round": r, "model": "m01", "predictions": [None] + good[1:]}, base + 7)
+    t.add_bad("non_finite", "submissions", "m01", b'{"round": 2, "model": "m01", "predictions": [NaN, 1.0]}', base + 8)
+    t.add_bad("negative_stake", "stakes", "m01", {"model": "m01", "stake": -5.0}, base + 9)
+    t.add_bad("wrong_length", "submissions", "m01", {"round": r, "model": "m01", "predictions": good[:-1]}, base + 10)
+    t.add_bad("duplicate_ids", "submissions", "m01", {"round": r, "model": "m01", "ids": [ids[0]] + ids[:-1], "predictions": good}, base + 11)
+    t.add_bad("unknown_ids", "submissions", "m01", {"round": r, "model": "m01", "ids": ["nope"] + ids[1:], "predictions": good}, base + 12)
+    t.add_bad("missing_ids", "submissions", "m01", {"round": r, "model": "m01", "ids": ids[:-1], "predictions": good[:-1]}, base + 13)
+    t.add_bad("unknown_round", "submissions", "m01", {"round": 99, "model": "m01", "predictions": good}, base + 14)
+    t.add_bad("round_exists", "rounds", str(r), {"type": "open", "round": r, "ids": ["a", "b"]}, base + 15)
+    t.add_bad("oversize", "submissions", "m01", {"round": r, "model": "m01", "predictions": good * 40}, base + 16)
+    t.add_bad("empty", "stakes", "m01", None, base + 17)
+    # after round 2's close: a late submission; targets of round 3 before its close
+    t.add_bad("round_closed", "submissions", "m01", {"round": r, "model": "m01", "predictions": good}, t.close_ts[r] + 1)
+    t.add_bad("round_not_closed", "targets", "3", {"round": 3, "day": 1, "final": False, "targets": [0.5] * n}, T0 + 3 * DAY + 5)
+    many_missing = [None] * (n // 3) + [0.5] * (n - n // 3)
+    t.add_bad("too_many_missing_targets", "targets", "1", {"round": 1, "day": 9, "final": False, "targets": many_missing}, t.close_ts[1] + 9 * 3_600_000)
+    # a round that opens and closes without submissions, then gets targets
+    empty_round = 50
+    t.add("rounds", str(empty_round), {"type": "open", "round": empty_round, "ids": ["x1", "x2", "x3"]}, T0 + 6 * DAY)
+    t.add("rounds", str(empty_round), {"type": "close", "round": empty_round}, T0 + 6 * DAY + 1)
+    t.add_bad("no_submissions", "targets", str(empty_round), {"round": empty_round, "day": 1, "final": True, "targets": [0, 0.5, 1]}, T0 + 6 * DAY + 2)

@@ -1,0 +1,122 @@
+"""Decoding and validating input records: every refusal has its reason code (pure, no broker)."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from streams.errors import InvalidMessage
+from streams.records import (
+    REASONS,
+    InputRecord,
+    RoundClose,
+    RoundOpen,
+    StakeUpdate,
+    Submission,
+    TargetsUpdate,
+    align_to_universe,
+    decode_input,
+)
+
+MAX_BYTES = 10_000
+MAX_IDS = 100
+
+
+def record(topic: str, value: object, key: str | None = "m1") -> InputRecord:
+    raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
+    return InputRecord(topic, 0, 7, 1_000, None if key is None else key.encode(), raw)
+
+
+def reason_of(rec: InputRecord) -> str:
+    with pytest.raises(InvalidMessage) as info:
+        decode_input(rec, MAX_BYTES, MAX_IDS)
+    assert info.value.reason in REASONS and info.value.message
+    return info.value.reason
+
+
+def test_valid_messages_decode_to_typed_records() -> None:
+    """One valid message per input topic gives its typed record."""
+    assert decode_input(record("rounds", {"type": "open", "round": 3, "ids": ["a", "b"]}, "3"), MAX_BYTES, MAX_IDS) == RoundOpen(3, ("a", "b"))
+    assert decode_input(record("rounds", {"type": "close", "round": 3}, "3"), MAX_BYTES, MAX_IDS) == RoundClose(3)
+    sub = decode_input(record("submissions", {"round": 3, "model": "m1", "predictions": [0.1, 2]}), MAX_BYTES, MAX_IDS)
+    assert isinstance(sub, Submission) and sub.predictions.tolist() == [0.1, 2.0] and sub.ids is None
+    assert decode_input(record("stakes", {"model": "m1", "stake": 5}), MAX_BYTES, MAX_IDS) == StakeUpdate("m1", 5.0, None)
+    assert decode_input(record("stakes", {"model": "m1", "stake": 5, "round": 4}), MAX_BYTES, MAX_IDS) == StakeUpdate("m1", 5.0, 4)
+    tgt = decode_input(record("targets", {"round": 3, "day": 1, "final": False, "targets": [0.5, None]}, "3"), MAX_BYTES, MAX_IDS)
+    assert isinstance(tgt, TargetsUpdate) and np.isnan(tgt.targets[1]) and tgt.targets[0] == 0.5
+
+
+@pytest.mark.parametrize(
+    "rec, reason",
+    [
+        (record("stakes", None), "empty"),
+        (record("stakes", b""), "empty"),
+        (record("stakes", b"x" * (MAX_BYTES + 1)), "oversize"),
+        (record("stakes", b"{nope"), "not_json"),
+        (record("stakes", b"\xff\xfe"), "not_json"),
+        (record("submissions", b'{"round":1,"model":"m1","predictions":[NaN]}'), "non_finite"),
+        (record("submissions", b'{"round":1,"model":"m1","predictions":[Infinity]}'), "non_finite"),
+        (record("submissions", b'{"round":1,"model":"m1","predictions":[1e999]}'), "not_json"),
+        (record("stakes", [1, 2]), "wrong_type"),
+        (record("stakes", {"model": "m1"}), "missing_field"),
+        (record("stakes", {"model": "m1", "stake": "5"}), "wrong_type"),
+        (record("stakes", {"model": "m1", "stake": True}), "wrong_type"),
+        (record("stakes", {"model": "m1", "stake": -0.5}), "negative_stake"),
+        (record("stakes", {"model": "a:b", "stake": 1}, "a:b"), "bad_model_id"),
+        (record("stakes", {"model": "{r1}", "stake": 1}, "{r1}"), "bad_model_id"),
+        (record("stakes", {"model": "m\n1", "stake": 1}, "m\n1"), "bad_model_id"),
+        (record("stakes", {"model": "*", "stake": 1}, "*"), "bad_model_id"),
+        (record("stakes", {"model": "x" * 65, "stake": 1}, "x" * 65), "bad_model_id"),
+        (record("stakes", {"model": "m1", "stake": 1}, None), "bad_key"),
+        (record("stakes", {"model": "m1", "stake": 1}, "m2"), "bad_key"),
+        (record("rounds", {"type": "open", "round": -1, "ids": ["a", "b"]}, "-1"), "bad_field"),
+        (record("rounds", {"type": "open", "round": 1.5, "ids": ["a", "b"]}, "1"), "wrong_type"),
+        (record("rounds", {"type": "reopen", "round": 1}, "1"), "bad_field"),
+        (record("rounds", {"type": "open", "round": 1, "ids": ["a"]}, "1"), "bad_field"),
+        (record("rounds", {"type": "open", "round": 1, "ids": ["a", "a"]}, "1"), "duplicate_ids"),
+        (record("rounds", {"type": "open", "round": 1, "ids": ["a", 2]}, "1"), "bad_id"),
+        (record("rounds", {"type": "open", "round": 1, "ids": [str(i) for i in range(MAX_IDS + 1)]}, "1"), "too_many_ids"),
+        (record("submissions", {"round": 1, "model": "m1", "predictions": [0.1, None]}), "non_finite"),
+        (record("submissions", {"round": 1, "model": "m1", "predictions": [0.1, "x"]}), "wrong_type"),
+        (record("submissions", {"round": 1, "model": "m1", "predictions": [0.1], "ids": ["a", "b"]}), "wrong_length"),
+        (record("submissions", {"round": 1, "model": "m1", "predictions": {"a": 1}}), "wrong_type"),
+        (record("targets", {"round": 1, "day": 1, "final": "no", "targets": [1]}, "1"), "wrong_type"),
+        (record("targets", {"round": 1, "day": 2**60, "final": True, "targets": [1]}, "1"), "bad_field"),
+    ],
+)
+def test_refusals_carry_their_reason(rec: InputRecord, reason: str) -> None:
+    """Each kind of bad input is refused with its stable reason code and a message."""
+    assert reason_of(rec) == reason
+
+
+def test_deep_nesting_and_huge_numbers_are_refused_not_crashing() -> None:
+    """10,000 nested lists and 400-digit integers are refused cleanly."""
+    deep = b"[" * 4_000 + b"]" * 4_000  # under the size limit
+    assert reason_of(record("stakes", deep)) in {"not_json", "wrong_type"}
+    huge = b'{"model":"m1","stake":' + b"9" * 400 + b"}"
+    assert reason_of(record("stakes", huge)) in {"not_json", "non_finite"}
+
+
+def test_align_to_universe_places_values_by_id() -> None:
+    """Values with ids are put in universe order; targets may leave ids out (NaN)."""
+    index = {"a": 0, "b": 1, "c": 2}
+    out = align_to_universe(np.array([3.0, 1.0, 2.0]), ("c", "a", "b"), index, partial=False)
+    assert out.tolist() == [1.0, 2.0, 3.0]
+    partial = align_to_universe(np.array([5.0]), ("b",), index, partial=True)
+    assert np.isnan(partial[0]) and partial[1] == 5.0 and np.isnan(partial[2])
+
+
+@pytest.mark.parametrize(
+    "values, ids, reason",
+    [
+        (np.zeros(2), None, "wrong_length"),
+        (np.zeros(3), ("a", "b", "z"), "unknown_ids"),
+        (np.zeros(2), ("a", "b"), "missing_ids"),
+    ],
+)
+def test_align_to_universe_refusals(values: np.ndarray, ids: tuple[str, ...] | None, reason: str) -> None:
+    """Misaligned predictions are refused with wrong_length, unknown_ids or missing_ids."""
+    with pytest.raises(InvalidMessage) as info:
+        align_to_universe(values, ids, {"a": 0, "b": 1, "c": 2}, partial=False)
+    assert info.value.reason == reason

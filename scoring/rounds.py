@@ -17,6 +17,7 @@ bit-identical to what the service publishes for the same inputs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -46,9 +47,15 @@ from scoring.ranking import (
 )
 from scoring.validation import DEFAULT_MAX_MISSING_RATIO, as_prediction_matrix, as_stakes, as_targets
 
-# Rows per block when gathering target vectors by sort order: bounds the temporary
-# index and value arrays (~2,048 × n_ids × 8 bytes) while keeping BLAS calls large.
-GATHER_BLOCK_ROWS = 2048
+# Bytes of float64 temporaries per block of rows. Whole-round temporaries (10,000 × 6,720 ×
+# 8 bytes = 538 MB each) are fresh memory on every call and cost more in page faults than in
+# arithmetic; blocks this size are reused by the allocator, and peak memory stays small.
+BLOCK_BYTES = 16 << 20
+
+
+def block_rows(n_ids: int) -> int:
+    """Rows per block so that one float64 block holds about :data:`BLOCK_BYTES`."""
+    return max(1, BLOCK_BYTES // (8 * max(n_ids, 1)))
 
 
 def order_dtype(n_ids: int) -> np.dtype[np.unsignedinteger]:
@@ -164,6 +171,12 @@ class PreparedRound:
         return PreparedRound(order=order, new_group=new_group)
 
 
+@functools.lru_cache(maxsize=16)
+def rank_tables(n: int) -> RankTables:
+    """The :class:`RankTables` of a universe of n ids, computed once per n and reused."""
+    return RankTables(n)
+
+
 @dataclass(frozen=True)
 class RankTables:
     """Values of every rank for a universe of n ids, computed once per n.
@@ -210,7 +223,7 @@ def gaussian_ranks(prepared: PreparedRound, pow_1_5: bool = False) -> NDArray[np
 
     Equals ``tie_kept_rank__gaussianize(preds)`` (or ``…__pow_1_5``) on the raw predictions.
     """
-    tables = RankTables(prepared.n_ids)
+    tables = rank_tables(prepared.n_ids)
     return scatter_rows(prepared.order, sorted_values(prepared, tables, tables.g15 if pow_1_5 else tables.g))
 
 
@@ -232,8 +245,9 @@ def sorted_dots(
     m = prepared.n_models
     weights = np.column_stack([tables.u if k is None else tables.sorted_without_ties(k) for k in kinds])
     out = np.empty((m, len(kinds)), dtype=np.float64)
-    for start in range(0, m, GATHER_BLOCK_ROWS):
-        stop = min(start + GATHER_BLOCK_ROWS, m)
+    step = block_rows(prepared.n_ids)
+    for start in range(0, m, step):
+        stop = min(start + step, m)
         out[start:stop] = np.take(vector, prepared.order[start:stop].astype(np.intp)) @ weights
     if prepared.tie_rows.size:
         gathered = vector[prepared.order[prepared.tie_rows]]
@@ -277,7 +291,8 @@ class RoundBasis:
 def close_round(prepared: PreparedRound, stakes: ArrayLike, samples: ArrayLike) -> RoundBasis:
     """Everything target-independent, once per round (or per subset of ids).
 
-    1. id-space tie-broken uniforms ``U`` and gaussianized tie-kept ranks ``G`` (scatter by order);
+    1. id-space tie-broken uniforms ``U`` and gaussianized tie-kept ranks ``G`` (scatter by
+       order), a block of rows at a time;
     2. SWMM ``= s·G / Σs`` over stakers; ``meta_gauss = Φ⁻¹(tie_kept_rank(SWMM))``;
     3. bootstrap meta models ``mm_k = w_k·U``, re-ranked tie-broken and centered;
     4. per model: ``G·meta_gauss``, ``ũ·m̃_k``, ``‖G15 − mean‖`` and CWMM.
@@ -285,7 +300,7 @@ def close_round(prepared: PreparedRound, stakes: ArrayLike, samples: ArrayLike) 
     n_models, n = prepared.n_models, prepared.n_ids
     s = as_stakes(stakes, n_models)
     sample_arr = np.asarray(samples, dtype=np.int64)
-    tables = RankTables(n)
+    tables = rank_tables(n)
     g15_centered_norm = centered_norms(prepared, tables, tables.g15)
     staked = s > 0
     draws = sample_arr.shape[0] if sample_arr.ndim == 2 else 0
@@ -301,14 +316,29 @@ def close_round(prepared: PreparedRound, stakes: ArrayLike, samples: ArrayLike) 
             g15_centered_norm=g15_centered_norm,
             corr_w_mm=np.full(n_models, np.nan),
         )
-    stakers = prepared.rows(np.flatnonzero(staked))
-    g_stakers = scatter_rows(stakers.order, sorted_values(stakers, tables, tables.g))
-    swmm = s[staked] @ g_stakers / s[staked].sum()
+    # Pass 1, over the stakers in blocks: the SWMM's numerator Σ s·G and the bootstrap meta
+    # models' numerators Σ w_k·U (weights already normalised per draw).
+    weights = draw_weights(sample_arr, s)
+    staker_rows = np.flatnonzero(staked)
+    swmm_sum = np.zeros(n)
+    draws_sum = np.zeros((weights.shape[0], n))
+    step = block_rows(n)
+    for start in range(0, staker_rows.size, step):
+        rows = staker_rows[start : start + step]
+        block = prepared.rows(rows)
+        swmm_sum += s[rows] @ scatter_rows(block.order, sorted_values(block, tables, tables.g))
+        draws_sum += weights[:, rows] @ scatter_rows(block.order, tables.u)
+    swmm = swmm_sum / s[staked].sum()
     meta_gauss = tie_kept_rank__gaussianize(swmm)
-    u = scatter_rows(prepared.order, tables.u)
-    draws_u = rank_uniform(draw_weights(sample_arr, s)[:, staked] @ u[staked], ties="break")
+    draws_u = rank_uniform(draws_sum, ties="break")
     draws_centered = draws_u - draws_u.mean(axis=1, keepdims=True)
-    u_centered_draws = u @ draws_centered.T - (u.mean(axis=1, keepdims=True) * draws_centered.sum(axis=1))
+    # Pass 2, over every model in blocks: ũ·m̃_k for the 2020 MMC.
+    u_centered_draws = np.empty((n_models, draws_centered.shape[0]))
+    centered_sums = draws_centered.sum(axis=1)
+    for start in range(0, n_models, step):
+        stop = min(start + step, n_models)
+        u = scatter_rows(prepared.order[start:stop], tables.u)
+        u_centered_draws[start:stop] = u @ draws_centered.T - u.mean(axis=1, keepdims=True) * centered_sums
     swmm_centered = swmm - swmm.mean()
     g15_swmm = sorted_dots(prepared, tables, swmm_centered, (tables.g15,))[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -353,7 +383,7 @@ def resolve_round(prepared: PreparedRound, basis: RoundBasis, targets: ArrayLike
     t = np.asarray(targets, dtype=np.float64)
     if t.shape != (n,) or not np.isfinite(t).all():
         raise ShapeMismatch(f"resolve_round needs {n} finite targets; use score_prepared for missing ones")
-    tables = RankTables(n)
+    tables = rank_tables(n)
     t_c = t - t.mean()
     y = signed_power(t_c, 1.5)
     y = y - y.mean()

@@ -33,6 +33,10 @@ from streams.state import RedisState
 
 log = logging.getLogger(__name__)
 
+#: Input topics whose records are applied in concurrent batches (different models are independent).
+BATCHED_TOPICS = frozenset({"submissions", "stakes"})
+BATCH_SIZE = 32
+BATCH_WITHIN_SECONDS = 0.02
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 
@@ -47,6 +51,10 @@ class Runtime:
         self._producer: AIOKafkaProducer | None = None
         self.state: RedisState | None = None
         self.barrier: Barrier | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._processor is not None
 
     async def processor(self) -> Processor:
         if self._processor is None:
@@ -148,6 +156,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         )
         app.agent(topic, name=f"mmc-{name}")(make_agent(name, runtime))
 
+    @app.on_partitions_revoked.connect
+    async def _revoked(app: faust.App, revoked: Any = None, **kwargs: Any) -> None:  # noqa: ARG001
+        # Another worker may now write what this one cached (histories, prepared rounds).
+        if runtime.started:
+            (await runtime.processor()).forget_cached_state()
+
     @app.on_before_shutdown.connect
     async def _close(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
         await runtime.stop()
@@ -156,42 +170,88 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
 
 def make_agent(name: str, runtime: Runtime) -> Any:
-    """The agent for input topic ``name``: record in, processor, offset marked applied."""
+    """The agent for input topic ``name``: records in, processor, offsets marked applied.
 
-    async def agent(stream: faust.StreamT[bytes]) -> None:
+    ``rounds`` and ``targets`` (one partition each) are applied one record at a time, in log
+    order. ``submissions`` and ``stakes`` — the volume — are taken in small batches whose
+    records are applied concurrently, except that records with the same key (the same model)
+    stay in log order; offsets are marked applied once the whole batch is done, so a barrier
+    never passes a record still in flight.
+    """
+
+    async def sequential(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            message = event.message
-            record = InputRecord(
-                topic=name,
-                partition=message.partition,
-                offset=message.offset,
-                timestamp_ms=int(round(message.timestamp * 1000)),
-                key=message.key,
-                value=message.value,
-            )
-            await apply_with_retry(runtime, record, time.monotonic())
+            record, received_at = as_record(name, event)
+            await apply_with_retry(runtime, record, received_at)
+            await mark_applied(runtime, [record])
 
+    async def batched(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
+            by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]] = {}
+            for event in events:
+                record, received_at = as_record(name, event)
+                by_key.setdefault((record.partition, record.key), []).append((record, received_at))
+            await asyncio.gather(*(apply_in_order(runtime, group) for group in by_key.values()))
+            await mark_applied(runtime, [record for group in by_key.values() for record, _ in group])
+
+    agent = batched if name in BATCHED_TOPICS else sequential
     agent.__name__ = f"mmc_{name}"
     return agent
 
 
+def as_record(name: str, event: Any) -> tuple[InputRecord, float]:
+    """The Kafka message of a Faust event as an InputRecord, with the time it was handed over.
+
+    The hand-over time (monotonic, as the barriers use) means a barrier that started after it
+    covers every record fetched together with this one.
+    """
+    message = event.message
+    record = InputRecord(
+        topic=name,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(round(message.timestamp * 1000)),
+        key=message.key,
+        value=message.value,
+    )
+    return record, message.time_in if message.time_in is not None else time.monotonic()
+
+
+async def apply_in_order(runtime: Runtime, group: list[tuple[InputRecord, float]]) -> None:
+    for record, received_at in group:
+        await apply_with_retry(runtime, record, received_at)
+
+
 async def apply_with_retry(runtime: Runtime, record: InputRecord, received_at: float) -> str:
-    """Apply a record until the infrastructure lets it through; then mark its offset applied."""
+    """Apply a record until the infrastructure lets it through."""
     delay = RETRY_MIN_SECONDS
     while True:
         try:
             processor = await runtime.processor()
-            outcome = await processor.handle(record, received_at)
-            if runtime.state is None:
-                raise RuntimeError("runtime not started")
-            await runtime.state.mark_processed(record.topic, record.partition, record.offset, record.timestamp_ms)
-            return outcome
+            return await processor.handle(record, received_at)
         except Exception as exc:
             if not is_transient(exc):
                 raise
             log.warning("retrying %s[%d]@%d in %.1f s: %r", record.topic, record.partition, record.offset, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+async def mark_applied(runtime: Runtime, records: list[InputRecord]) -> None:
+    """Record the applied offsets (retrying while Redis is unreachable)."""
+    delay = RETRY_MIN_SECONDS
+    for record in records:
+        while True:
+            try:
+                if runtime.state is None:
+                    raise RuntimeError("runtime not started")
+                await runtime.state.mark_processed(record.topic, record.partition, record.offset, record.timestamp_ms)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

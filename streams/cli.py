@@ -13,7 +13,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from enum import Enum
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -156,6 +160,238 @@ def worker() -> None:
             f"the worker is not available: cannot import streams.app.run_worker ({exc})"
         ) from exc
     run_worker(settings)
+
+
+# --------------------------------------------------------------------------- simulate, replay, tail, report
+
+
+class TopicName(str, Enum):
+    """Short names of every topic ``mmc tail`` can read."""
+
+    scores = "scores"
+    alerts = "alerts"
+    leaderboard = "leaderboard"
+    crowding = "crowding"
+    deadletter = "deadletter"
+    rounds = "rounds"
+    submissions = "submissions"
+    stakes = "stakes"
+    targets = "targets"
+
+
+def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[str, int]) -> dict[str, int]:
+    """Create the topics, then send ``events`` with one progress bar per topic (on stderr)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streams.admin import create_topics
+    from streams.replay import send_events
+
+    asyncio.run(create_topics(settings))
+    with Progress(
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_stderr(),
+    ) as progress:
+        tasks = {
+            topic: progress.add_task(settings.topic(topic), total=total) for topic, total in totals.items()
+        }
+
+        def advance(topic: str, n: int) -> None:
+            if topic not in tasks:
+                tasks[topic] = progress.add_task(settings.topic(topic), total=None)
+            progress.advance(tasks[topic], n)
+
+        return asyncio.run(send_events(settings, events, progress=advance))
+
+
+@app.command()
+def simulate(
+    out: Path | None = typer.Option(None, "--out", help="Write the events to this JSON Lines file."),
+    send: bool = typer.Option(False, "--send", help="Send the events to the configured broker's input topics."),
+    small: bool = typer.Option(False, "--small", help="Start from the small test preset (120 models × 600 ids × 30 rounds)."),
+    models: int | None = typer.Option(None, "--models", help="Models (default 300)."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Rounds (default 40)."),
+    ids: int | None = typer.Option(None, "--ids", help="Ids per round (default 2,000)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 2026): same seed, same events."),
+    start_round: int | None = typer.Option(None, "--start-round", help="Number of the first round (default 1)."),
+    jumps: int | None = typer.Option(None, "--jumps", help="Models with a 5-20× stake jump (default 12)."),
+    crowd_weight: float | None = typer.Option(None, "--crowd-weight", help="Mean share of the crowd signal in a model (default 0.6)."),
+    early_nulls: float | None = typer.Option(None, "--early-nulls", help="Share of ids without a target on day 1 (default 0)."),
+) -> None:
+    """Simulate a tournament season and write it to a file (--out) or the topics (--send).
+
+    Same options and seed give the same events, byte for byte. Prints a summary on stderr.
+    """
+    from streams.simulation import Simulation, SimulationConfig
+
+    if out is None and not send:
+        raise _fail("say where the events go: --out FILE.jsonl and/or --send", code=2)
+    knobs = {
+        "n_models": models,
+        "n_rounds": rounds,
+        "n_ids": ids,
+        "seed": seed,
+        "start_round": start_round,
+        "n_jumps": jumps,
+        "crowd_weight": crowd_weight,
+        "early_null_fraction": early_nulls,
+    }
+    given = {name: value for name, value in knobs.items() if value is not None}
+    try:
+        config = SimulationConfig.small(**given) if small else SimulationConfig(**given)
+    except ValueError as exc:
+        raise _fail(str(exc), code=2) from exc
+    settings = _settings_or_exit() if send else None
+    console = _stderr()
+    began = time.perf_counter()
+    simulation = Simulation(config)
+    totals = simulation.event_counts()
+    planned = time.perf_counter() - began
+    console.print(
+        f"season planned in {planned:.1f} s: {config.n_models} models × {config.n_ids} ids × "
+        f"{config.n_rounds} rounds (seed {config.seed}), {len(simulation.jumps)} stake jumps, "
+        f"{sum(totals.values()):,} events",
+        highlight=False,
+    )
+    try:
+        if out is not None:
+            from rich.progress import Progress
+
+            from streams.replay import write_events
+
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task(f"writing {out}", total=sum(totals.values()))
+
+                def counted() -> Iterator[Any]:
+                    for n, event in enumerate(simulation.events(), start=1):
+                        yield event
+                        if n % 500 == 0:
+                            progress.update(task, completed=n)
+
+                written = write_events(counted(), out)
+            elapsed = time.perf_counter() - began
+            size = out.stat().st_size
+            console.print(
+                f"wrote {written:,} events to {out} ({size / 1e6:,.1f} MB) in {elapsed:.1f} s",
+                highlight=False,
+            )
+        if settings is not None:
+            sent_began = time.perf_counter()
+            sent = _send_with_progress(settings, simulation.events(), totals)
+            console.print(
+                f"sent {sum(sent.values()):,} events to {settings.kafka_bootstrap} in "
+                f"{time.perf_counter() - sent_began:.1f} s",
+                highlight=False,
+            )
+    except (MmcStreamError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def replay(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON Lines event file (mmc simulate --out)."),
+) -> None:
+    """Send an event file to the configured broker's input topics, with progress per topic."""
+    from streams.replay import count_events, read_events
+
+    settings = _settings_or_exit()
+    began = time.perf_counter()
+    try:
+        sent = _send_with_progress(settings, read_events(file), count_events(file))
+    except MmcStreamError as exc:
+        raise _fail(str(exc)) from exc
+    _stderr().print(
+        f"sent {sum(sent.values()):,} events "
+        f"({', '.join(f'{topic} {n:,}' for topic, n in sorted(sent.items()))}) "
+        f"in {time.perf_counter() - began:.1f} s",
+        highlight=False,
+    )
+
+
+@app.command()
+def tail(
+    topic: TopicName = typer.Argument(..., help="Topic short name (the prefix comes from MMC_TOPIC_PREFIX)."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest message, not the newest."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after this many messages."),
+    group: str | None = typer.Option(None, "--group", help="Join this consumer group and commit (resumes later)."),
+    until_end: bool = typer.Option(False, "--until-end", help="Stop once caught up with the topic's current end."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line (for jq), not the compact view."),
+) -> None:
+    """Print a topic's messages, one compact line each, until Ctrl-C (or --limit / --until-end)."""
+    import orjson
+
+    from streams.tail import describe
+    from streams.tail import tail as tail_topic
+
+    settings = _settings_or_exit()
+    if until_end and group is not None:
+        raise _fail("--until-end reads without a group; drop --group", code=2)
+    console = Console(soft_wrap=False)
+
+    async def run() -> int:
+        shown = 0
+        async for message in tail_topic(
+            settings, topic.value, from_beginning=from_beginning, limit=limit, group=group, until_end=until_end
+        ):
+            if as_json:
+                line = {
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "timestamp_ms": message.timestamp_ms,
+                    "key": message.key,
+                    "value": message.value,
+                    "headers": dict(message.headers),
+                }
+                sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+                sys.stdout.flush()
+            else:
+                console.print(describe(message))
+            shown += 1
+        return shown
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except MmcStreamError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(Path("report"), "--out", help="Directory for report.html and the PNG charts."),
+) -> None:
+    """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline."""
+    from streams.report import build_report
+
+    settings = _settings_or_exit()
+    began = time.perf_counter()
+    try:
+        built = asyncio.run(build_report(settings, out))
+    except MmcStreamError as exc:
+        raise _fail(str(exc)) from exc
+    if built.report.n_observations == 0:
+        _stderr().print(
+            f"[yellow]no scores on {settings.topic('scores')} yet[/yellow] - is a worker running? "
+            f"(empty charts written to {out})",
+            highlight=False,
+        )
+    table = Table(title=f"crowding headline ({built.report.n_observations:,} model-rounds)")
+    table.add_column("figure")
+    table.add_column("this stream (MMC 2020)", justify="right")
+    table.add_column("with contribution", justify="right")
+    table.add_column("seed article", justify="right", style="dim")
+    for row in built.headline:
+        table.add_row(row.label, row.value, row.value_contribution, row.reference)
+    Console().print(table)
+    _stderr().print(
+        f"read {built.messages_read:,} score updates in {time.perf_counter() - began:.1f} s; "
+        f"wrote {built.files.html} and {len(built.files.charts)} charts",
+        highlight=False,
+    )
 
 
 def main() -> None:

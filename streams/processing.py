@@ -28,8 +28,10 @@ decisions wait for the other topics):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,6 +43,7 @@ import scoring
 from scoring.crowding import ScoreTable, stake_jump_events
 from scoring.errors import ScoringError
 from scoring.metrics import pearson_rows
+from scoring.ranking import signed_power
 from scoring.rounds import PreparedRound, gaussian_ranks
 from streams import alerts as alert_rules
 from streams.errors import InvalidMessage
@@ -72,6 +75,9 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[list[Output]], Awaitable[None]]
 UNIVERSES_CACHED = 64
+# The live CWMM compares a submission with the round's running meta model as last read; it
+# is re-read from Redis at most this often (it moves slowly once a round has many stakers).
+LIVE_REFRESH_SECONDS = 1.0
 
 
 class Processor:
@@ -82,8 +88,11 @@ class Processor:
         self.state = state
         self.barrier = barrier
         self.send = send
-        self._universes: OrderedDict[int, dict[str, int]] = OrderedDict()
-        self._prepared: OrderedDict[int, tuple[str, PreparedRound]] = OrderedDict()
+        self._universes: OrderedDict[int, tuple[tuple[str, ...], dict[str, int]]] = OrderedDict()
+        self._live_totals: dict[int, tuple[float, NDArray[np.float64]]] = {}
+        self._live_locks: dict[tuple[int, int], asyncio.Lock] = {}
+        self._prepared: OrderedDict[int, tuple[int, list[str], PreparedRound]] = OrderedDict()
+        self._history_cache: dict[str, dict[int, dict[str, Any]]] = {}
 
     # --- entry point ------------------------------------------------------------------------
     async def handle(self, record: InputRecord, received_at: float) -> str:
@@ -147,19 +156,21 @@ class Processor:
 
     async def _round_for(self, round_number: int, record: InputRecord, received_at: float) -> Any:
         await self.barrier.wait_for("rounds", received_at, record.timestamp_ms)
-        info = await self.state.get_round(round_number)
+        cached = self._universes.get(round_number)
+        info = await self.state.get_round(round_number, known_ids=cached[0] if cached else None)
         if info is None:
             raise refuse("unknown_round", f"round {round_number} was never opened")
         return info
 
     def _universe(self, info: Any) -> dict[str, int]:
-        index = self._universes.get(info.round)
-        if index is None:
-            index = {id_: i for i, id_ in enumerate(info.ids)}
-            self._universes[info.round] = index
+        """id → position in the round's universe (a round's universe never changes once open)."""
+        cached = self._universes.get(info.round)
+        if cached is None:
+            cached = (info.ids, {id_: i for i, id_ in enumerate(info.ids)})
+            self._universes[info.round] = cached
             while len(self._universes) > UNIVERSES_CACHED:
                 self._universes.popitem(last=False)
-        return index
+        return cached[1]
 
     # --- submissions --------------------------------------------------------------------------
     async def _submission(self, record: InputRecord, event: Submission, received_at: float) -> str:
@@ -177,9 +188,11 @@ class Processor:
                 raise refuse("superseded", f"a newer submission of {event.model} for round {event.round} is stored")
         stake = float((await self.state.stakes_at([event.model], record.timestamp_ms, event.round))[0])
         g = gaussian_ranks(PreparedRound.stack([prepared]))[0]
-        live = await self._live_sums(event.round, info.n_ids, record.partition, existing, g, stake)
         row = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, prepared.to_bytes())
-        await self.state.put_submission(event.round, event.model, row, live)
+        # The partition's live sums are read, changed and written back: one writer at a time.
+        async with self._live_lock(event.round, record.partition):
+            live = await self._live_sums(event.round, info.n_ids, record.partition, existing, g, stake)
+            await self.state.put_submission(event.round, event.model, row, live)
         try:
             await self._live_alert(record, event, info, g)
         except Exception as exc:  # advisory: never changes the submission's outcome
@@ -204,11 +217,11 @@ class Processor:
 
     async def _live_alert(self, record: InputRecord, event: Submission, info: Any, g: NDArray[np.float64]) -> None:
         """Provisional CWMM of the submission against the round's running meta model."""
-        total = await self.state.get_live_total(event.round, info.n_ids, self.settings.partitions)
+        total = await self._live_total(event.round, info.n_ids)
         if total[0] <= 0:
             return
         meta = total[1:] / total[0]
-        cwmm = float(pearson_rows((np.sign(g) * np.abs(g) ** 1.5)[np.newaxis, :], meta)[0])
+        cwmm = float(pearson_rows(signed_power(g, 1.5)[np.newaxis, :], meta)[0])
         if not np.isfinite(cwmm):
             return
         history = (await self.state.get_histories([event.model]))[event.model]
@@ -222,6 +235,18 @@ class Processor:
         log.debug("live corr_w_mm of %s in round %d: %.4f (history rounds %s)", event.model, event.round, cwmm, sorted(history))
         if found is not None:
             await self._publish_alerts([found], record.timestamp_ms)
+
+    def _live_lock(self, r: int, partition: int) -> asyncio.Lock:
+        return self._live_locks.setdefault((r, partition), asyncio.Lock())
+
+    async def _live_total(self, r: int, n_ids: int) -> NDArray[np.float64]:
+        """The round's running meta-model sums over all partitions, re-read at most every LIVE_REFRESH_SECONDS."""
+        now = time.monotonic()
+        cached = self._live_totals.get(r)
+        if cached is None or now - cached[0] > LIVE_REFRESH_SECONDS:
+            cached = (now, await self.state.get_live_total(r, n_ids, self.settings.partitions))
+            self._live_totals[r] = cached
+        return cached[1]
 
     # --- stakes -------------------------------------------------------------------------------
     async def _stake(self, record: InputRecord, event: StakeUpdate, received_at: float) -> str:
@@ -238,48 +263,68 @@ class Processor:
         info = await self._round_for(event.round, record, received_at)
         if not info.closed or record.timestamp_ms < info.close_ts:
             raise refuse("round_not_closed", f"round {event.round} has not closed; targets come after the close")
+        clock = PhaseClock()
         await self.barrier.wait_for("submissions", received_at)
         await self.barrier.wait_for("stakes", received_at)
+        clock.lap("barriers")
         targets = align_to_universe(event.targets, event.ids, self._universe(info), partial=True)
-        rows = await self.state.get_submissions(event.round)
-        if not rows:
-            raise refuse("no_submissions", f"round {event.round} has no accepted submission to score")
-        models = sorted(rows)
+        models, prepared = await self._round_rows(event.round, info.n_ids)
         stakes = await self.state.stakes_at(models, info.close_ts, event.round)
-        fingerprint = self._fingerprint(models, rows, stakes)
-        prepared = self._prepared_round(event.round, fingerprint, models, rows, info.n_ids)
+        fingerprint = self._fingerprint(event.round, models, stakes)
+        clock.lap("load")
         samples = scoring.round_samples(
             stakes, event.round, self.settings.seed_salt, self.settings.mmc_draws, self.settings.mmc_fraction
         )
         complete = bool(np.isfinite(targets).all())
         basis = await self._basis(event.round, fingerprint, prepared, stakes, samples) if complete else None
+        clock.lap("basis")
         scores = scoring.score_prepared(
             prepared, stakes, targets, samples, basis=basis, max_missing_ratio=self.settings.max_missing_ratio
         )
-        await self._publish_round(record, event, info, models, stakes, scores)
+        clock.lap("score")
+        await self._publish_round(record, event, info, models, stakes, scores, clock)
+        log.info("round %d day %d%s: %d models scored (%s)", event.round, event.day, " final" if event.final else "", len(models), clock)
         return "applied"
 
-    def _fingerprint(self, models: list[str], rows: dict[str, SubmissionRow], stakes: NDArray[np.float64]) -> str:
-        h = hashlib.sha256()
-        for model in models:
-            h.update(model.encode() + b"\0" + repr(rows[model].order_key).encode())
+    def _fingerprint(self, r: int, models: list[str], stakes: NDArray[np.float64]) -> str:
+        """Identifies the basis inputs: the round's submission set (by version), stakes, draw settings."""
+        version = self._prepared[r][0]
+        h = hashlib.sha256(f"{r}:{version}:{len(models)}".encode())
+        h.update("\0".join(models).encode())
         h.update(np.ascontiguousarray(stakes, dtype="<f8").tobytes())
         h.update(f"{self.settings.seed_salt}:{self.settings.mmc_draws}:{self.settings.mmc_fraction}".encode())
         return h.hexdigest()
 
-    def _prepared_round(
-        self, r: int, fingerprint: str, models: list[str], rows: dict[str, SubmissionRow], n_ids: int
-    ) -> PreparedRound:
+    async def _round_rows(self, r: int, n_ids: int) -> tuple[list[str], PreparedRound]:
+        """The round's models (sorted) and prepared rows, reloaded only when its submissions changed."""
+        version = await self.state.submissions_version(r)
         cached = self._prepared.get(r)
-        if cached is not None and cached[0] == fingerprint:
+        if cached is not None and cached[0] == version:
             self._prepared.move_to_end(r)
-            return cached[1]
+            return cached[1], cached[2]
+        rows = await self.state.get_submissions(r)
+        if not rows:
+            raise refuse("no_submissions", f"round {r} has no accepted submission to score")
+        models = sorted(rows)
         prepared = PreparedRound.stack([rows[m].submission(n_ids) for m in models])
-        if self.settings.round_cache_rounds > 0:
-            self._prepared[r] = (fingerprint, prepared)
-            while len(self._prepared) > self.settings.round_cache_rounds:
-                self._prepared.popitem(last=False)
-        return prepared
+        self._prepared[r] = (version, models, prepared)
+        while len(self._prepared) > max(1, self.settings.round_cache_rounds):
+            self._prepared.popitem(last=False)
+        return models, prepared
+
+    async def _histories(self, models: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
+        """Score histories of ``models``, from this worker's cache (it is their only writer while it
+        owns the targets partition; the cache is dropped when partitions are revoked)."""
+        missing = [m for m in models if m not in self._history_cache]
+        if missing:
+            self._history_cache.update(await self.state.get_histories(missing))
+        return {m: self._history_cache[m] for m in models}
+
+    def forget_cached_state(self) -> None:
+        """Drop every cache of state another worker may change (after a rebalance)."""
+        self._prepared.clear()
+        self._history_cache.clear()
+        self._live_totals.clear()
 
     async def _basis(
         self, r: int, fingerprint: str, prepared: PreparedRound, stakes: NDArray[np.float64], samples: NDArray[np.int64]
@@ -298,6 +343,7 @@ class Processor:
         models: list[str],
         stakes: NDArray[np.float64],
         scores: scoring.RoundScores,
+        clock: PhaseClock,
     ) -> None:
         s = self.settings
         ts = record.timestamp_ms
@@ -305,14 +351,16 @@ class Processor:
         messages = score_messages(s, r, event.day, event.final, models, stakes, scores)
         entries = {m: history_entry(msg) for m, msg in zip(models, messages, strict=True)}
         # A round's history entry is its latest update: final wins, then the highest day.
-        previous = await self.state.get_histories(models)
-        newer = {m: e for m, e in entries.items() if _update_rank(e) >= _update_rank(previous[m].get(r))}
+        histories = await self._histories(models)
+        newer = {m: e for m, e in entries.items() if _update_rank(e) >= _update_rank(histories[m].get(r))}
         await self.state.put_history(r, newer)
-        histories = {m: {**previous[m], **({r: newer[m]} if m in newer else {})} for m in models}
+        for m, entry in newer.items():
+            histories[m][r] = entry
         as_of = {"round": r, "day": event.day, "final": event.final}
         rows = {m: standing(s, m, histories[m], as_of) for m in models}
         await self.state.put_standings({m: (standing_score(row), encode(row)) for m, row in rows.items()})
         ranks, board = await self.state.ranks(models)
+        clock.lap("leaderboard")
         figures = round_figures(r, event.day, event.final, models, stakes, scores)
         await self.state.put_trend(r, figures)
         trend_table = await self.state.get_trend()
@@ -324,7 +372,9 @@ class Processor:
             for m, rank in zip(models, ranks, strict=True)
         ]
         outputs.append(json_output("crowding", str(r), crowding, ts))
+        clock.lap("crowding")
         await self.send(outputs)
+        clock.lap("send")
         await self.state.put_round_scores(r, {m: o.value for m, o in zip(models, outputs, strict=False)}, encode(crowding))
         if not info.alerted:
             found = await self._round_alerts(event, models, stakes, scores, histories, figures, trend, trend_table)
@@ -375,7 +425,7 @@ class Processor:
 
     async def _population_jump_effect(self) -> dict[str, Any]:
         """The measured MMC change after ≥ratio× stake jumps, over every model's history so far."""
-        histories = await self.state.get_histories(await self.state.all_models())
+        histories = await self._histories(await self.state.all_models())
         rows = [(r, m, e) for m, h in histories.items() for r, e in h.items()]
         if not rows:
             return {"median_relative_change": None, "n_events": 0, "n_compared": 0}
@@ -400,6 +450,26 @@ class Processor:
         outputs = [json_output("alerts", a["model"] or str(a["round"]), a, ts) for a in found]
         await self.send(outputs)
         await self.state.push_alerts([o.value for o in outputs])
+
+
+class PhaseClock:
+    """Wall time of the phases of one resolution, for the log line and the latency metric."""
+
+    def __init__(self) -> None:
+        self.start = self._last = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = now - self._last
+        self._last = now
+
+    @property
+    def total(self) -> float:
+        return self._last - self.start
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in self.phases.items()) + f"; total {self.total * 1e3:.0f} ms"
 
 
 def _update_rank(entry: dict[str, Any] | None) -> tuple[int, int]:

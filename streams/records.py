@@ -3,7 +3,9 @@
 Two stages, both pure (no Redis, no Kafka):
 
 1. :func:`decode_input` — bytes → a typed record, checking only what the message itself can
-   tell (size, JSON, types, the model-id pattern, finiteness, duplicates, the key);
+   tell: size and JSON here, then its structure against the topic's published JSON Schema
+   (``streams/schemas/*.json`` through :func:`streams.schemas.input_violation`: types, the
+   model-id pattern, finiteness, duplicates …), then the key;
 2. :func:`align_to_universe` — a record's values placed on its round's universe (wrong
    length, unknown or missing ids), once the worker has looked the round up.
 
@@ -25,6 +27,7 @@ import orjson
 from numpy.typing import NDArray
 
 from streams.errors import InvalidMessage
+from streams.schemas import input_violation
 
 #: Every reason code the service puts in the ``mmc.error.reason`` header.
 REASONS: dict[str, str] = {
@@ -151,6 +154,8 @@ def _field(doc: dict[str, Any], name: str) -> Any:
 
 def _int_field(doc: dict[str, Any], name: str, minimum: int = 0) -> int:
     value = _field(doc, name)
+    if isinstance(value, float) and value.is_integer():  # 812.0 is an integer in JSON Schema
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise refuse("wrong_type", f"{name!r} must be an integer, got {type(value).__name__}")
     if value < minimum or value >= 2**53:
@@ -168,16 +173,10 @@ def _model_field(doc: dict[str, Any]) -> str:
 
 
 def _ids_field(doc: dict[str, Any], name: str = "ids") -> tuple[str, ...]:
+    # The input schema checked the list, each id (bad_id) and uniqueness (duplicate_ids).
     ids = _field(doc, name)
     if not isinstance(ids, list):
         raise refuse("wrong_type", f"{name!r} must be a list of strings")
-    for i, item in enumerate(ids):
-        if not isinstance(item, str) or not 1 <= len(item) <= MAX_ID_LENGTH:
-            raise refuse("bad_id", f"{name}[{i}] must be a string of 1-{MAX_ID_LENGTH} characters")
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dup = next(x for x in ids if x in seen or seen.add(x))  # type: ignore[func-returns-value]
-        raise refuse("duplicate_ids", f"id {dup[:80]!r} appears more than once in {name!r}")
     return tuple(ids)
 
 
@@ -185,13 +184,17 @@ def _numbers_field(doc: dict[str, Any], name: str, allow_null: bool) -> NDArray[
     values = _field(doc, name)
     if not isinstance(values, list):
         raise refuse("wrong_type", f"{name!r} must be a list of numbers")
-    for i, v in enumerate(values):
-        if v is None:
-            if not allow_null:
-                raise refuse("non_finite", f"{name}[{i}] is null; every prediction must be a finite number")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise refuse("wrong_type", f"{name}[{i}] must be a number, got {type(v).__name__}")
-    arr = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    kinds = set(map(type, values))
+    if kinds <= {float, int}:  # the common case, checked without a Python loop per value
+        arr = np.array(values, dtype=np.float64)
+    else:
+        for i, v in enumerate(values):
+            if v is None:
+                if not allow_null:
+                    raise refuse("non_finite", f"{name}[{i}] is null; every prediction must be a finite number")
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise refuse("wrong_type", f"{name}[{i}] must be a number, got {type(v).__name__}")
+        arr = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
     if np.isinf(arr).any():
         raise refuse("non_finite", f"{name} holds a number too large for float64")
     return arr
@@ -219,6 +222,9 @@ def decode_input(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
         InvalidMessage: with a reason code from :data:`REASONS`.
     """
     doc = parse_json(record.value, max_bytes)
+    violation = input_violation(record.topic, doc)
+    if violation is not None:
+        raise refuse(*violation)
     if record.topic == "rounds":
         kind = _field(doc, "type")
         rnd = _int_field(doc, "round")

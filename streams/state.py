@@ -19,8 +19,8 @@ and every key of one model ``{m:NAME}``, so the layout works on Redis Cluster):
 ``ns:leaderboard:rows``            hash model → latest leaderboard message
 ``ns:trend``                       hash round → that round's crowding figures
 ``ns:alerts``                      list of recent alerts (newest first, capped)
-``ns:progress:TOPIC``              hash partition → next offset processed (for barriers)
-``ns:watermark``                   hash topic → highest event time processed
+``ns:{progress}:TOPIC``            hash partition → next offset processed (for barriers)
+``ns:{progress}:watermark``        hash topic → highest event time processed
 =================================  =========================================================
 
 Writes are idempotent: a redelivered message leaves the same state. Submissions replace an
@@ -42,14 +42,18 @@ from numpy.typing import NDArray
 
 from scoring import PreparedSubmission, RoundBasis
 
-# Lua: set a hash field to ARGV[2] only if that is greater than what it holds (progress, watermarks).
-_HSET_MAX = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (not cur) or tonumber(ARGV[2]) > tonumber(cur) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  return 1
+# Lua: move a progress field (KEYS[1] / ARGV[1] → ARGV[2]) and a watermark field
+# (KEYS[2] / ARGV[3] → ARGV[4]) forward, never back.
+_ADVANCE = """
+local function advance(key, field, value)
+  local cur = redis.call('HGET', key, field)
+  if (not cur) or tonumber(value) > tonumber(cur) then
+    redis.call('HSET', key, field, value)
+  end
 end
-return 0
+advance(KEYS[1], ARGV[1], ARGV[2])
+advance(KEYS[2], ARGV[3], ARGV[4])
+return 1
 """
 
 ALERTS_KEPT = 1000
@@ -179,11 +183,12 @@ class Keys:
     def alerts(self) -> str:
         return f"{self.ns}:alerts"
 
+    # Progress and watermarks share one hash tag: the script that advances both stays in one slot.
     def progress(self, topic: str) -> str:
-        return f"{self.ns}:progress:{topic}"
+        return f"{self.ns}:{{progress}}:{topic}"
 
     def watermark(self) -> str:
-        return f"{self.ns}:watermark"
+        return f"{self.ns}:{{progress}}:watermark"
 
 
 class RedisState:
@@ -192,23 +197,29 @@ class RedisState:
     def __init__(self, client: redis.asyncio.Redis, namespace: str) -> None:
         self.r = client
         self.keys = Keys(namespace)
-        self._hset_max = client.register_script(_HSET_MAX)
+        self._advance = client.register_script(_ADVANCE)
 
     async def close(self) -> None:
         await self.r.aclose()
 
     # --- rounds --------------------------------------------------------------------------
-    async def get_round(self, r: int) -> RoundInfo | None:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(self.keys.round(r))
-        pipe.get(self.keys.ids(r))
-        meta, ids = await pipe.execute()
-        if not meta or ids is None:
+    async def get_round(self, r: int, known_ids: tuple[str, ...] | None = None) -> RoundInfo | None:
+        """The round, or None if never opened; pass ``known_ids`` (it never changes) to skip reading it."""
+        if known_ids is not None:
+            meta, ids = await self.r.hgetall(self.keys.round(r)), None
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hgetall(self.keys.round(r))
+            pipe.get(self.keys.ids(r))
+            meta, ids = await pipe.execute()
+            if ids is None:
+                return None
+        if not meta:
             return None
         m = {k.decode(): v.decode() for k, v in meta.items()}
         return RoundInfo(
             round=r,
-            ids=tuple(orjson.loads(ids)),
+            ids=known_ids if known_ids is not None else tuple(orjson.loads(ids)),
             open_ts=int(m["open_ts"]),
             open_offset=int(m["open_offset"]),
             close_ts=int(m["close_ts"]) if "close_ts" in m else None,
@@ -243,10 +254,16 @@ class RedisState:
         """Store a submission (and its partition's new live meta-model sums) in one transaction."""
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self.keys.subs(r), model, row.encode())
+        pipe.hincrby(self.keys.round(r), "subs_version", 1)
         if live is not None:
             pipe.set(self.keys.live(r, row.partition), _array_bytes(live))
         await pipe.execute()
         await self.r.sadd(self.keys.models(), model)
+
+    async def submissions_version(self, r: int) -> int:
+        """Counts the round's stored submission changes: equal versions mean the same submissions."""
+        value = await self.r.hget(self.keys.round(r), "subs_version")
+        return 0 if value is None else int(value)
 
     async def get_submissions(self, r: int) -> dict[str, SubmissionRow]:
         raw = await self.r.hgetall(self.keys.subs(r))
@@ -404,8 +421,10 @@ class RedisState:
     # --- progress (barriers) ---------------------------------------------------------------
     async def mark_processed(self, topic: str, partition: int, offset: int, timestamp_ms: int) -> None:
         """Record that ``offset`` of ``topic``/``partition`` is done (progress only moves forward)."""
-        await self._hset_max(keys=[self.keys.progress(topic)], args=[partition, offset + 1])
-        await self._hset_max(keys=[self.keys.watermark()], args=[topic, timestamp_ms])
+        await self._advance(
+            keys=[self.keys.progress(topic), self.keys.watermark()],
+            args=[partition, offset + 1, topic, timestamp_ms],
+        )
 
     async def progress(self, topic: str) -> dict[int, int]:
         raw = await self.r.hgetall(self.keys.progress(topic))

@@ -130,41 +130,49 @@ async def tail(
                 f"topic {name!r} does not exist on {settings.kafka_bootstrap}: "
                 "check MMC_TOPIC_PREFIX or create the topics with `mmc topics`"
             )
-        remaining: dict[TopicPartition, int] = {}
+        # Where to start and stop, per partition, from the high watermark of the first fetch
+        # response (None until it arrives) — not from ListOffsets: the embedded Tansu answers
+        # ListOffsets(latest) with the last batch's base offset + 1, short of the real end, so
+        # `seek_to_end` alone would replay part of the last batch.
+        starts: dict[TopicPartition, int | None] = {}
+        ends: dict[TopicPartition, int | None] = {}
         if group is None:
             assigned = [TopicPartition(name, p) for p in partitions]
             consumer.assign(assigned)
-            end = await consumer.end_offsets(assigned)
             if from_beginning:
                 await consumer.seek_to_beginning(*assigned)
             else:
                 await consumer.seek_to_end(*assigned)
+                starts = dict.fromkeys(assigned)
             if until_end:
-                for tp in assigned:
-                    if await consumer.position(tp) < end[tp]:
-                        remaining[tp] = end[tp]
-                if not remaining:
-                    return
+                ends = dict.fromkeys(assigned)
         else:
             consumer.subscribe([name])
 
         seen = 0
         while True:
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            for marks in (starts, ends):
+                for tp, mark in marks.items():
+                    if mark is None:
+                        marks[tp] = consumer.highwater(tp)
             for tp, records in batches.items():
+                start, end = starts.get(tp), ends.get(tp)
                 for record in records:
-                    if tp in remaining and record.offset >= remaining[tp]:
-                        continue  # newer than the end we set out to reach
+                    if start is not None and record.offset < start:
+                        continue  # older than the end when the tail started
+                    if end is not None and record.offset >= end:
+                        break  # newer than the end we set out to reach
                     yield decode_record(record)
                     seen += 1
                     if limit is not None and seen >= limit:
                         return
             if until_end:
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= remaining[tp]:
-                        del remaining[tp]
+                for tp, end in list(ends.items()):
+                    if end is not None and await consumer.position(tp) >= end:
+                        del ends[tp]
                         consumer.pause(tp)
-                if not remaining:
+                if not ends:
                     return
     finally:
         await consumer.stop()

@@ -27,7 +27,9 @@ DEPLOY = REPO / "deploy"
 KUSTOMIZATIONS = ("base", "overlays/example")
 
 #: ``MMC_<FIELD>`` for every field of the settings object: the only MMC_* names allowed.
-SETTING_ENV_NAMES: frozenset[str] = frozenset(f"MMC_{name.upper()}" for name in Settings.model_fields)
+SETTING_ENV_NAMES: frozenset[str] = frozenset(
+    f"MMC_{name.upper()}" for name in Settings.model_fields
+)
 
 _ENV_NAME = re.compile(r"\bMMC_[A-Z0-9_]+\b")
 
@@ -91,4 +93,7 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """``(workload name, pod spec)`` of every Deployment."""
-    return [(doc["metadata"]["name"], doc["spec"]["template"]["spec"]) for doc in find(docs, "Deployment")]
+    return [
+        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
+        for doc in find(docs, "Deployment")
+    ]

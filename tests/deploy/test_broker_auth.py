@@ -52,7 +52,9 @@ NO_EMBEDDED_SASL = (
 )
 
 
-def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def _wait_for_port(
+    host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 10.0
+) -> None:
     """Block until ``host:port`` accepts TCP connections (a Kafka request would need auth)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,10 +77,14 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                tansu_binary(), "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
                 "--authentication",
             ],  # fmt: skip
             stdin=subprocess.DEVNULL,
@@ -155,8 +161,18 @@ def test_tls_options_cannot_be_combined(tmp_path: Path) -> None:
     key.write_text("")
     url = f"tcp://127.0.0.1:{free_port()}"
     result = subprocess.run(
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--cert", str(cert), "--key", str(key)],  # fmt: skip
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=30,
@@ -189,12 +205,14 @@ async def _round_trip(settings: Settings) -> bytes:
 
 
 def test_secured_round_trip_with_kafka_client_options() -> None:
-    """Against a broker requiring SASL/TLS: topics, produce and consume work; a wrong password fails."""
+    """Against a SASL/TLS broker: create topics, produce, consume; a wrong password fails."""
     configured = Settings()
     if configured.kafka_security_protocol == "PLAINTEXT":
         pytest.skip(NO_EMBEDDED_SASL)
     tag = uuid.uuid4().hex[:8]
-    settings = configured.model_copy(update={"topic_prefix": f"t{tag}.", "app_id": f"mmc-test-{tag}"})
+    settings = configured.model_copy(
+        update={"topic_prefix": f"t{tag}.", "app_id": f"mmc-test-{tag}"}
+    )
     assert asyncio.run(_round_trip(settings)) == b'{"ping": 1}'
     if configured.kafka_security_protocol.startswith("SASL_"):
         wrong = settings.model_copy(update={"kafka_sasl_password": "not-the-password"})

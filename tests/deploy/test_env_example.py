@@ -1,4 +1,4 @@
-""".env.example lists every setting with a valid default; how Settings treats MMC_* names it does not know.
+""".env.example lists every setting with a valid default; Settings and unknown MMC_* names.
 
 What pydantic-settings does with unknown names (checked here, pydantic-settings 2.x with
 ``extra="forbid"``):
@@ -115,7 +115,9 @@ def test_unknown_init_argument_is_refused() -> None:
         Settings(partition=8)  # type: ignore[call-arg]
 
 
-def test_unknown_name_in_an_env_file_is_refused(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unknown_name_in_an_env_file_is_refused(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A dotenv file with an unknown MMC_* name is refused (so is any other unknown name)."""
     env_file = tmp_path / "settings.env"
     env_file.write_text("MMC_PARTITION=8\n")

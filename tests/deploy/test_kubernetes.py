@@ -1,4 +1,4 @@
-"""The Kubernetes manifests of ``deploy/``: rendered by kustomize, valid, and consistent with Settings.
+"""The Kubernetes manifests of ``deploy/``: rendered by kustomize, valid, agreeing with Settings.
 
 Built-in kinds are validated against the Kubernetes OpenAPI schemas bundled in the
 ``kubernetes-validate`` wheel (offline: the schemas are package data, ``$ref``s resolve
@@ -158,7 +158,12 @@ SCALED_OBJECT_SCHEMA: dict[str, Any] = {
                                 "additionalProperties": False,
                                 "properties": {
                                     "name": {"type": "string"},
-                                    "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]},
+                                    "kind": {
+                                        "enum": [
+                                            "TriggerAuthentication",
+                                            "ClusterTriggerAuthentication",
+                                        ]
+                                    },
                                 },
                             },
                         },
@@ -214,7 +219,9 @@ def test_scaled_object_has_keda_structure(rendered: Docs, kustomization: str) ->
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_scaled_object_scales_the_worker_on_submission_lag(rendered: Docs, kustomization: str) -> None:
+def test_scaled_object_scales_the_worker_on_submission_lag(
+    rendered: Docs, kustomization: str
+) -> None:
     """KEDA targets the worker Deployment and reads the lag of the workers' group on submissions."""
     docs = rendered[kustomization]
     scaled = scaled_object(docs)
@@ -278,7 +285,9 @@ def test_scaler_security_matches_the_workers(rendered: Docs, kustomization: str)
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_containers_are_pinned_probed_sized_and_unprivileged(rendered: Docs, kustomization: str) -> None:
+def test_containers_are_pinned_probed_sized_and_unprivileged(
+    rendered: Docs, kustomization: str
+) -> None:
     """Every container: tagged image, probes, requests/limits, non-root, read-only root fs."""
     for name, pod in pod_specs(rendered[kustomization]):
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -305,7 +314,9 @@ def test_containers_are_pinned_probed_sized_and_unprivileged(rendered: Docs, kus
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_worker_resources_come_from_the_benchmark(rendered: Docs, kustomization: str) -> None:
     """Workers request 2 CPU / 4Gi and may use 8Gi (a 10,000 x 6,720 round close holds ~1.5 GB)."""
-    (container,) = one(rendered[kustomization], "Deployment", WORKER)["spec"]["template"]["spec"]["containers"]
+    (container,) = one(rendered[kustomization], "Deployment", WORKER)["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert container["args"] == ["worker"]
     assert container["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
     assert container["resources"]["limits"] == {"memory": "8Gi"}
@@ -355,7 +366,9 @@ def test_every_mmc_name_is_a_setting(rendered: Docs, kustomization: str) -> None
         for container in pod["containers"]:
             names |= {env["name"] for env in container.get("env", [])}
     for auth in find(docs, "TriggerAuthentication"):
-        names |= {ref["key"] for ref in auth["spec"]["secretTargetRef"] if ref["name"] == "mmc-secrets"}
+        names |= {
+            ref["key"] for ref in auth["spec"]["secretTargetRef"] if ref["name"] == "mmc-secrets"
+        }
     assert names, "no configuration found"
     assert names - SETTING_ENV_NAMES == set()
 
@@ -403,7 +416,9 @@ def test_overlay_ships_no_secret(rendered: Docs) -> None:
 
 def test_base_is_namespace_agnostic(rendered: Docs) -> None:
     """No object of the base names a namespace."""
-    assert [doc["metadata"]["name"] for doc in rendered["base"] if "namespace" in doc["metadata"]] == []
+    assert [
+        doc["metadata"]["name"] for doc in rendered["base"] if "namespace" in doc["metadata"]
+    ] == []
 
 
 def test_overlay_sets_namespace_image_and_sasl_ssl(rendered: Docs) -> None:

@@ -28,7 +28,12 @@ def settings() -> Settings:
 
 def test_settings_repr_str_and_dump_mask_passwords(settings: Settings) -> None:
     """repr, str and JSON dumps of Settings show the passwords as stars."""
-    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.model_dump())):
+    for text in (
+        repr(settings),
+        str(settings),
+        settings.model_dump_json(),
+        repr(settings.model_dump()),
+    ):
         assert SECRET not in text
     assert "**********" in repr(settings)
 
@@ -37,11 +42,13 @@ def test_kafka_client_options_mask_the_password(settings: Settings) -> None:
     """The options carry the password for aiokafka, but repr/str/format hide it."""
     options = kafka_client_options(settings)
     assert options["sasl_plain_password"] == SECRET
-    for text in (repr(options), str(options), f"{options}", "%s" % (options,)):
+    for text in (repr(options), str(options), f"{options}", format(options)):
         assert SECRET not in text
 
 
-def test_logging_the_options_does_not_leak(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+def test_logging_the_options_does_not_leak(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """A log record that formats the settings or options holds no password."""
     log = logging.getLogger("mmc.test")
     with caplog.at_level(logging.DEBUG, logger="mmc.test"):

@@ -1,0 +1,337 @@
+"""The tournament simulator: reproducibility, message formats, calendar, ground truth and the
+crowding structure it is built to show (pure; no broker)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from scipy.stats import spearmanr
+
+import scoring
+from scoring.crowding import ScoreTable, crowding_report
+from streams.simulation import TOPICS, SimEvent, Simulation, SimulationConfig, simulate
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_ID = re.compile(r"^[A-Za-z0-9_\-\.]{1,64}$")
+TARGET_VALUES = {0.0, 0.25, 0.5, 0.75, 1.0}
+# A short season: enough for every calendar case (overlapping rounds, resubmissions, skips).
+SHORT = SimulationConfig.small(n_models=40, n_ids=100, n_rounds=6, n_jumps=3, resolution_days=5)
+
+
+def digest(events: Iterable[SimEvent]) -> str:
+    """SHA-256 of the events serialized in order."""
+    h = hashlib.sha256()
+    for e in events:
+        h.update(orjson.dumps({"topic": e.topic, "key": e.key, "timestamp_ms": e.timestamp_ms, "value": e.value}))
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def short_events() -> list[SimEvent]:
+    """The short season's events."""
+    return list(simulate(SHORT))
+
+
+@pytest.fixture(scope="module")
+def small_season() -> tuple[Simulation, list[SimEvent]]:
+    """The small preset season and its events (shared by the structure tests)."""
+    sim = Simulation(SimulationConfig.small())
+    return sim, list(sim.events())
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+def test_same_seed_gives_identical_events() -> None:
+    """Two simulations of one config yield the same events, byte for byte."""
+    assert digest(simulate(SHORT)) == digest(simulate(SHORT))
+
+
+def test_same_seed_gives_identical_events_in_another_process() -> None:
+    """A fresh interpreter (another hash seed) yields the same bytes."""
+    code = (
+        "from tests.streams.test_simulation import SHORT, digest\n"
+        "from streams.simulation import simulate\n"
+        "print(digest(simulate(SHORT)))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == digest(simulate(SHORT))
+
+
+def test_another_seed_gives_other_events() -> None:
+    """Changing the seed changes the stream."""
+    other = SimulationConfig.small(n_models=40, n_ids=100, n_rounds=6, n_jumps=3, resolution_days=5, seed=7)
+    assert digest(simulate(other)) != digest(simulate(SHORT))
+
+
+def test_bad_config_is_refused() -> None:
+    """Out-of-range knobs raise ValueError naming the rule."""
+    with pytest.raises(ValueError, match="n_models >= 2"):
+        SimulationConfig(n_models=1)
+    with pytest.raises(ValueError, match="target_buckets"):
+        SimulationConfig(target_buckets=(0.5, 0.5, 0.1, 0.1, 0.1))
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_every_message_matches_the_design_formats(short_events: list[SimEvent]) -> None:
+    """rounds / submissions / stakes / targets values follow DESIGN §3 exactly."""
+    universe: dict[int, list[str]] = {}
+    for e in short_events:
+        assert e.topic in TOPICS
+        assert isinstance(e.key, str) and isinstance(e.timestamp_ms, int)
+        v = e.value
+        # Every value survives a JSON round trip unchanged (plain types only).
+        assert orjson.loads(orjson.dumps(v)) == v
+        if e.topic == "rounds":
+            assert e.key == str(v["round"])
+            if v["type"] == "open":
+                assert set(v) == {"type", "round", "ids"}
+                assert len(v["ids"]) == SHORT.n_ids == len(set(v["ids"]))
+                assert all(re.fullmatch(r"id\d{4,}", i) for i in v["ids"])
+                universe[v["round"]] = v["ids"]
+            else:
+                assert v == {"type": "close", "round": v["round"]}
+        elif e.topic == "submissions":
+            assert set(v) == {"round", "model", "predictions"}
+            assert e.key == v["model"] and MODEL_ID.match(v["model"])
+            assert len(v["predictions"]) == len(universe[v["round"]])
+            assert all(type(p) is float and 0.0 <= p <= 1.0 for p in v["predictions"])
+        elif e.topic == "stakes":
+            assert set(v) == {"model", "stake"}
+            assert e.key == v["model"] and MODEL_ID.match(v["model"])
+            assert type(v["stake"]) is float and math.isfinite(v["stake"]) and v["stake"] >= 0
+        else:
+            assert set(v) == {"round", "day", "final", "targets"}
+            assert e.key == str(v["round"])
+            assert 1 <= v["day"] <= SHORT.resolution_days
+            assert v["final"] is (v["day"] == SHORT.resolution_days)
+            assert len(v["targets"]) == SHORT.n_ids
+            assert set(v["targets"]) <= TARGET_VALUES  # no nulls by default
+
+
+def test_timestamps_are_ordered(short_events: list[SimEvent]) -> None:
+    """Non-decreasing overall, strictly increasing within each topic, from the configured epoch."""
+    stamps = [e.timestamp_ms for e in short_events]
+    assert stamps == sorted(stamps)
+    assert stamps[0] >= SHORT.first_day_ms
+    for topic in TOPICS:
+        own = [e.timestamp_ms for e in short_events if e.topic == topic]
+        assert all(b > a for a, b in zip(own, own[1:], strict=False)), topic
+
+
+def test_round_lifecycle_order(short_events: list[SimEvent]) -> None:
+    """Per round: open < every submission < close < every target day, days 1..D in order."""
+    opened, closed = {}, {}
+    submissions, targets = defaultdict(list), defaultdict(list)
+    for e in short_events:
+        r = e.value.get("round")
+        if e.topic == "rounds":
+            (opened if e.value["type"] == "open" else closed)[r] = e.timestamp_ms
+        elif e.topic == "submissions":
+            assert r in opened and r not in closed, "submission outside its round's window"
+            submissions[r].append(e.timestamp_ms)
+        elif e.topic == "targets":
+            assert r in closed, "targets before close"
+            targets[r].append(e.value["day"])
+    day_ms = 86_400_000
+    for i, r in enumerate(range(SHORT.start_round, SHORT.start_round + SHORT.n_rounds)):
+        assert opened[r] == SHORT.first_day_ms + (i + 1) * day_ms  # round r opens on day r
+        assert closed[r] == opened[r] + day_ms // 2  # … closes at r + 0.5
+        assert opened[r] < min(submissions[r]) and max(submissions[r]) < closed[r]
+        assert targets[r] == list(range(1, SHORT.resolution_days + 1))
+    # Rounds overlap: round r+1 opens while round r is still resolving.
+    assert opened[SHORT.start_round + 1] < max(
+        e.timestamp_ms for e in short_events if e.topic == "targets" and e.value["round"] == SHORT.start_round
+    )
+
+
+def test_target_days_resolve_on_schedule(short_events: list[SimEvent]) -> None:
+    """Day d of round r arrives on simulated day r + 1 + d."""
+    day_ms = 86_400_000
+    for e in short_events:
+        if e.topic == "targets":
+            i = e.value["round"] - SHORT.start_round
+            assert (e.timestamp_ms - SHORT.first_day_ms) // day_ms == i + 1 + 1 + e.value["day"]
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def reconstruct(
+    events: Iterable[SimEvent],
+) -> tuple[dict[int, dict[str, list[float]]], dict[int, dict[str, float]], dict[int, list[float]]]:
+    """From the events alone: the submission in force per round and model (the latest), the
+    stakes in force at each close (latest update before it), and the final targets."""
+    preds: dict[int, dict[str, list[float]]] = defaultdict(dict)
+    stake_now: dict[str, float] = {}
+    at_close: dict[int, dict[str, float]] = {}
+    final: dict[int, list[float]] = {}
+    for e in events:
+        v = e.value
+        if e.topic == "submissions":
+            preds[v["round"]][v["model"]] = v["predictions"]
+        elif e.topic == "stakes":
+            stake_now[v["model"]] = v["stake"]
+        elif e.topic == "rounds" and v["type"] == "close":
+            at_close[v["round"]] = dict(stake_now)
+        elif e.topic == "targets" and v["final"]:
+            final[v["round"]] = v["targets"]
+    return preds, at_close, final
+
+
+def test_events_carry_the_ground_truth(short_events: list[SimEvent]) -> None:
+    """Latest submissions, stakes in force at close and final targets equal the simulation's."""
+    sim = Simulation(SHORT)
+    preds, at_close, final = reconstruct(short_events)
+    for i, r in enumerate(sim.rounds):
+        expected = sim.predictions(r)
+        for m, model in enumerate(sim.models):
+            assert at_close[r].get(model, 0.0) == sim.stakes[i, m]
+            if sim.submitted[i, m]:
+                assert preds[r][model] == expected[m].tolist()
+            else:
+                assert model not in preds[r]
+        assert final[r] == sim.targets(r).tolist()
+
+
+def test_resubmissions_are_replaced_by_the_later_one(short_events: list[SimEvent]) -> None:
+    """A model that submits twice sends a different first version, earlier; the later one counts."""
+    sim = Simulation(SHORT)
+    seen: dict[tuple[int, str], list[list[float]]] = defaultdict(list)
+    for e in short_events:
+        if e.topic == "submissions":
+            seen[(e.value["round"], e.value["model"])].append(e.value["predictions"])
+    twice = {key for key, versions in seen.items() if len(versions) == 2}
+    assert twice, "the short season should hold resubmissions"
+    assert all(len(v) <= 2 for v in seen.values())
+    for r, model in twice:
+        i, m = sim.rounds.index(r), sim.models.index(model)
+        assert sim.resubmitted[i, m]
+        first, last = seen[(r, model)]
+        assert first != last and last == sim.predictions(r)[m].tolist()
+
+
+def test_stakes_zero_stakers_and_jumps(small_season: tuple[Simulation, list[SimEvent]]) -> None:
+    """~20-30% never stake; every planned jump is a ≥5× rise between adjacent rounds, alone."""
+    sim, _ = small_season
+    never = (sim.stakes == 0).all(axis=0)
+    assert 0.15 <= never.mean() <= 0.35
+    assert len(sim.jumps) == sim.config.n_jumps
+    ratio = np.divide(sim.stakes[1:], sim.stakes[:-1], out=np.ones_like(sim.stakes[1:]), where=sim.stakes[:-1] > 0)
+    big = {(sim.models[m], sim.rounds[i + 1]) for i, m in zip(*np.nonzero(ratio >= 5), strict=True)}
+    assert big == {(j.model, j.round) for j in sim.jumps}
+    for j in sim.jumps:
+        i, m = sim.rounds.index(j.round), sim.models.index(j.model)
+        assert sim.stakes[i, m] == j.stake_after >= 5 * j.stake_before == 5 * sim.stakes[i - 1, m]
+        assert sim.submitted[i - 1, m] and sim.submitted[i, m]
+        # After the jump the model drifts toward the crowd.
+        assert sim.crowd_share[-1, m] > sim.crowd_share[i, m]
+
+
+def test_stakes_grow_with_realised_payouts(small_season: tuple[Simulation, list[SimEvent]]) -> None:
+    """Stake updates after the first rounds resolve multiply by (1 + payout) of a resolved round."""
+    sim, _ = small_season
+    paid = np.flatnonzero(np.isfinite(sim.payouts).any(axis=1))
+    assert paid.size > 0
+    # Round i resolves on day (i + 1) + 1 + D at 06:00, before the stake evening of round i + D + 2.
+    lag = sim.config.resolution_days + 2
+    i = int(paid[0])
+    m = next(m for m in range(sim.config.n_models) if sim.stakes[i + lag - 1, m] > 0 and np.isfinite(sim.payouts[i, m]))
+    if (sim.models[m], sim.rounds[i + lag]) not in {(j.model, j.round) for j in sim.jumps}:
+        expected = round(sim.stakes[i + lag - 1, m] * (1 + sim.payouts[i, m]), sim.config.stake_decimals)
+        assert sim.stakes[i + lag, m] == pytest.approx(expected, abs=10.0**-sim.config.stake_decimals)
+
+
+def test_targets_are_buckets_that_converge() -> None:
+    """Quintile buckets; small day-to-day changes that converge to the final targets."""
+    sim = Simulation(SimulationConfig.small(n_rounds=2, n_jumps=0))
+    r = sim.rounds[0]
+    days = np.array([sim.targets(r, d) for d in range(1, sim.config.resolution_days + 1)])
+    for row in days:
+        counts = np.unique(row, return_counts=True)[1]
+        assert counts.tolist() == [sim.config.n_ids // 5] * 5
+    changed = (days[1:] != days[:-1]).mean(axis=1)
+    assert changed.max() < 0.2  # slight changes from day to day …
+    off_final = (days != days[-1]).mean(axis=1)
+    assert 0.1 < off_final[0] < 0.6  # … day 1 differs from the final, but not wholly …
+    assert off_final[0] > off_final[len(days) // 2] > off_final[-2] > off_final[-1] == 0  # … and converges
+
+
+def test_early_nulls_knob() -> None:
+    """With early_null_fraction, the first days miss up to that share of ids; later days none."""
+    config = SimulationConfig.small(n_models=10, n_ids=200, n_rounds=2, n_jumps=0, early_null_fraction=0.15)
+    nulls: dict[int, float] = {}
+    for e in simulate(config):
+        if e.topic == "targets" and e.value["round"] == config.start_round:
+            nulls[e.value["day"]] = sum(t is None for t in e.value["targets"]) / config.n_ids
+    assert nulls[1] == pytest.approx(0.15)
+    assert 0 < nulls[2] < nulls[1] and nulls[config.early_null_days + 1] == 0
+    assert nulls[config.resolution_days] == 0
+
+
+# --------------------------------------------------------------------------- crowding structure
+
+
+def score_table(events: list[SimEvent], salt: str = "mmc-stream") -> tuple[ScoreTable, dict[str, Any]]:
+    """Score every round directly with scoring.score_round (final targets, stakes at close)."""
+    preds, at_close, final = reconstruct(events)
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for r in sorted(final):
+        models = sorted(preds[r])
+        stakes = np.array([at_close[r].get(m, 0.0) for m in models])
+        scores = scoring.score_round(np.array([preds[r][m] for m in models]), stakes, np.array(final[r]), round=r, salt=salt)
+        rows["rounds"] += [r] * len(models)
+        rows["models"] += models
+        rows["stakes"] += stakes.tolist()
+        rows["corr_w_mm"] += scores.corr_w_mm.tolist()
+        rows["mmc"] += scores.mmc.tolist()
+        rows["contribution"] += scores.contribution.tolist()
+        rows["corr"] += scores.corr.tolist()
+    table = ScoreTable.from_arrays(
+        rows["rounds"], np.array(rows["models"], dtype=object), rows["stakes"], rows["corr_w_mm"], rows["mmc"]
+    )
+    return table, rows
+
+
+def test_small_season_shows_the_crowding_tax(small_season: tuple[Simulation, list[SimEvent]]) -> None:
+    """Scored directly, the season reproduces the seed article's qualitative findings."""
+    sim, events = small_season
+    table, rows = score_table(events)
+    report = crowding_report(table)
+
+    # Models are decent on CORR overall.
+    assert np.nanmean(rows["corr"]) > 0.02
+    # (1) the money sits near the meta model: top stake decile well above the bottom.
+    assert report.stake_deciles.top_median > report.stake_deciles.bottom_median + 0.1
+    # (2) mean MMC falls across corr_w_mm deciles.
+    means = report.cwmm_deciles.mean_mmc
+    assert means[:3].mean() > means[-3:].mean() + 0.01
+    assert spearmanr(np.arange(10), means).statistic < -0.6
+    # (3) stake-weighted mean corr_w_mm above the unweighted median, round after round.
+    gap = report.trend.weighted_mean - report.trend.median
+    assert (gap > 0).mean() >= 0.9 and np.nanmean(gap) > 0.02
+    # (4) every planned ≥5× jump is found, and MMC declines after it.
+    events_found = report.events
+    assert events_found.n_events == len(sim.jumps)
+    assert set(zip(events_found.model.tolist(), events_found.round.tolist(), strict=True)) == {
+        (j.model, j.round) for j in sim.jumps
+    }
+    assert events_found.median_relative_change < -0.2
+    assert np.nanmean(events_found.mmc_after) < np.nanmean(events_found.mmc_before)

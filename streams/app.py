@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from typing import Any
 
@@ -127,6 +129,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
         store="memory://",
+        # Faust keeps nothing of ours on disk (state is in Redis); keep its data dir out of the cwd.
+        datadir=os.path.join(tempfile.gettempdir(), "mmc-stream-faust", settings.app_id),
         # Topics are created by streams.admin.create_topics (partitions, compaction); Faust must
         # not declare them, nor its leader topic.
         topic_allow_declare=False,

@@ -16,6 +16,7 @@ Decisions written down here:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -93,8 +94,9 @@ def history_entry(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mean(values: list[float | None]) -> float | None:
+    """Mean of the values present (``math.fsum``: correctly rounded, independent of order)."""
     finite = [v for v in values if v is not None]
-    return float(np.mean(finite)) if finite else None
+    return math.fsum(finite) / len(finite) if finite else None
 
 
 def standing(settings: Settings, model: str, history: dict[int, dict[str, Any]], as_of: dict[str, Any]) -> dict[str, Any]:

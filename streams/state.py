@@ -385,13 +385,10 @@ class RedisState:
         await pipe.execute()
 
     async def ranks(self, models: list[str]) -> tuple[list[int], int]:
-        """1-based rank of each model by rolling payout (ties by model id), and the board size."""
-        pipe = self.r.pipeline(transaction=False)
-        for model in models:
-            pipe.zrevrank(self.keys.leaderboard(), model)
-        pipe.zcard(self.keys.leaderboard())
-        *ranks, size = await pipe.execute()
-        return [int(x) + 1 for x in ranks], int(size)
+        """1-based rank of each model by rolling payout (ties: Redis' reverse member order), and the board size."""
+        board = await self.r.zrevrange(self.keys.leaderboard(), 0, -1)
+        position = {member.decode(): i + 1 for i, member in enumerate(board)}
+        return [position[m] for m in models], len(board)
 
     async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
         models = [m.decode() for m in await self.r.zrevrange(self.keys.leaderboard(), 0, limit - 1)]

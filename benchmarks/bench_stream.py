@@ -48,7 +48,7 @@ async def produce(settings: Settings, messages: list[tuple[str, bytes, bytes, in
         await producer.stop()
 
 
-def wait_applied(settings: Settings, topic: str, count: int, timeout: float) -> tuple[float, float]:
+def wait_applied(settings: Settings, topic: str, count: int, timeout: float, worker: subprocess.Popen[bytes] | None = None) -> tuple[float, float]:
     """Poll the worker's progress in Redis until ``count`` records of ``topic`` are applied.
 
     Returns (time of the first applied record seen, time all were applied).
@@ -64,6 +64,8 @@ def wait_applied(settings: Settings, topic: str, count: int, timeout: float) -> 
             first = now
         if done >= count:
             return first or now, now
+        if worker is not None and worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode} (set MMC_BENCH_WORKER_LOG to see why)")
         time.sleep(0.01)
     raise TimeoutError(f"{topic}: only {done} of {count} applied")
 
@@ -118,10 +120,10 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
     log = open(os.environ.get("MMC_BENCH_WORKER_LOG", os.devnull), "ab")  # noqa: SIM115
     worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        first, last = wait_applied(settings, "submissions", n_models, timeout=3600)
+        first, last = wait_applied(settings, "submissions", n_models, timeout=3600, worker=worker)
         ingest = (n_models - 1) / (last - first) if last > first else float("nan")
         asyncio.run(produce(settings, [("rounds", b"1", orjson.dumps({"type": "close", "round": 1}), T0 + 5 * 86_400_000)]))
-        wait_applied(settings, "rounds", 2, timeout=60)
+        wait_applied(settings, "rounds", 2, timeout=60, worker=worker)
         targets = (np.clip(np.round(0.2 * crowd + rng.normal(size=n_ids) + 2), 0, 4) / 4).tolist()
         day1 = asyncio.run(resolution_latency(settings, 1, 1, targets, n_models))
         day2 = asyncio.run(resolution_latency(settings, 1, 2, targets, n_models))

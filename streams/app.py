@@ -26,6 +26,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 
 from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, partitions_for, redis_client
+from streams.metrics import WorkerMetrics, worker_metrics_page
 from streams.outputs import Output
 from streams.processing import Processor, is_transient
 from streams.progress import Barrier
@@ -53,6 +54,7 @@ class Runtime:
         self._producer: AIOKafkaProducer | None = None
         self.state: RedisState | None = None
         self.barrier: Barrier | None = None
+        self.metrics = WorkerMetrics()  # served at /metrics (streams.metrics)
 
     @property
     def started(self) -> bool:
@@ -92,6 +94,7 @@ class Runtime:
             for o in outputs
         ]
         await asyncio.gather(*pending)
+        self.metrics.outputs_sent(outputs)
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -124,13 +127,15 @@ def faust_credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     """The Faust app with one agent per input topic, and the runtime those agents use."""
+    # Faust keeps nothing of ours on disk (state is in Redis); keep its data dir out of the cwd.
+    datadir = os.path.join(tempfile.gettempdir(), "mmc-stream-faust", settings.app_id)
+    os.makedirs(datadir, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
         store="memory://",
-        # Faust keeps nothing of ours on disk (state is in Redis); keep its data dir out of the cwd.
-        datadir=os.path.join(tempfile.gettempdir(), "mmc-stream-faust", settings.app_id),
+        datadir=datadir,
         # Topics are created by streams.admin.create_topics (partitions, compaction); Faust must
         # not declare them, nor its leader topic.
         topic_allow_declare=False,
@@ -149,6 +154,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         consumer_max_fetch_size=16 << 20,
     )
     runtime = Runtime(settings)
+    app.page("/metrics")(worker_metrics_page(runtime))  # on Faust's web server (MMC_WEB_ENABLED)
     for name in INPUT_TOPICS:
         topic = app.topic(
             settings.topic(name),
@@ -232,7 +238,9 @@ async def apply_with_retry(runtime: Runtime, record: InputRecord, received_at: f
     while True:
         try:
             processor = await runtime.processor()
-            return await processor.handle(record, received_at)
+            outcome = await processor.handle(record, received_at)
+            runtime.metrics.input_handled(record.topic, outcome, received_at)
+            return outcome
         except Exception as exc:
             if not is_transient(exc):
                 raise

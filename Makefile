@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-slow demo bench lint clean
+.PHONY: venv test test-slow demo bench bench-stream lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py
+
+bench-stream: $(STAMP)
+	$(PY) benchmarks/bench_stream.py
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy

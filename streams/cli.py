@@ -162,6 +162,29 @@ def worker() -> None:
     run_worker(settings)
 
 
+@app.command()
+def web(
+    host: str | None = typer.Option(None, "--host", help="Bind address (default MMC_WEB_HOST)."),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Port (default MMC_WEB_PORT; 0 picks a free one)."),
+) -> None:
+    """Serve the live leaderboard page, the JSON API (/api/...) and /metrics until Ctrl-C.
+
+    A separate process from the workers: it reads Redis and follows the output topics with its
+    own consumer (no group), so it scales on its own (see streams.web). Workers also listen on
+    MMC_WEB_PORT when MMC_WEB_ENABLED: on one machine give one of them another port.
+    """
+    from streams.web import run_web
+
+    settings = _settings_or_exit()
+    console = _stderr()
+    try:
+        run_web(settings, host, port, ready=lambda url: console.print(f"serving {url} - Ctrl-C to stop", highlight=False))
+    except OSError as exc:
+        raise _fail(f"cannot serve on {host or settings.web_host}:{settings.web_port if port is None else port}: {exc}") from exc
+    except MmcStreamError as exc:
+        raise _fail(str(exc)) from exc
+
+
 # --------------------------------------------------------------------------- simulate, replay, tail, report
 
 
@@ -392,6 +415,58 @@ def report(
         f"wrote {built.files.html} and {len(built.files.charts)} charts",
         highlight=False,
     )
+
+
+@app.command()
+def demo(
+    models: int = typer.Option(200, help="Models in the simulated season."),
+    ids: int = typer.Option(1000, help="Ids per round."),
+    rounds: int = typer.Option(30, help="Rounds."),
+    days: int = typer.Option(20, help="Daily target updates per round (the last one final)."),
+    seed: int = typer.Option(2026, help="Simulator seed (the same seed gives the same season)."),
+    workers: int = typer.Option(1, help="Worker processes sharing the partitions."),
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Directory for the report, charts and worker logs."),
+) -> None:
+    """The main job on the embedded stack: a simulated season streamed live, then the crowding report."""
+    from streams.demo import DemoConfig, run_demo
+
+    config = DemoConfig(n_models=models, n_ids=ids, n_rounds=rounds, resolution_days=days, seed=seed, workers=workers, out_dir=out)
+    try:
+        code = run_demo(config)
+    except MmcStreamError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
+def whatif(
+    model: str = typer.Argument(..., help="Model id."),
+    stake_multiplier: float = typer.Option(..., "--stake-multiplier", "-k", help="Multiply the model's stake by K."),
+    rounds: int = typer.Option(5, help="How many of the model's latest scored rounds."),
+) -> None:
+    """A model's recent MMC, contribution and CWMM had its stake been K× (from the service's state)."""
+    from streams.whatif import mean_change, stake_whatif
+
+    settings = _settings_or_exit()
+    try:
+        rows = asyncio.run(stake_whatif(settings, model, stake_multiplier, rounds))
+    except MmcStreamError as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(title=f"{model}: stake × {stake_multiplier:g}, everything else equal")
+    for name in ("round", "stake", "what-if stake", "MMC", "what-if MMC", "contribution", "what-if contribution", "CWMM", "what-if CWMM"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        cf = row.counterfactual
+        table.add_row(
+            str(row.round), f"{cf.stake:,.2f}", f"{cf.stake_whatif:,.2f}", f"{cf.mmc:+.4f}", f"{cf.mmc_whatif:+.4f}",
+            f"{cf.contribution:+.4f}", f"{cf.contribution_whatif:+.4f}", f"{cf.corr_w_mm:.3f}", f"{cf.corr_w_mm_whatif:.3f}",
+        )
+    Console().print(table)
+    if rows:
+        d_mmc, d_contribution = mean_change(rows)
+        _stderr().print(f"mean change: MMC {d_mmc:+.4f}, contribution {d_contribution:+.4f} over {len(rows)} rounds", highlight=False)
+        if all(r.counterfactual.stake == 0 for r in rows):
+            _stderr().print("the model had no stake in these rounds: a multiple of zero is still zero", highlight=False)
 
 
 def main() -> None:

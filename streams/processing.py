@@ -93,6 +93,7 @@ class Processor:
         self._live_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self._prepared: OrderedDict[int, tuple[int, list[str], PreparedRound]] = OrderedDict()
         self._history_cache: dict[str, dict[int, dict[str, Any]]] = {}
+        self._stakes: dict[int, tuple[tuple[int, int], NDArray[np.float64]]] = {}
 
     # --- entry point ------------------------------------------------------------------------
     async def handle(self, record: InputRecord, received_at: float) -> str:
@@ -269,7 +270,7 @@ class Processor:
         clock.lap("barriers")
         targets = align_to_universe(event.targets, event.ids, self._universe(info), partial=True)
         models, prepared = await self._round_rows(event.round, info.n_ids)
-        stakes = await self.state.stakes_at(models, info.close_ts, event.round)
+        stakes = await self._frozen_stakes(event.round, models, info.close_ts)
         fingerprint = self._fingerprint(event.round, models, stakes)
         clock.lap("load")
         samples = scoring.round_samples(
@@ -283,6 +284,7 @@ class Processor:
         )
         clock.lap("score")
         await self._publish_round(record, event, info, models, stakes, scores, clock)
+        await self.state.put_targets(event.round, event.day, event.final, targets)
         log.info("round %d day %d%s: %d models scored (%s)", event.round, event.day, " final" if event.final else "", len(models), clock)
         return "applied"
 
@@ -312,6 +314,18 @@ class Processor:
             self._prepared.popitem(last=False)
         return models, prepared
 
+    async def _frozen_stakes(self, r: int, models: list[str], close_ts: int) -> NDArray[np.float64]:
+        """Stakes in force at the round's close, re-read only when a stake update was stored since."""
+        version = (await self.state.stakes_version(), self._prepared[r][0])
+        cached = self._stakes.get(r)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        stakes = await self.state.stakes_at(models, close_ts, r)
+        self._stakes[r] = (version, stakes)
+        while len(self._stakes) > max(1, self.settings.round_cache_rounds):
+            self._stakes.pop(next(iter(self._stakes)))
+        return stakes
+
     async def _histories(self, models: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
         """Score histories of ``models``, from this worker's cache (it is their only writer while it
         owns the targets partition; the cache is dropped when partitions are revoked)."""
@@ -324,6 +338,7 @@ class Processor:
         """Drop every cache of state another worker may change (after a rebalance)."""
         self._prepared.clear()
         self._history_cache.clear()
+        self._stakes.clear()
         self._live_totals.clear()
 
     async def _basis(

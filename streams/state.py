@@ -9,11 +9,13 @@ and every key of one model ``{m:NAME}``, so the layout works on Redis Cluster):
 ``ns:{r812}:subs``                 hash model → submission row (event time, offset, prepared ranks)
 ``ns:{r812}:live:P``               running stake-weighted meta model of partition P's submissions
 ``ns:{r812}:basis``                hash: the round's :class:`scoring.RoundBasis` + its fingerprint
+``ns:{r812}:targets``              hash: the latest scored targets (float64, NaN = missing), day, final
 ``ns:{r812}:scores``               hash model → latest published score message
 ``ns:{r812}:crowding``             latest crowding message of the round
 ``ns:{m:NAME}:stakes``             sorted set of stake updates, scored by event time
 ``ns:{m:NAME}:history``            hash round → the model's latest scores in that round
 ``ns:rounds``                      sorted set of known rounds
+``ns:stakes:version``              count of stored stake updates (cache validation)
 ``ns:models``                      set of models that have submitted
 ``ns:leaderboard``                 sorted set model → rolling mean payout score
 ``ns:leaderboard:rows``            hash model → latest leaderboard message
@@ -153,6 +155,9 @@ class Keys:
     def basis(self, r: int) -> str:
         return f"{self.ns}:{{r{r}}}:basis"
 
+    def targets(self, r: int) -> str:
+        return f"{self.ns}:{{r{r}}}:targets"
+
     def scores(self, r: int) -> str:
         return f"{self.ns}:{{r{r}}}:scores"
 
@@ -167,6 +172,9 @@ class Keys:
 
     def rounds(self) -> str:
         return f"{self.ns}:rounds"
+
+    def stakes_version(self) -> str:
+        return f"{self.ns}:stakes:version"
 
     def models(self) -> str:
         return f"{self.ns}:models"
@@ -285,7 +293,13 @@ class RedisState:
     # --- stakes --------------------------------------------------------------------------
     async def add_stake(self, model: str, entry: StakeEntry) -> None:
         member = f"{entry.timestamp_ms:015d}:{entry.offset:020d}:{'' if entry.round is None else entry.round}:{entry.stake!r}"
-        await self.r.zadd(self.keys.stakes(model), {member: entry.timestamp_ms})
+        if await self.r.zadd(self.keys.stakes(model), {member: entry.timestamp_ms}):
+            await self.r.incr(self.keys.stakes_version())
+
+    async def stakes_version(self) -> int:
+        """Counts stored stake updates: an unchanged count means unchanged stakes everywhere."""
+        value = await self.r.get(self.keys.stakes_version())
+        return 0 if value is None else int(value)
 
     @staticmethod
     def _parse_stake(member: bytes) -> StakeEntry:
@@ -347,6 +361,19 @@ class RedisState:
             pipe.hset(self.keys.scores(r), mapping=dict(messages))  # type: ignore[arg-type]
         pipe.set(self.keys.crowding(r), crowding)
         await pipe.execute()
+
+    async def put_targets(self, r: int, day: int, final: bool, targets: NDArray[np.float64]) -> None:
+        """Keep the round's latest scored targets (final wins, then the later day)."""
+        current = await self.r.hmget(self.keys.targets(r), ["day", "final"])
+        if current[0] is not None and (current[1] == b"1", int(current[0])) > (final, day):
+            return
+        await self.r.hset(
+            self.keys.targets(r), mapping={"day": day, "final": int(final), "values": _array_bytes(targets)}
+        )
+
+    async def get_targets(self, r: int, n_ids: int) -> NDArray[np.float64] | None:
+        data = await self.r.hget(self.keys.targets(r), "values")
+        return None if data is None else _array(data, (n_ids,))
 
     async def get_round_scores(self, r: int) -> dict[str, dict[str, Any]]:
         raw = await self.r.hgetall(self.keys.scores(r))

@@ -137,6 +137,21 @@ def test_scores_equal_batch_recomputation_bit_for_bit(
     assert kinds[("concentration", "resolution")] == len(t.rounds)
     assert kinds[("crowding_trend", "resolution")] >= 1
 
+    # what-if from the service's state equals the counterfactual on the raw inputs
+    from scoring import stake_counterfactual
+    from streams.whatif import stake_whatif
+
+    rows = run_sync(stake_whatif(settings, SPIKE_MODEL, 5.0, rounds=2))
+    assert [row.round for row in rows] == t.rounds[-2:]
+    for row in rows:
+        models = sorted(m for (rr, m) in t.accepted if rr == row.round)
+        preds = np.stack([t.accepted[(row.round, m)][1] for m in models])
+        stakes = t.stakes_at(models, t.close_ts[row.round])
+        final = next(tt for rr, d, f, tt in t.target_updates if rr == row.round and f)
+        want = stake_counterfactual(preds, stakes, final, models.index(SPIKE_MODEL), 5.0, round=row.round, salt=settings.seed_salt)
+        assert row.counterfactual == want
+        assert row.counterfactual.corr_w_mm_whatif > row.counterfactual.corr_w_mm
+
 
 def _target_times(t: Tournament) -> dict[tuple[int, int], int]:
     import orjson

@@ -1,0 +1,67 @@
+"""``mmc whatif``: a model's recent scores had its stake been k× — the crowding tax as a number.
+
+For each of the model's latest scored rounds, the round's prepared rows, frozen stakes and
+latest targets are read from Redis and :func:`scoring.stake_counterfactual` re-scores the
+round with only that model's stake multiplied (everything else equal, same bootstrap draws).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import scoring
+from streams.admin import redis_client
+from streams.errors import MmcStreamError
+from streams.records import MODEL_ID
+from streams.settings import Settings
+from streams.state import RedisState
+
+
+class UnknownModel(MmcStreamError):
+    """The model has no scored round in this deployment's state; check the id and MMC_STATE_NAMESPACE."""
+
+
+@dataclass(frozen=True)
+class WhatIfRow:
+    round: int
+    counterfactual: scoring.StakeCounterfactual
+
+
+async def stake_whatif(settings: Settings, model: str, multiplier: float, rounds: int = 5) -> list[WhatIfRow]:
+    """The counterfactual for ``model`` over its latest ``rounds`` scored rounds (oldest first)."""
+    if not MODEL_ID.fullmatch(model):
+        raise UnknownModel(f"{model[:80]!r} is not a valid model id")
+    state = RedisState(redis_client(settings), settings.state_namespace)
+    try:
+        history = (await state.get_histories([model]))[model]
+        if not history:
+            raise UnknownModel(f"model {model!r} has no scored round")
+        out = []
+        for r in sorted(history)[-rounds:]:
+            info = await state.get_round(r)
+            targets = await state.get_targets(r, info.n_ids) if info is not None else None
+            if info is None or targets is None or info.close_ts is None:
+                continue
+            rows = await state.get_submissions(r)
+            models = sorted(rows)
+            if model not in rows:
+                continue
+            prepared = scoring.PreparedRound.stack([rows[m].submission(info.n_ids) for m in models])
+            stakes = await state.stakes_at(models, info.close_ts, r)
+            cf = scoring.stake_counterfactual(
+                prepared, stakes, targets, models.index(model), multiplier, round=r,
+                salt=settings.seed_salt, max_missing_ratio=settings.max_missing_ratio,
+            )
+            out.append(WhatIfRow(r, cf))
+        return out
+    finally:
+        await state.close()
+
+
+def mean_change(rows: list[WhatIfRow]) -> tuple[float, float]:
+    """Mean change of MMC and of contribution over the rounds (NaN-aware)."""
+    mmc = np.array([r.counterfactual.mmc_change for r in rows], dtype=float)
+    contribution = np.array([r.counterfactual.contribution_change for r in rows], dtype=float)
+    return float(np.nanmean(mmc)) if mmc.size else float("nan"), float(np.nanmean(contribution)) if contribution.size else float("nan")

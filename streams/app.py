@@ -16,10 +16,12 @@ re-applied, which changes nothing (DESIGN §4).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -77,6 +79,7 @@ class Runtime:
                     )
                     await self._producer.start()
                     self._processor = Processor(self.settings, self.state, self.barrier, self.send)
+                    self.barrier.apply = self._processor.handle
         return self._processor
 
     async def send(self, outputs: list[Output]) -> None:
@@ -192,17 +195,17 @@ def make_agent(name: str, runtime: Runtime) -> Any:
     async def sequential(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             record, received_at = as_record(name, event)
-            await apply_with_retry(runtime, record, received_at)
-            await mark_applied(runtime, [record])
+            await apply_unless_applied(runtime, [record], {(record.partition, record.key): [(record, received_at)]})
 
     async def batched(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
             by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]] = {}
+            records = []
             for event in events:
                 record, received_at = as_record(name, event)
+                records.append(record)
                 by_key.setdefault((record.partition, record.key), []).append((record, received_at))
-            await asyncio.gather(*(apply_in_order(runtime, group) for group in by_key.values()))
-            await mark_applied(runtime, [record for group in by_key.values() for record, _ in group])
+            await apply_unless_applied(runtime, records, by_key)
 
     agent = batched if name in BATCHED_TOPICS else sequential
     agent.__name__ = f"mmc_{name}"
@@ -225,6 +228,44 @@ def as_record(name: str, event: Any) -> tuple[InputRecord, float]:
         value=message.value,
     )
     return record, message.time_in if message.time_in is not None else time.monotonic()
+
+
+async def apply_unless_applied(
+    runtime: Runtime, records: list[InputRecord], by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]]
+) -> None:
+    """Apply records not yet applied (a barrier's catch-up may have got there first), then mark them.
+
+    Holds the partition locks shared with the barriers' catch-ups, so a record is never applied
+    twice by one worker; groups (one key each) run concurrently, each in log order.
+    """
+    await runtime.processor()
+    if runtime.barrier is None or runtime.state is None:
+        raise RuntimeError("runtime not started")
+    topic = records[0].topic
+    partitions = sorted({r.partition for r in records})
+    async with contextlib.AsyncExitStack() as held:
+        for p in partitions:
+            await held.enter_async_context(runtime.barrier.partition_lock(topic, p))
+        done = await with_retry(lambda: runtime.state.progress(topic))  # type: ignore[union-attr]
+        pending = {
+            key: [(r, t) for r, t in group if r.offset >= done.get(r.partition, 0)] for key, group in by_key.items()
+        }
+        await asyncio.gather(*(apply_in_order(runtime, group) for group in pending.values() if group))
+        await mark_applied(runtime, [r for group in pending.values() for r, _ in group])
+
+
+async def with_retry(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Await ``call()`` until the infrastructure lets it through."""
+    delay = RETRY_MIN_SECONDS
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("retrying in %.1f s: %r", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 async def apply_in_order(runtime: Runtime, group: list[tuple[InputRecord, float]]) -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -185,10 +185,10 @@ def web(
         raise _fail(str(exc)) from exc
 
 
-# --------------------------------------------------------------------------- simulate, replay, tail, report
+# ------------------------------------------------------------------ simulate, replay, tail, report
 
 
-class TopicName(str, Enum):
+class TopicName(StrEnum):
     """Short names of every topic ``mmc tail`` can read."""
 
     scores = "scores"
@@ -202,9 +202,17 @@ class TopicName(str, Enum):
     targets = "targets"
 
 
-def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[str, int]) -> dict[str, int]:
+def _send_with_progress(
+    settings: Settings, events: Iterable[Any], totals: dict[str, int]
+) -> dict[str, int]:
     """Create the topics, then send ``events`` with one progress bar per topic (on stderr)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from streams.admin import create_topics
     from streams.replay import send_events
@@ -218,7 +226,8 @@ def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[
         console=_stderr(),
     ) as progress:
         tasks = {
-            topic: progress.add_task(settings.topic(topic), total=total) for topic, total in totals.items()
+            topic: progress.add_task(settings.topic(topic), total=total)
+            for topic, total in totals.items()
         }
 
         def advance(topic: str, n: int) -> None:
@@ -231,17 +240,35 @@ def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[
 
 @app.command()
 def simulate(
-    out: Path | None = typer.Option(None, "--out", help="Write the events to this JSON Lines file."),
-    send: bool = typer.Option(False, "--send", help="Send the events to the configured broker's input topics."),
-    small: bool = typer.Option(False, "--small", help="Start from the small test preset (120 models × 600 ids × 30 rounds)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the events to this JSON Lines file."
+    ),
+    send: bool = typer.Option(
+        False, "--send", help="Send the events to the configured broker's input topics."
+    ),
+    small: bool = typer.Option(
+        False,
+        "--small",
+        help="Start from the small test preset (120 models × 600 ids × 30 rounds).",
+    ),
     models: int | None = typer.Option(None, "--models", help="Models (default 300)."),
     rounds: int | None = typer.Option(None, "--rounds", help="Rounds (default 40)."),
     ids: int | None = typer.Option(None, "--ids", help="Ids per round (default 2,000)."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 2026): same seed, same events."),
-    start_round: int | None = typer.Option(None, "--start-round", help="Number of the first round (default 1)."),
-    jumps: int | None = typer.Option(None, "--jumps", help="Models with a 5-20× stake jump (default 12)."),
-    crowd_weight: float | None = typer.Option(None, "--crowd-weight", help="Mean share of the crowd signal in a model (default 0.6)."),
-    early_nulls: float | None = typer.Option(None, "--early-nulls", help="Share of ids without a target on day 1 (default 0)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed (default 2026): same seed, same events."
+    ),
+    start_round: int | None = typer.Option(
+        None, "--start-round", help="Number of the first round (default 1)."
+    ),
+    jumps: int | None = typer.Option(
+        None, "--jumps", help="Models with a 5-20× stake jump (default 12)."
+    ),
+    crowd_weight: float | None = typer.Option(
+        None, "--crowd-weight", help="Mean share of the crowd signal in a model (default 0.6)."
+    ),
+    early_nulls: float | None = typer.Option(
+        None, "--early-nulls", help="Share of ids without a target on day 1 (default 0)."
+    ),
 ) -> None:
     """Simulate a tournament season and write it to a file (--out) or the topics (--send).
 
@@ -251,7 +278,7 @@ def simulate(
 
     if out is None and not send:
         raise _fail("say where the events go: --out FILE.jsonl and/or --send", code=2)
-    knobs = {
+    knobs: dict[str, Any] = {
         "n_models": models,
         "n_rounds": rounds,
         "n_ids": ids,
@@ -314,7 +341,9 @@ def simulate(
 
 @app.command()
 def replay(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON Lines event file (mmc simulate --out)."),
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="A JSON Lines event file (mmc simulate --out)."
+    ),
 ) -> None:
     """Send an event file to the configured broker's input topics, with progress per topic."""
     from streams.replay import count_events, read_events
@@ -335,12 +364,22 @@ def replay(
 
 @app.command()
 def tail(
-    topic: TopicName = typer.Argument(..., help="Topic short name (the prefix comes from MMC_TOPIC_PREFIX)."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest message, not the newest."),
+    topic: TopicName = typer.Argument(
+        ..., help="Topic short name (the prefix comes from MMC_TOPIC_PREFIX)."
+    ),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="Start at the oldest message, not the newest."
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after this many messages."),
-    group: str | None = typer.Option(None, "--group", help="Join this consumer group and commit (resumes later)."),
-    until_end: bool = typer.Option(False, "--until-end", help="Stop once caught up with the topic's current end."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line (for jq), not the compact view."),
+    group: str | None = typer.Option(
+        None, "--group", help="Join this consumer group and commit (resumes later)."
+    ),
+    until_end: bool = typer.Option(
+        False, "--until-end", help="Stop once caught up with the topic's current end."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per line (for jq), not the compact view."
+    ),
 ) -> None:
     """Print a topic's messages, one compact line each, until Ctrl-C (or --limit / --until-end)."""
     import orjson
@@ -356,7 +395,12 @@ def tail(
     async def run() -> int:
         shown = 0
         async for message in tail_topic(
-            settings, topic.value, from_beginning=from_beginning, limit=limit, group=group, until_end=until_end
+            settings,
+            topic.value,
+            from_beginning=from_beginning,
+            limit=limit,
+            group=group,
+            until_end=until_end,
         ):
             if as_json:
                 line = {
@@ -385,7 +429,9 @@ def tail(
 
 @app.command()
 def report(
-    out: Path = typer.Option(Path("report"), "--out", help="Directory for report.html and the PNG charts."),
+    out: Path = typer.Option(
+        Path("report"), "--out", help="Directory for report.html and the PNG charts."
+    ),
 ) -> None:
     """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline."""
     from streams.report import build_report
@@ -425,23 +471,34 @@ def demo(
     days: int = typer.Option(20, help="Daily target updates per round (the last one final)."),
     seed: int = typer.Option(2026, help="Simulator seed (the same seed gives the same season)."),
     workers: int = typer.Option(1, help="Worker processes sharing the partitions."),
-    out: Path = typer.Option(Path("out/demo"), "--out", help="Directory for the report, charts and worker logs."),
+    out: Path = typer.Option(
+        Path("out/demo"), "--out", help="Directory for the report, charts and worker logs."
+    ),
 ) -> None:
     """The main job on the embedded stack: a simulated season streamed live, then the crowding report."""
     from streams.demo import DemoConfig, run_demo
 
-    config = DemoConfig(n_models=models, n_ids=ids, n_rounds=rounds, resolution_days=days, seed=seed, workers=workers, out_dir=out)
+    config = DemoConfig(
+        n_models=models,
+        n_ids=ids,
+        n_rounds=rounds,
+        resolution_days=days,
+        seed=seed,
+        workers=workers,
+        out_dir=out,
+    )
     try:
-        code = run_demo(config)
+        run_demo(config)
     except MmcStreamError as exc:
         raise _fail(str(exc)) from exc
-    raise typer.Exit(code)
 
 
 @app.command()
 def whatif(
     model: str = typer.Argument(..., help="Model id."),
-    stake_multiplier: float = typer.Option(..., "--stake-multiplier", "-k", help="Multiply the model's stake by K."),
+    stake_multiplier: float = typer.Option(
+        ..., "--stake-multiplier", "-k", help="Multiply the model's stake by K."
+    ),
     rounds: int = typer.Option(5, help="How many of the model's latest scored rounds."),
 ) -> None:
     """A model's recent MMC, contribution and CWMM had its stake been K× (from the service's state)."""
@@ -453,21 +510,43 @@ def whatif(
     except MmcStreamError as exc:
         raise _fail(str(exc)) from exc
     table = Table(title=f"{model}: stake × {stake_multiplier:g}, everything else equal")
-    for name in ("round", "stake", "what-if stake", "MMC", "what-if MMC", "contribution", "what-if contribution", "CWMM", "what-if CWMM"):
+    for name in (
+        "round",
+        "stake",
+        "what-if stake",
+        "MMC",
+        "what-if MMC",
+        "contribution",
+        "what-if contribution",
+        "CWMM",
+        "what-if CWMM",
+    ):
         table.add_column(name, justify="right")
     for row in rows:
         cf = row.counterfactual
         table.add_row(
-            str(row.round), f"{cf.stake:,.2f}", f"{cf.stake_whatif:,.2f}", f"{cf.mmc:+.4f}", f"{cf.mmc_whatif:+.4f}",
-            f"{cf.contribution:+.4f}", f"{cf.contribution_whatif:+.4f}", f"{cf.corr_w_mm:.3f}", f"{cf.corr_w_mm_whatif:.3f}",
+            str(row.round),
+            f"{cf.stake:,.2f}",
+            f"{cf.stake_whatif:,.2f}",
+            f"{cf.mmc:+.4f}",
+            f"{cf.mmc_whatif:+.4f}",
+            f"{cf.contribution:+.4f}",
+            f"{cf.contribution_whatif:+.4f}",
+            f"{cf.corr_w_mm:.3f}",
+            f"{cf.corr_w_mm_whatif:.3f}",
         )
     Console().print(table)
     if rows:
         d_mmc, d_contribution = mean_change(rows)
-        _stderr().print(f"mean change: MMC {d_mmc:+.4f}, contribution {d_contribution:+.4f} over {len(rows)} rounds", highlight=False)
+        _stderr().print(
+            f"mean change: MMC {d_mmc:+.4f}, contribution {d_contribution:+.4f} over {len(rows)} rounds",
+            highlight=False,
+        )
         if all(r.counterfactual.stake == 0 for r in rows):
-            _stderr().print("the model had no stake in these rounds: a multiple of zero is still zero", highlight=False)
-
+            _stderr().print(
+                "the model had no stake in these rounds: a multiple of zero is still zero",
+                highlight=False,
+            )
 
 def main() -> None:
     """Entry point of the ``mmc`` console script."""

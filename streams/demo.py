@@ -32,7 +32,7 @@ from rich.table import Table
 
 from streams.admin import create_topics, redis_client
 from streams.replay import send_events
-from streams.report import build_report
+from streams.report import BuiltReport, build_report
 from streams.settings import Settings
 from streams.simulation import SimulationConfig, simulate
 from streams.stack import EmbeddedStack
@@ -54,6 +54,16 @@ class DemoConfig:
     seed: int = 2026
     out_dir: Path = Path("out/demo")
     workers: int = 1
+    #: A full simulator configuration, overriding the sizes above (tests use ``SimulationConfig.small()``).
+    simulation: SimulationConfig | None = None
+
+    def season(self) -> SimulationConfig:
+        if self.simulation is not None:
+            return self.simulation
+        return SimulationConfig(
+            n_models=self.n_models, n_ids=self.n_ids, n_rounds=self.n_rounds,
+            resolution_days=self.resolution_days, seed=self.seed,
+        )
 
 
 def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
@@ -103,15 +113,12 @@ async def _watch(settings: Settings, progress: Progress, resolved_task: int, n_t
 
 
 async def _stream(settings: Settings, config: DemoConfig, console: Console) -> None:
-    sim = SimulationConfig(
-        n_models=config.n_models, n_ids=config.n_ids, n_rounds=config.n_rounds,
-        resolution_days=config.resolution_days, seed=config.seed,
-    )
+    sim = config.season()
     events = list(simulate(sim))
     totals = Counter(e.topic for e in events)
     console.print(
-        f"simulated season: {config.n_models} models × {config.n_ids:,} ids × {config.n_rounds} rounds, "
-        f"{config.resolution_days} daily target updates per round — {len(events):,} input events "
+        f"simulated season: {sim.n_models} models × {sim.n_ids:,} ids × {sim.n_rounds} rounds, "
+        f"{sim.resolution_days} daily target updates per round — {len(events):,} input events "
         f"({', '.join(f'{k} {v:,}' for k, v in sorted(totals.items()))})",
         highlight=False,
     )
@@ -128,8 +135,8 @@ async def _stream(settings: Settings, config: DemoConfig, console: Console) -> N
         await sending
 
 
-def run_demo(config: DemoConfig, console: Console | None = None) -> int:
-    """Run the whole demo; returns a process exit code."""
+def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
+    """Run the whole demo; returns the crowding report it built from the service's scores."""
     console = console or Console()
     began = time.perf_counter()
     out = config.out_dir
@@ -175,4 +182,4 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> int:
     console.print(table)
     console.print(f"report: [bold]{built.files.html}[/bold]  charts: {', '.join(str(p) for p in built.files.charts.values())}")
     console.print(f"demo finished in {time.perf_counter() - began:.0f} s; broker, Redis and worker stopped.")
-    return 0
+    return built

@@ -3,18 +3,25 @@
 Kafka orders records within a partition, not across topics, and a replay or a second worker
 may apply the ``rounds`` topic far ahead of — or behind — ``submissions``. Decisions that
 depend on another topic (is this submission after its round's close? which stake was in force
-at close? which submissions does a target update score?) therefore wait, through
-:meth:`Barrier.wait_for`, until that topic has been applied up to the end offsets it had when
-this record was received: every record appended before this one has then been applied. Every
-agent reports what it applied with :meth:`streams.state.RedisState.mark_processed`.
+at close? which submissions does a target update score?) therefore first make sure, through
+:meth:`Barrier.wait_for`, that the other topic has been applied up to the end offsets it had
+when this record was received: every record appended before this one has then been applied.
 
-Two shortcuts keep this cheap on a live stream: a barrier completed after a record was received
-serves it too (records received together share one check), and for the single-partition
-``rounds`` topic, whose event times only grow, a watermark at or past the record's event time
-already proves that every earlier round event has been applied.
+The barrier does not wait for another agent to get there: Faust feeds every agent from one
+fetcher, so an agent that waits can hold up the very records it waits for. Instead the barrier
+*catches up*: it reads the missing records of that topic straight from Kafka (its own
+consumer, no group) and applies them, in offset order, under the same per-partition lock the
+agents take. Every applied record moves the partition's progress in Redis
+(:meth:`streams.state.RedisState.mark_processed`), and agents skip records below it, so each
+record is applied once per worker — and idempotently if two workers race on one.
 
-The waits form no cycle: rounds waits for nothing; stakes and submissions wait for rounds;
-targets wait for rounds, submissions and stakes.
+Two shortcuts keep this cheap on a live stream: a check that started after a record was
+received serves it too (records fetched together share one check), and for the
+single-partition ``rounds`` topic, whose event times only grow, a watermark at or past the
+record's event time already proves that every earlier round event has been applied.
+
+Catch-ups nest without cycles: rounds needs nothing; stakes and submissions need rounds;
+targets need rounds, submissions and stakes.
 """
 
 from __future__ import annotations
@@ -22,54 +29,90 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.admin import kafka_client_options, partitions_for
+from streams.records import InputRecord
 from streams.settings import Settings
 from streams.state import RedisState
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.02
-WARN_AFTER_SECONDS = 30.0
+#: Applies one record (decide, write state, publish) — the processor, as the agents use it.
+Apply = Callable[[InputRecord, float], Awaitable[object]]
+FETCH_TIMEOUT_MS = 1000
 
 
 class Barrier:
-    """Waits until input topics have been applied up to their current end offsets."""
+    """Makes sure input topics have been applied up to their current end offsets."""
 
     def __init__(self, settings: Settings, state: RedisState) -> None:
         self.settings = settings
         self.state = state
-        self._consumer: AIOKafkaConsumer | None = None
-        self._lock = asyncio.Lock()
+        self.apply: Apply | None = None
+        self._consumers: dict[str, AIOKafkaConsumer] = {}
+        self._offsets: AIOKafkaConsumer | None = None
+        self._offsets_lock = asyncio.Lock()
+        self._consumer_locks: dict[str, asyncio.Lock] = {}
+        self._partition_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._synced_at: dict[str, float] = {}
         self._inflight: dict[str, tuple[float, asyncio.Task[None]]] = {}
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(**kafka_client_options(self.settings), enable_auto_commit=False)
-        await self._consumer.start()
+        """Nothing to do up front: consumers are created per topic on first use."""
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        for consumer in self._consumers.values():
+            await consumer.stop()
+        self._consumers.clear()
+        if self._offsets is not None:
+            await self._offsets.stop()
+            self._offsets = None
+
+    async def _offsets_of(self, partitions: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """(beginning, end) offsets, from a consumer that never fetches: its requests never
+        queue behind a long-polling fetch on the same connection."""
+        async with self._offsets_lock:
+            if self._offsets is None:
+                self._offsets = AIOKafkaConsumer(**kafka_client_options(self.settings), enable_auto_commit=False)
+                await self._offsets.start()
+            ends = await self._offsets.end_offsets(partitions)
+            starts = await self._offsets.beginning_offsets(partitions)
+        return starts, ends
+
+    def partition_lock(self, topic: str, partition: int) -> asyncio.Lock:
+        """The lock agents and catch-ups hold while applying records of one partition."""
+        return self._partition_locks.setdefault((topic, partition), asyncio.Lock())
+
+    async def _consumer(self, topic: str) -> AIOKafkaConsumer:
+        consumer = self._consumers.get(topic)
+        if consumer is None:
+            consumer = AIOKafkaConsumer(
+                **kafka_client_options(self.settings), enable_auto_commit=False,
+                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=20,
+            )
+            await consumer.start()
+            self._consumers[topic] = consumer
+            self._consumer_locks[topic] = asyncio.Lock()
+        return consumer
 
     async def wait_for(self, topic: str, received_at: float, event_ts: int | None = None) -> None:
         """Return once ``topic`` has been applied past every record appended before ``received_at``.
 
         Arguments:
-            topic: short name of the topic to wait for.
+            topic: short name of the topic that must be applied.
             received_at: ``time.monotonic()`` when the caller's record was received.
             event_ts: the caller's event time; with the ``rounds`` watermark at or past it no
-                wait is needed.
+                check is needed.
         """
         if event_ts is not None and topic == "rounds" and await self.state.watermark("rounds") >= event_ts:
             return
         if self._synced_at.get(topic, -1.0) >= received_at:
             return
         inflight = self._inflight.get(topic)
-        if inflight is None or inflight[0] < received_at:
+        if inflight is None or inflight[0] < received_at or inflight[1].done():
             started = time.monotonic()
             task = asyncio.ensure_future(self._sync(topic, started))
             self._inflight[topic] = (started, task)
@@ -77,28 +120,43 @@ class Barrier:
         await asyncio.shield(inflight[1])
 
     async def _sync(self, topic: str, started: float) -> None:
-        if self._consumer is None:
-            raise RuntimeError("Barrier.start() was not awaited")
         name = self.settings.topic(topic)
         partitions = [TopicPartition(name, p) for p in range(partitions_for(self.settings, topic))]
-        async with self._lock:
-            ends = await self._consumer.end_offsets(partitions)
-            starts = await self._consumer.beginning_offsets(partitions)
-        warned = False
-        while True:
-            done = await self.state.progress(topic)
-            # A partition nobody has applied anything from counts as done up to its log start
-            # (records before it are gone: retention), so only records still there are awaited.
-            behind = {
-                tp.partition: end
-                for tp, end in ends.items()
-                if done.get(tp.partition, starts[tp]) < end
-            }
-            if not behind:
-                break
-            waited = time.monotonic() - started
-            if waited > WARN_AFTER_SECONDS and not warned:
-                log.warning("still waiting for %s partitions %s to be applied (%.0f s)", name, sorted(behind), waited)
-                warned = True
-            await asyncio.sleep(POLL_SECONDS)
+        starts, ends = await self._offsets_of(partitions)
+        for tp in partitions:
+            async with self.partition_lock(topic, tp.partition):
+                # Records before the log start are gone (retention): nothing to apply there.
+                done = max((await self.state.progress(topic)).get(tp.partition, 0), starts[tp])
+                if done < ends[tp]:
+                    await self._catch_up(topic, tp, done, ends[tp])
         self._synced_at[topic] = max(self._synced_at.get(topic, -1.0), started)
+
+    async def _catch_up(self, topic: str, tp: TopicPartition, start: int, end: int) -> None:
+        """Apply the records ``start`` ≤ offset < ``end`` of one partition, in order (lock held)."""
+        log.info("catching up %s[%d] offsets %d..%d", tp.topic, tp.partition, start, end - 1)
+        consumer = await self._consumer(topic)
+        async with self._consumer_locks[topic]:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            try:
+                await self._apply_range(consumer, topic, tp, start, end)
+            finally:
+                consumer.assign([])  # stop fetching until the next catch-up
+
+    async def _apply_range(self, consumer: AIOKafkaConsumer, topic: str, tp: TopicPartition, start: int, end: int) -> None:
+        if self.apply is None:
+            raise RuntimeError("Barrier.apply is not set")
+        position = start
+        while position < end:
+            batch = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)
+            for message in batch.get(tp, []):
+                if message.offset >= end:
+                    position = end
+                    break
+                record = InputRecord(
+                    topic=topic, partition=tp.partition, offset=message.offset,
+                    timestamp_ms=message.timestamp, key=message.key, value=message.value,
+                )
+                await self.apply(record, time.monotonic())
+                await self.state.mark_processed(topic, tp.partition, message.offset, message.timestamp)
+                position = message.offset + 1

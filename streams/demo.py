@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streams.admin import create_topics, redis_client
+from streams.errors import MmcStreamError
 from streams.replay import send_events
 from streams.report import BuiltReport, build_report
 from streams.settings import Settings
@@ -93,11 +94,21 @@ def _alerts_table(alerts: list[dict[str, Any]]) -> Table:
     return table
 
 
-async def _watch(settings: Settings, progress: Progress, resolved_task: int, n_targets: int, live: Live, sending: asyncio.Task[Any]) -> None:
+class WorkerDied(MmcStreamError):
+    """A demo worker exited; its log (named in the message) says why."""
+
+
+async def _watch(
+    settings: Settings, progress: Progress, resolved_task: int, n_targets: int, live: Live,
+    sending: asyncio.Task[Any], procs: list[subprocess.Popen[bytes]], log_dir: Path,
+) -> None:
     """Redraw the leaderboard and alerts until every target update has been applied."""
     state = RedisState(redis_client(settings), settings.state_namespace)
     try:
         while True:
+            dead = [i for i, p in enumerate(procs) if p.poll() is not None]
+            if dead:
+                raise WorkerDied(f"worker {dead[0]} exited with {procs[dead[0]].returncode}; see {log_dir}/worker{dead[0]}.log")
             done = sum((await state.progress("targets")).values())
             progress.update(resolved_task, completed=min(done, n_targets))
             leaders = await state.leaderboard(LEADERS_SHOWN)
@@ -112,7 +123,7 @@ async def _watch(settings: Settings, progress: Progress, resolved_task: int, n_t
         await state.close()
 
 
-async def _stream(settings: Settings, config: DemoConfig, console: Console) -> None:
+async def _stream(settings: Settings, config: DemoConfig, console: Console, procs: list[subprocess.Popen[bytes]]) -> None:
     sim = config.season()
     events = list(simulate(sim))
     totals = Counter(e.topic for e in events)
@@ -131,7 +142,11 @@ async def _stream(settings: Settings, config: DemoConfig, console: Console) -> N
 
     with Live(progress, console=console, refresh_per_second=4, transient=False) as live:
         sending = asyncio.ensure_future(send_events(settings, events, progress=sent))
-        await _watch(settings, progress, resolved, totals["targets"], live, sending)
+        try:
+            await _watch(settings, progress, resolved, totals["targets"], live, sending, procs, config.out_dir)
+        finally:
+            if not sending.done():
+                sending.cancel()
         await sending
 
 
@@ -157,7 +172,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
         ]
         console.print(f"{config.workers} worker(s) started (logs in {out}/worker*.log)", highlight=False)
         try:
-            asyncio.run(_stream(settings, config, console))
+            asyncio.run(_stream(settings, config, console, procs))
             console.print(f"season scored in {time.perf_counter() - began:.0f} s; building the crowding report …", highlight=False)
             built = asyncio.run(build_report(settings, out))
         finally:

@@ -127,32 +127,41 @@ class Barrier:
             async with self.partition_lock(topic, tp.partition):
                 # Records before the log start are gone (retention): nothing to apply there.
                 done = max((await self.state.progress(topic)).get(tp.partition, 0), starts[tp])
-                if done < ends[tp]:
-                    await self._catch_up(topic, tp, done, ends[tp])
+                await self._catch_up(topic, tp, done, ends[tp])
         self._synced_at[topic] = max(self._synced_at.get(topic, -1.0), started)
 
-    async def _catch_up(self, topic: str, tp: TopicPartition, start: int, end: int) -> None:
-        """Apply the records ``start`` ≤ offset < ``end`` of one partition, in order (lock held)."""
-        log.info("catching up %s[%d] offsets %d..%d", tp.topic, tp.partition, start, end - 1)
+    async def _catch_up(self, topic: str, tp: TopicPartition, start: int, listed_end: int) -> None:
+        """Apply the records from ``start`` to the partition's end, in order (partition lock held).
+
+        The end is the larger of the listed end offset and the high watermark of a fetch: the
+        embedded broker (Tansu) lists the last batch's base offset + 1 as the end, so only a
+        fetch tells where the log really ends.
+        """
         consumer = await self._consumer(topic)
         async with self._consumer_locks[topic]:
             consumer.assign([tp])
             consumer.seek(tp, start)
             try:
-                await self._apply_range(consumer, topic, tp, start, end)
+                await self._apply_range(consumer, topic, tp, start, listed_end)
             finally:
                 consumer.assign([])  # stop fetching until the next catch-up
 
-    async def _apply_range(self, consumer: AIOKafkaConsumer, topic: str, tp: TopicPartition, start: int, end: int) -> None:
+    async def _apply_range(
+        self, consumer: AIOKafkaConsumer, topic: str, tp: TopicPartition, start: int, listed_end: int
+    ) -> None:
         if self.apply is None:
             raise RuntimeError("Barrier.apply is not set")
-        position = start
-        while position < end:
+        position, end, logged = start, listed_end, False
+        while True:
             batch = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)
-            for message in batch.get(tp, []):
-                if message.offset >= end:
-                    position = end
-                    break
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                end = max(end, highwater)
+            messages = [m for m in batch.get(tp, []) if m.offset < end]
+            if messages and not logged:
+                log.info("catching up %s[%d] from offset %d to %d", tp.topic, tp.partition, start, end - 1)
+                logged = True
+            for message in messages:
                 record = InputRecord(
                     topic=topic, partition=tp.partition, offset=message.offset,
                     timestamp_ms=message.timestamp, key=message.key, value=message.value,
@@ -160,3 +169,5 @@ class Barrier:
                 await self.apply(record, time.monotonic())
                 await self.state.mark_processed(topic, tp.partition, message.offset, message.timestamp)
                 position = message.offset + 1
+            if position >= end and highwater is not None:
+                return

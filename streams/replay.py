@@ -45,12 +45,17 @@ class EventFileError(MmcStreamError):
 
 
 class ReplayError(MmcStreamError):
-    """Events could not be sent: check ``MMC_KAFKA_BOOTSTRAP`` and that the topics exist (``mmc topics``)."""
+    """Events could not be sent: check ``MMC_KAFKA_BOOTSTRAP`` and the topics (``mmc topics``)."""
 
 
 def event_to_dict(event: SimEvent) -> dict[str, Any]:
     """The JSON object of one event line."""
-    return {"topic": event.topic, "key": event.key, "timestamp_ms": event.timestamp_ms, "value": event.value}
+    return {
+        "topic": event.topic,
+        "key": event.key,
+        "timestamp_ms": event.timestamp_ms,
+        "value": event.value,
+    }
 
 
 def write_events(events: Iterable[SimEvent], path: str | Path) -> int:
@@ -164,7 +169,9 @@ async def send_events(
         await producer.start()
     except KafkaError as exc:
         await producer.stop()
-        raise ReplayError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
+        raise ReplayError(
+            f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}"
+        ) from exc
     try:
         for event in events:
             if event.topic not in allowed:
@@ -183,7 +190,9 @@ async def send_events(
         await producer.flush()
         await settle()
     except KafkaError as exc:
-        raise ReplayError(f"the broker at {settings.kafka_bootstrap} refused records: {exc!r}") from exc
+        raise ReplayError(
+            f"the broker at {settings.kafka_bootstrap} refused records: {exc!r}"
+        ) from exc
     finally:
         await producer.stop()
     return sent

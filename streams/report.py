@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from rich.table import Table
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -74,7 +75,12 @@ class LatestScores:
                 model, boolean final).
         """
         try:
-            round_number, model, day, final = message["round"], message["model"], message["day"], message["final"]
+            round_number, model, day, final = (
+                message["round"],
+                message["model"],
+                message["day"],
+                message["final"],
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a score message (missing {exc}): {message!r:.200}") from None
         if not (isinstance(round_number, int) and isinstance(model, str) and isinstance(day, int)):
@@ -162,7 +168,9 @@ def _pct(x: float) -> str:
     return "—" if not math.isfinite(x) else f"{100 * x:+.0f}%"
 
 
-def _fitted_ends(rounds: NDArray[np.int64], values: NDArray[np.float64], slope: float) -> tuple[float, float]:
+def _fitted_ends(
+    rounds: NDArray[np.int64], values: NDArray[np.float64], slope: float
+) -> tuple[float, float]:
     """The least-squares line through ``values`` at the first and last round (NaN if undefined)."""
     ok = np.isfinite(values)
     if ok.sum() < 2 or not math.isfinite(slope):
@@ -172,7 +180,9 @@ def _fitted_ends(rounds: NDArray[np.int64], values: NDArray[np.float64], slope: 
     return mean + slope * (r[0] - centre), mean + slope * (r[-1] - centre)
 
 
-def headline(report: CrowdingReport, contribution_report: CrowdingReport | None = None) -> list[HeadlineRow]:
+def headline(
+    report: CrowdingReport, contribution_report: CrowdingReport | None = None
+) -> list[HeadlineRow]:
     """The headline figures of ``report`` beside the seed article's (DESIGN §2.2).
 
     Figures that involve MMC are given for ``report`` (built on the 2020 MMC) and, when
@@ -208,8 +218,16 @@ def headline(report: CrowdingReport, contribution_report: CrowdingReport | None 
     rows = [
         ("observations (model-rounds)", *same(str(report.n_observations)), "≈ 30,000"),
         ("rounds · models", *same(f"{report.n_rounds} · {report.n_models}"), "≈ 600 rounds"),
-        ("median corr_w_mm, top stake decile", *same(_fmt(report.stake_deciles.top_median)), "≈ 0.45"),
-        ("median corr_w_mm, bottom stake decile", *same(_fmt(report.stake_deciles.bottom_median)), "≈ 0.28"),
+        (
+            "median corr_w_mm, top stake decile",
+            *same(_fmt(report.stake_deciles.top_median)),
+            "≈ 0.45",
+        ),
+        (
+            "median corr_w_mm, bottom stake decile",
+            *same(_fmt(report.stake_deciles.bottom_median)),
+            "≈ 0.28",
+        ),
         (
             "mean MMC, lowest corr_w_mm decile",
             *both(lambda r: _fmt(float(r.cwmm_deciles.mean_mmc[0]), 4)),
@@ -221,8 +239,16 @@ def headline(report: CrowdingReport, contribution_report: CrowdingReport | None 
             "≈ −0.003",
         ),
         ("steepest MMC drop into corr_w_mm decile", *both(steepest), "7–10 (1–5 flat)"),
-        ("stake-weighted mean corr_w_mm, first → last round", *same(f"{_fmt(w0)} → {_fmt(w1)}"), "0.32 → 0.46"),
-        ("unweighted median corr_w_mm, first → last round", *same(f"{_fmt(m0)} → {_fmt(m1)}"), "0.25 → 0.33"),
+        (
+            "stake-weighted mean corr_w_mm, first → last round",
+            *same(f"{_fmt(w0)} → {_fmt(w1)}"),
+            "0.32 → 0.46",
+        ),
+        (
+            "unweighted median corr_w_mm, first → last round",
+            *same(f"{_fmt(m0)} → {_fmt(m1)}"),
+            "0.25 → 0.33",
+        ),
         ("≥5× stake increases (events)", *same(str(report.events.n_events)), "—"),
         (
             "median MMC change after a ≥5× stake increase",
@@ -258,7 +284,9 @@ def _figure() -> tuple[Figure, Axes]:
 
 
 def _no_data(axes: Axes) -> None:
-    axes.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes, color="grey")
+    axes.text(
+        0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes, color="grey"
+    )
 
 
 def _chart_cwmm_by_stake(report: CrowdingReport, table: ScoreTable, path: Path) -> None:
@@ -267,9 +295,14 @@ def _chart_cwmm_by_stake(report: CrowdingReport, table: ScoreTable, path: Path) 
     keep = ~np.isnan(table.corr_w_mm) & (table.stakes > 0)
     stakes, cwmm = table.stakes[keep], table.corr_w_mm[keep]
     if stakes.size:
-        axes.scatter(stakes, cwmm, s=4, alpha=0.2, color="tab:blue", linewidths=0, label="model-rounds")
+        axes.scatter(
+            stakes, cwmm, s=4, alpha=0.2, color="tab:blue", linewidths=0, label="model-rounds"
+        )
         deciles = decile_of(stakes)
-        centres = [float(np.median(stakes[deciles == d])) if (deciles == d).any() else math.nan for d in range(10)]
+        centres = [
+            float(np.median(stakes[deciles == d])) if (deciles == d).any() else math.nan
+            for d in range(10)
+        ]
         medians = report.stake_deciles.median_corr_w_mm
         axes.plot(centres, medians, "o-", color="tab:red", label="median per stake decile")
         axes.set_xscale("log")
@@ -279,7 +312,7 @@ def _chart_cwmm_by_stake(report: CrowdingReport, table: ScoreTable, path: Path) 
     axes.set_xlabel("stake (NMR, log scale)")
     axes.set_ylabel("corr_w_mm")
     axes.set_title(
-        f"Correlation with the meta model vs stake — top decile {_fmt(report.stake_deciles.top_median)}, "
+        f"corr_w_mm vs stake — top stake decile {_fmt(report.stake_deciles.top_median)}, "
         f"bottom {_fmt(report.stake_deciles.bottom_median)}",
         fontsize="medium",
     )
@@ -295,7 +328,9 @@ def _chart_mmc_by_cwmm_decile(report: CrowdingReport, path: Path) -> None:
         heights = np.nan_to_num(deciles.mean_mmc)
         colors = ["tab:green" if h >= 0 else "tab:red" for h in heights]
         bars = axes.bar(x, heights, color=colors)
-        axes.bar_label(bars, labels=[f"n={c}" for c in deciles.count], fontsize="x-small", padding=2)
+        axes.bar_label(
+            bars, labels=[f"n={c}" for c in deciles.count], fontsize="x-small", padding=2
+        )
         axes.axhline(0, color="black", linewidth=0.8)
         axes.set_xticks(x)
     else:
@@ -311,7 +346,9 @@ def _chart_cwmm_trend(report: CrowdingReport, path: Path) -> None:
     figure, axes = _figure()
     trend = report.trend
     if np.isfinite(trend.median).any():
-        axes.plot(trend.round, trend.weighted_mean, "-", color="tab:red", label="stake-weighted mean")
+        axes.plot(
+            trend.round, trend.weighted_mean, "-", color="tab:red", label="stake-weighted mean"
+        )
         axes.plot(trend.round, trend.median, "-", color="tab:blue", label="unweighted median")
         axes.legend(fontsize="small")
     else:
@@ -336,12 +373,20 @@ def _chart_stake_jump_trajectory(report: CrowdingReport, path: Path) -> None:
         counts.set_ylabel("events with that round", color="grey")
         axes.set_zorder(counts.get_zorder() + 1)
         axes.patch.set_visible(False)
-        axes.plot(events.trajectory_offset, events.trajectory_mean_mmc, "o-", color="tab:purple", markersize=3)
+        axes.plot(
+            events.trajectory_offset,
+            events.trajectory_mean_mmc,
+            "o-",
+            color="tab:purple",
+            markersize=3,
+        )
         axes.axvline(0, color="black", linestyle="--", linewidth=0.8)
         axes.axhline(0, color="black", linewidth=0.5)
     else:
         _no_data(axes)
-    axes.set_xlabel(f"rounds relative to a ≥{events.ratio:g}× stake increase (0 = first round at the new stake)")
+    axes.set_xlabel(
+        f"rounds relative to a ≥{events.ratio:g}× stake increase (0 = first round at the new stake)"
+    )
     axes.set_ylabel("mean MMC (2020)")
     axes.set_title(
         f"MMC around stake jumps — {events.n_events} events, median change "
@@ -383,10 +428,10 @@ def render_report(
 
 
 _CAPTIONS = {
-    "cwmm_by_stake": "1. Correlation with the meta model vs stake (stakers; red: median per stake decile).",
+    "cwmm_by_stake": "1. corr_w_mm vs stake (stakers; red: median per stake decile).",
     "mmc_by_cwmm_decile": "2. Mean MMC (2020) per decile of correlation with the meta model.",
-    "cwmm_trend": "3. Stake-weighted mean vs unweighted median correlation with the meta model, per round.",
-    "stake_jump_trajectory": "4. Mean MMC (2020) by round relative to a ≥5× stake increase (grey: events per round).",
+    "cwmm_trend": "3. Stake-weighted mean vs unweighted median corr_w_mm, per round.",
+    "stake_jump_trajectory": "4. Mean MMC (2020) by round relative to a ≥5× stake increase.",
 }
 
 
@@ -443,10 +488,22 @@ class BuiltReport:
 
 
 async def build_report(settings: Settings, out_dir: str | Path) -> BuiltReport:
-    """Read ``scores`` up to its current end, compute both reports and render them to ``out_dir``."""
+    """Read ``scores`` up to its current end, compute both reports, render them to ``out_dir``."""
     latest = await read_score_messages(settings)
     table = score_table_from_messages(latest, metric="mmc")
     report = crowding_report(table)
     contribution = crowding_report(score_table_from_messages(latest, metric="contribution"))
     files = render_report(report, table, out_dir, contribution_report=contribution)
     return BuiltReport(files, headline(report, contribution), report, contribution, latest.read)
+
+
+def headline_table(built: BuiltReport, title: str = "crowding headline") -> Table:
+    """The headline figures beside the seed article's, as a rich table for the terminal."""
+    table = Table(title=f"{title} ({built.report.n_observations:,} model-rounds)")
+    table.add_column("figure")
+    table.add_column("this stream (MMC 2020)", justify="right")
+    table.add_column("with contribution", justify="right")
+    table.add_column("seed article", justify="right", style="dim")
+    for row in built.headline:
+        table.add_row(row.label, row.value, row.value_contribution, row.reference)
+    return table

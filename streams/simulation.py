@@ -196,10 +196,12 @@ class SimulationConfig:
             "0 < crowd_weight < 1": 0 < self.crowd_weight < 1,
             "crowd_concentration > 0": self.crowd_concentration > 0,
             "crowd_variation >= 0": self.crowd_variation >= 0,
-            "0 < signal_share_range <= 1, ordered": 0 < self.signal_share_range[0]
+            "0 < signal_share_range <= 1, ordered": 0
+            < self.signal_share_range[0]
             <= self.signal_share_range[1]
             <= 1,
-            "0 <= originality_range <= 1, ordered": 0 <= self.originality_range[0]
+            "0 <= originality_range <= 1, ordered": 0
+            <= self.originality_range[0]
             <= self.originality_range[1]
             <= 1,
             "0 <= crowd_drift < 1": 0 <= self.crowd_drift < 1,
@@ -329,7 +331,8 @@ class Simulation:
         beta = _unit(rng.standard_normal(k_dim))
         gamma = _unit(
             cfg.crowd_signal_corr * beta
-            + math.sqrt(1 - cfg.crowd_signal_corr**2) * _unit(_orthogonal(rng.standard_normal(k_dim), beta))
+            + math.sqrt(1 - cfg.crowd_signal_corr**2)
+            * _unit(_orthogonal(rng.standard_normal(k_dim), beta))
         )
         beta_perp = _unit(_orthogonal(beta, gamma))  # the part of the signal the crowd misses
         self._beta = beta
@@ -354,7 +357,9 @@ class Simulation:
                 cache[i] = self._round_data(i)
             data = cache[i]
             if kind == "open":
-                yield SimEvent("rounds", str(r), ts, {"type": "open", "round": r, "ids": list(data.ids)})
+                yield SimEvent(
+                    "rounds", str(r), ts, {"type": "open", "round": r, "ids": list(data.ids)}
+                )
             elif kind == "close":
                 yield SimEvent("rounds", str(r), ts, {"type": "close", "round": r})
                 # Only the targets are needed from now on: drop the predictions.
@@ -370,7 +375,9 @@ class Simulation:
                 )
             elif kind == "stake":
                 model = self.models[extra]
-                yield SimEvent("stakes", model, ts, {"model": model, "stake": float(self.stakes[i, extra])})
+                yield SimEvent(
+                    "stakes", model, ts, {"model": model, "stake": float(self.stakes[i, extra])}
+                )
             else:  # target day `extra`
                 day = extra
                 values = data.targets[day - 1]
@@ -379,7 +386,12 @@ class Simulation:
                     "targets",
                     str(r),
                     ts,
-                    {"round": r, "day": day, "final": day == cfg.resolution_days, "targets": targets},
+                    {
+                        "round": r,
+                        "day": day,
+                        "final": day == cfg.resolution_days,
+                        "targets": targets,
+                    },
                 )
                 if day == last_day[i]:
                     del cache[i]
@@ -388,9 +400,12 @@ class Simulation:
         """How many events :meth:`events` yields per topic (without generating them)."""
         counts = dict.fromkeys(TOPICS, 0)
         for _, _, kind, _, _ in self._schedule:
-            topic = {"open": "rounds", "close": "rounds", "stake": "stakes", "target": "targets"}.get(
-                kind, "submissions"
-            )
+            topic = {
+                "open": "rounds",
+                "close": "rounds",
+                "stake": "stakes",
+                "target": "targets",
+            }.get(kind, "submissions")
             counts[topic] += 1
         return counts
 
@@ -408,7 +423,8 @@ class Simulation:
         d = self.config.resolution_days if day is None else day
         if not 1 <= d <= self.config.resolution_days:
             raise ValueError(f"day must be in 1..{self.config.resolution_days}, got {d}")
-        return self._round_data(self._index(round_number)).targets[d - 1]
+        targets: NDArray[np.float64] = self._round_data(self._index(round_number)).targets[d - 1]
+        return targets
 
     # --- plan --------------------------------------------------------------------------------
 
@@ -418,7 +434,9 @@ class Simulation:
     def _index(self, round_number: int) -> int:
         i = round_number - self.config.start_round
         if not 0 <= i < self.config.n_rounds:
-            raise ValueError(f"round {round_number} is not in this season ({self.rounds[0]}..{self.rounds[-1]})")
+            raise ValueError(
+                f"round {round_number} is not in this season ({self.rounds[0]}..{self.rounds[-1]})"
+            )
         return i
 
     def _id_pool(self) -> list[str]:
@@ -440,15 +458,21 @@ class Simulation:
         wander = rng.standard_normal((n, k_dim)) / math.sqrt(k_dim)
         crowd_direction = _unit_rows(gamma + cfg.crowd_variation * wander)
         skill = rng.uniform(*cfg.originality_range, size=n)
-        own = _unit_rows(np.array([_orthogonal(row, beta_perp) for row in rng.standard_normal((n, k_dim))]))
-        original_direction = _unit_rows(skill[:, None] * beta_perp + np.sqrt(1 - skill**2)[:, None] * own)
+        own = _unit_rows(
+            np.array([_orthogonal(row, beta_perp) for row in rng.standard_normal((n, k_dim))])
+        )
+        original_direction = _unit_rows(
+            skill[:, None] * beta_perp + np.sqrt(1 - skill**2)[:, None] * own
+        )
         # Stakes: log-normal, rank-correlated with the crowd share; some models never stake.
         z_crowd = ndtri((rankdata(k) - 0.5) / n)
         rho = cfg.stake_crowd_corr
         z = rho * z_crowd + math.sqrt(1 - rho**2) * rng.standard_normal(n)
         stake = cfg.stake_median * np.exp(cfg.stake_sigma * z)
         stakers = rng.random(n) >= cfg.zero_stake_fraction
-        stake = np.where(stakers, np.round(np.maximum(stake, 10.0**-cfg.stake_decimals), cfg.stake_decimals), 0.0)
+        stake = np.where(
+            stakers, np.round(np.maximum(stake, 10.0**-cfg.stake_decimals), cfg.stake_decimals), 0.0
+        )
         return _Models(ids, q, k, crowd_direction, original_direction, stake)
 
     def _plan(self) -> None:
@@ -505,7 +529,15 @@ class Simulation:
                 # The jump replaces this round's payout update, so the ratio is the factor.
                 after = math.ceil(previous[m] * jump_factor[m] * scale) / scale
                 stake[m] = after
-                jumps.append(StakeJump(self.models[m], self.rounds[j], float(jump_factor[m]), float(previous[m]), after))
+                jumps.append(
+                    StakeJump(
+                        self.models[m],
+                        self.rounds[j],
+                        float(jump_factor[m]),
+                        float(previous[m]),
+                        after,
+                    )
+                )
             stakes[j] = stake
             share[j] = k
             if j in needed:
@@ -524,11 +556,19 @@ class Simulation:
         self.crowd_share = share
         self.payouts = payouts
         self.jumps = tuple(sorted(jumps, key=lambda e: (e.round, e.model)))
-        for array in (self.stakes, self.crowd_share, self.payouts, self.submitted, self.resubmitted):
+        for array in (
+            self.stakes,
+            self.crowd_share,
+            self.payouts,
+            self.submitted,
+            self.resubmitted,
+        ):
             array.flags.writeable = False
         self._schedule = self._build_schedule()
 
-    def _round_payouts(self, i: int, stake: NDArray[np.float64], k: NDArray[np.float64]) -> NDArray[np.float64]:
+    def _round_payouts(
+        self, i: int, stake: NDArray[np.float64], k: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
         """Realised payout per model of round ``i`` (NaN for models that skip it)."""
         cfg = self.config
         rows = np.flatnonzero(self.submitted[i])
@@ -567,9 +607,9 @@ class Simulation:
         k = self.crowd_share[i] if crowd_share is None else crowd_share
         q = models.signal_share
         rng = self._rng(_STREAM_PREDICTIONS, i)
-        structured = np.sqrt(q * k)[:, None] * (models.crowd_direction @ factors) + np.sqrt(q * (1 - k))[
-            :, None
-        ] * (models.original_direction @ factors)
+        structured = np.sqrt(q * k)[:, None] * (models.crowd_direction @ factors) + np.sqrt(
+            q * (1 - k)
+        )[:, None] * (models.original_direction @ factors)
         noise_scale = np.sqrt(1 - q)[:, None]
         latent = structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))
         first = structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))
@@ -613,7 +653,9 @@ class Simulation:
         """Target day ``day`` of round index ``i``: 06:00 of day ``o + 1 + day``, one second per
         round after the earliest resolving that day (rounds in ascending order)."""
         calendar_day = i + 2 + day
-        earliest = max(0, calendar_day - 2 - self.config.resolution_days)  # first round resolving then
+        earliest = max(
+            0, calendar_day - 2 - self.config.resolution_days
+        )  # first round resolving then
         return self._day_ms(calendar_day) + _TARGETS_AT + (i - earliest) * _TARGET_SPACING_MS
 
     def _build_schedule(self) -> list[tuple[int, int, str, int, int]]:
@@ -634,7 +676,9 @@ class Simulation:
                 else np.flatnonzero(self.stakes[i] != self.stakes[i - 1])
             )
             for pos, m in enumerate(changed):
-                entries.append((self._stake_ms(i) + pos * _STAKE_SPACING_MS, stakes_order, "stake", i, int(m)))
+                entries.append(
+                    (self._stake_ms(i) + pos * _STAKE_SPACING_MS, stakes_order, "stake", i, int(m))
+                )
             # Submissions: distinct instants in the window, models in random order; a
             # resubmitter's first version always comes before its final one.
             rng = self._rng(_STREAM_CALENDAR, i)
@@ -653,7 +697,9 @@ class Simulation:
                 if slot_of[first_idx] > slot_of[final_idx]:
                     slot_of[first_idx], slot_of[final_idx] = slot_of[final_idx], slot_of[first_idx]
             for idx in range(total):
-                entries.append((int(instants[slot_of[idx]]), subs_order, kinds[idx], i, int(owners[idx])))
+                entries.append(
+                    (int(instants[slot_of[idx]]), subs_order, kinds[idx], i, int(owners[idx]))
+                )
             for day in range(1, cfg.resolution_days + 1):
                 entries.append((self._target_ms(i, day), targets_order, "target", i, day))
         entries.sort(key=lambda e: (e[0], e[1]))
@@ -672,11 +718,11 @@ def simulate(config: SimulationConfig | None = None) -> Iterator[SimEvent]:
 
 
 def _unit(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    return x / np.linalg.norm(x)
+    return np.asarray(x / np.linalg.norm(x), dtype=np.float64)
 
 
 def _unit_rows(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float64)
 
 
 def _orthogonal(x: NDArray[np.float64], direction: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -8,8 +8,11 @@ subscribe to ``mmc.scores`` or ``mmc.alerts``::
 
 Without a ``group`` the consumer is standalone: it assigns itself every partition and commits
 nothing (each run starts from the beginning or the end). With a ``group`` it joins that
-consumer group, commits as it goes and resumes where the group stopped — ``from_beginning``
-then only applies when the group has no committed offset yet.
+consumer group, commits the messages it has yielded (after each poll and when it stops, so a
+``limit`` leaves the rest for the next run) and resumes where the group stopped —
+``from_beginning`` then only applies when the group has no committed offset yet. Joining a
+group takes a few seconds (a rebalance); on the embedded Tansu a group's next join waits for
+the previous member's session to time out (``MMC_BROKER_SESSION_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -75,7 +78,9 @@ def decode_record(record: ConsumerRecord[bytes, bytes]) -> TailedMessage:
         key=None if record.key is None else record.key.decode("utf-8", "replace"),
         value=value,
         is_json=is_json,
-        headers=tuple((name, data.decode("utf-8", "replace")) for name, data in record.headers or ()),
+        headers=tuple(
+            (name, data.decode("utf-8", "replace")) for name, data in record.headers or ()
+        ),
     )
 
 
@@ -111,25 +116,33 @@ async def tail(
     if limit == 0:
         return
     name = settings.topic(topic_short_name)
+    try:
+        partitions = await _partitions(settings, name)
+    except KafkaError as exc:
+        raise ConfigurationError(
+            f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}"
+        ) from exc
+    if not partitions:
+        raise ConfigurationError(
+            f"topic {name!r} does not exist on {settings.kafka_bootstrap}: "
+            "check MMC_TOPIC_PREFIX or create the topics with `mmc topics`"
+        )
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings),
         group_id=group,
-        enable_auto_commit=group is not None,
+        enable_auto_commit=False,  # a group commits what was yielded, see below
         auto_offset_reset="earliest" if from_beginning else "latest",
         session_timeout_ms=int(settings.broker_session_timeout * 1000),
         heartbeat_interval_ms=int(settings.broker_heartbeat_interval * 1000),
     )
+    yielded: dict[TopicPartition, int] = {}  # next offset to commit, per partition
     try:
         try:
-            partitions = await _partitions(settings, name)
             await consumer.start()
         except KafkaError as exc:
-            raise ConfigurationError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
-        if not partitions:
             raise ConfigurationError(
-                f"topic {name!r} does not exist on {settings.kafka_bootstrap}: "
-                "check MMC_TOPIC_PREFIX or create the topics with `mmc topics`"
-            )
+                f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}"
+            ) from exc
         # Where to start and stop, per partition, from the high watermark of the first fetch
         # response (None until it arrives) — not from ListOffsets: the embedded Tansu answers
         # ListOffsets(latest) with the last batch's base offset + 1, short of the real end, so
@@ -151,6 +164,9 @@ async def tail(
 
         seen = 0
         while True:
+            if group is not None and yielded:
+                await consumer.commit(yielded)
+                yielded = {}
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             for marks in (starts, ends):
                 for tp, mark in marks.items():
@@ -164,6 +180,7 @@ async def tail(
                     if end is not None and record.offset >= end:
                         break  # newer than the end we set out to reach
                     yield decode_record(record)
+                    yielded[tp] = record.offset + 1
                     seen += 1
                     if limit is not None and seen >= limit:
                         return
@@ -175,15 +192,24 @@ async def tail(
                 if not ends:
                     return
     finally:
-        await consumer.stop()
+        try:
+            if group is not None and yielded:
+                # Commit exactly what was shown: a poll may have fetched more than `limit`.
+                await consumer.commit(yielded)
+        finally:
+            await consumer.stop()
 
 
 async def _partitions(settings: Settings, name: str) -> list[int]:
-    """Partition ids of topic ``name`` (empty when it does not exist), from cluster metadata."""
+    """Partition ids of topic ``name`` (empty when it does not exist), from cluster metadata.
+
+    Asks for every topic's metadata: a metadata request naming the topic would let a broker
+    with auto-creation (Tansu, Kafka's default) create it with the wrong partition count.
+    """
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     try:
         await admin.start()
-        for meta in await admin.describe_topics([name]):
+        for meta in await admin.describe_topics(None):
             if meta["topic"] == name and meta["error_code"] == 0:
                 return sorted(p["partition"] for p in meta["partitions"])
         return []
@@ -205,10 +231,12 @@ def shorten(value: Any, items: int = SHOWN_LIST_ITEMS) -> Any:
 
 
 def describe(message: TailedMessage) -> Text:
-    """One compact line for a person: time, partition@offset, key, value (long lists cut), headers."""
+    """One compact line for a person: time, partition@offset, key, value (lists cut), headers."""
     when = dt.datetime.fromtimestamp(message.timestamp_ms / 1000, tz=dt.UTC)
     line = Text(no_wrap=True, overflow="ellipsis")
-    line.append(when.strftime("%Y-%m-%d %H:%M:%S.") + f"{message.timestamp_ms % 1000:03d}", style="dim")
+    line.append(
+        when.strftime("%Y-%m-%d %H:%M:%S.") + f"{message.timestamp_ms % 1000:03d}", style="dim"
+    )
     line.append(f" p{message.partition}@{message.offset} ", style="dim")
     line.append(message.key if message.key is not None else "∅", style="bold cyan")
     line.append(" ")

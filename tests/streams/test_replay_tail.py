@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from typer.testing import CliRunner
 from streams.admin import kafka_client_options
 from streams.cli import app
 from streams.errors import ConfigurationError
-from streams.replay import EventFileError, ReplayError, count_events, read_events, send_events, write_events
+from streams.replay import (
+    EventFileError,
+    ReplayError,
+    count_events,
+    read_events,
+    send_events,
+    write_events,
+)
 from streams.settings import Settings
 from streams.simulation import TOPICS, SimEvent, SimulationConfig, simulate
 from streams.tail import TailedMessage, describe, shorten, tail
@@ -31,7 +39,9 @@ async def collect(settings: Settings, topic: str, **options: Any) -> list[Tailed
     return [m async for m in tail(settings, topic, **options)]
 
 
-async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+async def produce(
+    settings: Settings, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+) -> None:
     """Send raw (key, value, headers) records to a topic."""
     producer = AIOKafkaProducer(**kafka_client_options(settings))
     await producer.start()
@@ -62,7 +72,9 @@ def test_event_file_round_trip(tmp_path: Path) -> None:
 def test_bad_event_line_names_the_line(tmp_path: Path) -> None:
     """A broken line raises EventFileError with file and line number."""
     path = tmp_path / "bad.jsonl"
-    good = orjson.dumps({"topic": "stakes", "key": "m", "timestamp_ms": 1, "value": {"model": "m", "stake": 1.0}})
+    good = orjson.dumps(
+        {"topic": "stakes", "key": "m", "timestamp_ms": 1, "value": {"model": "m", "stake": 1.0}}
+    )
     path.write_bytes(good + b"\n\n" + b'{"topic": "stakes", "key": 5}\n')
     with pytest.raises(EventFileError, match=r"bad.jsonl:3: 'key' must be a string"):
         list(read_events(path))
@@ -75,7 +87,7 @@ def test_bad_event_line_names_the_line(tmp_path: Path) -> None:
 
 
 def test_replay_then_tail_returns_the_same_messages(settings: Settings) -> None:
-    """Sent events come back per topic with the same keys, values and timestamps, in order per key."""
+    """Sent events come back per topic: same keys, values and timestamps, in order per key."""
     events = list(simulate(SHORT))
     progress: dict[str, int] = defaultdict(int)
 
@@ -120,8 +132,11 @@ def test_tail_limit_and_only_new_messages(settings: Settings) -> None:
     assert numbers == list(range(numbers[0], numbers[0] + 3))  # consecutive, from where it joined
 
 
-def test_tail_in_a_group_resumes_where_it_stopped(settings: Settings) -> None:
-    """With a group, a second tail continues after the first one's messages."""
+def test_tail_in_a_group_resumes_where_it_stopped(make_settings: Callable[..., Settings]) -> None:
+    """With a group, a second tail continues after the first one's messages (not after what
+    the first one fetched)."""
+    # Short sessions: on Tansu the second join waits for the first member's session to expire.
+    settings = make_settings(broker_session_timeout=3, broker_heartbeat_interval=0.5)
     records = [(b"k", orjson.dumps({"n": n}), []) for n in range(8)]
     run_sync(produce(settings, "crowding", records))
     group = f"tail-{uuid.uuid4().hex[:8]}"
@@ -176,9 +191,25 @@ def test_shorten_cuts_long_lists() -> None:
 def test_cli_simulate_replay_tail_report(settings: Settings, tmp_path: Path) -> None:
     """mmc simulate → replay → tail → report through the configured broker."""
     runner = CliRunner()
-    env = {"MMC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "MMC_TOPIC_PREFIX": settings.topic_prefix}
+    env = {
+        "MMC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "MMC_TOPIC_PREFIX": settings.topic_prefix,
+    }
     path = tmp_path / "s.jsonl"
-    args = ["simulate", "--small", "--models", "12", "--ids", "40", "--rounds", "3", "--jumps", "1", "--out", str(path)]
+    args = [
+        "simulate",
+        "--small",
+        "--models",
+        "12",
+        "--ids",
+        "40",
+        "--rounds",
+        "3",
+        "--jumps",
+        "1",
+        "--out",
+        str(path),
+    ]
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, result.output
     events = list(read_events(path))
@@ -189,7 +220,9 @@ def test_cli_simulate_replay_tail_report(settings: Settings, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert f"sent {len(events):,} events" in result.output
 
-    result = runner.invoke(app, ["tail", "rounds", "--from-beginning", "--until-end", "--json"], env=env)
+    result = runner.invoke(
+        app, ["tail", "rounds", "--from-beginning", "--until-end", "--json"], env=env
+    )
     assert result.exit_code == 0, result.output
     lines = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert sorted((x["key"], x["value"]["type"]) for x in lines) == sorted(

@@ -43,9 +43,14 @@ def none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def score_message(r: int, day: int, final: bool, model: str, stake: float, **metrics: float) -> dict[str, Any]:
+def score_message(
+    r: int, day: int, final: bool, model: str, stake: float, **metrics: float
+) -> dict[str, Any]:
     """An ``mmc.scores`` value in the service's format."""
-    values = {name: none_if_nan(metrics.get(name, math.nan)) for name in ("corr", "mmc", "contribution", "corr_w_mm", "payout")}
+    values = {
+        name: none_if_nan(metrics.get(name, math.nan))
+        for name in ("corr", "mmc", "contribution", "corr_w_mm", "payout")
+    }
     return {
         "round": r,
         "day": day,
@@ -65,14 +70,17 @@ def season() -> dict[str, Any]:
     and the table built directly from the final scores."""
     sim = Simulation(SimulationConfig.small(n_models=60, n_ids=300, n_rounds=24, n_jumps=6))
     messages: list[dict[str, Any]] = []
-    direct: dict[str, list[Any]] = {k: [] for k in ("rounds", "models", "stakes", "corr_w_mm", "mmc", "contribution")}
+    direct: dict[str, list[Any]] = {
+        k: [] for k in ("rounds", "models", "stakes", "corr_w_mm", "mmc", "contribution")
+    }
     for i, r in enumerate(sim.rounds):
         rows = np.flatnonzero(sim.submitted[i])
         models = [sim.models[m] for m in rows]
         stakes = sim.stakes[i, rows]
         preds = sim.predictions(r)[rows]
         by_day = {
-            d: scoring.score_round(preds, stakes, sim.targets(r, d), round=r) for d in (1, 2, sim.config.resolution_days)
+            d: scoring.score_round(preds, stakes, sim.targets(r, d), round=r)
+            for d in (1, 2, sim.config.resolution_days)
         }
         final = by_day[sim.config.resolution_days]
         # Arrival order as a consumer may see it: day 2, final, then a late redelivery of day 1.
@@ -103,7 +111,11 @@ def season() -> dict[str, Any]:
 
 def direct_table(direct: dict[str, list[Any]], metric: str = "mmc") -> ScoreTable:
     return ScoreTable.from_arrays(
-        direct["rounds"], np.array(direct["models"], dtype=object), direct["stakes"], direct["corr_w_mm"], direct[metric]
+        direct["rounds"],
+        np.array(direct["models"], dtype=object),
+        direct["stakes"],
+        direct["corr_w_mm"],
+        direct[metric],
     )
 
 
@@ -124,7 +136,9 @@ def test_latest_update_per_round_wins() -> None:
     latest.add(score_message(5, 20, True, "b", 1.0, mmc=0.9))
     latest.add(score_message(5, 4, False, "b", 1.0, mmc=0.4))  # redelivered after the final
     latest.add(score_message(6, 20, True, "b", 1.0, mmc=0.1))
-    latest.add(score_message(6, 20, True, "b", 1.0, mmc=0.11))  # the same update again: last read wins
+    latest.add(
+        score_message(6, 20, True, "b", 1.0, mmc=0.11)
+    )  # the same update again: last read wins
     kept = {(m["round"], m["model"]): m["mmc"] for m in latest.messages()}
     assert kept == {(5, "a"): 0.7, (5, "b"): 0.9, (6, "b"): 0.11}
     assert latest.read == 8
@@ -154,7 +168,7 @@ def test_malformed_message_is_refused() -> None:
 
 
 def test_report_numbers_match_a_direct_computation(season: dict[str, Any]) -> None:
-    """Messages → latest per round → crowding_report equals crowding functions on the final scores."""
+    """Messages → latest per round → crowding_report equals crowding functions on final scores."""
     for metric in ("mmc", "contribution"):
         from_messages = score_table_from_messages(season["messages"], metric=metric)
         direct = direct_table(season["direct"], metric)
@@ -164,7 +178,9 @@ def test_report_numbers_match_a_direct_computation(season: dict[str, Any]) -> No
         assert_same_array(report.stake_deciles.median_corr_w_mm, stake.median_corr_w_mm)
         assert_same_array(report.stake_deciles.count, stake.count)
         deciles = mmc_by_cwmm_decile(direct)
-        np.testing.assert_allclose(report.cwmm_deciles.mean_mmc, deciles.mean_mmc, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            report.cwmm_deciles.mean_mmc, deciles.mean_mmc, rtol=1e-12, atol=1e-15
+        )
         assert_same_array(report.cwmm_deciles.count, deciles.count)
         trend = cwmm_trend(direct)
         np.testing.assert_allclose(report.trend.weighted_mean, trend.weighted_mean, rtol=1e-12)
@@ -173,14 +189,20 @@ def test_report_numbers_match_a_direct_computation(season: dict[str, Any]) -> No
         np.testing.assert_allclose(report.concentration.hhi, concentration.hhi, rtol=1e-12)
         events = stake_jump_events(direct)
         assert report.events.n_events == events.n_events == len(season["sim"].jumps)
-        np.testing.assert_allclose(report.events.relative_change, events.relative_change, rtol=1e-12)
-        np.testing.assert_allclose(report.events.trajectory_mean_mmc, events.trajectory_mean_mmc, rtol=1e-12)
+        np.testing.assert_allclose(
+            report.events.relative_change, events.relative_change, rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            report.events.trajectory_mean_mmc, events.trajectory_mean_mmc, rtol=1e-12
+        )
 
 
 def test_headline_reports_the_figures(season: dict[str, Any]) -> None:
     """The headline rows carry the report's numbers beside the article's reference figures."""
     report = crowding_report(score_table_from_messages(season["messages"]))
-    contribution = crowding_report(score_table_from_messages(season["messages"], metric="contribution"))
+    contribution = crowding_report(
+        score_table_from_messages(season["messages"], metric="contribution")
+    )
     rows = {row.label: row for row in headline(report, contribution)}
     top = rows["median corr_w_mm, top stake decile"]
     assert top.value == f"{report.stake_deciles.top_median:.3f}" and top.reference == "≈ 0.45"
@@ -223,7 +245,9 @@ def test_render_report_on_an_empty_table(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- from the topic
 
 
-def test_build_report_from_the_scores_topic(settings: Settings, season: dict[str, Any], tmp_path: Path) -> None:
+def test_build_report_from_the_scores_topic(
+    settings: Settings, season: dict[str, Any], tmp_path: Path
+) -> None:
     """Score messages produced to the real broker come back as the same report."""
 
     async def produce() -> None:
@@ -243,7 +267,11 @@ def test_build_report_from_the_scores_topic(settings: Settings, season: dict[str
     assert built.messages_read == len(season["messages"])
     expected = crowding_report(direct_table(season["direct"]))
     assert built.report.n_observations == expected.n_observations
-    assert_same_array(built.report.stake_deciles.median_corr_w_mm, expected.stake_deciles.median_corr_w_mm)
-    np.testing.assert_allclose(built.report.cwmm_deciles.mean_mmc, expected.cwmm_deciles.mean_mmc, rtol=1e-12)
+    assert_same_array(
+        built.report.stake_deciles.median_corr_w_mm, expected.stake_deciles.median_corr_w_mm
+    )
+    np.testing.assert_allclose(
+        built.report.cwmm_deciles.mean_mmc, expected.cwmm_deciles.mean_mmc, rtol=1e-12
+    )
     assert built.report.events.n_events == expected.events.n_events
     assert built.files.html.is_file()

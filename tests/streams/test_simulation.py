@@ -34,7 +34,11 @@ def digest(events: Iterable[SimEvent]) -> str:
     """SHA-256 of the events serialized in order."""
     h = hashlib.sha256()
     for e in events:
-        h.update(orjson.dumps({"topic": e.topic, "key": e.key, "timestamp_ms": e.timestamp_ms, "value": e.value}))
+        h.update(
+            orjson.dumps(
+                {"topic": e.topic, "key": e.key, "timestamp_ms": e.timestamp_ms, "value": e.value}
+            )
+        )
     return h.hexdigest()
 
 
@@ -68,14 +72,22 @@ def test_same_seed_gives_identical_events_in_another_process() -> None:
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert result.stdout.strip() == digest(simulate(SHORT))
 
 
 def test_another_seed_gives_other_events() -> None:
     """Changing the seed changes the stream."""
-    other = SimulationConfig.small(n_models=40, n_ids=100, n_rounds=6, n_jumps=3, resolution_days=5, seed=7)
+    other = SimulationConfig.small(
+        n_models=40, n_ids=100, n_rounds=6, n_jumps=3, resolution_days=5, seed=7
+    )
     assert digest(simulate(other)) != digest(simulate(SHORT))
 
 
@@ -158,7 +170,9 @@ def test_round_lifecycle_order(short_events: list[SimEvent]) -> None:
         assert targets[r] == list(range(1, SHORT.resolution_days + 1))
     # Rounds overlap: round r+1 opens while round r is still resolving.
     assert opened[SHORT.start_round + 1] < max(
-        e.timestamp_ms for e in short_events if e.topic == "targets" and e.value["round"] == SHORT.start_round
+        e.timestamp_ms
+        for e in short_events
+        if e.topic == "targets" and e.value["round"] == SHORT.start_round
     )
 
 
@@ -234,7 +248,9 @@ def test_stakes_zero_stakers_and_jumps(small_season: tuple[Simulation, list[SimE
     never = (sim.stakes == 0).all(axis=0)
     assert 0.15 <= never.mean() <= 0.35
     assert len(sim.jumps) == sim.config.n_jumps
-    ratio = np.divide(sim.stakes[1:], sim.stakes[:-1], out=np.ones_like(sim.stakes[1:]), where=sim.stakes[:-1] > 0)
+    ratio = np.divide(
+        sim.stakes[1:], sim.stakes[:-1], out=np.ones_like(sim.stakes[1:]), where=sim.stakes[:-1] > 0
+    )
     big = {(sim.models[m], sim.rounds[i + 1]) for i, m in zip(*np.nonzero(ratio >= 5), strict=True)}
     assert big == {(j.model, j.round) for j in sim.jumps}
     for j in sim.jumps:
@@ -253,10 +269,18 @@ def test_stakes_grow_with_realised_payouts(small_season: tuple[Simulation, list[
     # Round i resolves on day (i + 1) + 1 + D at 06:00, before the stake evening of round i + D + 2.
     lag = sim.config.resolution_days + 2
     i = int(paid[0])
-    m = next(m for m in range(sim.config.n_models) if sim.stakes[i + lag - 1, m] > 0 and np.isfinite(sim.payouts[i, m]))
+    m = next(
+        m
+        for m in range(sim.config.n_models)
+        if sim.stakes[i + lag - 1, m] > 0 and np.isfinite(sim.payouts[i, m])
+    )
     if (sim.models[m], sim.rounds[i + lag]) not in {(j.model, j.round) for j in sim.jumps}:
-        expected = round(sim.stakes[i + lag - 1, m] * (1 + sim.payouts[i, m]), sim.config.stake_decimals)
-        assert sim.stakes[i + lag, m] == pytest.approx(expected, abs=10.0**-sim.config.stake_decimals)
+        expected = round(
+            sim.stakes[i + lag - 1, m] * (1 + sim.payouts[i, m]), sim.config.stake_decimals
+        )
+        assert sim.stakes[i + lag, m] == pytest.approx(
+            expected, abs=10.0**-sim.config.stake_decimals
+        )
 
 
 def test_targets_are_buckets_that_converge() -> None:
@@ -271,12 +295,16 @@ def test_targets_are_buckets_that_converge() -> None:
     assert changed.max() < 0.2  # slight changes from day to day …
     off_final = (days != days[-1]).mean(axis=1)
     assert 0.1 < off_final[0] < 0.6  # … day 1 differs from the final, but not wholly …
-    assert off_final[0] > off_final[len(days) // 2] > off_final[-2] > off_final[-1] == 0  # … and converges
+    assert (
+        off_final[0] > off_final[len(days) // 2] > off_final[-2] > off_final[-1] == 0
+    )  # … and converges
 
 
 def test_early_nulls_knob() -> None:
     """With early_null_fraction, the first days miss up to that share of ids; later days none."""
-    config = SimulationConfig.small(n_models=10, n_ids=200, n_rounds=2, n_jumps=0, early_null_fraction=0.15)
+    config = SimulationConfig.small(
+        n_models=10, n_ids=200, n_rounds=2, n_jumps=0, early_null_fraction=0.15
+    )
     nulls: dict[int, float] = {}
     for e in simulate(config):
         if e.topic == "targets" and e.value["round"] == config.start_round:
@@ -289,14 +317,18 @@ def test_early_nulls_knob() -> None:
 # --------------------------------------------------------------------------- crowding structure
 
 
-def score_table(events: list[SimEvent], salt: str = "mmc-stream") -> tuple[ScoreTable, dict[str, Any]]:
+def score_table(
+    events: list[SimEvent], salt: str = "mmc-stream"
+) -> tuple[ScoreTable, dict[str, Any]]:
     """Score every round directly with scoring.score_round (final targets, stakes at close)."""
     preds, at_close, final = reconstruct(events)
     rows: dict[str, list[Any]] = defaultdict(list)
     for r in sorted(final):
         models = sorted(preds[r])
         stakes = np.array([at_close[r].get(m, 0.0) for m in models])
-        scores = scoring.score_round(np.array([preds[r][m] for m in models]), stakes, np.array(final[r]), round=r, salt=salt)
+        scores = scoring.score_round(
+            np.array([preds[r][m] for m in models]), stakes, np.array(final[r]), round=r, salt=salt
+        )
         rows["rounds"] += [r] * len(models)
         rows["models"] += models
         rows["stakes"] += stakes.tolist()
@@ -305,12 +337,18 @@ def score_table(events: list[SimEvent], salt: str = "mmc-stream") -> tuple[Score
         rows["contribution"] += scores.contribution.tolist()
         rows["corr"] += scores.corr.tolist()
     table = ScoreTable.from_arrays(
-        rows["rounds"], np.array(rows["models"], dtype=object), rows["stakes"], rows["corr_w_mm"], rows["mmc"]
+        rows["rounds"],
+        np.array(rows["models"], dtype=object),
+        rows["stakes"],
+        rows["corr_w_mm"],
+        rows["mmc"],
     )
     return table, rows
 
 
-def test_small_season_shows_the_crowding_tax(small_season: tuple[Simulation, list[SimEvent]]) -> None:
+def test_small_season_shows_the_crowding_tax(
+    small_season: tuple[Simulation, list[SimEvent]],
+) -> None:
     """Scored directly, the season reproduces the seed article's qualitative findings."""
     sim, events = small_season
     table, rows = score_table(events)
@@ -335,3 +373,15 @@ def test_small_season_shows_the_crowding_tax(small_season: tuple[Simulation, lis
     }
     assert events_found.median_relative_change < -0.2
     assert np.nanmean(events_found.mmc_after) < np.nanmean(events_found.mmc_before)
+
+
+def test_the_service_decoder_accepts_every_message(short_events: list[SimEvent]) -> None:
+    """streams.records.decode_input (the worker's validation) refuses none of the messages."""
+    from streams.records import InputRecord, decode_input
+
+    settings_bytes, max_ids = 4 * 1024 * 1024, 100_000
+    for offset, e in enumerate(short_events):
+        record = InputRecord(
+            e.topic, 0, offset, e.timestamp_ms, e.key.encode(), orjson.dumps(e.value)
+        )
+        decode_input(record, settings_bytes, max_ids)

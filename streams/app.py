@@ -79,8 +79,14 @@ class Runtime:
                     )
                     await self._producer.start()
                     self._processor = Processor(self.settings, self.state, self.barrier, self.send)
-                    self.barrier.apply = self._processor.handle
+                    self.barrier.apply = self.handle
         return self._processor
+
+    async def handle(self, record: InputRecord, received_at: float) -> str:
+        """Apply one record through the processor and count it (agents and barrier catch-ups alike)."""
+        outcome = await (await self.processor()).handle(record, received_at)
+        self.metrics.input_handled(record.topic, outcome, received_at)
+        return outcome
 
     async def send(self, outputs: list[Output]) -> None:
         """Produce every output and wait until the broker acknowledged all of them."""
@@ -278,10 +284,7 @@ async def apply_with_retry(runtime: Runtime, record: InputRecord, received_at: f
     delay = RETRY_MIN_SECONDS
     while True:
         try:
-            processor = await runtime.processor()
-            outcome = await processor.handle(record, received_at)
-            runtime.metrics.input_handled(record.topic, outcome, received_at)
-            return outcome
+            return await runtime.handle(record, received_at)
         except Exception as exc:
             if not is_transient(exc):
                 raise

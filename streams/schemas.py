@@ -147,7 +147,9 @@ def _reason(schema: dict[str, Any], doc: Mapping[str, Any], error: Any) -> tuple
         return "missing_field", f"field {field!r} is required"
     if keyword == "type" and instance is None and "x-mmc-null-reason" in subschema:
         return subschema["x-mmc-null-reason"], f"{where} is null; a finite number is required"
-    reason = subschema.get("x-mmc-reasons", {}).get(keyword) or _DEFAULT_REASONS.get(keyword, "bad_field")
+    reason = subschema.get("x-mmc-reasons", {}).get(keyword) or _DEFAULT_REASONS.get(
+        keyword, "bad_field"
+    )
     if keyword == "type":
         wanted = subschema["type"]
         wanted_text = " or ".join(wanted) if isinstance(wanted, list) else wanted

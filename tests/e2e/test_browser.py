@@ -1,0 +1,197 @@
+"""The live leaderboard in headless Chromium: it loads with data, then a newly streamed update appears without reload.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``)
+and the ``selenium`` package; skipped with the reason when either is missing. Nothing is
+downloaded at test time. Set ``MMC_SCREENSHOTS=docs`` to write the screenshots the README uses
+(``docs/leaderboard.png``, ``docs/model.png``); otherwise they go to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import StackEnv, run_sync
+from tests.e2e.harness import produce
+from tests.e2e.tournament import SPIKE_MODEL, build
+from tests.streams.test_web import LiveService, http, live_service, service_settings
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+APT_HINT = "apt-get install -y chromium chromium-driver"
+# The flags a sandboxed, offline machine needs (no GPU, no sandbox, no network beyond loopback).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+)
+WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Debian Chromium through Selenium, with a fresh profile."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(f"headless Chromium not installed ({', '.join(missing)} missing): {APT_HINT}")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="the browser test needs the selenium package"
+    )
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--window-size=1440,1000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def service(stack_env: StackEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    settings = service_settings(stack_env)
+    with live_service(settings, build(), tmp_path_factory.mktemp("browser")) as running:
+        yield running
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    target = Path(os.environ.get("MMC_SCREENSHOTS", tmp_path))
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def wait_for(driver: Any, condition: Any, what: str, timeout: float = WAIT) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+        condition, message=f"waited {timeout} s for {what}"
+    )
+
+
+def board_rows(driver: Any) -> dict[str, dict[str, str]]:
+    """Model → {column key: data-value or text} of the leaderboard table as displayed."""
+    return driver.execute_script(
+        """
+        const out = {};
+        for (const tr of document.querySelectorAll('#board tbody tr')) {
+          const row = {};
+          for (const td of tr.cells) row[td.dataset.key] = td.dataset.value !== undefined && td.dataset.value !== '' ? td.dataset.value : td.textContent;
+          out[tr.dataset.model] = row;
+        }
+        return out;
+        """
+    )
+
+
+def test_leaderboard_loads_then_a_streamed_update_appears_without_reload(
+    browser: Any, service: LiveService, tmp_path: Path
+) -> None:
+    """The page shows every model's standing; a new target update shows up live, with no reload."""
+    t = service.tournament
+    (event,) = service.withheld
+    update = orjson.loads(event.value)
+    browser.get(service.web_url + "/")
+    wait_for(browser, lambda d: len(board_rows(d)) == len(t.models), "the leaderboard rows")
+    wait_for(
+        browser, lambda d: d.execute_script("return window.mmcLive.connected"), "the live stream"
+    )
+    before = http("GET", service.web_url + "/api/leaderboard", {"limit": 1000}).json()["rows"]
+    shown = board_rows(browser)
+    for row in before:
+        assert float(shown[row["model"]]["payout_mean"]) == pytest.approx(
+            row["payout_mean"], rel=1e-12
+        )
+        assert shown[row["model"]]["rank"] == str(row["rank"])
+    assert browser.find_elements("css selector", "#trend-chart .series.s0 circle"), (
+        "trend chart drawn"
+    )
+    assert browser.find_elements("css selector", "#alerts li.alert"), "alerts listed"
+    browser.execute_script("window.__sameDocument = 42")
+
+    run_sync(produce(service.settings, service.withheld))
+    label = f"r{update['round']} · day {update['day']} · final"
+    wait_for(
+        browser,
+        lambda d: all(row["as_of"] == label for row in board_rows(d).values()),
+        f"every row to show the streamed update ({label})",
+    )
+    assert browser.execute_script("return window.__sameDocument") == 42, "the page reloaded"
+    after = http("GET", service.web_url + "/api/leaderboard", {"limit": 1000}).json()["rows"]
+    shown = board_rows(browser)
+    for row in after:
+        assert float(shown[row["model"]]["payout_mean"]) == pytest.approx(
+            row["payout_mean"], rel=1e-12
+        )
+    assert after != before
+    assert browser.execute_script("return window.mmcLive.byTopic.leaderboard") >= len(t.models)
+    wait_for(
+        browser,
+        lambda d: not d.find_elements("css selector", "tr.flash"),
+        "the update highlight to fade",
+    )
+    browser.set_window_size(1440, 1560)
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.save_screenshot(str(screenshot_dir(tmp_path) / "leaderboard.png"))
+
+
+def test_round_view_and_sorting(browser: Any, service: LiveService) -> None:
+    """?round=r shows the round's scores; clicking CORR sorts by it, twice reverses."""
+    r = service.tournament.rounds[0]
+    browser.get(f"{service.web_url}/?round={r}")
+    wait_for(
+        browser, lambda d: len(board_rows(d)) == len(service.tournament.models), "the round's rows"
+    )
+    assert browser.find_element("id", "board-title").text == f"Round {r}"
+    header = browser.find_element("css selector", '#board th[data-key="corr"]')
+    header.click()
+    corr = [float(v["corr"]) for v in _ordered_rows(browser)]
+    assert corr == sorted(corr, reverse=True)
+    browser.find_element("css selector", '#board th[data-key="corr"]').click()
+    corr = [float(v["corr"]) for v in _ordered_rows(browser)]
+    assert corr == sorted(corr)
+
+
+def _ordered_rows(driver: Any) -> list[dict[str, str]]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#board tbody tr')].map(tr => Object.fromEntries([...tr.cells].map(td => [td.dataset.key, td.dataset.value])))"
+    )
+
+
+def test_model_page_charts_its_history(browser: Any, service: LiveService, tmp_path: Path) -> None:
+    """/models/{m} charts CWMM and scores for every round and lists its history and alerts."""
+    browser.get(f"{service.web_url}/models/{SPIKE_MODEL}")
+    n_rounds = len(service.tournament.rounds)
+    wait_for(
+        browser,
+        lambda d: len(d.find_elements("css selector", "#history tbody tr")) == n_rounds,
+        "the history rows",
+    )
+    assert len(browser.find_elements("css selector", "#cwmm-chart .series.s0 circle")) == n_rounds
+    assert len(browser.find_elements("css selector", "#score-chart .series.s0 circle")) == n_rounds
+    assert browser.find_element("id", "model-title").text == SPIKE_MODEL
+    assert browser.find_elements("css selector", "#model-alerts li.alert"), "the model's alerts"
+    browser.set_window_size(1440, 1300)
+    browser.save_screenshot(str(screenshot_dir(tmp_path) / "model.png"))

@@ -434,7 +434,7 @@ def report(
     ),
 ) -> None:
     """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline."""
-    from streams.report import build_report
+    from streams.report import build_report, headline_table
 
     settings = _settings_or_exit()
     began = time.perf_counter()
@@ -448,14 +448,7 @@ def report(
             f"(empty charts written to {out})",
             highlight=False,
         )
-    table = Table(title=f"crowding headline ({built.report.n_observations:,} model-rounds)")
-    table.add_column("figure")
-    table.add_column("this stream (MMC 2020)", justify="right")
-    table.add_column("with contribution", justify="right")
-    table.add_column("seed article", justify="right", style="dim")
-    for row in built.headline:
-        table.add_row(row.label, row.value, row.value_contribution, row.reference)
-    Console().print(table)
+    Console().print(headline_table(built))
     _stderr().print(
         f"read {built.messages_read:,} score updates in {time.perf_counter() - began:.1f} s; "
         f"wrote {built.files.html} and {len(built.files.charts)} charts",

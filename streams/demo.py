@@ -33,7 +33,7 @@ from rich.table import Table
 from streams.admin import create_topics, redis_client
 from streams.errors import MmcStreamError
 from streams.replay import send_events
-from streams.report import BuiltReport, build_report
+from streams.report import BuiltReport, build_report, headline_table
 from streams.settings import Settings
 from streams.simulation import SimulationConfig, simulate
 from streams.stack import EmbeddedStack
@@ -187,14 +187,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
                     p.wait()
             for log in logs:
                 log.close()
-    table = Table(title=f"crowding headline — computed by the service from its own stream ({built.report.n_observations:,} model-rounds)")
-    table.add_column("figure")
-    table.add_column("this stream (MMC 2020)", justify="right")
-    table.add_column("with contribution", justify="right")
-    table.add_column("seed article", justify="right", style="dim")
-    for row in built.headline:
-        table.add_row(row.label, row.value, row.value_contribution, row.reference)
-    console.print(table)
+    console.print(headline_table(built, "crowding headline — computed by the service from its own stream"))
     console.print(f"report: [bold]{built.files.html}[/bold]  charts: {', '.join(str(p) for p in built.files.charts.values())}")
     console.print(f"demo finished in {time.perf_counter() - began:.0f} s; broker, Redis and worker stopped.")
     return built

@@ -293,7 +293,8 @@ class EmbeddedStack:
         return self._requested_ports[name] or free_port(self.host)
 
     def _make_child(self, name: str, kafka_bin: str, redis_bin: str) -> _Child:
-        assert self._tmpdir is not None  # set by start()
+        if self._tmpdir is None:  # set by start()
+            raise StackError("the embedded stack was not started")
         port = self._port(name)
         log_path = self._tmpdir / f"{name}.log"
         if name == "kafka":
@@ -324,7 +325,8 @@ class EmbeddedStack:
         old = self._children.pop(child.name, None)
         if old is not None:
             self._terminate(old)
-        assert self._tmpdir is not None
+        if self._tmpdir is None:
+            raise StackError("the embedded stack was not started")
         child.log = child.log_path.open("wb")
         env = {**os.environ, "NO_COLOR": "1"}
         try:
@@ -349,7 +351,8 @@ class EmbeddedStack:
         waiting = list(children)
         while waiting:
             for child in list(waiting):
-                assert child.process is not None
+                if child.process is None:
+                    raise StackError(f"{child.name} was never spawned")
                 # Re-check liveness after the probe: it may have reached another process
                 # that holds a contested port while our child died on it.
                 if child.process.poll() is None and child.probe() and child.process.poll() is None:

@@ -19,6 +19,8 @@ from scoring.errors import ScoringError
 from scoring.validation import as_prediction_matrix
 
 Ties = Literal["keep", "break"]
+#: A row with at most n/FIX_UP_FRACTION tied positions has its runs fixed up; more, it is re-sorted.
+FIX_UP_FRACTION = 16
 
 
 def sort_structure(x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
@@ -33,15 +35,39 @@ def sort_structure(x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np
     """
     # numpy's default (SIMD) sort is several times faster than its stable sort but orders
     # equal values arbitrarily; rows without ties get the same order either way, so only
-    # rows that have ties are sorted again stably.
+    # the positions inside runs of equal values are put back in id order.
     order = np.argsort(x, axis=1)
     ordered = np.take_along_axis(x, order, axis=1)
     new_group = np.ones(x.shape, dtype=bool)
     new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    tied = np.flatnonzero(~new_group.all(axis=1))
-    if tied.size:
-        order[tied] = np.argsort(x[tied], axis=1, kind="stable")
+    # Rows with few tied positions are fixed up in place; rows with many are sorted again stably.
+    tied_positions = x.shape[1] - new_group.sum(axis=1)
+    few = np.flatnonzero((tied_positions > 0) & (tied_positions <= x.shape[1] // FIX_UP_FRACTION))
+    many = np.flatnonzero(tied_positions > x.shape[1] // FIX_UP_FRACTION)
+    if few.size:
+        order[few] = _ids_ascending_within_runs(order[few], new_group[few])
+    if many.size:
+        order[many] = np.argsort(x[many], axis=1, kind="stable")
     return order, new_group
+
+
+def _ids_ascending_within_runs(order: NDArray[np.intp], new_group: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """``order`` with the ids of every run of equal values sorted ascending (a stable order).
+
+    Only the positions inside runs move: each gets the key ``(row, run, id)`` — unique, so
+    the fast sort is exact — and the sorted keys fill the same positions, which are
+    contiguous per run and row-major overall.
+    """
+    rows, n = new_group.shape
+    in_run = ~new_group
+    in_run[:, :-1] |= ~new_group[:, 1:]
+    run = np.cumsum(new_group, axis=1)
+    r, c = np.nonzero(in_run)
+    ids = order[r, c].astype(np.int64)
+    key = (r.astype(np.int64) * (n + 1) + run[r, c]) * n + ids
+    out = order.copy()
+    out[r, c] = ids[np.argsort(key)]
+    return out
 
 
 def doubled_tie_kept_rank(new_group: NDArray[np.bool_]) -> NDArray[np.int64]:

@@ -35,7 +35,7 @@ from scoring.bootstrap import (
     round_seed,
 )
 from scoring.errors import ScoringError, ShapeMismatch
-from scoring.metrics import contribution_target_scale, pearson_rows
+from scoring.metrics import contribution_target_scale
 from scoring.ranking import (
     doubled_tie_kept_rank,
     rank_uniform,

@@ -79,14 +79,33 @@ class Runtime:
                     )
                     await self._producer.start()
                     self._processor = Processor(self.settings, self.state, self.barrier, self.send)
-                    self.barrier.apply = self.handle
+                    self.barrier.apply = self.handle_records
         return self._processor
 
     async def handle(self, record: InputRecord, received_at: float) -> str:
-        """Apply one record through the processor and count it (agents and barrier catch-ups alike)."""
+        """Apply one record through the processor and count it."""
         outcome = await (await self.processor()).handle(record, received_at)
         self.metrics.input_handled(record.topic, outcome, received_at)
         return outcome
+
+    async def handle_records(self, records: list[tuple[InputRecord, float]]) -> None:
+        """Apply records of one topic in log order (agents and barrier catch-ups alike).
+
+        Submissions go through the processor's batch path; other topics record by record,
+        except that records with different keys (different models) run concurrently.
+        """
+        if not records:
+            return
+        processor = await self.processor()
+        if records[0][0].topic == "submissions":
+            outcomes = await with_retry(lambda: processor.handle_submissions(records))
+            for (record, received_at), outcome in zip(records, outcomes, strict=True):
+                self.metrics.input_handled(record.topic, outcome, received_at)
+            return
+        by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]] = {}
+        for record, received_at in records:
+            by_key.setdefault((record.partition, record.key), []).append((record, received_at))
+        await asyncio.gather(*(apply_in_order(self, group) for group in by_key.values()))
 
     async def send(self, outputs: list[Output]) -> None:
         """Produce every output and wait until the broker acknowledged all of them."""
@@ -200,18 +219,11 @@ def make_agent(name: str, runtime: Runtime) -> Any:
 
     async def sequential(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            record, received_at = as_record(name, event)
-            await apply_unless_applied(runtime, [record], {(record.partition, record.key): [(record, received_at)]})
+            await apply_unless_applied(runtime, [as_record(name, event)])
 
     async def batched(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
-            by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]] = {}
-            records = []
-            for event in events:
-                record, received_at = as_record(name, event)
-                records.append(record)
-                by_key.setdefault((record.partition, record.key), []).append((record, received_at))
-            await apply_unless_applied(runtime, records, by_key)
+            await apply_unless_applied(runtime, [as_record(name, event) for event in events])
 
     agent = batched if name in BATCHED_TOPICS else sequential
     agent.__name__ = f"mmc_{name}"
@@ -236,28 +248,25 @@ def as_record(name: str, event: Any) -> tuple[InputRecord, float]:
     return record, message.time_in if message.time_in is not None else time.monotonic()
 
 
-async def apply_unless_applied(
-    runtime: Runtime, records: list[InputRecord], by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]]
-) -> None:
+async def apply_unless_applied(runtime: Runtime, records: list[tuple[InputRecord, float]]) -> None:
     """Apply records not yet applied (a barrier's catch-up may have got there first), then mark them.
 
     Holds the partition locks shared with the barriers' catch-ups, so a record is never applied
-    twice by one worker; groups (one key each) run concurrently, each in log order.
+    twice by one worker.
     """
     await runtime.processor()
     if runtime.barrier is None or runtime.state is None:
         raise RuntimeError("runtime not started")
-    topic = records[0].topic
-    partitions = sorted({r.partition for r in records})
+    state = runtime.state
+    topic = records[0][0].topic
+    partitions = sorted({r.partition for r, _ in records})
     async with contextlib.AsyncExitStack() as held:
         for p in partitions:
             await held.enter_async_context(runtime.barrier.partition_lock(topic, p))
-        done = await with_retry(lambda: runtime.state.progress(topic))  # type: ignore[union-attr]
-        pending = {
-            key: [(r, t) for r, t in group if r.offset >= done.get(r.partition, 0)] for key, group in by_key.items()
-        }
-        await asyncio.gather(*(apply_in_order(runtime, group) for group in pending.values() if group))
-        await mark_applied(runtime, [r for group in pending.values() for r, _ in group])
+        done = await with_retry(lambda: state.progress(topic))
+        pending = [(r, t) for r, t in records if r.offset >= done.get(r.partition, 0)]
+        await runtime.handle_records(pending)
+        await with_retry(lambda: state.mark_processed_many(topic, [(r.partition, r.offset, r.timestamp_ms) for r, _ in pending]))
 
 
 async def with_retry(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -291,23 +300,6 @@ async def apply_with_retry(runtime: Runtime, record: InputRecord, received_at: f
             log.warning("retrying %s[%d]@%d in %.1f s: %r", record.topic, record.partition, record.offset, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
-
-
-async def mark_applied(runtime: Runtime, records: list[InputRecord]) -> None:
-    """Record the applied offsets (retrying while Redis is unreachable)."""
-    delay = RETRY_MIN_SECONDS
-    for record in records:
-        while True:
-            try:
-                if runtime.state is None:
-                    raise RuntimeError("runtime not started")
-                await runtime.state.mark_processed(record.topic, record.partition, record.offset, record.timestamp_ms)
-                break
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -26,7 +26,6 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 

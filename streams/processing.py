@@ -28,7 +28,6 @@ decisions wait for the other topics):
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -90,7 +89,7 @@ class Processor:
         self.send = send
         self._universes: OrderedDict[int, tuple[tuple[str, ...], dict[str, int]]] = OrderedDict()
         self._live_totals: dict[int, tuple[float, NDArray[np.float64]]] = {}
-        self._live_locks: dict[tuple[int, int], asyncio.Lock] = {}
+        self._known_models: set[str] = set()
         self._prepared: OrderedDict[int, tuple[int, list[str], PreparedRound]] = OrderedDict()
         self._history_cache: dict[str, dict[int, dict[str, Any]]] = {}
         self._stakes: dict[int, tuple[tuple[int, int], NDArray[np.float64]]] = {}
@@ -108,7 +107,7 @@ class Processor:
             elif isinstance(decoded, RoundClose):
                 outcome = await self._close(record, decoded)
             elif isinstance(decoded, Submission):
-                outcome = await self._submission(record, decoded, received_at)
+                return (await self.handle_submissions([(record, received_at)]))[0]
             elif isinstance(decoded, StakeUpdate):
                 outcome = await self._stake(record, decoded, received_at)
             else:
@@ -117,7 +116,7 @@ class Processor:
             await self._refuse(record, exc)
             return exc.reason
         except ScoringError as exc:
-            error = refuse(exc.reason if exc.reason in ("too_many_missing_targets", "non_finite") else "bad_field", str(exc))
+            error = as_refusal(exc)
             await self._refuse(record, error)
             return error.reason
         except Exception as exc:
@@ -174,39 +173,130 @@ class Processor:
         return cached[1]
 
     # --- submissions --------------------------------------------------------------------------
-    async def _submission(self, record: InputRecord, event: Submission, received_at: float) -> str:
-        info = await self._round_for(event.round, record, received_at)
+    async def handle_submissions(self, batch: list[tuple[InputRecord, float]]) -> list[str]:
+        """Apply a batch of ``submissions`` records (log order per partition); one outcome each.
+
+        The batch shares its round trips: one barrier check, one read of every stored row,
+        stake and live sum it touches, one write per round, one read for the live alerts. The
+        records are decided one after another in memory, so a later record of the same model
+        sees the earlier one exactly as if it had been stored. Should anything but the input
+        or the infrastructure fail on the shared path, the records are applied one by one
+        (each then succeeds or is refused on its own).
+        """
+        outcomes: list[str | None] = [None] * len(batch)
+        refusals: list[Output] = []
+        decoded: list[tuple[int, InputRecord, Submission]] = []
+        for i, (record, _) in enumerate(batch):
+            try:
+                event = decode_input(record, self.settings.max_message_bytes, self.settings.max_ids)
+            except InvalidMessage as exc:
+                outcomes[i] = self._refusal(record, exc, refusals)
+                continue
+            if not isinstance(event, Submission):
+                raise ValueError(f"not a submission: {record.topic}[{record.partition}]@{record.offset}")
+            decoded.append((i, record, event))
+        try:
+            applied = await self._decide_submissions(batch, decoded, outcomes, refusals)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("batch of %d submissions failed; applying them one by one", len(batch))
+            return [await self.handle(record, received_at) for record, received_at in batch]
+        if refusals:
+            await self.send(refusals)
+        try:
+            await self._live_alerts(applied)
+        except Exception as exc:  # advisory: never changes the submissions' outcomes
+            if is_transient(exc):
+                raise
+            log.exception("live corr_w_mm check failed for a batch of %d submissions", len(applied))
+        return [o if o is not None else "internal_error" for o in outcomes]
+
+    def _refusal(self, record: InputRecord, error: InvalidMessage, into: list[Output]) -> str:
+        log.info("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, error)
+        into.append(dead_letter(record, error, self.settings.topic_prefix))
+        return error.reason
+
+    async def _decide_submissions(
+        self,
+        batch: list[tuple[InputRecord, float]],
+        decoded: list[tuple[int, InputRecord, Submission]],
+        outcomes: list[str | None],
+        refusals: list[Output],
+    ) -> list[tuple[InputRecord, Submission, NDArray[np.float64]]]:
+        """Decide, then store, every decoded submission; returns the applied ones with their ranks."""
+        if not decoded:
+            return []
+        latest = max(received_at for _, received_at in batch)
+        await self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for _, record, _ in decoded))
+        infos = {r: await self._round_info(r) for r in sorted({event.round for _, _, event in decoded})}
+        known = [(i, record, event) for i, record, event in decoded if infos[event.round] is not None]
+        for i, record, event in decoded:
+            if infos[event.round] is None:
+                outcomes[i] = self._refusal(record, refuse("unknown_round", f"round {event.round} was never opened"), refusals)
+        live_keys = sorted({(event.round, record.partition) for _, record, event in known})
+        stored, stakes, sums = await self.state.submission_context(
+            [(event.round, event.model, record.timestamp_ms) for _, record, event in known],
+            [(r, p, infos[r].n_ids) for r, p in live_keys],  # type: ignore[union-attr]
+        )
+        lives = dict(zip(live_keys, sums, strict=True))
+        current: dict[tuple[int, str], SubmissionRow | None] = {}
+        for (_, _, event), row in zip(known, stored, strict=True):
+            current.setdefault((event.round, event.model), row)
+        changed: dict[tuple[int, str], SubmissionRow] = {}
+        touched: set[tuple[int, int]] = set()
+        applied: list[tuple[InputRecord, Submission, NDArray[np.float64]]] = []
+        for (i, record, event), stake in zip(known, stakes, strict=True):
+            info = infos[event.round]
+            try:
+                outcome, row, g = self._decide_submission(record, event, info, current[(event.round, event.model)], stake)
+            except (InvalidMessage, ScoringError) as exc:
+                outcomes[i] = self._refusal(record, as_refusal(exc), refusals)
+                continue
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
+                outcomes[i] = self._refusal(record, refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500]), refusals)
+                continue
+            outcomes[i] = outcome
+            if row is None or g is None:
+                continue
+            key = (event.round, record.partition)
+            self._move_live(lives[key], current[(event.round, event.model)], record.partition, g, row.live_weight, info.n_ids)  # type: ignore[union-attr]
+            current[(event.round, event.model)] = changed[(event.round, event.model)] = row
+            touched.add(key)
+            applied.append((record, event, g))
+        if changed:
+            await self.state.put_submissions(changed, {k: lives[k] for k in touched})
+            new_models = sorted({m for _, m in changed} - self._known_models)
+            await self.state.add_models(new_models)
+            self._known_models.update(new_models)
+        return applied
+
+    def _decide_submission(
+        self, record: InputRecord, event: Submission, info: Any, existing: SubmissionRow | None, stake: float
+    ) -> tuple[str, SubmissionRow | None, NDArray[np.float64] | None]:
+        """One submission against the round and the model's stored row: (outcome, new row, its G)."""
         if info.closed and record.timestamp_ms > info.close_ts:
             raise refuse("round_closed", f"round {event.round} closed before this submission")
         values = align_to_universe(event.predictions, event.ids, self._universe(info), partial=False)
-        prepared = scoring.prepare_submission(values)
-        existing = await self.state.get_submission(event.round, event.model)
         new_key = (record.timestamp_ms, record.offset)
         if existing is not None:
             if existing.order_key == new_key:
-                return "unchanged"
+                return "unchanged", None, None
             if existing.order_key > new_key:
                 raise refuse("superseded", f"a newer submission of {event.model} for round {event.round} is stored")
-        stake = float((await self.state.stakes_at([event.model], record.timestamp_ms, event.round))[0])
+        prepared = scoring.prepare_submission(values)
         g = gaussian_ranks(PreparedRound.stack([prepared]))[0]
         row = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, prepared.to_bytes())
-        # The partition's live sums are read, changed and written back: one writer at a time.
-        async with self._live_lock(event.round, record.partition):
-            live = await self._live_sums(event.round, info.n_ids, record.partition, existing, g, stake)
-            await self.state.put_submission(event.round, event.model, row, live)
-        try:
-            await self._live_alert(record, event, info, g)
-        except Exception as exc:  # advisory: never changes the submission's outcome
-            if is_transient(exc):
-                raise
-            log.exception("live corr_w_mm check failed for %s in round %d", event.model, event.round)
-        return "applied"
+        return "applied", row, g
 
-    async def _live_sums(
-        self, r: int, n_ids: int, partition: int, existing: SubmissionRow | None, g: NDArray[np.float64], stake: float
-    ) -> NDArray[np.float64]:
-        """The partition's running ``[Σw, Σw·G]`` with this submission in place of the model's earlier one."""
-        live = await self.state.get_live(r, partition, n_ids)
+    @staticmethod
+    def _move_live(
+        live: NDArray[np.float64], existing: SubmissionRow | None, partition: int, g: NDArray[np.float64], stake: float, n_ids: int
+    ) -> None:
+        """Put a submission into its partition's running ``[Σw, Σw·G]``, in place of the model's earlier one."""
         if existing is not None and existing.partition == partition and existing.live_weight > 0:
             old = gaussian_ranks(PreparedRound.stack([existing.submission(n_ids)]))[0]
             live[0] -= existing.live_weight
@@ -214,31 +304,38 @@ class Processor:
         if stake > 0:
             live[0] += stake
             live[1:] += stake * g
-        return live
 
-    async def _live_alert(self, record: InputRecord, event: Submission, info: Any, g: NDArray[np.float64]) -> None:
-        """Provisional CWMM of the submission against the round's running meta model."""
-        total = await self._live_total(event.round, info.n_ids)
-        if total[0] <= 0:
+    async def _round_info(self, round_number: int) -> Any:
+        """The stored round (None if never opened); its universe is read once per worker."""
+        cached = self._universes.get(round_number)
+        return await self.state.get_round(round_number, known_ids=cached[0] if cached else None)
+
+    async def _live_alerts(self, applied: list[tuple[InputRecord, Submission, NDArray[np.float64]]]) -> None:
+        """Provisional CWMM of each applied submission against its round's running meta model."""
+        found: list[tuple[int, dict[str, Any]]] = []
+        candidates: list[tuple[InputRecord, Submission, float]] = []
+        for record, event, g in applied:
+            total = await self._live_total(event.round, g.size)
+            if total[0] <= 0:
+                continue
+            cwmm = float(pearson_rows(signed_power(g, 1.5)[np.newaxis, :], total[1:] / total[0])[0])
+            if np.isfinite(cwmm):
+                candidates.append((record, event, cwmm))
+        if not candidates:
             return
-        meta = total[1:] / total[0]
-        cwmm = float(pearson_rows(signed_power(g, 1.5)[np.newaxis, :], meta)[0])
-        if not np.isfinite(cwmm):
-            return
-        history = (await self.state.get_histories([event.model]))[event.model]
+        histories = await self.state.get_histories(sorted({event.model for _, event, _ in candidates}))
         trend = await self.state.get_trend()
-        resolved = [r for r in trend if r < event.round]
-        top = trend[resolved[-1]].get("cwmm_p90") if resolved else None
-        previous_top = trend[resolved[-2]].get("cwmm_p90") if len(resolved) > 1 else None
-        found = alert_rules.cwmm_spike(
-            self.settings, event.model, event.round, cwmm, history, top, previous_top, stage="live"
-        )
-        log.debug("live corr_w_mm of %s in round %d: %.4f (history rounds %s)", event.model, event.round, cwmm, sorted(history))
-        if found is not None:
-            await self._publish_alerts([found], record.timestamp_ms)
-
-    def _live_lock(self, r: int, partition: int) -> asyncio.Lock:
-        return self._live_locks.setdefault((r, partition), asyncio.Lock())
+        for record, event, cwmm in candidates:
+            resolved = [r for r in trend if r < event.round]
+            top = trend[resolved[-1]].get("cwmm_p90") if resolved else None
+            previous_top = trend[resolved[-2]].get("cwmm_p90") if len(resolved) > 1 else None
+            alert = alert_rules.cwmm_spike(
+                self.settings, event.model, event.round, cwmm, histories[event.model], top, previous_top, stage="live"
+            )
+            if alert is not None:
+                found.append((record.timestamp_ms, alert))
+        for ts, alert in found:
+            await self._publish_alerts([alert], ts)
 
     async def _live_total(self, r: int, n_ids: int) -> NDArray[np.float64]:
         """The round's running meta-model sums over all partitions, re-read at most every LIVE_REFRESH_SECONDS."""
@@ -492,6 +589,13 @@ def _update_rank(entry: dict[str, Any] | None) -> tuple[int, int]:
     if entry is None:
         return (-1, -1)
     return (1 if entry["final"] else 0, int(entry["day"]))
+
+
+def as_refusal(exc: InvalidMessage | ScoringError) -> InvalidMessage:
+    """A refusal for an input the scoring core rejected (its reason code when it is one of ours)."""
+    if isinstance(exc, InvalidMessage):
+        return exc
+    return refuse(exc.reason if exc.reason in ("too_many_missing_targets", "non_finite") else "bad_field", str(exc))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -40,9 +40,11 @@ from streams.state import RedisState
 
 log = logging.getLogger(__name__)
 
-#: Applies one record (decide, write state, publish) — the processor, as the agents use it.
-Apply = Callable[[InputRecord, float], Awaitable[object]]
+#: Applies records of one partition in log order (decide, write state, publish), as the agents do.
+Apply = Callable[[list[tuple[InputRecord, float]]], Awaitable[object]]
 FETCH_TIMEOUT_MS = 1000
+#: Records a catch-up applies (and marks) together.
+CATCH_UP_BATCH = 64
 
 
 class Barrier:
@@ -161,13 +163,17 @@ class Barrier:
             if messages and not logged:
                 log.info("catching up %s[%d] from offset %d to %d", tp.topic, tp.partition, start, end - 1)
                 logged = True
-            for message in messages:
-                record = InputRecord(
-                    topic=topic, partition=tp.partition, offset=message.offset,
-                    timestamp_ms=message.timestamp, key=message.key, value=message.value,
-                )
-                await self.apply(record, time.monotonic())
-                await self.state.mark_processed(topic, tp.partition, message.offset, message.timestamp)
-                position = message.offset + 1
+            for first in range(0, len(messages), CATCH_UP_BATCH):
+                chunk = messages[first : first + CATCH_UP_BATCH]
+                now = time.monotonic()
+                await self.apply([
+                    (InputRecord(
+                        topic=topic, partition=tp.partition, offset=m.offset,
+                        timestamp_ms=m.timestamp, key=m.key, value=m.value,
+                    ), now)
+                    for m in chunk
+                ])
+                await self.state.mark_processed_many(topic, [(tp.partition, m.offset, m.timestamp) for m in chunk])
+                position = chunk[-1].offset + 1
             if position >= end and highwater is not None:
                 return

@@ -256,17 +256,60 @@ class RedisState:
         data = await self.r.hget(self.keys.subs(r), model)
         return None if data is None else SubmissionRow.decode(data)
 
-    async def put_submission(
-        self, r: int, model: str, row: SubmissionRow, live: NDArray[np.float64] | None
+    async def put_submissions(
+        self, rows: Mapping[tuple[int, str], SubmissionRow], lives: Mapping[tuple[int, int], NDArray[np.float64]]
     ) -> None:
-        """Store a submission (and its partition's new live meta-model sums) in one transaction."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.keys.subs(r), model, row.encode())
-        pipe.hincrby(self.keys.round(r), "subs_version", 1)
-        if live is not None:
-            pipe.set(self.keys.live(r, row.partition), _array_bytes(live))
-        await pipe.execute()
-        await self.r.sadd(self.keys.models(), model)
+        """Store submissions with their partitions' new live meta-model sums.
+
+        One transaction per round (a round's keys share a hash slot): a round's rows and its live
+        sums change together or not at all. ``rows``: (round, model) → row; ``lives``:
+        (round, partition) → ``[Σw, Σw·G]``.
+        """
+        rounds = sorted({r for r, _ in rows} | {r for r, _ in lives})
+        for r in rounds:
+            pipe = self.r.pipeline(transaction=True)
+            mapping = {model: row.encode() for (rr, model), row in rows.items() if rr == r}
+            if mapping:
+                pipe.hset(self.keys.subs(r), mapping=mapping)  # type: ignore[arg-type]
+                pipe.hincrby(self.keys.round(r), "subs_version", 1)
+            for (rr, partition), live in lives.items():
+                if rr == r:
+                    pipe.set(self.keys.live(r, partition), _array_bytes(live))
+            await pipe.execute()
+
+    async def add_models(self, models: Iterable[str]) -> None:
+        """Remember models that have submitted (the set behind the population-wide statistics)."""
+        models = list(models)
+        if models:
+            await self.r.sadd(self.keys.models(), *models)
+
+    async def submission_context(
+        self, wanted: list[tuple[int, str, int]], lives: list[tuple[int, int, int]]
+    ) -> tuple[list[SubmissionRow | None], list[float], list[NDArray[np.float64]]]:
+        """What deciding on a batch of submissions needs, in one round trip.
+
+        Arguments:
+            wanted: (round, model, event time) per submission.
+            lives: (round, partition, n_ids) per live meta-model sum to update.
+
+        Returns:
+            the stored submission of each (round, model) or None; the stake in force for each
+            at its event time (:meth:`stakes_at`'s rule); each partition's live sums.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        for r, model, at_ms in wanted:
+            pipe.hget(self.keys.subs(r), model)
+            pipe.zrevrangebyscore(self.keys.stakes(model), at_ms, "-inf")
+        for r, partition, _ in lives:
+            pipe.get(self.keys.live(r, partition))
+        raw = await pipe.execute()
+        rows = [None if data is None else SubmissionRow.decode(data) for data in raw[0 : 2 * len(wanted) : 2]]
+        stakes = [self._stake_in_force(members, r) for members, (r, _, _) in zip(raw[1 : 2 * len(wanted) : 2], wanted, strict=True)]
+        sums = [
+            np.zeros(n_ids + 1) if data is None else _array(data, (n_ids + 1,))
+            for data, (_, _, n_ids) in zip(raw[2 * len(wanted) :], lives, strict=True)
+        ]
+        return rows, stakes, sums
 
     async def submissions_version(self, r: int) -> int:
         """Counts the round's stored submission changes: equal versions mean the same submissions."""
@@ -314,14 +357,16 @@ class RedisState:
         pipe = self.r.pipeline(transaction=False)
         for model in models:
             pipe.zrevrangebyscore(self.keys.stakes(model), at_ms, "-inf")
-        out = np.zeros(len(models))
-        for i, members in enumerate(await pipe.execute()):
-            for member in members:  # newest first: event time, then offset
-                entry = self._parse_stake(member)
-                if entry.round is None or round_number is None or entry.round <= round_number:
-                    out[i] = entry.stake
-                    break
-        return out
+        return np.array([self._stake_in_force(members, round_number) for members in await pipe.execute()], dtype=np.float64)
+
+    @classmethod
+    def _stake_in_force(cls, members: list[bytes], round_number: int | None) -> float:
+        """The newest of ``members`` (newest first: event time, then offset) that applies to the round; 0 if none."""
+        for member in members:
+            entry = cls._parse_stake(member)
+            if entry.round is None or round_number is None or entry.round <= round_number:
+                return entry.stake
+        return 0.0
 
     # --- basis ---------------------------------------------------------------------------
     async def get_basis(self, r: int, fingerprint: str, n_models: int, n_ids: int, draws: int) -> RoundBasis | None:
@@ -449,6 +494,21 @@ class RedisState:
             keys=[self.keys.progress(topic), self.keys.watermark()],
             args=[partition, offset + 1, topic, timestamp_ms],
         )
+
+    async def mark_processed_many(self, topic: str, done: Iterable[tuple[int, int, int]]) -> None:
+        """:meth:`mark_processed` for many (partition, offset, event time) at once: one round trip."""
+        last: dict[int, tuple[int, int]] = {}
+        for partition, offset, ts in done:
+            o, t = last.get(partition, (-1, -1))
+            last[partition] = (max(o, offset), max(t, ts))
+        if not last:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for partition, (offset, ts) in sorted(last.items()):
+            await self._advance(
+                keys=[self.keys.progress(topic), self.keys.watermark()], args=[partition, offset + 1, topic, ts], client=pipe
+            )
+        await pipe.execute()
 
     async def progress(self, topic: str) -> dict[int, int]:
         raw = await self.r.hgetall(self.keys.progress(topic))

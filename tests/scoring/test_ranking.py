@@ -9,6 +9,7 @@ from numerai_tools import scoring as nt
 
 from scoring import gaussianize, rank_uniform, signed_power
 from scoring.errors import NonFiniteInput, ScoringError, ShapeMismatch
+from scoring.ranking import sort_structure
 
 UP = np.arange(5.0)
 UP_DOWN = np.array([1.0, 0, 1, 0, 1])
@@ -80,3 +81,20 @@ def test_rank_rejects_bad_shapes_and_modes() -> None:
         rank_uniform(np.zeros(1))
     with pytest.raises(ScoringError):
         rank_uniform(UP, ties="dense")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("decimals", [1, 2, 3, 5, None])
+def test_sort_structure_order_is_the_stable_argsort_at_every_tie_density(decimals: int | None) -> None:
+    # Rows with few tied positions are fixed up in place, rows with many re-sorted stably;
+    # a matrix mixing both (and tie-free rows) must give numpy's stable order everywhere.
+    rng = np.random.default_rng(11)
+    x = rng.random((40, 3000))
+    if decimals is not None:
+        x[::2] = x[::2].round(decimals)
+    x[5, 100:140] = 0.5  # one long run in an otherwise tie-free row
+    order, new_group = sort_structure(x)
+    stable = np.argsort(x, axis=1, kind="stable")
+    np.testing.assert_array_equal(order, stable)
+    ordered = np.take_along_axis(x, stable, axis=1)
+    np.testing.assert_array_equal(new_group[:, 1:], ordered[:, 1:] != ordered[:, :-1])
+    assert new_group[:, 0].all()

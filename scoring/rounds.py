@@ -51,6 +51,9 @@ from scoring.validation import DEFAULT_MAX_MISSING_RATIO, as_prediction_matrix, 
 # 8 bytes = 538 MB each) are fresh memory on every call and cost more in page faults than in
 # arithmetic; blocks this size are reused by the allocator, and peak memory stays small.
 BLOCK_BYTES = 16 << 20
+#: Gathers walk the rows in blocks of about this many bytes of float64, so that a block's
+#: indices and values stay in the CPU cache (measured: 16 MB blocks were ~1.5x slower).
+GATHER_BYTES = 1 << 20
 
 
 def block_rows(n_ids: int) -> int:
@@ -242,19 +245,41 @@ def sorted_dots(
     Returns:
         float64 ``[n_models, len(kinds)]``.
     """
-    m = prepared.n_models
-    weights = np.column_stack([tables.u if k is None else tables.sorted_without_ties(k) for k in kinds])
-    out = np.empty((m, len(kinds)), dtype=np.float64)
-    step = block_rows(prepared.n_ids)
+    return sorted_dots_many(prepared, tables, [(vector, kinds)])[0]
+
+
+def sorted_dots_many(
+    prepared: PreparedRound,
+    tables: RankTables,
+    requests: list[tuple[NDArray[np.float64], tuple[NDArray[np.float64] | None, ...]]],
+) -> list[NDArray[np.float64]]:
+    """:func:`sorted_dots` for several (vector, kinds) in one pass over the orders.
+
+    The rows are walked in blocks small enough (:data:`GATHER_BYTES`) that the block's
+    indices and gathered values stay in the CPU cache; each block's order is widened to
+    indices once and serves every vector. Results are identical to one call per vector.
+    """
+    m, n = prepared.n_models, prepared.n_ids
+    weights = [np.column_stack([tables.u if k is None else tables.sorted_without_ties(k) for k in kinds]) for _, kinds in requests]
+    outs = [np.empty((m, len(kinds)), dtype=np.float64) for _, kinds in requests]
+    step = max(1, GATHER_BYTES // (8 * max(n, 1)))
+    index = np.empty((min(step, m), n), dtype=np.intp)
+    gathered = np.empty((min(step, m), n), dtype=np.float64)
     for start in range(0, m, step):
         stop = min(start + step, m)
-        out[start:stop] = np.take(vector, prepared.order[start:stop].astype(np.intp)) @ weights
+        k = stop - start
+        np.copyto(index[:k], prepared.order[start:stop], casting="unsafe")
+        for (vector, _), w, out in zip(requests, weights, outs, strict=True):
+            np.take(vector, index[:k], out=gathered[:k])
+            np.matmul(gathered[:k], w, out=out[start:stop])
     if prepared.tie_rows.size:
-        gathered = vector[prepared.order[prepared.tie_rows]]
-        for col, kind in enumerate(kinds):
-            if kind is not None:
-                out[prepared.tie_rows, col] = (gathered * kind[prepared.tie_ranks]).sum(axis=1)
-    return out
+        tie_index = prepared.order[prepared.tie_rows]
+        for (vector, kinds), out in zip(requests, outs, strict=True):
+            tied = vector[tie_index]
+            for col, kind in enumerate(kinds):
+                if kind is not None:
+                    out[prepared.tie_rows, col] = (tied * kind[prepared.tie_ranks]).sum(axis=1)
+    return outs
 
 
 @dataclass(frozen=True)
@@ -388,9 +413,10 @@ def resolve_round(prepared: PreparedRound, basis: RoundBasis, targets: ArrayLike
     y = signed_power(t_c, 1.5)
     y = y - y.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
-        corr = sorted_dots(prepared, tables, y, (tables.g15,))[:, 0] / (basis.g15_centered_norm * np.sqrt(y @ y))
+        dots_y, dots_t = sorted_dots_many(prepared, tables, [(y, (tables.g15,)), (t_c, (tables.g, None))])
+        corr = dots_y[:, 0] / (basis.g15_centered_norm * np.sqrt(y @ y))
     if basis.has_meta_model:
-        g_t, u_t = sorted_dots(prepared, tables, t_c, (tables.g, None)).T
+        g_t, u_t = dots_t.T
         m_g = basis.meta_gauss
         scale = contribution_target_scale(t)
         contrib = scale * (g_t - (m_g @ t_c) * basis.g_meta / (m_g @ m_g)) / n

@@ -30,8 +30,12 @@ INPUT_TOPICS: tuple[str, ...] = ("rounds", "submissions", "stakes", "targets")
 #: Output topics (DESIGN §3), by short name.
 OUTPUT_TOPICS: tuple[str, ...] = ("scores", "leaderboard", "crowding", "alerts", "deadletter")
 #: Topic-level configs by short name. The leaderboard holds one standing per model, so it is
-#: compacted; ``scores`` stays a log (it is the per-round history analysts replay).
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {"leaderboard": {"cleanup.policy": "compact"}}
+#: compacted; ``scores`` stays a log (it is the per-round history analysts replay). The input
+#: topics keep their records for good: the state is rebuilt from them (streams.rebuild).
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "leaderboard": {"cleanup.policy": "compact"},
+    **{name: {"retention.ms": "-1"} for name in INPUT_TOPICS},
+}
 #: Topics with a single partition, whatever ``MMC_PARTITIONS`` says. Round lifecycle events
 #: and target updates are few (a handful per round per day) and must be processed in one
 #: total order: that order is what makes leaderboards, crowding trends and alerts

@@ -27,11 +27,13 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 
+from streams import failpoints
 from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, partitions_for, redis_client
 from streams.metrics import WorkerMetrics, worker_metrics_page
 from streams.outputs import Output
 from streams.processing import Processor, is_transient
 from streams.progress import Barrier
+from streams.rebuild import PUBLISHING, recover_if_behind
 from streams.records import InputRecord
 from streams.settings import Settings
 from streams.state import RedisState
@@ -57,6 +59,7 @@ class Runtime:
         self.state: RedisState | None = None
         self.barrier: Barrier | None = None
         self.metrics = WorkerMetrics()  # served at /metrics (streams.metrics)
+        self.on_sent: Callable[[int], None] | None = None  # told how many outputs each send carried
 
     @property
     def started(self) -> bool:
@@ -91,8 +94,9 @@ class Runtime:
     async def handle_records(self, records: list[tuple[InputRecord, float]]) -> None:
         """Apply records of one topic in log order (agents and barrier catch-ups alike).
 
-        Submissions go through the processor's batch path; other topics record by record,
-        except that records with different keys (different models) run concurrently.
+        Submissions go through the processor's batch path; stakes record by record, records
+        with different keys (different models) concurrently; rounds and targets strictly one
+        after another (their single partition's order is what makes the outputs deterministic).
         """
         if not records:
             return
@@ -101,6 +105,9 @@ class Runtime:
             outcomes = await with_retry(lambda: processor.handle_submissions(records))
             for (record, received_at), outcome in zip(records, outcomes, strict=True):
                 self.metrics.input_handled(record.topic, outcome, received_at)
+            return
+        if records[0][0].topic not in BATCHED_TOPICS:  # rounds, targets: one total order
+            await apply_in_order(self, records)
             return
         by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]] = {}
         for record, received_at in records:
@@ -111,6 +118,10 @@ class Runtime:
         """Produce every output and wait until the broker acknowledged all of them."""
         if self._producer is None:
             raise RuntimeError("runtime not started")
+        if self.on_sent is not None:
+            self.on_sent(len(outputs))
+        if not PUBLISHING.get():  # a rebuild recomputing outputs subscribers already have
+            return
         pending = [
             await self._producer.send(
                 self.settings.topic(o.topic),
@@ -267,6 +278,8 @@ async def apply_unless_applied(runtime: Runtime, records: list[tuple[InputRecord
         pending = [(r, t) for r, t in records if r.offset >= done.get(r.partition, 0)]
         await runtime.handle_records(pending)
         await with_retry(lambda: state.mark_processed_many(topic, [(r.partition, r.offset, r.timestamp_ms) for r, _ in pending]))
+        if topic == "submissions" and pending:
+            failpoints.reached("submissions.marked")
 
 
 async def with_retry(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -305,6 +318,7 @@ async def apply_with_retry(runtime: Runtime, record: InputRecord, received_at: f
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create the topics, then run one Faust worker in the foreground until SIGINT/SIGTERM."""
     asyncio.run(create_topics(settings))
+    asyncio.run(recover_if_behind(settings))
     app, _runtime = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -162,6 +162,36 @@ def worker() -> None:
     run_worker(settings)
 
 
+class PublishMode(StrEnum):
+    unfinished = "unfinished"
+    all = "all"
+    none = "none"
+
+
+@app.command()
+def rebuild(
+    wipe: bool = typer.Option(False, "--wipe", help="Delete every key of MMC_STATE_NAMESPACE first (rebuild from scratch)."),
+    publish: PublishMode = typer.Option(
+        PublishMode.unfinished, "--publish",
+        help="Outputs to send: 'unfinished' (records at/after the group's committed offsets), 'all' or 'none'.",
+    ),
+) -> None:
+    """Rebuild the Redis state from the input topics (stop the workers first).
+
+    Applies every input record the state has not applied (all of them after --wipe or a lost
+    Redis), in the worker's own code path; the worker does the same by itself at start-up
+    when it finds the state behind its group's committed offsets.
+    """
+    settings = _settings_or_exit()
+    from streams.rebuild import rebuild as run_rebuild
+
+    try:
+        report = asyncio.run(run_rebuild(settings, publish=publish.value, wipe=wipe))
+    except MmcStreamError as exc:
+        raise _fail(str(exc)) from exc
+    Console().print(f"rebuilt namespace {settings.state_namespace!r}: {report.summary()}")
+
+
 @app.command()
 def web(
     host: str | None = typer.Option(None, "--host", help="Bind address (default MMC_WEB_HOST)."),

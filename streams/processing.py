@@ -45,6 +45,7 @@ from scoring.metrics import pearson_rows
 from scoring.ranking import signed_power
 from scoring.rounds import PreparedRound, gaussian_ranks
 from streams import alerts as alert_rules
+from streams import failpoints
 from streams.errors import InvalidMessage
 from streams.outputs import Output, dead_letter, encode, json_output
 from streams.progress import Barrier
@@ -269,6 +270,7 @@ class Processor:
             applied.append((record, event, g))
         if changed:
             await self.state.put_submissions(changed, {k: lives[k] for k in touched})
+            failpoints.reached("submissions.stored")
             new_models = sorted({m for _, m in changed} - self._known_models)
             await self.state.add_models(new_models)
             self._known_models.update(new_models)
@@ -354,6 +356,7 @@ class Processor:
             if info is not None and info.closed and record.timestamp_ms > info.close_ts:
                 raise refuse("round_closed", f"round {event.round} closed before this stake update")
         await self.state.add_stake(event.model, StakeEntry(record.timestamp_ms, record.offset, event.round, event.stake))
+        failpoints.reached("stakes.stored")
         return "applied"
 
     # --- targets ------------------------------------------------------------------------------
@@ -366,7 +369,7 @@ class Processor:
         await self.barrier.wait_for("stakes", received_at)
         clock.lap("barriers")
         targets = align_to_universe(event.targets, event.ids, self._universe(info), partial=True)
-        models, prepared = await self._round_rows(event.round, info.n_ids)
+        models, prepared = await self._round_rows(event.round, info.n_ids, info.close_ts)
         stakes = await self._frozen_stakes(event.round, models, info.close_ts)
         fingerprint = self._fingerprint(event.round, models, stakes)
         clock.lap("load")
@@ -394,14 +397,18 @@ class Processor:
         h.update(f"{self.settings.seed_salt}:{self.settings.mmc_draws}:{self.settings.mmc_fraction}".encode())
         return h.hexdigest()
 
-    async def _round_rows(self, r: int, n_ids: int) -> tuple[list[str], PreparedRound]:
-        """The round's models (sorted) and prepared rows, reloaded only when its submissions changed."""
+    async def _round_rows(self, r: int, n_ids: int, close_ts: int) -> tuple[list[str], PreparedRound]:
+        """The round's models (sorted) and prepared rows, reloaded only when its submissions changed.
+
+        Only submissions made at or before the close count: one stamped later can only be stored
+        when its round's close record came later in the log than it (a producer out of order).
+        """
         version = await self.state.submissions_version(r)
         cached = self._prepared.get(r)
         if cached is not None and cached[0] == version:
             self._prepared.move_to_end(r)
             return cached[1], cached[2]
-        rows = await self.state.get_submissions(r)
+        rows = {m: row for m, row in (await self.state.get_submissions(r)).items() if row.timestamp_ms <= close_ts}
         if not rows:
             raise refuse("no_submissions", f"round {r} has no accepted submission to score")
         models = sorted(rows)
@@ -471,6 +478,7 @@ class Processor:
         as_of = {"round": r, "day": event.day, "final": event.final}
         rows = {m: standing(s, m, histories[m], as_of) for m in models}
         await self.state.put_standings({m: (standing_score(row), encode(row)) for m, row in rows.items()})
+        failpoints.reached("targets.history_written")
         ranks, board = await self.state.ranks(models)
         clock.lap("leaderboard")
         figures = round_figures(r, event.day, event.final, models, stakes, scores)
@@ -486,11 +494,13 @@ class Processor:
         outputs.append(json_output("crowding", str(r), crowding, ts))
         clock.lap("crowding")
         await self.send(outputs)
+        failpoints.reached("targets.scores_sent")
         clock.lap("send")
         await self.state.put_round_scores(r, {m: o.value for m, o in zip(models, outputs, strict=False)}, encode(crowding))
         if not info.alerted:
             found = await self._round_alerts(event, models, stakes, scores, histories, figures, trend, trend_table)
             await self._publish_alerts(found, ts)
+            failpoints.reached("targets.alerts_sent")
             await self.state.mark_round_alerted(r)
 
     async def _round_alerts(

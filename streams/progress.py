@@ -27,6 +27,7 @@ targets need rounds, submissions and stakes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Applies records of one partition in log order (decide, write state, publish), as the agents do.
 Apply = Callable[[list[tuple[InputRecord, float]]], Awaitable[object]]
-FETCH_TIMEOUT_MS = 1000
+POLL_MS = 25
 #: Records a catch-up applies (and marks) together.
 CATCH_UP_BATCH = 64
 
@@ -125,55 +126,67 @@ class Barrier:
         name = self.settings.topic(topic)
         partitions = [TopicPartition(name, p) for p in range(partitions_for(self.settings, topic))]
         starts, ends = await self._offsets_of(partitions)
-        for tp in partitions:
-            async with self.partition_lock(topic, tp.partition):
-                # Records before the log start are gone (retention): nothing to apply there.
-                done = max((await self.state.progress(topic)).get(tp.partition, 0), starts[tp])
-                await self._catch_up(topic, tp, done, ends[tp])
+        async with contextlib.AsyncExitStack() as held:
+            # Every partition of the topic at once, locks taken in partition order (as agents do).
+            for tp in partitions:
+                await held.enter_async_context(self.partition_lock(topic, tp.partition))
+            progress = await self.state.progress(topic)
+            # Records before the log start are gone (retention): nothing to apply there.
+            begin = {tp: max(progress.get(tp.partition, 0), starts[tp]) for tp in partitions}
+            await self._catch_up(topic, begin, ends)
         self._synced_at[topic] = max(self._synced_at.get(topic, -1.0), started)
 
-    async def _catch_up(self, topic: str, tp: TopicPartition, start: int, listed_end: int) -> None:
-        """Apply the records from ``start`` to the partition's end, in order (partition lock held).
+    async def _catch_up(self, topic: str, begin: dict[TopicPartition, int], listed_ends: dict[TopicPartition, int]) -> None:
+        """Apply each partition's records from ``begin`` to its end, in order (partition locks held).
 
         The end is the larger of the listed end offset and the high watermark of a fetch: the
         embedded broker (Tansu) lists the last batch's base offset + 1 as the end, so only a
-        fetch tells where the log really ends.
+        fetch tells where the log really ends. All partitions are fetched together.
         """
         consumer = await self._consumer(topic)
         async with self._consumer_locks[topic]:
-            consumer.assign([tp])
-            consumer.seek(tp, start)
+            consumer.assign(list(begin))
+            for tp, offset in begin.items():
+                consumer.seek(tp, offset)
             try:
-                await self._apply_range(consumer, topic, tp, start, listed_end)
+                await self._apply_ranges(consumer, topic, begin, listed_ends)
             finally:
                 consumer.assign([])  # stop fetching until the next catch-up
 
-    async def _apply_range(
-        self, consumer: AIOKafkaConsumer, topic: str, tp: TopicPartition, start: int, listed_end: int
+    async def _apply_ranges(
+        self,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        begin: dict[TopicPartition, int],
+        listed_ends: dict[TopicPartition, int],
     ) -> None:
         if self.apply is None:
             raise RuntimeError("Barrier.apply is not set")
-        position, end, logged = start, listed_end, False
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                end = max(end, highwater)
-            messages = [m for m in batch.get(tp, []) if m.offset < end]
-            if messages and not logged:
-                log.info("catching up %s[%d] from offset %d to %d", tp.topic, tp.partition, start, end - 1)
-                logged = True
-            for first in range(0, len(messages), CATCH_UP_BATCH):
-                chunk = messages[first : first + CATCH_UP_BATCH]
-                now = time.monotonic()
-                await self.apply([
-                    (InputRecord(
-                        topic=topic, partition=tp.partition, offset=m.offset,
-                        timestamp_ms=m.timestamp, key=m.key, value=m.value,
-                    ), now)
-                    for m in chunk
-                ])
-                await self.state.mark_processed_many(topic, [(tp.partition, m.offset, m.timestamp) for m in chunk])
-                position = chunk[-1].offset + 1
-            if position >= end and highwater is not None:
-                return
+        position, end = dict(begin), dict(listed_ends)
+        open_parts, logged = set(begin), set()
+        while open_parts:
+            # Short polls: getmany only returns early for records, and an empty partition's fetch
+            # answer (which brings the high watermark) must not cost a whole timeout.
+            batch = await consumer.getmany(*sorted(open_parts), timeout_ms=POLL_MS)
+            for tp in sorted(open_parts):
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    end[tp] = max(end[tp], highwater)
+                messages = [m for m in batch.get(tp, []) if m.offset < end[tp]]
+                if messages and tp not in logged:
+                    log.info("catching up %s[%d] from offset %d to %d", tp.topic, tp.partition, begin[tp], end[tp] - 1)
+                    logged.add(tp)
+                for first in range(0, len(messages), CATCH_UP_BATCH):
+                    chunk = messages[first : first + CATCH_UP_BATCH]
+                    now = time.monotonic()
+                    await self.apply([
+                        (InputRecord(
+                            topic=topic, partition=tp.partition, offset=m.offset,
+                            timestamp_ms=m.timestamp, key=m.key, value=m.value,
+                        ), now)
+                        for m in chunk
+                    ])
+                    await self.state.mark_processed_many(topic, [(tp.partition, m.offset, m.timestamp) for m in chunk])
+                    position[tp] = chunk[-1].offset + 1
+                if position[tp] >= end[tp] and highwater is not None:
+                    open_parts.discard(tp)

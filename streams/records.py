@@ -139,7 +139,7 @@ def _explain_json_error(value: bytes, exc: orjson.JSONDecodeError) -> InvalidMes
     if b"NaN" in value or b"Infinity" in value:
         try:
             json.loads(value)  # the stdlib accepts NaN/Infinity: then they were the only problem
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stdlib parser goes
             pass
         else:
             return refuse("non_finite", "NaN/Infinity are not JSON numbers; send finite numbers (or null for a missing target)")

@@ -55,6 +55,7 @@ DEADLETTER_HEADERS = "deadletter.headers.json"
 
 _DEFAULT_REASONS = {"required": "missing_field", "type": "wrong_type"}
 _MESSAGE_CHARS = 300
+_REPORT_DEPTH = 64  # nesting kept when a violation must be found on a truncated copy
 
 
 class SchemaViolation(ValueError):
@@ -89,11 +90,30 @@ def input_violation(topic: str, doc: Mapping[str, Any]) -> tuple[str, str] | Non
     filename = INPUT_SCHEMAS.get(topic)
     if filename is None:
         return None
+    validator = _validator(filename)
     try:
-        _validator(filename).validate(doc)
+        validator.validate(doc)
     except jsonschema_rs.ValidationError as error:
         return _reason(load_schema(filename), doc, error)
+    except ValueError:
+        # jsonschema-rs cannot build the error of an instance nested deeper than 255 levels
+        # ("Recursion limit reached"). No rule looks that deep: find it on a truncated copy.
+        shallow = _truncated(doc, _REPORT_DEPTH)
+        try:
+            validator.validate(shallow)
+        except jsonschema_rs.ValidationError as error:
+            return _reason(load_schema(filename), shallow, error)
+        return "bad_field", "the value is nested too deeply to tell which rule it breaks"
     return None
+
+
+def _truncated(value: Any, depth: int) -> Any:
+    """``value`` with every array and object nested deeper than ``depth`` levels emptied (types kept)."""
+    if isinstance(value, list):
+        return [_truncated(item, depth - 1) for item in value] if depth > 0 else []
+    if isinstance(value, dict):
+        return {key: _truncated(item, depth - 1) for key, item in value.items()} if depth > 0 else {}
+    return value
 
 
 def validate_output(topic: str, value: Any) -> None:
@@ -157,10 +177,28 @@ def _reason(schema: dict[str, Any], doc: Mapping[str, Any], error: Any) -> tuple
     if reason == "bad_model_id":
         return reason, f"model id {str(instance)[:80]!r} does not match {subschema['pattern']}"
     if reason == "duplicate_ids":
-        seen: set[Any] = set()
-        dup = next((x for x in instance if x in seen or seen.add(x)), None)  # type: ignore[func-returns-value]
-        return reason, f"id {str(dup)[:80]!r} appears more than once in {where!r}"
+        dup = _first_duplicate(instance)
+        what = "an item" if dup is None else f"id {str(dup)[:80]!r}"
+        return reason, f"{what} appears more than once in {where!r}"
     return reason, f"{where or 'the value'}: {str(error.message)[:_MESSAGE_CHARS]}"
+
+
+def _first_duplicate(items: list[Any]) -> Any:
+    """The first scalar of ``items`` equal (as JSON Schema compares) to an earlier one, else None.
+
+    Arrays and objects are skipped: they are unhashable, and an id must be a string anyway.
+    """
+    seen: set[tuple[str, Any]] = set()
+    for item in items:
+        if isinstance(item, (list, dict)):
+            continue
+        # true is not 1 in JSON Schema (it is in Python); 1 and 1.0 are equal in both.
+        kind = "bool" if isinstance(item, bool) else "str" if isinstance(item, str) else "scalar"
+        key = (kind, item)
+        if key in seen:
+            return item
+        seen.add(key)
+    return None
 
 
 def _json_type(value: Any) -> str:

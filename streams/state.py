@@ -140,6 +140,10 @@ class Keys:
     def __init__(self, namespace: str) -> None:
         self.ns = namespace
 
+    def everything(self) -> str:
+        """SCAN pattern of every key of the namespace."""
+        return f"{self.ns}:*"
+
     def round(self, r: int) -> str:
         return f"{self.ns}:{{r{r}}}:round"
 
@@ -209,6 +213,19 @@ class RedisState:
 
     async def close(self) -> None:
         await self.r.aclose()
+
+    async def wipe(self) -> int:
+        """Delete every key of this namespace (for a rebuild from scratch); returns how many."""
+        removed = 0
+        batch: list[bytes] = []
+        async for key in self.r.scan_iter(match=self.keys.everything(), count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += await self.r.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += await self.r.unlink(*batch)
+        return removed
 
     # --- rounds --------------------------------------------------------------------------
     async def get_round(self, r: int, known_ids: tuple[str, ...] | None = None) -> RoundInfo | None:

@@ -45,32 +45,40 @@ class Received:
         return orjson.loads(self.value)
 
 
+def start_worker(settings: Settings, log_path: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
+    """One real worker process (``python -m streams worker``) for ``settings``; its output to ``log_path``."""
+    environ = {**os.environ, **settings.to_env(), "MMC_WEB_ENABLED": "false", **env}
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed by stop_worker
+    proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=environ, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """SIGTERM (clean shutdown), then SIGKILL whatever is still running after ``timeout``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log = getattr(p, "log", None)
+        if hasattr(log, "close"):
+            log.close()
+
+
 @contextmanager
 def workers(settings: Settings, count: int = 1, log_dir: Path | None = None, **env: str) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``count`` real worker processes (``python -m streams worker``) for ``settings``; stopped on exit."""
-    procs = []
-    logs = []
-    for i in range(count):
-        environ = {**os.environ, **settings.to_env(), "MMC_WEB_ENABLED": "false", **env}
-        log = open(log_dir / f"worker{i}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
-        logs.append(log)
-        procs.append(subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=environ, stdout=log, stderr=subprocess.STDOUT))
+    """``count`` real worker processes for ``settings``; stopped on exit."""
+    procs = [start_worker(settings, log_dir / f"worker{i}.log" if log_dir else None, **env) for i in range(count)]
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for log in logs:
-            if hasattr(log, "close"):
-                log.close()
+        stop_workers(procs)
 
 
 async def produce(settings: Settings, events: Iterable[Event]) -> None:

@@ -164,3 +164,44 @@ def add_bad_inputs(t: Tournament, rng: np.random.Generator) -> None:
     t.add("rounds", str(empty_round), {"type": "open", "round": empty_round, "ids": ["x1", "x2", "x3"]}, T0 + 6 * DAY)
     t.add("rounds", str(empty_round), {"type": "close", "round": empty_round}, T0 + 6 * DAY + 1)
     t.add_bad("no_submissions", "targets", str(empty_round), {"round": empty_round, "day": 1, "final": True, "targets": [0, 0.5, 1]}, T0 + 6 * DAY + 2)
+
+
+def score_mismatches(t: Tournament, messages: list[dict[str, Any]], salt: str) -> list[str]:
+    """How published ``scores`` messages differ from the batch recomputation (empty: identical).
+
+    Checks every field recomputed in batch bit for bit, the stake and the MMC percentile, and
+    that each (round, day, model) of the tournament has exactly one distinct message.
+    """
+    from streams.resolution import percentiles
+
+    problems: list[str] = []
+    seen: dict[tuple[int, int, str], dict[str, Any]] = {}
+    for v in messages:
+        key = (v["round"], v["day"], v["model"])
+        if key in seen and seen[key] != v:
+            problems.append(f"{key}: two different messages")
+        seen[key] = v
+    for r, day, final, _ in t.target_updates:
+        models, stakes, batch = t.batch_scores(r, day, salt)
+        pct = percentiles(batch.mmc)
+        for i, model in enumerate(models):
+            got = seen.pop((r, day, model), None)
+            if got is None:
+                problems.append(f"{(r, day, model)}: no scores message")
+                continue
+            want = {name: getattr(batch, name)[i] for name in ("corr", "mmc", "contribution", "corr_w_mm")}
+            for name, value in want.items():
+                if got[name] != (None if np.isnan(value) else value):
+                    problems.append(f"{(r, day, model)} {name}: {got[name]!r} != {value!r}")
+            if got["final"] is not final or got["stake"] != stakes[i] or got["percentiles"]["mmc"] != pct[i]:
+                problems.append(f"{(r, day, model)}: final/stake/percentile differ")
+    problems += [f"{key}: not expected" for key in seen]
+    return problems
+
+
+def expected_counts(t: Tournament) -> dict[str, int]:
+    """Distinct outputs the tournament must produce: a scores and a leaderboard message per
+    (update, model), a crowding message per update, a dead letter per bad input."""
+    per_update = {r: sum(1 for (rr, _) in t.accepted if rr == r) for r in t.rounds}
+    scored = sum(per_update[r] for r, _, _, _ in t.target_updates)
+    return {"scores": scored, "leaderboard": scored, "crowding": len(t.target_updates), "deadletter": len(t.bad)}

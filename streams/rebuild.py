@@ -1,0 +1,182 @@
+"""Recovering Redis state from the input topics: ``mmc rebuild`` and the worker's start-up check.
+
+Redis holds everything the service derives, and all of it is a function of the input topics
+(DESIGN §4), so lost or stale state is rebuilt by applying the inputs again, in the same code
+path as the live worker: the barriers' catch-ups (:mod:`streams.progress`) read each input
+topic from the offset the state has applied (0 when empty) to its end and apply it — rounds,
+then stakes, then submissions, then targets, whose updates are applied in log order.
+
+What gets published while rebuilding. The worker's consumer group has committed the offsets
+whose outputs were sent (offsets are committed after a record is applied and its outputs
+acknowledged), so by default (``unfinished``) outputs are published only for records at or
+after the group's committed offset — those the worker may not have finished — and the outputs
+of records before it, which subscribers already have, are recomputed into Redis only.
+``all`` re-publishes everything (identical bytes; subscribers see duplicates), ``none``
+nothing.
+
+The worker runs :func:`recover_if_behind` before it joins the group: when the state is
+behind the group's committed offsets (Redis lost, or restored from an old snapshot) it
+rebuilds first, so it never scores from half a state.
+
+Retention: rebuilding needs every input record whose effect is still in the state — in
+practice the input topics must keep data for as long as the state is meant to hold it
+(the leaderboard's window of ``MMC_LEADERBOARD_WINDOW`` rounds plus the rounds still open or
+resolving). ``streams.admin.create_topics`` creates the input topics with unlimited
+retention (``retention.ms=-1``) for this reason; see README §Reliability.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.admin import INPUT_TOPICS, kafka_client_options, partitions_for
+from streams.records import InputRecord
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Publish = Literal["unfinished", "all", "none"]
+#: Whether outputs produced in the current context are sent (False while rebuilding records
+#: whose outputs subscribers already have).
+PUBLISHING: contextvars.ContextVar[bool] = contextvars.ContextVar("mmc_publishing", default=True)
+#: Catch-up order: each topic's decisions only depend on the topics before it.
+REBUILD_ORDER: tuple[str, ...] = ("rounds", "stakes", "submissions", "targets")
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild did."""
+
+    applied: dict[str, int] = field(default_factory=dict)  # records applied, by topic
+    published: int = 0  # outputs sent
+    withheld: int = 0  # outputs recomputed but not sent (subscribers already have them)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        topics = ", ".join(f"{t} {n:,}" for t, n in self.applied.items())
+        return (
+            f"applied {sum(self.applied.values()):,} records ({topics}); "
+            f"published {self.published:,} outputs, withheld {self.withheld:,}; {self.seconds:.1f} s"
+        )
+
+
+async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """The worker group's committed offset of every input partition (absent: none committed)."""
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out: dict[tuple[str, int], int] = {}
+        for topic in INPUT_TOPICS:
+            for p in range(partitions_for(settings, topic)):
+                offset = await consumer.committed(TopicPartition(settings.topic(topic), p))
+                if offset is not None and offset >= 0:
+                    out[(topic, p)] = offset
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def behind(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
+    """Partitions whose applied progress in Redis is below the group's committed offset:
+    ``(topic, partition) → (progress, committed)``. Empty when the state is intact."""
+    from streams.admin import redis_client
+    from streams.state import RedisState
+
+    committed = await committed_offsets(settings)
+    state = RedisState(redis_client(settings), settings.state_namespace)
+    try:
+        progress = {topic: await state.progress(topic) for topic in INPUT_TOPICS}
+    finally:
+        await state.close()
+    return {
+        (topic, p): (progress[topic].get(p, 0), offset)
+        for (topic, p), offset in sorted(committed.items())
+        if progress[topic].get(p, 0) < offset
+    }
+
+
+async def rebuild(settings: Settings, publish: Publish = "unfinished", wipe: bool = False) -> RebuildReport:
+    """Apply the input topics to the state, from where it stands (empty: the beginning) to their ends.
+
+    Arguments:
+        publish: which outputs to send (module docstring).
+        wipe: delete every key of ``MMC_STATE_NAMESPACE`` first (a rebuild from scratch).
+    """
+    from streams.app import Runtime  # the worker's runtime, without Faust
+
+    started = time.perf_counter()
+    committed = await committed_offsets(settings) if publish == "unfinished" else {}
+    report = RebuildReport(applied={t: 0 for t in REBUILD_ORDER})
+    runtime = Runtime(settings)
+    try:
+        await runtime.processor()
+        if runtime.barrier is None or runtime.state is None:
+            raise RuntimeError("runtime not started")
+        if wipe:
+            removed = await runtime.state.wipe()
+            log.warning("rebuild: deleted %d keys of namespace %r", removed, settings.state_namespace)
+        runtime.barrier.apply = _applier(runtime.handle_records, committed, publish, report)
+        runtime.on_sent = lambda n: _count(report, n)
+        for topic in REBUILD_ORDER:
+            await runtime.barrier.wait_for(topic, time.monotonic())
+    finally:
+        await runtime.stop()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def recover_if_behind(settings: Settings) -> RebuildReport | None:
+    """Rebuild (publishing only unfinished records) when the state is behind the group's commits."""
+    gaps = await behind(settings)
+    if not gaps:
+        return None
+    described = ", ".join(f"{t}[{p}] {have}<{want}" for (t, p), (have, want) in list(gaps.items())[:8])
+    log.warning("state is behind the committed offsets (%s): rebuilding from the input topics", described)
+    report = await rebuild(settings, publish="unfinished")
+    log.warning("rebuilt: %s", report.summary())
+    return report
+
+
+def _count(report: RebuildReport, n: int) -> None:
+    if PUBLISHING.get():
+        report.published += n
+    else:
+        report.withheld += n
+
+
+def _applier(
+    handle: Callable[[list[tuple[InputRecord, float]]], Awaitable[None]],
+    committed: dict[tuple[str, int], int],
+    publish: Publish,
+    report: RebuildReport,
+) -> Callable[[list[tuple[InputRecord, float]]], Awaitable[None]]:
+    """The barrier's apply while rebuilding: records split at the committed offset, each part
+    applied with publishing on or off."""
+
+    async def apply(records: list[tuple[InputRecord, float]]) -> None:
+        if not records:
+            return
+        topic = records[0][0].topic
+        report.applied[topic] = report.applied.get(topic, 0) + len(records)
+        if publish != "unfinished":
+            parts = [(records, publish == "all")]
+        else:
+            done = [(r, t) for r, t in records if r.offset < committed.get((topic, r.partition), 0)]
+            rest = [(r, t) for r, t in records if r.offset >= committed.get((topic, r.partition), 0)]
+            parts = [(done, False), (rest, True)]
+        for part, publishing in parts:
+            if part:
+                token = PUBLISHING.set(publishing)
+                try:
+                    await handle(part)
+                finally:
+                    PUBLISHING.reset(token)
+
+    return apply

@@ -12,7 +12,7 @@ The places (each between two effects that a crash must not separate wrongly):
 
 ======================================  ==========================================================
 ``submissions.stored``                  a batch of submissions is in Redis, its offsets not yet marked
-``submissions.marked``                  a batch's offsets are marked, Faust has not committed them
+``submissions.marked``                  a batch's offsets are marked (by an agent or a catch-up), not yet committed
 ``stakes.stored``                       a stake update is in Redis, its offset not yet marked
 ``targets.history_written``             an update's history and leaderboard are written, nothing sent
 ``targets.scores_sent``                 the outputs are sent, the round's scores not yet stored

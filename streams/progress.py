@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams import failpoints
 from streams.admin import kafka_client_options, partitions_for
 from streams.records import InputRecord
 from streams.settings import Settings
@@ -187,6 +188,8 @@ class Barrier:
                         for m in chunk
                     ])
                     await self.state.mark_processed_many(topic, [(tp.partition, m.offset, m.timestamp) for m in chunk])
+                    if topic == "submissions":
+                        failpoints.reached("submissions.marked")
                     position[tp] = chunk[-1].offset + 1
                 if position[tp] >= end[tp] and highwater is not None:
                     open_parts.discard(tp)

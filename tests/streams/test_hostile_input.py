@@ -661,7 +661,6 @@ def property_oversize(
         patch.setattr(
             records_module, "orjson", types.SimpleNamespace(loads=must_not_parse, JSONDecodeError=orjson.JSONDecodeError)
         )
-        patch.setattr(records_module, "json", types.SimpleNamespace(loads=must_not_parse))
         patch.setattr(records_module, "input_violation", must_not_parse)
         assert reason_of(decode_checked(make_record(topic, b"m1", value), max_bytes=max_bytes)) == "oversize"
     valid_topic, doc, key, _ = valid

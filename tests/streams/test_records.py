@@ -120,3 +120,20 @@ def test_align_to_universe_refusals(values: np.ndarray, ids: tuple[str, ...] | N
     with pytest.raises(InvalidMessage) as info:
         align_to_universe(values, ids, {"a": 0, "b": 1, "c": 2}, partial=False)
     assert info.value.reason == reason
+
+
+def test_the_refusal_of_deep_json_with_nan_does_not_depend_on_the_callers_stack() -> None:
+    # 900 levels around a NaN: within orjson's fixed nesting limit once NaN is nulled, but close
+    # to Python's recursion limit — a stack-dependent parser would answer differently when called
+    # from deep inside a worker than from here.
+    value = b"[" * 900 + b"NaN" + b"]" * 900
+    record = InputRecord("stakes", 0, 0, 0, b"m1", value)
+
+    def reason_at(depth: int) -> str:
+        if depth:
+            return reason_at(depth - 1)
+        with pytest.raises(InvalidMessage) as caught:
+            decode_input(record, 1 << 20, 1000)
+        return caught.value.reason
+
+    assert reason_at(0) == reason_at(800) == "non_finite"

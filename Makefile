@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-slow demo bench bench-stream lint clean
+.PHONY: venv test test-slow demo bench bench-stream bench-soak lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: $(STAMP)
 
 bench-stream: $(STAMP)
 	$(PY) benchmarks/bench_stream.py
+
+bench-soak: $(STAMP)
+	$(PY) benchmarks/bench_soak.py
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import IO
 
 import numpy as np
 import orjson
@@ -70,17 +71,27 @@ def wait_applied(settings: Settings, topic: str, count: int, timeout: float, wor
     raise TimeoutError(f"{topic}: only {done} of {count} applied")
 
 
-async def resolution_latency(settings: Settings, round_number: int, day: int, targets: list[float], n_models: int) -> float:
+async def tail_consumer(settings: Settings, *topics: str) -> AIOKafkaConsumer:
+    """A started consumer (no group) assigned to every partition of ``topics`` (short names), at their ends."""
     consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 << 20)
     await consumer.start()
     try:
-        name = settings.topic("scores")
         await consumer._client.force_metadata_update()  # noqa: SLF001
-        parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
+        names = [settings.topic(t) for t in topics]
+        parts = [TopicPartition(name, p) for name in names for p in sorted(consumer.partitions_for_topic(name) or [])]
         consumer.assign(parts)
         await consumer.seek_to_end(*parts)
         for tp in parts:
             await consumer.position(tp)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+async def resolution_latency(settings: Settings, round_number: int, day: int, targets: list[float], n_models: int) -> float:
+    consumer = await tail_consumer(settings, "scores")
+    try:
         value = orjson.dumps({"round": round_number, "day": day, "final": False, "targets": targets})
         sent = time.perf_counter()
         await produce(settings, [("targets", str(round_number).encode(), value, T0 + 10 * 86_400_000 + day)])
@@ -94,13 +105,33 @@ async def resolution_latency(settings: Settings, round_number: int, day: int, ta
         await consumer.stop()
 
 
-def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
+def bench_settings(stack: EmbeddedStack, partitions: int = 4) -> Settings:
+    """Settings on ``stack`` with fresh topics, consumer group and Redis namespace (a random tag), web off."""
     tag = uuid.uuid4().hex[:6]
-    settings = Settings(
+    return Settings(
         kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, topic_prefix=f"b{tag}.",
-        app_id=f"bench-{tag}", state_namespace=f"b{tag}", partitions=4, web_enabled=False,
+        app_id=f"bench-{tag}", state_namespace=f"b{tag}", partitions=partitions, web_enabled=False,
         max_message_bytes=8 << 20,
     )
+
+
+def start_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """One real worker process (``python -m streams worker``) configured by ``settings``, output to ``log``."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
+    settings = bench_settings(stack)
     asyncio.run(create_topics(settings))
     rng = np.random.default_rng(n_models)
     ids = [f"id{i:05d}" for i in range(n_ids)]
@@ -116,9 +147,8 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
         preds = (rng.uniform(0, 1) * crowd + rng.normal(size=n_ids)).tolist()
         subs.append(("submissions", m.encode(), orjson.dumps({"round": 1, "model": m, "predictions": preds}), T0 + 100_000 + i))
     asyncio.run(produce(settings, inputs + subs))
-    env = {**os.environ, **settings.to_env()}
     log = open(os.environ.get("MMC_BENCH_WORKER_LOG", os.devnull), "ab")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = start_worker(settings, log)
     try:
         first, last = wait_applied(settings, "submissions", n_models, timeout=3600, worker=worker)
         ingest = (n_models - 1) / (last - first) if last > first else float("nan")
@@ -128,11 +158,7 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
         day1 = asyncio.run(resolution_latency(settings, 1, 1, targets, n_models))
         day2 = asyncio.run(resolution_latency(settings, 1, 2, targets, n_models))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
     return {"ingest": ingest, "day1": day1, "day2": day2}
 
 

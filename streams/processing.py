@@ -74,7 +74,9 @@ from streams.state import RedisState, StakeEntry, SubmissionRow
 log = logging.getLogger(__name__)
 
 Sender = Callable[[list[Output]], Awaitable[None]]
-UNIVERSES_CACHED = 64
+UNIVERSES_CACHED = 32
+#: Rounds whose running meta-model total a worker keeps (the most recent ones).
+LIVE_TOTALS_CACHED = 16
 # The live CWMM compares a submission with the round's running meta model as last read; it
 # is re-read from Redis at most this often (it moves slowly once a round has many stakers).
 LIVE_REFRESH_SECONDS = 1.0
@@ -288,6 +290,10 @@ class Processor:
             if existing.order_key == new_key:
                 return "unchanged", None, None
             if existing.order_key > new_key:
+                if existing.partition == record.partition and existing.offset > record.offset:
+                    # The stored one came later in this partition's log: this record was applied
+                    # before it and then replaced — a redelivery after a crash. Nothing to do.
+                    return "unchanged", None, None
                 raise refuse("superseded", f"a newer submission of {event.model} for round {event.round} is stored")
         prepared = scoring.prepare_submission(values)
         g = gaussian_ranks(PreparedRound.stack([prepared]))[0]
@@ -325,7 +331,10 @@ class Processor:
                 candidates.append((record, event, cwmm))
         if not candidates:
             return
-        histories = await self.state.get_histories(sorted({event.model for _, event, _ in candidates}))
+        histories = {
+            m: latest_rounds(h, self._history_keep)
+            for m, h in (await self.state.get_histories(sorted({event.model for _, event, _ in candidates}))).items()
+        }
         trend = await self.state.get_trend()
         for record, event, cwmm in candidates:
             resolved = [r for r in trend if r < event.round]
@@ -346,6 +355,8 @@ class Processor:
         if cached is None or now - cached[0] > LIVE_REFRESH_SECONDS:
             cached = (now, await self.state.get_live_total(r, n_ids, self.settings.partitions))
             self._live_totals[r] = cached
+            for old in sorted(self._live_totals)[:-LIVE_TOTALS_CACHED]:
+                del self._live_totals[old]
         return cached[1]
 
     # --- stakes -------------------------------------------------------------------------------
@@ -435,8 +446,15 @@ class Processor:
         owns the targets partition; the cache is dropped when partitions are revoked)."""
         missing = [m for m in models if m not in self._history_cache]
         if missing:
-            self._history_cache.update(await self.state.get_histories(missing))
+            fetched = await self.state.get_histories(missing)
+            self._history_cache.update({m: latest_rounds(h, self._history_keep) for m, h in fetched.items()})
         return {m: self._history_cache[m] for m in models}
+
+    @property
+    def _history_keep(self) -> int:
+        """Rounds of a model's history every decision looks at (its latest scored ones)."""
+        s = self.settings
+        return max(s.history_rounds, s.leaderboard_window, s.alert_cwmm_baseline_rounds + 1)
 
     def forget_cached_state(self) -> None:
         """Drop every cache of state another worker may change (after a rebalance)."""
@@ -475,6 +493,8 @@ class Processor:
         await self.state.put_history(r, newer)
         for m, entry in newer.items():
             histories[m][r] = entry
+            trimmed = latest_rounds(histories[m], self._history_keep)
+            histories[m] = self._history_cache[m] = trimmed
         as_of = {"round": r, "day": event.day, "final": event.final}
         rows = {m: standing(s, m, histories[m], as_of) for m in models}
         await self.state.put_standings({m: (standing_score(row), encode(row)) for m, row in rows.items()})
@@ -599,6 +619,14 @@ def _update_rank(entry: dict[str, Any] | None) -> tuple[int, int]:
     if entry is None:
         return (-1, -1)
     return (1 if entry["final"] else 0, int(entry["day"]))
+
+
+def latest_rounds(history: dict[int, Any], keep: int) -> dict[int, Any]:
+    """A model's history restricted to its ``keep`` latest rounds — the same view whether it
+    comes from a worker's cache or straight from Redis (so decisions never depend on which)."""
+    if len(history) <= keep:
+        return history
+    return {r: history[r] for r in sorted(history)[-keep:]}
 
 
 def as_refusal(exc: InvalidMessage | ScoringError) -> InvalidMessage:

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     mmc_fraction: float = Field(0.67, gt=0, le=1)
     max_missing_ratio: float = Field(0.2, ge=0, lt=1, description="Updates with more missing targets are not scored.")
     leaderboard_window: int = Field(20, ge=1, description="Rounds in the rolling leaderboard window.")
+    history_rounds: int = Field(
+        60, ge=1,
+        description="A model's latest scored rounds that leaderboard rows and alerts look at (at least the leaderboard window and the CWMM baseline + 1, and more than the rounds resolving at once); older history stays in Redis.",
+    )
     payout_corr_multiplier: float = 0.5
     payout_mmc_multiplier: float = 2.0
     payout_clip: float = Field(0.05, gt=0)

@@ -11,9 +11,7 @@ from rich.console import Console
 from streams.demo import DemoConfig, run_demo
 from streams.simulation import SimulationConfig
 
-# Slow: in the full suite this run has exceeded the 600 s test timeout (71 of 90 updates
-# scored); alone it passed in 57 s. Investigate ingestion speed before moving it back.
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e
 
 
 def test_demo_reproduces_the_articles_findings_from_the_stream(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import orjson
 import pytest
 import redis as redis_sync
 from aiokafka import AIOKafkaProducer
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from streams.admin import INPUT_TOPICS, kafka_client_options
@@ -151,13 +151,17 @@ def run_hostile_batches(make_settings: Callable[..., Settings], tmp_path: Path, 
                 assert effect_in_state(client, s, record, decoded, scored), (topic, key, value[:200] if value else value)
         sent.append(len(records))
 
-    run = given(st.lists(stream_records(), min_size=size, max_size=size))(batch)
-    run = settings(
-        max_examples=max(1, total // size), derandomize=True, deadline=None, database=None,
-        phases=[Phase.generate], suppress_health_check=list(HealthCheck),
-    )(run)
+    given_batch = given(st.lists(stream_records(), min_size=size, max_size=size))(batch)
+    common = {"deadline": None, "database": None, "phases": [Phase.generate], "suppress_health_check": list(HealthCheck)}
     try:
-        run()
+        # First a derandomized run; Hypothesis may end a run before max_examples (examples it
+        # cannot finish generating), so runs with fixed seeds follow until the total is reached.
+        settings(max_examples=max(1, total // size), derandomize=True, **common)(given_batch)()
+        for n in range(200):
+            if sum(sent) >= total:
+                break
+            remaining = -(-(total - sum(sent)) // size)
+            seed(n)(settings(max_examples=remaining, **common)(given_batch))()
         assert worker.poll() is None, f"the worker died; see {log}"
     finally:
         stop_workers([worker])

@@ -151,17 +151,19 @@ def run_hostile_batches(make_settings: Callable[..., Settings], tmp_path: Path, 
                 assert effect_in_state(client, s, record, decoded, scored), (topic, key, value[:200] if value else value)
         sent.append(len(records))
 
-    given_batch = given(st.lists(stream_records(), min_size=size, max_size=size))(batch)
+    def given_batch() -> Any:  # a fresh Hypothesis test per run (settings attach to it)
+        return given(st.lists(stream_records(), min_size=size, max_size=size))(batch)
+
     common = {"deadline": None, "database": None, "phases": [Phase.generate], "suppress_health_check": list(HealthCheck)}
     try:
         # First a derandomized run; Hypothesis may end a run before max_examples (examples it
         # cannot finish generating), so runs with fixed seeds follow until the total is reached.
-        settings(max_examples=max(1, total // size), derandomize=True, **common)(given_batch)()
+        settings(max_examples=max(1, total // size), derandomize=True, **common)(given_batch())()
         for n in range(200):
             if sum(sent) >= total:
                 break
             remaining = -(-(total - sum(sent)) // size)
-            seed(n)(settings(max_examples=remaining, **common)(given_batch))()
+            seed(n)(settings(max_examples=remaining, **common)(given_batch()))()
         assert worker.poll() is None, f"the worker died; see {log}"
     finally:
         stop_workers([worker])
@@ -174,5 +176,6 @@ def test_hostile_records_through_the_broker_are_all_accounted_for(make_settings:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~100 batches of 100 through the broker
 def test_hostile_records_through_the_broker_full_run(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     assert run_hostile_batches(make_settings, tmp_path, total=10_000, size=100) >= 10_000

@@ -27,12 +27,11 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 
-from streams import failpoints
 from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, partitions_for, redis_client
 from streams.metrics import WorkerMetrics, worker_metrics_page
 from streams.outputs import Output
 from streams.processing import Processor, is_transient
-from streams.progress import Barrier
+from streams.progress import Barrier, mark_applied
 from streams.rebuild import PUBLISHING, recover_if_behind
 from streams.records import InputRecord
 from streams.settings import Settings
@@ -277,9 +276,7 @@ async def apply_unless_applied(runtime: Runtime, records: list[tuple[InputRecord
         done = await with_retry(lambda: state.progress(topic))
         pending = [(r, t) for r, t in records if r.offset >= done.get(r.partition, 0)]
         await runtime.handle_records(pending)
-        await with_retry(lambda: state.mark_processed_many(topic, [(r.partition, r.offset, r.timestamp_ms) for r, _ in pending]))
-        if topic == "submissions" and pending:
-            failpoints.reached("submissions.marked")
+        await with_retry(lambda: mark_applied(state, topic, [(r.partition, r.offset, r.timestamp_ms) for r, _ in pending]))
 
 
 async def with_retry(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -297,22 +294,9 @@ async def with_retry(call: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def apply_in_order(runtime: Runtime, group: list[tuple[InputRecord, float]]) -> None:
+    """Apply records one after another, each retried until the infrastructure lets it through."""
     for record, received_at in group:
-        await apply_with_retry(runtime, record, received_at)
-
-
-async def apply_with_retry(runtime: Runtime, record: InputRecord, received_at: float) -> str:
-    """Apply a record until the infrastructure lets it through."""
-    delay = RETRY_MIN_SECONDS
-    while True:
-        try:
-            return await runtime.handle(record, received_at)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("retrying %s[%d]@%d in %.1f s: %r", record.topic, record.partition, record.offset, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
+        await with_retry(lambda r=record, t=received_at: runtime.handle(r, t))
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -42,7 +42,6 @@ import scoring
 from scoring.crowding import ScoreTable, stake_jump_events
 from scoring.errors import ScoringError
 from scoring.metrics import pearson_rows
-from scoring.ranking import signed_power
 from scoring.rounds import PreparedRound, gaussian_ranks
 from streams import alerts as alert_rules
 from streams import failpoints
@@ -103,18 +102,20 @@ class Processor:
 
         Transient infrastructure errors (Redis, Kafka) propagate: the caller retries the record.
         """
+        if record.topic == "submissions":  # the batch path decodes and refuses on its own
+            return (await self.handle_submissions([(record, received_at)]))[0]
         try:
             decoded = decode_input(record, self.settings.max_message_bytes, self.settings.max_ids)
             if isinstance(decoded, RoundOpen):
                 outcome = await self._open(record, decoded)
             elif isinstance(decoded, RoundClose):
                 outcome = await self._close(record, decoded)
-            elif isinstance(decoded, Submission):
-                return (await self.handle_submissions([(record, received_at)]))[0]
             elif isinstance(decoded, StakeUpdate):
                 outcome = await self._stake(record, decoded, received_at)
-            else:
+            elif isinstance(decoded, TargetsUpdate):
                 outcome = await self._targets(record, decoded, received_at)
+            else:  # a submission: the topic check above sends those to the batch path
+                raise ValueError(f"{record.topic} decoded to {type(decoded).__name__}")
         except InvalidMessage as exc:
             await self._refuse(record, exc)
             return exc.reason
@@ -132,8 +133,9 @@ class Processor:
         return outcome
 
     async def _refuse(self, record: InputRecord, error: InvalidMessage) -> None:
-        log.info("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, error)
-        await self.send([dead_letter(record, error, self.settings.topic_prefix)])
+        letters: list[Output] = []
+        self._refusal(record, error, letters)
+        await self.send(letters)
 
     # --- rounds -------------------------------------------------------------------------------
     async def _open(self, record: InputRecord, event: RoundOpen) -> str:
@@ -159,8 +161,7 @@ class Processor:
 
     async def _round_for(self, round_number: int, record: InputRecord, received_at: float) -> Any:
         await self.barrier.wait_for("rounds", received_at, record.timestamp_ms)
-        cached = self._universes.get(round_number)
-        info = await self.state.get_round(round_number, known_ids=cached[0] if cached else None)
+        info = await self._round_info(round_number)
         if info is None:
             raise refuse("unknown_round", f"round {round_number} was never opened")
         return info
@@ -226,12 +227,16 @@ class Processor:
         decoded: list[tuple[int, InputRecord, Submission]],
         outcomes: list[str | None],
         refusals: list[Output],
-    ) -> list[tuple[InputRecord, Submission, NDArray[np.float64]]]:
+    ) -> list[tuple[InputRecord, Submission, PreparedRound]]:
         """Decide, then store, every decoded submission; returns the applied ones with their ranks."""
         if not decoded:
             return []
         latest = max(received_at for _, received_at in batch)
         await self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for _, record, _ in decoded))
+        # The stake stored with a row (its weight in the live meta model) is the one in force at
+        # its event time: every stake appended before the batch was received must be applied, or
+        # a replay would store a different weight than the live run did.
+        await self.barrier.wait_for("stakes", latest)
         infos = {r: await self._round_info(r) for r in sorted({event.round for _, _, event in decoded})}
         known = [(i, record, event) for i, record, event in decoded if infos[event.round] is not None]
         for i, record, event in decoded:
@@ -248,11 +253,11 @@ class Processor:
             current.setdefault((event.round, event.model), row)
         changed: dict[tuple[int, str], SubmissionRow] = {}
         touched: set[tuple[int, int]] = set()
-        applied: list[tuple[InputRecord, Submission, NDArray[np.float64]]] = []
+        applied: list[tuple[InputRecord, Submission, PreparedRound]] = []
         for (i, record, event), stake in zip(known, stakes, strict=True):
             info = infos[event.round]
             try:
-                outcome, row, g = self._decide_submission(record, event, info, current[(event.round, event.model)], stake)
+                outcome, row, ranked = self._decide_submission(record, event, info, current[(event.round, event.model)], stake)
             except (InvalidMessage, ScoringError) as exc:
                 outcomes[i] = self._refusal(record, as_refusal(exc), refusals)
                 continue
@@ -263,13 +268,14 @@ class Processor:
                 outcomes[i] = self._refusal(record, refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500]), refusals)
                 continue
             outcomes[i] = outcome
-            if row is None or g is None:
+            if row is None or ranked is None:
                 continue
             key = (event.round, record.partition)
+            g = gaussian_ranks(ranked)[0]
             self._move_live(lives[key], current[(event.round, event.model)], record.partition, g, row.live_weight, info.n_ids)  # type: ignore[union-attr]
             current[(event.round, event.model)] = changed[(event.round, event.model)] = row
             touched.add(key)
-            applied.append((record, event, g))
+            applied.append((record, event, ranked))
         if changed:
             await self.state.put_submissions(changed, {k: lives[k] for k in touched})
             failpoints.reached("submissions.stored")
@@ -280,8 +286,8 @@ class Processor:
 
     def _decide_submission(
         self, record: InputRecord, event: Submission, info: Any, existing: SubmissionRow | None, stake: float
-    ) -> tuple[str, SubmissionRow | None, NDArray[np.float64] | None]:
-        """One submission against the round and the model's stored row: (outcome, new row, its G)."""
+    ) -> tuple[str, SubmissionRow | None, PreparedRound | None]:
+        """One submission against the round and the model's stored row: (outcome, new row, its ranks)."""
         if info.closed and record.timestamp_ms > info.close_ts:
             raise refuse("round_closed", f"round {event.round} closed before this submission")
         values = align_to_universe(event.predictions, event.ids, self._universe(info), partial=False)
@@ -296,9 +302,8 @@ class Processor:
                     return "unchanged", None, None
                 raise refuse("superseded", f"a newer submission of {event.model} for round {event.round} is stored")
         prepared = scoring.prepare_submission(values)
-        g = gaussian_ranks(PreparedRound.stack([prepared]))[0]
         row = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, prepared.to_bytes())
-        return "applied", row, g
+        return "applied", row, PreparedRound.stack([prepared])
 
     @staticmethod
     def _move_live(
@@ -318,15 +323,16 @@ class Processor:
         cached = self._universes.get(round_number)
         return await self.state.get_round(round_number, known_ids=cached[0] if cached else None)
 
-    async def _live_alerts(self, applied: list[tuple[InputRecord, Submission, NDArray[np.float64]]]) -> None:
+    async def _live_alerts(self, applied: list[tuple[InputRecord, Submission, PreparedRound]]) -> None:
         """Provisional CWMM of each applied submission against its round's running meta model."""
         found: list[tuple[int, dict[str, Any]]] = []
         candidates: list[tuple[InputRecord, Submission, float]] = []
-        for record, event, g in applied:
-            total = await self._live_total(event.round, g.size)
+        for record, event, ranked in applied:
+            total = await self._live_total(event.round, ranked.n_ids)
             if total[0] <= 0:
                 continue
-            cwmm = float(pearson_rows(signed_power(g, 1.5)[np.newaxis, :], total[1:] / total[0])[0])
+            # G^1.5 straight from the rank table (the same values as signed_power of G, no pow per id)
+            cwmm = float(pearson_rows(gaussian_ranks(ranked, pow_1_5=True), total[1:] / total[0])[0])
             if np.isfinite(cwmm):
                 candidates.append((record, event, cwmm))
         if not candidates:

@@ -20,8 +20,10 @@ received serves it too (records fetched together share one check), and for the
 single-partition ``rounds`` topic, whose event times only grow, a watermark at or past the
 record's event time already proves that every earlier round event has been applied.
 
-Catch-ups nest without cycles: rounds needs nothing; stakes and submissions need rounds;
-targets need rounds, submissions and stakes.
+Catch-ups nest without cycles: rounds needs nothing; stakes need rounds; submissions need
+rounds and stakes (the stake in force is stored with each row); targets need rounds,
+submissions and stakes. A record's own partition lock is held while it waits, so locks are
+taken in the order targets → submissions → stakes → rounds, never the other way round.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ Apply = Callable[[list[tuple[InputRecord, float]]], Awaitable[object]]
 POLL_MS = 25
 #: Records a catch-up applies (and marks) together.
 CATCH_UP_BATCH = 64
+
+
+async def mark_applied(state: RedisState, topic: str, done: list[tuple[int, int, int]]) -> None:
+    """Mark (partition, offset, event time) records applied — agents and catch-ups alike."""
+    await state.mark_processed(topic, done)
+    if topic == "submissions" and done:
+        failpoints.reached("submissions.marked")
 
 
 class Barrier:
@@ -187,9 +196,7 @@ class Barrier:
                         ), now)
                         for m in chunk
                     ])
-                    await self.state.mark_processed_many(topic, [(tp.partition, m.offset, m.timestamp) for m in chunk])
-                    if topic == "submissions":
-                        failpoints.reached("submissions.marked")
+                    await mark_applied(self.state, topic, [(tp.partition, m.offset, m.timestamp) for m in chunk])
                     position[tp] = chunk[-1].offset + 1
                 if position[tp] >= end[tp] and highwater is not None:
                     open_parts.discard(tp)

@@ -269,10 +269,6 @@ class RedisState:
         return [int(x) for x in await self.r.zrange(self.keys.rounds(), 0, -1)]
 
     # --- submissions ---------------------------------------------------------------------
-    async def get_submission(self, r: int, model: str) -> SubmissionRow | None:
-        data = await self.r.hget(self.keys.subs(r), model)
-        return None if data is None else SubmissionRow.decode(data)
-
     async def put_submissions(
         self, rows: Mapping[tuple[int, str], SubmissionRow], lives: Mapping[tuple[int, int], NDArray[np.float64]]
     ) -> None:
@@ -336,11 +332,6 @@ class RedisState:
     async def get_submissions(self, r: int) -> dict[str, SubmissionRow]:
         raw = await self.r.hgetall(self.keys.subs(r))
         return {k.decode(): SubmissionRow.decode(v) for k, v in raw.items()}
-
-    async def get_live(self, r: int, partition: int, n_ids: int) -> NDArray[np.float64]:
-        """Partition's running ``[Σ w, Σ w·G]`` (length n_ids + 1), zeros when none yet."""
-        data = await self.r.get(self.keys.live(r, partition))
-        return np.zeros(n_ids + 1) if data is None else _array(data, (n_ids + 1,))
 
     async def get_live_total(self, r: int, n_ids: int, partitions: int) -> NDArray[np.float64]:
         """Sum of every partition's live sums, partitions added in index order."""
@@ -505,15 +496,10 @@ class RedisState:
         return [orjson.loads(a) for a in await self.r.lrange(self.keys.alerts(), 0, limit - 1)]
 
     # --- progress (barriers) ---------------------------------------------------------------
-    async def mark_processed(self, topic: str, partition: int, offset: int, timestamp_ms: int) -> None:
-        """Record that ``offset`` of ``topic``/``partition`` is done (progress only moves forward)."""
-        await self._advance(
-            keys=[self.keys.progress(topic), self.keys.watermark()],
-            args=[partition, offset + 1, topic, timestamp_ms],
-        )
-
-    async def mark_processed_many(self, topic: str, done: Iterable[tuple[int, int, int]]) -> None:
-        """:meth:`mark_processed` for many (partition, offset, event time) at once: one round trip."""
+    async def mark_processed(self, topic: str, done: Iterable[tuple[int, int, int]]) -> None:
+        """Record (partition, offset, event time) of ``topic`` as done, in one round trip: each
+        partition's progress moves to its highest offset + 1 and the topic's watermark to the
+        highest event time (both only ever move forward)."""
         last: dict[int, tuple[int, int]] = {}
         for partition, offset, ts in done:
             o, t = last.get(partition, (-1, -1))

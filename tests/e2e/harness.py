@@ -45,6 +45,15 @@ class Received:
         return orjson.loads(self.value)
 
 
+def applied_offsets(client: Any, settings: Settings) -> dict[tuple[str, int], int]:
+    """The worker's progress from Redis: (input topic, partition) → next offset to apply."""
+    from streams.admin import INPUT_TOPICS
+    from streams.state import Keys
+
+    keys = Keys(settings.state_namespace)
+    return {(t, int(p)): int(v) for t in INPUT_TOPICS for p, v in client.hgetall(keys.progress(t)).items()}
+
+
 def start_worker(settings: Settings, log_path: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
     """One real worker process (``python -m streams worker``) for ``settings``; its output to ``log_path``."""
     environ = {**os.environ, **settings.to_env(), "MMC_WEB_ENABLED": "false", **env}

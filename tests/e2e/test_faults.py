@@ -37,7 +37,7 @@ from streams.admin import INPUT_TOPICS
 from streams.settings import Settings
 from streams.state import Keys
 from tests.conftest import run_sync
-from tests.e2e.harness import Received, collect, end_offsets, produce, start_worker, stop_workers
+from tests.e2e.harness import Received, applied_offsets, collect, end_offsets, produce, start_worker, stop_workers
 from tests.e2e.tournament import DAY, T0, Tournament, build, expected_counts, score_mismatches
 
 pytestmark = pytest.mark.e2e
@@ -62,8 +62,8 @@ def fault_settings(make_settings: Callable[..., Settings]) -> Settings:
 
 def applied(client: redis_sync.Redis, settings: Settings) -> dict[str, int]:
     """Records applied per input topic (the worker's progress: next offset, summed over partitions)."""
-    keys = Keys(settings.state_namespace)
-    return {t: sum(int(v) for v in client.hgetall(keys.progress(t)).values()) for t in INPUT_TOPICS}
+    done = applied_offsets(client, settings)
+    return {t: sum(n for (topic, _), n in done.items() if topic == t) for t in INPUT_TOPICS}
 
 
 def kill_plan(rng: random.Random) -> list[tuple[str, Any]]:

@@ -35,7 +35,7 @@ from streams.records import REASONS, InputRecord, RoundClose, RoundOpen, StakeUp
 from streams.settings import Settings
 from streams.state import Keys, SubmissionRow
 from tests.conftest import run_sync
-from tests.e2e.harness import collect, end_offsets, start_worker, stop_workers
+from tests.e2e.harness import applied_offsets, collect, end_offsets, start_worker, stop_workers
 from tests.streams.test_hostile_input import (
     HOSTILE_BYTES,
     HOSTILE_KEYS,
@@ -88,11 +88,6 @@ async def send_all(s: Settings, records: list[tuple[str, bytes | None, bytes | N
         await producer.stop()
 
 
-def applied_to(client: redis_sync.Redis, s: Settings) -> dict[tuple[str, int], int]:
-    keys = Keys(s.state_namespace)
-    return {(t, int(p)): int(v) for t in INPUT_TOPICS for p, v in client.hgetall(keys.progress(t)).items()}
-
-
 def effect_in_state(client: redis_sync.Redis, s: Settings, record: InputRecord, decoded: Any, scored: set[tuple[int, int]]) -> bool:
     """Whether an accepted record left its documented trace."""
     keys = Keys(s.state_namespace)
@@ -125,7 +120,7 @@ def run_hostile_batches(make_settings: Callable[..., Settings], tmp_path: Path, 
         for topic, partition, offset, _ in coords:
             want[(topic, partition)] = max(want.get((topic, partition), 0), offset + 1)
         deadline = time.monotonic() + 120
-        while any(applied_to(client, s).get(k, 0) < v for k, v in want.items()):
+        while any(applied_offsets(client, s).get(k, 0) < v for k, v in want.items()):
             assert worker.poll() is None, f"the worker died (exit {worker.returncode}); see {log}"
             assert time.monotonic() < deadline, f"the worker did not get through the batch; see {log}"
             time.sleep(0.05)

@@ -112,6 +112,32 @@ def test_prepared_bytes_of_wrong_length_are_refused() -> None:
         PreparedSubmission.from_bytes(blob[:-1], 10)
 
 
+def test_an_order_beyond_the_universe_is_refused() -> None:
+    """Gathers skip numpy's bounds check, so a corrupt order must be refused when the rows are built."""
+    blob = bytearray(prepare_submission(np.arange(10.0)).to_bytes())
+    blob[0:2] = (10).to_bytes(2, "little")  # id 10 in a universe of 10
+    with pytest.raises(ShapeMismatch):
+        PreparedRound.stack([PreparedSubmission.from_bytes(bytes(blob), 10)])
+
+
+@pytest.mark.parametrize("threads, block_bytes", [(1, 2 << 20), (3, 256 << 10), (2, 64 << 10)])
+def test_resolution_does_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch, threads: int, block_bytes: int) -> None:
+    """Every row's scores are the same bits whatever the gather threads (blocks fixed by size only)."""
+    import scoring.rounds as rounds
+
+    preds, stakes, targets = random_round(7, n_models=300, n_ids=700)
+    targets = np.where(np.isnan(targets), 0.5, targets)
+    prepared = PreparedRound.from_predictions(preds)
+    samples = round_samples(stakes, 7)
+    monkeypatch.setattr(rounds, "GATHER_BLOCK_BYTES", block_bytes)
+    reference = resolve_round(prepared, close_round(prepared, stakes, samples), targets)
+    assert len(range(0, 300, max(1, block_bytes // (16 * 700)))) > threads  # every thread gets blocks
+    monkeypatch.setattr(rounds, "GATHER_THREADS", threads)
+    again = resolve_round(prepared, close_round(prepared, stakes, samples), targets)
+    for name in ("corr", "mmc", "contribution", "corr_w_mm"):
+        assert getattr(again, name).tobytes() == getattr(reference, name).tobytes(), name
+
+
 def test_prepare_submission_rejects_non_finite() -> None:
     """NaN in a submission raises NonFiniteInput at ingestion."""
     with pytest.raises(NonFiniteInput):

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Input topics whose records are applied in concurrent batches (different models are independent).
 BATCHED_TOPICS = frozenset({"submissions", "stakes"})
-BATCH_SIZE = 32
-BATCH_WITHIN_SECONDS = 0.02
+BATCH_SIZE = 256
+BATCH_WITHIN_SECONDS = 0.05
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 

@@ -28,11 +28,14 @@ decisions wait for the other topics):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -42,7 +45,7 @@ import scoring
 from scoring.crowding import ScoreTable, stake_jump_events
 from scoring.errors import ScoringError
 from scoring.metrics import pearson_rows
-from scoring.rounds import PreparedRound, gaussian_ranks
+from scoring.rounds import PreparedRound, PreparedSubmission, gaussian_ranks
 from streams import alerts as alert_rules
 from streams import failpoints
 from streams.errors import InvalidMessage
@@ -204,8 +207,14 @@ class Processor:
         except Exception as exc:
             if is_transient(exc):
                 raise
-            log.exception("batch of %d submissions failed; applying them one by one", len(batch))
-            return [await self.handle(record, received_at) for record, received_at in batch]
+            if len(batch) > 1:
+                log.exception("batch of %d submissions failed; applying them one by one", len(batch))
+                return [(await self.handle_submissions([one]))[0] for one in batch]
+            record = batch[0][0]
+            log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
+            error = refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500])
+            await self._refuse(record, error)
+            return [error.reason]
         if refusals:
             await self.send(refusals)
         try:
@@ -231,6 +240,24 @@ class Processor:
         """Decide, then store, every decoded submission; returns the applied ones with their ranks."""
         if not decoded:
             return []
+        # Rank the submissions already in universe order (no ids list) on a thread while the
+        # barriers and Redis answer: numpy releases the GIL, and the ranks depend on nothing else.
+        aligned = [event.predictions for _, _, event in decoded if event.ids is None]
+        ranking = asyncio.get_running_loop().run_in_executor(_rank_thread(), rank_rows, aligned)
+        try:
+            return await self._decide_ranked(batch, decoded, outcomes, refusals, ranking)
+        finally:
+            if not ranking.done():
+                await asyncio.wait([ranking])  # never leave the thread working for a failed batch
+
+    async def _decide_ranked(
+        self,
+        batch: list[tuple[InputRecord, float]],
+        decoded: list[tuple[int, InputRecord, Submission]],
+        outcomes: list[str | None],
+        refusals: list[Output],
+        ranking: asyncio.Future[dict[int, tuple[PreparedRound, NDArray[np.float64]]]],
+    ) -> list[tuple[InputRecord, Submission, PreparedRound]]:
         latest = max(received_at for _, received_at in batch)
         await self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for _, record, _ in decoded))
         # The stake stored with a row (its weight in the live meta model) is the one in force at
@@ -251,13 +278,14 @@ class Processor:
         current: dict[tuple[int, str], SubmissionRow | None] = {}
         for (_, _, event), row in zip(known, stored, strict=True):
             current.setdefault((event.round, event.model), row)
-        changed: dict[tuple[int, str], SubmissionRow] = {}
-        touched: set[tuple[int, int]] = set()
-        applied: list[tuple[InputRecord, Submission, PreparedRound]] = []
+        # 1. Decide every record in log order, in memory: a later record of the same model sees
+        #    the earlier one as if it had been stored (only its order key matters here).
+        accepted: list[tuple[InputRecord, Submission, Any, NDArray[np.float64], float, SubmissionRow | None]] = []
         for (i, record, event), stake in zip(known, stakes, strict=True):
             info = infos[event.round]
+            key = (event.round, event.model)
             try:
-                outcome, row, ranked = self._decide_submission(record, event, info, current[(event.round, event.model)], stake)
+                outcome, values = self._decide_submission(record, event, info, current[key])
             except (InvalidMessage, ScoringError) as exc:
                 outcomes[i] = self._refusal(record, as_refusal(exc), refusals)
                 continue
@@ -268,50 +296,82 @@ class Processor:
                 outcomes[i] = self._refusal(record, refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500]), refusals)
                 continue
             outcomes[i] = outcome
-            if row is None or ranked is None:
+            if values is None:
                 continue
-            key = (event.round, record.partition)
-            g = gaussian_ranks(ranked)[0]
-            self._move_live(lives[key], current[(event.round, event.model)], record.partition, g, row.live_weight, info.n_ids)  # type: ignore[union-attr]
-            current[(event.round, event.model)] = changed[(event.round, event.model)] = row
-            touched.add(key)
-            applied.append((record, event, ranked))
-        if changed:
-            await self.state.put_submissions(changed, {k: lives[k] for k in touched})
-            failpoints.reached("submissions.stored")
-            new_models = sorted({m for _, m in changed} - self._known_models)
-            await self.state.add_models(new_models)
-            self._known_models.update(new_models)
+            accepted.append((record, event, info, values, stake, current[key]))
+            current[key] = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, b"")
+        if not accepted:
+            return []
+        # 2. Their ranks: from the thread for values that were already in universe order (the
+        #    same array object), the rest (aligned by their ids) ranked here.
+        early = {id(v): result for v, result in zip(
+            [event.predictions for _, _, event in decoded if event.ids is None], (await ranking).values(), strict=True
+        )} if accepted else {}
+        missing = [values for _, _, _, values, _, _ in accepted if id(values) not in early]
+        late = dict(zip([id(v) for v in missing], rank_rows(missing).values(), strict=True))
+        ranked = [(early.get(id(values)) or late[id(values)]) for _, _, _, values, _, _ in accepted]
+        # 3. Move the running meta-model sums in log order and keep the rows to store.
+        changed: dict[tuple[int, str], SubmissionRow] = {}
+        latest_g: dict[tuple[int, str], NDArray[np.float64]] = {}
+        touched: set[tuple[int, int]] = set()
+        applied: list[tuple[InputRecord, Submission, PreparedRound]] = []
+        for (record, event, info, _, stake, previous), (one, g) in zip(accepted, ranked, strict=True):
+            key = (event.round, event.model)
+            row = SubmissionRow(
+                record.timestamp_ms, record.offset, record.partition, stake,
+                PreparedSubmission(order=one.order[0], new_group=one.new_group[0]).to_bytes(),
+            )
+            live_key = (event.round, record.partition)
+            old_g = latest_g.get(key) if key in changed else None
+            self._move_live(lives[live_key], previous, record.partition, g, stake, info.n_ids, old_g)
+            changed[key] = row
+            latest_g[key] = g
+            touched.add(live_key)
+            applied.append((record, event, one))
+        await self.state.put_submissions(changed, {k: lives[k] for k in touched})
+        failpoints.reached("submissions.stored")
+        new_models = sorted({m for _, m in changed} - self._known_models)
+        await self.state.add_models(new_models)
+        self._known_models.update(new_models)
         return applied
 
     def _decide_submission(
-        self, record: InputRecord, event: Submission, info: Any, existing: SubmissionRow | None, stake: float
-    ) -> tuple[str, SubmissionRow | None, PreparedRound | None]:
-        """One submission against the round and the model's stored row: (outcome, new row, its ranks)."""
+        self, record: InputRecord, event: Submission, info: Any, existing: SubmissionRow | None
+    ) -> tuple[str, NDArray[np.float64] | None]:
+        """One submission against the round and the model's current row: (outcome, values to store or None)."""
         if info.closed and record.timestamp_ms > info.close_ts:
             raise refuse("round_closed", f"round {event.round} closed before this submission")
         values = align_to_universe(event.predictions, event.ids, self._universe(info), partial=False)
         new_key = (record.timestamp_ms, record.offset)
         if existing is not None:
             if existing.order_key == new_key:
-                return "unchanged", None, None
+                return "unchanged", None
             if existing.order_key > new_key:
                 if existing.partition == record.partition and existing.offset > record.offset:
                     # The stored one came later in this partition's log: this record was applied
                     # before it and then replaced — a redelivery after a crash. Nothing to do.
-                    return "unchanged", None, None
+                    return "unchanged", None
                 raise refuse("superseded", f"a newer submission of {event.model} for round {event.round} is stored")
-        prepared = scoring.prepare_submission(values)
-        row = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, prepared.to_bytes())
-        return "applied", row, PreparedRound.stack([prepared])
+        if not np.isfinite(values).all():
+            raise refuse("non_finite", "predictions must be finite")
+        return "applied", values
 
     @staticmethod
     def _move_live(
-        live: NDArray[np.float64], existing: SubmissionRow | None, partition: int, g: NDArray[np.float64], stake: float, n_ids: int
+        live: NDArray[np.float64],
+        existing: SubmissionRow | None,
+        partition: int,
+        g: NDArray[np.float64],
+        stake: float,
+        n_ids: int,
+        existing_g: NDArray[np.float64] | None = None,
     ) -> None:
-        """Put a submission into its partition's running ``[Σw, Σw·G]``, in place of the model's earlier one."""
+        """Put a submission into its partition's running ``[Σw, Σw·G]``, in place of the model's earlier one.
+
+        ``existing_g``: the earlier one's G when it is at hand (decided in the same batch).
+        """
         if existing is not None and existing.partition == partition and existing.live_weight > 0:
-            old = gaussian_ranks(PreparedRound.stack([existing.submission(n_ids)]))[0]
+            old = existing_g if existing_g is not None else gaussian_ranks(PreparedRound.stack([existing.submission(n_ids)]))[0]
             live[0] -= existing.live_weight
             live[1:] -= existing.live_weight * old
         if stake > 0:
@@ -327,12 +387,23 @@ class Processor:
         """Provisional CWMM of each applied submission against its round's running meta model."""
         found: list[tuple[int, dict[str, Any]]] = []
         candidates: list[tuple[InputRecord, Submission, float]] = []
-        for record, event, ranked in applied:
-            total = await self._live_total(event.round, ranked.n_ids)
+        by_round: dict[int, list[int]] = {}
+        for j, (_, event, _) in enumerate(applied):
+            by_round.setdefault(event.round, []).append(j)
+        cwmms: dict[int, float] = {}
+        for r, group in sorted(by_round.items()):
+            total = await self._live_total(r, applied[group[0]][2].n_ids)
             if total[0] <= 0:
                 continue
+            rows = PreparedRound(
+                order=np.concatenate([applied[j][2].order for j in group]),
+                new_group=np.concatenate([applied[j][2].new_group for j in group]),
+            )
             # G^1.5 straight from the rank table (the same values as signed_power of G, no pow per id)
-            cwmm = float(pearson_rows(gaussian_ranks(ranked, pow_1_5=True), total[1:] / total[0])[0])
+            found_cwmm = pearson_rows(gaussian_ranks(rows, pow_1_5=True), total[1:] / total[0])
+            cwmms.update(zip(group, (float(c) for c in found_cwmm), strict=True))
+        for j, (record, event, _) in enumerate(applied):
+            cwmm = cwmms.get(j, float("nan"))
             if np.isfinite(cwmm):
                 candidates.append((record, event, cwmm))
         if not candidates:
@@ -625,6 +696,29 @@ def _update_rank(entry: dict[str, Any] | None) -> tuple[int, int]:
     if entry is None:
         return (-1, -1)
     return (1 if entry["final"] else 0, int(entry["day"]))
+
+
+def rank_rows(rows: list[NDArray[np.float64]]) -> dict[int, tuple[PreparedRound, NDArray[np.float64]]]:
+    """Rank finite prediction rows at once, per universe size: row index → (its prepared row, its G).
+
+    Each row's result is the same whatever rows it is ranked with (rows are sorted one by one).
+    """
+    out: dict[int, tuple[PreparedRound, NDArray[np.float64]]] = {}
+    by_size: dict[int, list[int]] = {}
+    for j, values in enumerate(rows):
+        by_size.setdefault(values.size, []).append(j)
+    for group in by_size.values():
+        prepared = PreparedRound.from_predictions(np.stack([rows[j] for j in group]))
+        g = gaussian_ranks(prepared)
+        for row, j in enumerate(group):
+            out[j] = (prepared.rows(np.array([row])), g[row])
+    return dict(sorted(out.items()))
+
+
+@functools.cache
+def _rank_thread() -> ThreadPoolExecutor:
+    """The one thread that ranks submissions while the event loop waits on Redis and Kafka."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmc-rank")
 
 
 def latest_rounds(history: dict[int, Any], keep: int) -> dict[int, Any]:

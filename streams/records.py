@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 from numpy.typing import NDArray
 
 from streams.errors import InvalidMessage
@@ -216,9 +217,21 @@ def _check_key(record: InputRecord, expected: str) -> None:
 def decode_input(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
     """Decode and validate one input record (everything that needs no state).
 
+    A submission in the common shape takes :func:`fast_submission` (same result, no Python
+    object per prediction); anything that path is not sure of goes the general way.
+
     Raises:
         InvalidMessage: with a reason code from :data:`REASONS`.
     """
+    if record.topic == "submissions":
+        fast = fast_submission(record, max_bytes)
+        if fast is not None:
+            return fast
+    return decode_general(record, max_bytes, max_ids)
+
+
+def decode_general(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
+    """:func:`decode_input` without the submissions fast path: JSON, then the published schema."""
     doc = parse_json(record.value, max_bytes)
     violation = input_violation(record.topic, doc)
     if violation is not None:
@@ -271,6 +284,53 @@ def decode_input(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
             raise refuse("wrong_length", f"{targets.size} targets beside {len(ids)} ids")
         return TargetsUpdate(rnd, day, final, targets, ids)
     raise ValueError(f"not an input topic: {record.topic!r}")  # wiring error, not input
+
+
+_ROUND_LIMIT = 2**53
+_SUBMISSION_FIELDS = frozenset({"round", "model", "predictions"})
+
+
+def fast_submission(record: InputRecord, max_bytes: int) -> Submission | None:
+    """The submission in ``record`` when it certainly is a valid one in the common shape, else None.
+
+    The common shape is a flat object ``{"round": int, "model": str, "predictions": [numbers]}``
+    (no ``ids``, no other fields) keyed by its model. It is parsed with simdjson straight into
+    a float64 array — no Python float per prediction, ~4× faster than JSON → list → array —
+    and only *accepted* here: every check below implies the published schema's, and anything
+    else (other fields, nesting, duplicate keys, a non-number, ``812.0`` as round, a bad key …)
+    returns None so that :func:`decode_input`'s general path decides, refusals included. Both
+    parsers round decimal text to the nearest double, so the values are the same bits
+    (``tests/streams/test_records.py`` checks both paths against each other).
+    """
+    value = record.value
+    if value is None or not 0 < len(value) <= max_bytes:
+        return None
+    # One '[' and one '{': no nested array inside predictions (simdjson's buffer would
+    # flatten it) and no nested object anywhere. ids/other fields take the general path.
+    if value.find(b"[", value.find(b"[") + 1) != -1 or value.find(b"{", value.find(b"{") + 1) != -1:
+        return None  # (find is memchr: ~20x faster than count on 130 KB)
+    try:
+        doc = simdjson.Parser().parse(value)
+        if not isinstance(doc, simdjson.Object):
+            return None
+        keys = list(doc.keys())
+        if len(keys) != 3 or set(keys) != _SUBMISSION_FIELDS:
+            return None
+        rnd, model, predictions = doc["round"], doc["model"], doc["predictions"]
+        if not isinstance(predictions, simdjson.Array):
+            return None
+        values = np.frombuffer(predictions.as_buffer(of_type="d"), dtype=np.float64).copy()
+    except (ValueError, TypeError, RuntimeError):  # not JSON, a number out of range, a non-number item …
+        return None
+    if type(rnd) is not int or not 0 <= rnd < _ROUND_LIMIT:
+        return None
+    if type(model) is not str or not MODEL_ID.fullmatch(model):
+        return None
+    if record.key is None or record.key != model.encode():
+        return None
+    if not np.isfinite(values).all():
+        return None
+    return Submission(rnd, model, values, None)
 
 
 def align_to_universe(

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from rich.table import Table
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
+from rich.table import Table
 
 from scoring.crowding import CrowdingReport, ScoreTable, crowding_report, decile_of
 from streams.settings import Settings

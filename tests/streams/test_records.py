@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.errors import InvalidMessage
 from streams.records import (
@@ -16,7 +18,9 @@ from streams.records import (
     Submission,
     TargetsUpdate,
     align_to_universe,
+    decode_general,
     decode_input,
+    fast_submission,
 )
 
 MAX_BYTES = 10_000
@@ -137,3 +141,90 @@ def test_the_refusal_of_deep_json_with_nan_does_not_depend_on_the_callers_stack(
         return caught.value.reason
 
     assert reason_at(0) == reason_at(800) == "non_finite"
+
+
+# --- the submissions fast path ------------------------------------------------------------
+finite = st.floats(allow_nan=False, allow_infinity=False)
+number = finite | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+
+
+def same_decoding(rec: InputRecord) -> Submission | str:
+    """decode_input and the general path agree: the same record (bit for bit) or the same reason."""
+    outcomes = []
+    for decode in (decode_input, decode_general):
+        try:
+            outcomes.append(decode(rec, 1 << 20, MAX_IDS))
+        except InvalidMessage as exc:
+            outcomes.append(exc.reason)
+    fast, general = outcomes
+    if isinstance(general, str):
+        assert fast == general
+        return general
+    assert isinstance(fast, Submission) and isinstance(general, Submission)
+    assert (fast.round, fast.model, fast.ids) == (general.round, general.model, general.ids)
+    assert fast.predictions.tobytes() == general.predictions.tobytes()
+    return fast
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(number, max_size=50), st.integers(min_value=0, max_value=2**53 - 1))
+def test_fast_path_gives_the_general_paths_values_bit_for_bit(values: list[float], rnd: int) -> None:
+    """Any finite numbers (integers, subnormals, extremes): the fast path takes them and agrees."""
+    rec = record("submissions", {"round": rnd, "model": "m1", "predictions": values})
+    assert fast_submission(rec, 1 << 20) is not None
+    assert isinstance(same_decoding(rec), Submission)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"round":1,"model":"m1","predictions":[1E5,-0.0,1e-320,4.9e-324,1.7976931348623157e308,0.1000000000000000055511151231257827]}',
+        b'{"round":1,"model":"m1","predictions":[9007199254740993,18446744073709551615,-9223372036854775808]}',
+        b' {\n "predictions" : [ 0.5 , 1 ] , "model":"m1", "round":1 }\t',
+    ],
+)
+def test_fast_path_reads_number_spellings_as_the_general_path(text: bytes) -> None:
+    rec = record("submissions", text)
+    assert fast_submission(rec, 1 << 20) is not None
+    assert isinstance(same_decoding(rec), Submission)
+
+
+@pytest.mark.parametrize(
+    "text, key, expected",
+    [
+        (b'{"round":1,"model":"m1","predictions":[0.5],"ids":["a"]}', "m1", Submission),  # ids: general path
+        (b'{"round":1,"model":"m1","predictions":[0.5],"note":"x"}', "m1", Submission),  # extra field
+        (b'{"round":1,"model":"m1","predictions":[0.5,[1]]}', "m1", "wrong_type"),  # nested: simdjson would flatten it
+        (b'{"round":1,"model":"m1","predictions":[0.5,{"a":1}]}', "m1", "wrong_type"),
+        (b'{"round":1,"model":"m1","predictions":[0.5],"predictions":[0.7]}', "m1", Submission),  # duplicate key
+        (b'{"round":1.0,"model":"m1","predictions":[0.5]}', "m1", Submission),  # 1.0 is an integer in JSON Schema
+        (b'{"round":true,"model":"m1","predictions":[0.5]}', "m1", "wrong_type"),
+        (b'{"round":-1,"model":"m1","predictions":[0.5]}', "m1", "bad_field"),
+        (b'{"round":9007199254740992,"model":"m1","predictions":[0.5]}', "m1", "bad_field"),
+        (b'{"round":1,"model":"m 1","predictions":[0.5]}', "m 1", "bad_model_id"),
+        (b'{"round":1,"model":"m1","predictions":[0.5]}', "m2", "bad_key"),
+        (b'{"round":1,"model":"m1","predictions":[0.5,null]}', "m1", "non_finite"),
+        (b'{"round":1,"model":"m1","predictions":[0.5,NaN]}', "m1", "non_finite"),
+        (b'{"round":1,"model":"m1","predictions":[1e400]}', "m1", "not_json"),  # orjson: out of range
+        (b'{"round":1,"model":"m1","predictions":[0.5,"0.7"]}', "m1", "wrong_type"),
+        (b'{"round":1,"model":"m1","predictions":[0.5,true]}', "m1", "wrong_type"),
+        (b'{"round":1,"model":"m1","predictions":0.5}', "m1", "wrong_type"),
+        (b'{"round":1,"model":"m1"}', "m1", "missing_field"),
+        (b'{"round":1,"model":"m1","predictions":[0.5]} x', "m1", "not_json"),
+        (b'{"round":1,"model":"m1","predictions":[0.5]}\xff', "m1", "not_json"),
+        (b'[{"round":1,"model":"m1","predictions":[0.5]}]', "m1", "wrong_type"),
+    ],
+)
+def test_fast_path_leaves_anything_unusual_to_the_general_path(text: bytes, key: str, expected: object) -> None:
+    """The fast path only accepts; what it is not sure of is decided as before (same reason)."""
+    rec = record("submissions", text, key)
+    outcome = same_decoding(rec)
+    assert outcome == expected if isinstance(expected, str) else isinstance(outcome, expected)
+    if b'"ids"' in text or b'"note"' in text or text.count(b'"predictions"') == 2 or b"1.0" in text:
+        assert fast_submission(rec, 1 << 20) is None
+
+
+def test_fast_path_respects_the_size_limit() -> None:
+    rec = record("submissions", {"round": 1, "model": "m1", "predictions": [0.5] * 100})
+    assert fast_submission(rec, len(rec.value) - 1) is None
+    assert reason_of(InputRecord("submissions", 0, 7, 1_000, b"m1", rec.value + b" " * MAX_BYTES)) == "oversize"

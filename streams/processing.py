@@ -453,8 +453,8 @@ class Processor:
         if not info.closed or record.timestamp_ms < info.close_ts:
             raise refuse("round_not_closed", f"round {event.round} has not closed; targets come after the close")
         clock = PhaseClock()
-        await self.barrier.wait_for("submissions", received_at)
-        await self.barrier.wait_for("stakes", received_at)
+        # Both at once (neither holds the other's locks: see streams.progress on lock order).
+        await asyncio.gather(self.barrier.wait_for("submissions", received_at), self.barrier.wait_for("stakes", received_at))
         clock.lap("barriers")
         targets = align_to_universe(event.targets, event.ids, self._universe(info), partial=True)
         models, prepared = await self._round_rows(event.round, info.n_ids, info.close_ts)

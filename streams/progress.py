@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: Applies records of one partition in log order (decide, write state, publish), as the agents do.
 Apply = Callable[[list[tuple[InputRecord, float]]], Awaitable[object]]
-POLL_MS = 25
+POLL_MS = 5
 #: Records a catch-up applies (and marks) together.
 CATCH_UP_BATCH = 64
 
@@ -104,7 +104,7 @@ class Barrier:
         if consumer is None:
             consumer = AIOKafkaConsumer(
                 **kafka_client_options(self.settings), enable_auto_commit=False,
-                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=20,
+                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=2,
             )
             await consumer.start()
             self._consumers[topic] = consumer

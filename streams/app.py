@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 #: Input topics whose records are applied in concurrent batches (different models are independent).
 BATCHED_TOPICS = frozenset({"submissions", "stakes"})
-BATCH_SIZE = 256
-BATCH_WITHIN_SECONDS = 0.05
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 
@@ -232,7 +230,8 @@ def make_agent(name: str, runtime: Runtime) -> Any:
             await apply_unless_applied(runtime, [as_record(name, event)])
 
     async def batched(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
+        settings = runtime.settings
+        async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_seconds):
             await apply_unless_applied(runtime, [as_record(name, event) for event in events])
 
     agent = batched if name in BATCHED_TOPICS else sequential

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     state_namespace: str = Field("mmc", pattern=r"^[A-Za-z0-9_\-\.]{1,32}$", description="Prefix of every Redis key (one namespace per deployment or test).")
     round_cache_rounds: int = Field(4, ge=0, description="Rounds whose prepared rows a worker keeps in memory between target updates.")
 
+    # --- Ingestion -------------------------------------------------------------------------
+    ingest_batch_size: int = Field(
+        256, ge=1,
+        description="Submissions/stakes an agent takes at once: one barrier check and one Redis round trip serve the batch (throughput vs. memory: ~130 KB per 6,720-id submission).",
+    )
+    ingest_batch_seconds: float = Field(0.05, gt=0, description="Longest an agent waits to fill a batch (added latency when the stream is sparse).")
+
     # --- Input limits ----------------------------------------------------------------------
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Inputs larger than this go to the dead-letter topic (oversize).")
     max_ids: int = Field(100_000, ge=1, description="Largest universe a round may open with.")

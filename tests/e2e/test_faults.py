@@ -51,9 +51,11 @@ PHASE_TIMEOUT = 120.0
 
 
 def fault_settings(make_settings: Callable[..., Settings]) -> Settings:
-    """Fresh topics and namespace; short group timeouts so a replacement worker joins quickly."""
+    """Fresh topics and namespace; short group timeouts so a replacement worker joins quickly;
+    small ingestion batches, so that the ingestion failpoints are passed several times."""
     return make_settings(
         max_message_bytes=100_000,
+        ingest_batch_size=8,
         broker_session_timeout=4.0,
         broker_heartbeat_interval=0.5,
         broker_rebalance_timeout=4.0,

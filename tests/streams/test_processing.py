@@ -1,0 +1,113 @@
+"""The submissions batch path against the real broker and Redis: ranks on a thread, a failing batch.
+
+The worker's Runtime is driven directly (no Faust): records go through ``apply_unless_applied``
+exactly as the agents hand them over, with the real barriers, Redis state and output producer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+import streams.processing as processing
+from scoring.rounds import PreparedRound, gaussian_ranks
+from streams.app import Runtime, apply_unless_applied
+from streams.records import InputRecord
+from streams.settings import Settings
+from tests.conftest import run_sync
+from tests.e2e.harness import collect
+
+N_IDS = 50
+T0 = 1_767_225_600_000
+
+
+def rec(topic: str, offset: int, value: dict, key: str, partition: int = 0, ts: int = T0) -> tuple[InputRecord, float]:
+    return InputRecord(topic, partition, offset, ts, key.encode(), orjson.dumps(value)), time.monotonic()
+
+
+def submission(offset: int, model: str, values: list[float], ts: int, ids: list[str] | None = None) -> tuple[InputRecord, float]:
+    body: dict = {"round": 1, "model": model, "predictions": values}
+    if ids is not None:
+        body["ids"] = ids
+    return rec("submissions", offset, body, model, ts=ts)
+
+
+async def apply_batch(settings: Settings, batches: list[list[tuple[InputRecord, float]]]) -> tuple[Runtime, list[str]]:
+    """Apply the batches in order through a fresh runtime; returns it (stopped) and every outcome."""
+    runtime = Runtime(settings)
+    outcomes: list[str] = []
+    original = runtime.metrics.input_handled
+
+    def count(topic: str, outcome: str, received_at: float) -> None:
+        outcomes.append(outcome)
+        original(topic, outcome, received_at)
+
+    runtime.metrics.input_handled = count  # type: ignore[method-assign]
+    try:
+        for batch in batches:
+            await apply_unless_applied(runtime, batch)
+        return runtime, outcomes
+    finally:
+        await runtime.stop()
+
+
+def test_batch_ranks_equal_one_by_one_and_ids_are_aligned(settings: Settings) -> None:
+    """Rows ranked together on the thread, and rows sent with an ids list, store the ranks of each alone."""
+    rng = np.random.default_rng(0)
+    ids = [f"n{i:03d}" for i in range(N_IDS)]
+    preds = rng.normal(size=(4, N_IDS))
+    preds[1] = np.round(preds[1], 1)  # ties
+    opened = rec("rounds", 0, {"type": "open", "round": 1, "ids": ids}, "1")
+    shuffled = rng.permutation(N_IDS)
+    subs = [submission(i, f"m{i}", preds[i].tolist(), T0 + 10 + i) for i in range(3)]
+    subs.append(submission(3, "m3", preds[3][shuffled].tolist(), T0 + 20, ids=[ids[j] for j in shuffled]))
+
+    async def scenario() -> dict:
+        runtime, outcomes = await apply_batch(settings, [[opened], subs])
+        assert outcomes == ["applied"] * 5
+        runtime = Runtime(settings)
+        try:
+            await runtime.processor()
+            assert runtime.state is not None
+            return await runtime.state.get_submissions(1)
+        finally:
+            await runtime.stop()
+
+    stored = run_sync(scenario())
+    for i in range(4):
+        alone = PreparedRound.from_predictions(preds[i : i + 1])
+        got = stored[f"m{i}"].submission(N_IDS)
+        assert got.order.tolist() == alone.order[0].tolist()
+        assert got.new_group.tolist() == alone.new_group[0].tolist()
+        assert np.array_equal(gaussian_ranks(PreparedRound.stack([got])), gaussian_ranks(alone))
+
+
+def test_a_batch_whose_shared_path_fails_is_refused_record_by_record(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-input failure on the shared path: the batch is retried one by one and each record is
+    refused ``internal_error`` (on the dead-letter topic), instead of the single-record retry
+    failing again forever."""
+    ids = [f"n{i:03d}" for i in range(N_IDS)]
+    opened = rec("rounds", 0, {"type": "open", "round": 1, "ids": ids}, "1")
+    subs = [submission(i, f"m{i}", np.linspace(0, 1, N_IDS).tolist(), T0 + 10 + i) for i in range(3)]
+    calls = []
+
+    def broken(rows: list) -> dict:
+        calls.append(len(rows))
+        raise RuntimeError("ranking is broken")
+
+    async def scenario() -> list[str]:
+        _, outcomes = await apply_batch(settings, [[opened]])
+        monkeypatch.setattr(processing, "rank_rows", broken)
+        _, more = await apply_batch(settings, [subs])
+        return outcomes + more
+
+    outcomes = run_sync(scenario())
+    assert outcomes == ["applied", "internal_error", "internal_error", "internal_error"]
+    assert calls == [3, 1, 1, 1]  # the batch once, then each record once: no retry loop
+    letters = run_sync(collect(settings, ["deadletter"], lambda got: len(got) >= 3, timeout=20))
+    assert sorted(m.value for m in letters) == sorted(r.value for r, _ in subs)
+    assert {m.headers["mmc.error.reason"] for m in letters} == {b"internal_error"}
+    assert all(b"ranking is broken" in m.headers["mmc.error.message"] for m in letters)

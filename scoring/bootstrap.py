@@ -74,7 +74,8 @@ def draw_weights(samples: NDArray[np.int64], stakes: NDArray[np.float64]) -> NDA
     rows = np.repeat(np.arange(draws), samples.shape[1])
     np.add.at(counts, (rows, stakers[samples.ravel()]), 1.0)
     weighted = counts * stakes
-    return weighted / weighted.sum(axis=1, keepdims=True)
+    normalised: NDArray[np.float64] = weighted / weighted.sum(axis=1, keepdims=True)
+    return normalised
 
 
 def neutral_covariance(

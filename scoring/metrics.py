@@ -104,6 +104,7 @@ def contribution(
     p = as_prediction_matrix(preds)
     t, present = as_targets(targets, p.shape[1], max_missing_ratio)
     m_raw = np.asarray(meta, dtype=np.float64)
+    out: NDArray[np.float64]
     if np.isnan(m_raw).any():
         out = np.full(p.shape[0], np.nan)
         return out if np.ndim(preds) == 2 else out[0]

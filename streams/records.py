@@ -190,10 +190,8 @@ def _numbers_field(doc: dict[str, Any], name: str, allow_null: bool) -> NDArray[
         raise refuse("wrong_type", f"{name!r} must be a list of numbers")
     # The input schema checked every value (a number; null only where allow_null: a missing
     # target), so the conversion needs no Python loop per value.
-    if allow_null:
-        arr = np.array(values, dtype=np.float64)  # null -> NaN
-    else:
-        arr = np.fromiter(values, dtype=np.float64, count=len(values))
+    # null -> NaN with np.array; fromiter is the faster conversion when nulls are refused
+    arr = np.array(values, dtype=np.float64) if allow_null else np.fromiter(values, dtype=np.float64, count=len(values))
     if np.isinf(arr).any():
         raise refuse("non_finite", f"{name} holds a number too large for float64")
     return arr

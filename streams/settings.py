@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     # --- Ingestion -------------------------------------------------------------------------
     ingest_batch_size: int = Field(
         256, ge=1,
-        description="Submissions/stakes an agent takes at once: one barrier check and one Redis round trip serve the batch (throughput vs. memory: ~130 KB per 6,720-id submission).",
+        description=(
+            "Submissions/stakes an agent takes at once: one barrier check and one Redis round trip serve the batch "
+            "(throughput vs. memory: ~130 KB per 6,720-id submission)."
+        ),
     )
     ingest_batch_seconds: float = Field(0.05, gt=0, description="Longest an agent waits to fill a batch (added latency when the stream is sparse).")
 
@@ -61,7 +64,10 @@ class Settings(BaseSettings):
     leaderboard_window: int = Field(20, ge=1, description="Rounds in the rolling leaderboard window.")
     history_rounds: int = Field(
         60, ge=1,
-        description="A model's latest scored rounds that leaderboard rows and alerts look at (at least the leaderboard window and the CWMM baseline + 1, and more than the rounds resolving at once); older history stays in Redis.",
+        description=(
+            "A model's latest scored rounds that leaderboard rows and alerts look at (at least the leaderboard window "
+            "and the CWMM baseline + 1, and more than the rounds resolving at once); older history stays in Redis."
+        ),
     )
     payout_corr_multiplier: float = 0.5
     payout_mmc_multiplier: float = 2.0

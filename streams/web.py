@@ -905,7 +905,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "get": {
                 "summary": "Live updates as server-sent events",
                 "description": "Events named scores, leaderboard, crowding and alerts carry one message of that topic "
-                "(JSON, the Score / LeaderboardRow / Crowding / Alert schemas) each; a hello event opens the stream, a resync event asks the client to reload its data; "
+                "(JSON, the Score / LeaderboardRow / Crowding / Alert schemas) each; a hello event opens the stream, "
+                "a resync event asks the client to reload its data; "
                 f"comments keep it alive every {KEEPALIVE_SECONDS:g} s.",
                 "tags": ["api"],
                 "responses": _ok(

@@ -107,7 +107,10 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
     consumer = AIOKafkaConsumer(**kafka_client_options(settings))
     await consumer.start()
     try:
-        parts = [TopicPartition(settings.topic(t), p) for t in topics for p in (consumer.partitions_for_topic(settings.topic(t)) or await _partitions(consumer, settings.topic(t)))]
+        parts = []
+        for t in topics:
+            name = settings.topic(t)
+            parts += [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or await _partitions(consumer, name))]
         return await consumer.end_offsets(parts)
     finally:
         await consumer.stop()

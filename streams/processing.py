@@ -302,14 +302,13 @@ class Processor:
             current[key] = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, b"")
         if not accepted:
             return []
-        # 2. Their ranks: from the thread for values that were already in universe order (the
-        #    same array object), the rest (aligned by their ids) ranked here.
-        early = {id(v): result for v, result in zip(
-            [event.predictions for _, _, event in decoded if event.ids is None], (await ranking).values(), strict=True
-        )} if accepted else {}
-        missing = [values for _, _, _, values, _, _ in accepted if id(values) not in early]
-        late = dict(zip([id(v) for v in missing], rank_rows(missing).values(), strict=True))
-        ranked = [(early.get(id(values)) or late[id(values)]) for _, _, _, values, _, _ in accepted]
+        # 2. Their ranks (by partition and offset): from the thread for values that came in
+        #    universe order, the rest (placed by their ids list) ranked here.
+        on_thread = [(record.partition, record.offset) for _, record, event in decoded if event.ids is None]
+        ranks = dict(zip(on_thread, (await ranking).values(), strict=True))
+        placed = [(record.partition, record.offset, values) for record, event, _, values, _, _ in accepted if event.ids is not None]
+        ranks.update(zip([(p, o) for p, o, _ in placed], rank_rows([v for _, _, v in placed]).values(), strict=True))
+        ranked = [ranks[(record.partition, record.offset)] for record, *_ in accepted]
         # 3. Move the running meta-model sums in log order and keep the rows to store.
         changed: dict[tuple[int, str], SubmissionRow] = {}
         latest_g: dict[tuple[int, str], NDArray[np.float64]] = {}

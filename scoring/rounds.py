@@ -54,7 +54,7 @@ from scoring.validation import DEFAULT_MAX_MISSING_RATIO, as_prediction_matrix, 
 # arithmetic; blocks this size are reused by the allocator, and peak memory stays small.
 BLOCK_BYTES = 16 << 20
 #: Gathers walk the rows in blocks of about this many bytes of gathered values, so that a
-#: block's indices and values stay in the CPU cache (`make bench` prints the ratio to 4 MB).
+#: block's indices and values stay in the CPU cache.
 GATHER_BLOCK_BYTES = 2 << 20
 #: Threads the gathers are spread over. Results do not depend on it (fixed block boundaries).
 GATHER_THREADS = 2
@@ -268,15 +268,15 @@ def sorted_dots_many(
 ) -> list[NDArray[np.float64]]:
     """:func:`sorted_dots` for several (vector, kinds) in one pass over the orders.
 
-    How the 67 million gathers of a 10,000 × 6,720 round are kept cheap (`make bench` prints
-    the ratios of each choice to the plain one):
+    How the 67 million gathers of a 10,000 × 6,720 round are kept cheap (README §Performance
+    has the measured effect of each; `make bench` prints the one-thread ratio):
 
     - two vectors are gathered together as the real and imaginary parts of one complex vector
       (one 16-byte gather instead of two 8-byte ones); each kind is then one matrix-vector
       product of the block with the kind's weights interleaved with zeros;
     - gathers use ``mode="clip"``: every order is a permutation of ``range(n_ids)``
-      (:meth:`PreparedRound.stack` and :meth:`PreparedSubmission.from_bytes` check it), so no
-      index can be out of range and numpy's per-index bounds check is pure cost;
+      (every :class:`PreparedRound` checks its orders are in range when built), so no index
+      can be out of range and numpy's per-index bounds check is pure cost;
     - the rows are walked in fixed blocks of :data:`GATHER_BLOCK_BYTES` of gathered values (the
       block's indices and values stay in the CPU cache), spread over :data:`GATHER_THREADS`
       threads (numpy and BLAS release the GIL). Block boundaries do not depend on the thread

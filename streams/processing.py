@@ -129,8 +129,7 @@ class Processor:
         except Exception as exc:
             if is_transient(exc):
                 raise
-            log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
-            error = refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500])
+            error = internal_error(record, exc)
             await self._refuse(record, error)
             return error.reason
         return outcome
@@ -210,10 +209,8 @@ class Processor:
             if len(batch) > 1:
                 log.exception("batch of %d submissions failed; applying them one by one", len(batch))
                 return [(await self.handle_submissions([one]))[0] for one in batch]
-            record = batch[0][0]
-            log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
-            error = refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500])
-            await self._refuse(record, error)
+            error = internal_error(batch[0][0], exc)
+            await self._refuse(batch[0][0], error)
             return [error.reason]
         if refusals:
             await self.send(refusals)
@@ -256,7 +253,7 @@ class Processor:
         decoded: list[tuple[int, InputRecord, Submission]],
         outcomes: list[str | None],
         refusals: list[Output],
-        ranking: asyncio.Future[dict[int, tuple[PreparedRound, NDArray[np.float64]]]],
+        ranking: asyncio.Future[list[tuple[PreparedRound, NDArray[np.float64]]]],
     ) -> list[tuple[InputRecord, Submission, PreparedRound]]:
         latest = max(received_at for _, received_at in batch)
         await self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for _, record, _ in decoded))
@@ -279,7 +276,8 @@ class Processor:
         for (_, _, event), row in zip(known, stored, strict=True):
             current.setdefault((event.round, event.model), row)
         # 1. Decide every record in log order, in memory: a later record of the same model sees
-        #    the earlier one as if it had been stored (only its order key matters here).
+        #    the earlier one as if it had been stored (its order key, partition and live weight;
+        #    its ranks are not needed until step 3, where its G is at hand).
         accepted: list[tuple[InputRecord, Submission, Any, NDArray[np.float64], float, SubmissionRow | None]] = []
         for (i, record, event), stake in zip(known, stakes, strict=True):
             info = infos[event.round]
@@ -292,8 +290,7 @@ class Processor:
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
-                outcomes[i] = self._refusal(record, refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500]), refusals)
+                outcomes[i] = self._refusal(record, internal_error(record, exc), refusals)
                 continue
             outcomes[i] = outcome
             if values is None:
@@ -305,9 +302,9 @@ class Processor:
         # 2. Their ranks (by partition and offset): from the thread for values that came in
         #    universe order, the rest (placed by their ids list) ranked here.
         on_thread = [(record.partition, record.offset) for _, record, event in decoded if event.ids is None]
-        ranks = dict(zip(on_thread, (await ranking).values(), strict=True))
+        ranks = dict(zip(on_thread, await ranking, strict=True))
         placed = [(record.partition, record.offset, values) for record, event, _, values, _, _ in accepted if event.ids is not None]
-        ranks.update(zip([(p, o) for p, o, _ in placed], rank_rows([v for _, _, v in placed]).values(), strict=True))
+        ranks.update(zip([(p, o) for p, o, _ in placed], rank_rows([v for _, _, v in placed]), strict=True))
         ranked = [ranks[(record.partition, record.offset)] for record, *_ in accepted]
         # 3. Move the running meta-model sums in log order and keep the rows to store.
         changed: dict[tuple[int, str], SubmissionRow] = {}
@@ -321,8 +318,7 @@ class Processor:
                 PreparedSubmission(order=one.order[0], new_group=one.new_group[0]).to_bytes(),
             )
             live_key = (event.round, record.partition)
-            old_g = latest_g.get(key) if key in changed else None
-            self._move_live(lives[live_key], previous, record.partition, g, stake, info.n_ids, old_g)
+            self._move_live(lives[live_key], previous, record.partition, g, stake, info.n_ids, latest_g.get(key))
             changed[key] = row
             latest_g[key] = g
             touched.add(live_key)
@@ -351,9 +347,7 @@ class Processor:
                     # before it and then replaced — a redelivery after a crash. Nothing to do.
                     return "unchanged", None
                 raise refuse("superseded", f"a newer submission of {event.model} for round {event.round} is stored")
-        if not np.isfinite(values).all():
-            raise refuse("non_finite", "predictions must be finite")
-        return "applied", values
+        return "applied", values  # finite: decode_input refuses anything else
 
     @staticmethod
     def _move_live(
@@ -697,12 +691,12 @@ def _update_rank(entry: dict[str, Any] | None) -> tuple[int, int]:
     return (1 if entry["final"] else 0, int(entry["day"]))
 
 
-def rank_rows(rows: list[NDArray[np.float64]]) -> dict[int, tuple[PreparedRound, NDArray[np.float64]]]:
-    """Rank finite prediction rows at once, per universe size: row index → (its prepared row, its G).
+def rank_rows(rows: list[NDArray[np.float64]]) -> list[tuple[PreparedRound, NDArray[np.float64]]]:
+    """Rank finite prediction rows at once (per universe size): each row's prepared row and its G, in order.
 
     Each row's result is the same whatever rows it is ranked with (rows are sorted one by one).
     """
-    out: dict[int, tuple[PreparedRound, NDArray[np.float64]]] = {}
+    out: list[tuple[PreparedRound, NDArray[np.float64]]] = [None] * len(rows)  # type: ignore[list-item]
     by_size: dict[int, list[int]] = {}
     for j, values in enumerate(rows):
         by_size.setdefault(values.size, []).append(j)
@@ -711,7 +705,7 @@ def rank_rows(rows: list[NDArray[np.float64]]) -> dict[int, tuple[PreparedRound,
         g = gaussian_ranks(prepared)
         for row, j in enumerate(group):
             out[j] = (prepared.rows(np.array([row])), g[row])
-    return dict(sorted(out.items()))
+    return out
 
 
 @functools.cache
@@ -726,6 +720,12 @@ def latest_rounds(history: dict[int, Any], keep: int) -> dict[int, Any]:
     if len(history) <= keep:
         return history
     return {r: history[r] for r in sorted(history)[-keep:]}
+
+
+def internal_error(record: InputRecord, exc: Exception) -> InvalidMessage:
+    """The ``internal_error`` refusal of a record the worker failed on (the traceback is logged)."""
+    log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset, exc_info=exc)
+    return refuse("internal_error", f"{type(exc).__name__}: {exc}"[:500])
 
 
 def as_refusal(exc: InvalidMessage | ScoringError) -> InvalidMessage:

@@ -61,6 +61,8 @@ REASONS: dict[str, str] = {
 NON_FINITE_LITERAL = re.compile(rb"-?\bInfinity\b|\bNaN\b")
 MODEL_ID = re.compile(r"[A-Za-z0-9_\-\.]{1,64}")
 MAX_ID_LENGTH = 128
+#: Integer fields (round, day) stay below 2^53, where JSON numbers are exact in every parser.
+INTEGER_LIMIT = 2**53
 
 
 def refuse(reason: str, message: str) -> InvalidMessage:
@@ -162,7 +164,7 @@ def _int_field(doc: dict[str, Any], name: str, minimum: int = 0) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise refuse("wrong_type", f"{name!r} must be an integer, got {type(value).__name__}")
-    if value < minimum or value >= 2**53:
+    if value < minimum or value >= INTEGER_LIMIT:
         raise refuse("bad_field", f"{name!r} must be between {minimum} and 2^53, got {value}")
     return value
 
@@ -284,7 +286,6 @@ def decode_general(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
     raise ValueError(f"not an input topic: {record.topic!r}")  # wiring error, not input
 
 
-_ROUND_LIMIT = 2**53
 _SUBMISSION_FIELDS = frozenset({"round", "model", "predictions"})
 
 
@@ -320,7 +321,7 @@ def fast_submission(record: InputRecord, max_bytes: int) -> Submission | None:
         values = np.frombuffer(predictions.as_buffer(of_type="d"), dtype=np.float64).copy()
     except (ValueError, TypeError, RuntimeError):  # not JSON, a number out of range, a non-number item …
         return None
-    if type(rnd) is not int or not 0 <= rnd < _ROUND_LIMIT:
+    if type(rnd) is not int or not 0 <= rnd < INTEGER_LIMIT:
         return None
     if type(model) is not str or not MODEL_ID.fullmatch(model):
         return None

@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.admin import kafka_client_options
+from streams.admin import INPUT_TOPICS, kafka_client_options
 from streams.settings import Settings
+from streams.state import Keys
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,6 @@ class Received:
 
 def applied_offsets(client: Any, settings: Settings) -> dict[tuple[str, int], int]:
     """The worker's progress from Redis: (input topic, partition) → next offset to apply."""
-    from streams.admin import INPUT_TOPICS
-    from streams.state import Keys
-
     keys = Keys(settings.state_namespace)
     return {(t, int(p)): int(v) for t in INPUT_TOPICS for p, v in client.hgetall(keys.progress(t)).items()}
 

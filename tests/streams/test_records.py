@@ -218,10 +218,9 @@ def test_fast_path_reads_number_spellings_as_the_general_path(text: bytes) -> No
 def test_fast_path_leaves_anything_unusual_to_the_general_path(text: bytes, key: str, expected: object) -> None:
     """The fast path only accepts; what it is not sure of is decided as before (same reason)."""
     rec = record("submissions", text, key)
+    assert fast_submission(rec, 1 << 20) is None
     outcome = same_decoding(rec)
     assert outcome == expected if isinstance(expected, str) else isinstance(outcome, expected)
-    if b'"ids"' in text or b'"note"' in text or text.count(b'"predictions"') == 2 or b"1.0" in text:
-        assert fast_submission(rec, 1 << 20) is None
 
 
 def test_fast_path_respects_the_size_limit() -> None:

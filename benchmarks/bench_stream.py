@@ -3,7 +3,13 @@
 Prints, measured in one run:
 
 1. ingestion throughput — submissions of 6,720 ids applied per second by one worker
-   (4 partitions), from the first to the last applied submission (worker start-up excluded);
+   (4 partitions), from the first to the last applied submission (worker start-up excluded),
+   with the CPU time the worker process and the broker spent per submission meanwhile
+   (``/proc/PID/stat``); beside it, on the same submissions, what bounds it: the worker's
+   processing alone (the same code fed from memory in this process — decoding, ranking,
+   barriers, Redis, live alerts — no Kafka consumer) and a Faust agent that only counts them
+   (``faust_count.py``: the consumer alone, the worker's Faust configuration). Both run on the
+   same two cores and, in the worker, in one process;
 2. end-to-end resolution latency — a targets message produced → the last ``mmc.scores``
    message of that update consumed, for the round's first update (it also computes the
    round's basis: meta model, bootstrap draws) and a second update (basis reused), at each
@@ -30,14 +36,18 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.admin import create_topics, kafka_client_options
+from streams.app import Runtime
+from streams.records import InputRecord
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
 from streams.state import Keys
 
 T0 = 1_767_225_600_000
+HERE = os.path.dirname(os.path.abspath(__file__))
+Message = tuple[str, bytes, bytes, int]  # (short topic, key, value, timestamp ms)
 
 
-async def produce(settings: Settings, messages: list[tuple[str, bytes, bytes, int]]) -> float:
+async def produce(settings: Settings, messages: list[Message]) -> float:
     producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=10, max_request_size=8 << 20, max_batch_size=1 << 20)
     await producer.start()
     try:
@@ -130,9 +140,72 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def applied_count(settings: Settings, topic: str) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    return sum(int(v) for v in client.hgetall(Keys(settings.state_namespace).progress(topic)).values())
+
+
+async def processing_alone(settings: Settings, inputs: list[Message], subs: list[Message]) -> tuple[float, float]:
+    """The worker's processing of ``subs`` with no Kafka consumer: records handed in from memory.
+
+    Fresh topics and state (``settings``); ``inputs`` (the round's open, the stakes) are applied
+    first, then the submissions in batches of ``MMC_INGEST_BATCH_SIZE`` through the same
+    ``Runtime.handle_records`` the agents call (barriers, Redis and live alerts included).
+    Returns (submissions per second, CPU ms per submission of this process, all threads).
+    """
+    runtime = Runtime(settings)
+    offsets: dict[tuple[str, int], int] = {}
+
+    def as_records(messages: list[Message]) -> list[tuple[InputRecord, float]]:
+        out = []
+        for i, (topic, key, value, ts) in enumerate(messages):
+            partition = 0 if topic == "rounds" else i % settings.partitions
+            offset = offsets.get((topic, partition), 0)
+            offsets[(topic, partition)] = offset + 1
+            out.append((InputRecord(topic=topic, partition=partition, offset=offset, timestamp_ms=ts, key=key, value=value), time.monotonic()))
+        return out
+
+    try:
+        size = settings.ingest_batch_size
+        for topic in ("rounds", "stakes"):
+            records = as_records([m for m in inputs if m[0] == topic])
+            for first in range(0, len(records), size):
+                await runtime.handle_records(records[first : first + size])
+        records = as_records(subs)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for first in range(0, len(records), size):
+            await runtime.handle_records(records[first : first + size])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        await runtime.stop()
+    return len(records) / wall, cpu / len(records) * 1e3
+
+
+def faust_alone(settings: Settings, count: int) -> tuple[float, float]:
+    """A Faust agent that only counts the ``count`` records of ``settings``' submissions topic
+    (a fresh consumer group): (records per second, CPU ms per record of its process)."""
+    env = {**os.environ, **settings.to_env(), "MMC_APP_ID": f"{settings.app_id}-count", "MMC_BENCH_COUNT": str(count)}
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "faust_count.py"), "worker", "-l", "warn"],
+        env=env, capture_output=True, text=True, timeout=1800, check=False,
+    )
+    # Faust's worker logs what the agent prints (to stderr, as a warning).
+    lines = [line.split("COUNTED ", 1)[1].split() for line in (done.stdout + done.stderr).splitlines() if "COUNTED " in line]
+    if not lines:
+        raise RuntimeError(f"the counting agent exited with {done.returncode}: {done.stderr[-2000:]}")
+    _, rate, cpu_ms = lines[-1]
+    return float(rate), float(cpu_ms)
+
+
 def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
-    settings = bench_settings(stack)
-    asyncio.run(create_topics(settings))
+    settings = fresh_topics(stack)
     rng = np.random.default_rng(n_models)
     ids = [f"id{i:05d}" for i in range(n_ids)]
     crowd = rng.normal(size=n_ids)
@@ -149,9 +222,15 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
     asyncio.run(produce(settings, inputs + subs))
     log = open(os.environ.get("MMC_BENCH_WORKER_LOG", os.devnull), "ab")  # noqa: SIM115
     worker = start_worker(settings, log)
+    broker = stack.pids["kafka"]
     try:
-        first, last = wait_applied(settings, "submissions", n_models, timeout=3600, worker=worker)
-        ingest = (n_models - 1) / (last - first) if last > first else float("nan")
+        first, _ = wait_applied(settings, "submissions", 1, timeout=3600, worker=worker)
+        at_first = applied_count(settings, "submissions")
+        worker_cpu, broker_cpu = cpu_seconds(worker.pid), cpu_seconds(broker)
+        _, last = wait_applied(settings, "submissions", n_models, timeout=3600, worker=worker)
+        worker_cpu, broker_cpu = cpu_seconds(worker.pid) - worker_cpu, cpu_seconds(broker) - broker_cpu
+        ingest = (n_models - at_first) / (last - first) if last > first else float("nan")
+        per_record = 1e3 / max(n_models - at_first, 1)
         asyncio.run(produce(settings, [("rounds", b"1", orjson.dumps({"type": "close", "round": 1}), T0 + 5 * 86_400_000)]))
         wait_applied(settings, "rounds", 2, timeout=60, worker=worker)
         targets = (np.clip(np.round(0.2 * crowd + rng.normal(size=n_ids) + 2), 0, 4) / 4).tolist()
@@ -159,7 +238,19 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
         day2 = asyncio.run(resolution_latency(settings, 1, 2, targets, n_models))
     finally:
         stop_worker(worker)
-    return {"ingest": ingest, "day1": day1, "day2": day2}
+    count_rate, count_cpu = faust_alone(settings, n_models)
+    alone_rate, alone_cpu = asyncio.run(processing_alone(fresh_topics(stack), inputs, subs))
+    return {
+        "ingest": ingest, "worker_cpu": worker_cpu * per_record, "broker_cpu": broker_cpu * per_record,
+        "alone": alone_rate, "alone_cpu": alone_cpu, "count": count_rate, "count_cpu": count_cpu,
+        "day1": day1, "day2": day2,
+    }
+
+
+def fresh_topics(stack: EmbeddedStack) -> Settings:
+    settings = bench_settings(stack)
+    asyncio.run(create_topics(settings))
+    return settings
 
 
 def main() -> None:
@@ -175,6 +266,11 @@ def main() -> None:
             results[n] = run(stack, n, args.ids)
             r = results[n]
             print(f"  ingestion: {r['ingest']:8.0f} submissions/s per worker   (target ≥ 1,000/s)")
+            print(f"    CPU per submission meanwhile: worker process {r['worker_cpu']:.2f} ms, broker {r['broker_cpu']:.2f} ms")
+            print(f"    the same submissions, the worker's processing alone (from memory, no consumer): {r['alone']:6.0f}/s,"
+                  f" {r['alone_cpu']:.2f} ms CPU each  ({r['alone'] / r['ingest']:.2f}× the worker)")
+            print(f"    the same submissions, a Faust agent that only counts them:                    {r['count']:6.0f}/s,"
+                  f" {r['count_cpu']:.2f} ms CPU each  ({r['count'] / r['ingest']:.2f}× the worker)")
             print(f"  resolution latency, first update (computes the basis): {r['day1']:6.2f} s")
             print(f"  resolution latency, next update (basis reused):        {r['day2']:6.2f} s   (target ≤ 3 s at 10,000)")
 

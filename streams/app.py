@@ -161,8 +161,8 @@ def faust_credentials(settings: Settings) -> Any:
     )
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
-    """The Faust app with one agent per input topic, and the runtime those agents use."""
+def faust_app(settings: Settings) -> faust.App:
+    """A Faust app configured as the worker's (group = ``MMC_APP_ID``), without agents yet."""
     # Faust keeps nothing of ours on disk (state is in Redis); keep its data dir out of the cwd.
     datadir = os.path.join(tempfile.gettempdir(), "mmc-stream-faust", settings.app_id)
     os.makedirs(datadir, exist_ok=True)
@@ -189,18 +189,28 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         producer_max_request_size=8 << 20,
         consumer_max_fetch_size=16 << 20,
     )
+    return app
+
+
+def input_topic(app: faust.App, settings: Settings, name: str) -> Any:
+    """Input topic ``name`` (short name) as the agents read it: raw key and value bytes."""
+    return app.topic(
+        settings.topic(name),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions_for(settings, name),
+    )
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    """The Faust app with one agent per input topic, and the runtime those agents use."""
+    app = faust_app(settings)
     runtime = Runtime(settings)
     app.page("/metrics")(worker_metrics_page(runtime))  # on Faust's web server (MMC_WEB_ENABLED)
     for name in INPUT_TOPICS:
-        topic = app.topic(
-            settings.topic(name),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions_for(settings, name),
-        )
-        app.agent(topic, name=f"mmc-{name}")(make_agent(name, runtime))
+        app.agent(input_topic(app, settings, name), name=f"mmc-{name}")(make_agent(name, runtime))
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: Any = None, **kwargs: Any) -> None:  # noqa: ARG001

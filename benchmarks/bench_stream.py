@@ -8,8 +8,9 @@ Prints, measured in one run:
    (``/proc/PID/stat``); beside it, on the same submissions, what bounds it: the worker's
    processing alone (the same code fed from memory in this process — decoding, ranking,
    barriers, Redis, live alerts — no Kafka consumer) and a Faust agent that only counts them
-   (``faust_count.py``: the consumer alone, the worker's Faust configuration). Both run on the
-   same two cores and, in the worker, in one process;
+   (``faust_count.py``, the worker's Faust configuration: what a Faust agent per record costs,
+   the reason submissions have their own aiokafka consumer, ``streams/ingest.py``). All run on
+   the same two cores;
 2. end-to-end resolution latency — a targets message produced → the last ``mmc.scores``
    message of that update consumed, for the round's first update (it also computes the
    round's basis: meta model, bootstrap draws) and a second update (basis reused), at each
@@ -269,7 +270,7 @@ def main() -> None:
             print(f"    CPU per submission meanwhile: worker process {r['worker_cpu']:.2f} ms, broker {r['broker_cpu']:.2f} ms")
             print(f"    the same submissions, the worker's processing alone (from memory, no consumer): {r['alone']:6.0f}/s,"
                   f" {r['alone_cpu']:.2f} ms CPU each  ({r['alone'] / r['ingest']:.2f}× the worker)")
-            print(f"    the same submissions, a Faust agent that only counts them:                    {r['count']:6.0f}/s,"
+            print(f"    the same submissions, a Faust agent that only counts them (not the worker's path): {r['count']:6.0f}/s,"
                   f" {r['count_cpu']:.2f} ms CPU each  ({r['count'] / r['ingest']:.2f}× the worker)")
             print(f"  resolution latency, first update (computes the basis): {r['day1']:6.2f} s")
             print(f"  resolution latency, next update (basis reused):        {r['day2']:6.2f} s   (target ≤ 3 s at 10,000)")

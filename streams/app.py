@@ -1,6 +1,8 @@
 """The Faust app: input topics → thin agents → :class:`streams.processing.Processor`.
 
-:func:`create_app` only builds the app and its agents; :func:`run_worker` runs it. Each agent
+:func:`create_app` only builds the app and its agents; :func:`run_worker` runs it. The
+submissions topic is read by a task with its own aiokafka consumer (:mod:`streams.ingest`,
+measured cheaper than a Faust agent per record); the other topics by agents. Each agent
 turns a Kafka message into an :class:`~streams.records.InputRecord`, hands it to the processor,
 and records the offset as applied (for the barriers of :mod:`streams.progress`). Redis or Kafka
 being unreachable makes the agent retry the same record with backoff; nothing about an input
@@ -9,7 +11,8 @@ can stop the agent (refusals go to the dead-letter topic).
 Outputs are produced with a plain aiokafka producer (not Faust's), so their record timestamps
 are exactly the input's event time in milliseconds, and every send is acknowledged before the
 input is marked applied: delivery is at-least-once with idempotent state and identical bytes
-on redelivery. Faust's consumer commits offsets; after a crash the uncommitted tail is
+on redelivery. Faust's consumer (and the submissions consumer, after each applied batch)
+commits offsets; after a crash the uncommitted tail is
 re-applied, which changes nothing (DESIGN §4).
 """
 
@@ -28,9 +31,10 @@ import faust
 from aiokafka import AIOKafkaProducer
 
 from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, partitions_for, redis_client
+from streams.ingest import SubmissionConsumer
 from streams.metrics import WorkerMetrics, worker_metrics_page
 from streams.outputs import Output
-from streams.processing import Processor, is_transient
+from streams.processing import Processor, SubmissionBatch, is_transient
 from streams.progress import Barrier, mark_applied
 from streams.rebuild import PUBLISHING, recover_if_behind
 from streams.records import InputRecord
@@ -41,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: Input topics whose records are applied in concurrent batches (different models are independent).
 BATCHED_TOPICS = frozenset({"submissions", "stakes"})
+#: Models whose stake updates are applied at once. Each holds a Redis connection while it runs,
+#: and redis-py's pool refuses more than 100 at a time (MaxConnectionsError, which would only be
+#: retried): stay well under it, leaving room for the barriers and the submissions consumer.
+CONCURRENT_MODELS = 32
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 
@@ -88,18 +96,19 @@ class Runtime:
         self.metrics.input_handled(record.topic, outcome, received_at)
         return outcome
 
-    async def handle_records(self, records: list[tuple[InputRecord, float]]) -> None:
-        """Apply records of one topic in log order (agents and barrier catch-ups alike).
+    async def handle_records(self, records: list[tuple[InputRecord, float]], prepared: SubmissionBatch | None = None) -> None:
+        """Apply records of one topic in log order (consumers and barrier catch-ups alike).
 
-        Submissions go through the processor's batch path; stakes record by record, records
-        with different keys (different models) concurrently; rounds and targets strictly one
+        Submissions go through the processor's batch path (``prepared``: what the submissions
+        consumer already started for them, :meth:`Processor.prepare_submissions`); stakes record by record, records
+        with different keys (different models) concurrently, ``CONCURRENT_MODELS`` at a time; rounds and targets strictly one
         after another (their single partition's order is what makes the outputs deterministic).
         """
         if not records:
             return
         processor = await self.processor()
         if records[0][0].topic == "submissions":
-            outcomes = await with_retry(lambda: processor.handle_submissions(records))
+            outcomes = await with_retry(lambda: processor.handle_submissions(records, prepared))
             for (record, received_at), outcome in zip(records, outcomes, strict=True):
                 self.metrics.input_handled(record.topic, outcome, received_at)
             return
@@ -109,7 +118,9 @@ class Runtime:
         by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]] = {}
         for record, received_at in records:
             by_key.setdefault((record.partition, record.key), []).append((record, received_at))
-        await asyncio.gather(*(apply_in_order(self, group) for group in by_key.values()))
+        groups = list(by_key.values())
+        for first in range(0, len(groups), CONCURRENT_MODELS):
+            await asyncio.gather(*(apply_in_order(self, group) for group in groups[first : first + CONCURRENT_MODELS]))
 
     async def send(self, outputs: list[Output]) -> None:
         """Produce every output and wait until the broker acknowledged all of them."""
@@ -205,12 +216,19 @@ def input_topic(app: faust.App, settings: Settings, name: str) -> Any:
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
-    """The Faust app with one agent per input topic, and the runtime those agents use."""
+    """The Faust app: an agent per input topic but ``submissions``, which a task reads with its
+    own consumer (:mod:`streams.ingest`); and the runtime they all use."""
     app = faust_app(settings)
     runtime = Runtime(settings)
     app.page("/metrics")(worker_metrics_page(runtime))  # on Faust's web server (MMC_WEB_ENABLED)
     for name in INPUT_TOPICS:
-        app.agent(input_topic(app, settings, name), name=f"mmc-{name}")(make_agent(name, runtime))
+        if name != "submissions":
+            app.agent(input_topic(app, settings, name), name=f"mmc-{name}")(make_agent(name, runtime))
+    submissions = SubmissionConsumer(settings, runtime.processor, lambda records, prepared: apply_unless_applied(runtime, records, prepared))
+
+    @app.task
+    async def _submissions() -> None:
+        await submissions.run()
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: Any = None, **kwargs: Any) -> None:  # noqa: ARG001
@@ -229,10 +247,10 @@ def make_agent(name: str, runtime: Runtime) -> Any:
     """The agent for input topic ``name``: records in, processor, offsets marked applied.
 
     ``rounds`` and ``targets`` (one partition each) are applied one record at a time, in log
-    order. ``submissions`` and ``stakes`` — the volume — are taken in small batches whose
-    records are applied concurrently, except that records with the same key (the same model)
-    stay in log order; offsets are marked applied once the whole batch is done, so a barrier
-    never passes a record still in flight.
+    order. ``stakes`` are taken in small batches whose records are applied concurrently, except
+    that records with the same key (the same model) stay in log order; offsets are marked
+    applied once the whole batch is done, so a barrier never passes a record still in flight.
+    (``submissions`` have their own consumer: :mod:`streams.ingest`.)
     """
 
     async def sequential(stream: faust.StreamT[bytes]) -> None:
@@ -267,7 +285,7 @@ def as_record(name: str, event: Any) -> tuple[InputRecord, float]:
     return record, message.time_in if message.time_in is not None else time.monotonic()
 
 
-async def apply_unless_applied(runtime: Runtime, records: list[tuple[InputRecord, float]]) -> None:
+async def apply_unless_applied(runtime: Runtime, records: list[tuple[InputRecord, float]], prepared: SubmissionBatch | None = None) -> None:
     """Apply records not yet applied (a barrier's catch-up may have got there first), then mark them.
 
     Holds the partition locks shared with the barriers' catch-ups, so a record is never applied
@@ -284,7 +302,7 @@ async def apply_unless_applied(runtime: Runtime, records: list[tuple[InputRecord
             await held.enter_async_context(runtime.barrier.partition_lock(topic, p))
         done = await with_retry(lambda: state.progress(topic))
         pending = [(r, t) for r, t in records if r.offset >= done.get(r.partition, 0)]
-        await runtime.handle_records(pending)
+        await runtime.handle_records(pending, prepared)
         await with_retry(lambda: mark_applied(state, topic, [(r.partition, r.offset, r.timestamp_ms) for r, _ in pending]))
 
 

@@ -173,14 +173,14 @@ def rebuild(
     wipe: bool = typer.Option(False, "--wipe", help="Delete every key of MMC_STATE_NAMESPACE first (rebuild from scratch)."),
     publish: PublishMode = typer.Option(
         PublishMode.unfinished, "--publish",
-        help="Outputs to send: 'unfinished' (records at/after the group's committed offsets), 'all' or 'none'.",
+        help="Outputs to send: 'unfinished' (records at/after the worker groups' committed offsets), 'all' or 'none'.",
     ),
 ) -> None:
     """Rebuild the Redis state from the input topics (stop the workers first).
 
     Applies every input record the state has not applied (all of them after --wipe or a lost
     Redis), in the worker's own code path; the worker does the same by itself at start-up
-    when it finds the state behind its group's committed offsets.
+    when it finds the state behind its groups' committed offsets.
     """
     settings = _settings_or_exit()
     from streams.rebuild import rebuild as run_rebuild

@@ -36,6 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,37 @@ LIVE_TOTALS_CACHED = 16
 # The live CWMM compares a submission with the round's running meta model as last read; it
 # is re-read from Redis at most this often (it moves slowly once a round has many stakers).
 LIVE_REFRESH_SECONDS = 1.0
+
+#: A submission record's place in its topic: (partition, offset).
+RecordKey = tuple[int, int]
+Ranked = tuple[PreparedRound, NDArray[np.float64]]
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A batch of submission records decoded and ranked (by :func:`digest_submissions`).
+
+    ``decoded``: each record's submission or the refusal its bytes earned; ``ranks``: the
+    prepared row and G of each submission that came in universe order (no ids list).
+    """
+
+    decoded: dict[RecordKey, Submission | InvalidMessage]
+    ranks: dict[RecordKey, Ranked]
+
+
+@dataclass(frozen=True)
+class SubmissionBatch:
+    """What :meth:`Processor.prepare_submissions` started for records: their digest on the rank thread."""
+
+    keys: frozenset[RecordKey]
+    digest: asyncio.Future[Digest]
+
+    def covers(self, batch: list[tuple[InputRecord, float]]) -> bool:
+        return all((record.partition, record.offset) in self.keys for record, _ in batch)
+
+    def discard(self) -> None:
+        """Not going to be applied: let the digest finish unobserved (no "never retrieved" errors)."""
+        self.digest.add_done_callback(_ignore_outcome)
 
 
 class Processor:
@@ -179,30 +211,63 @@ class Processor:
         return cached[1]
 
     # --- submissions --------------------------------------------------------------------------
-    async def handle_submissions(self, batch: list[tuple[InputRecord, float]]) -> list[str]:
+    def prepare_submissions(self, batch: list[tuple[InputRecord, float]], head_start: bool = True) -> SubmissionBatch:
+        """Start decoding and ranking a batch on the rank thread, and its barriers, without waiting.
+
+        Neither depends on the state, so the submissions consumer prepares the next batch while
+        the previous one is being applied (:mod:`streams.ingest`). The barrier task is only a head
+        start: :meth:`handle_submissions` waits for the barriers itself (a check that started
+        after the records were received serves them — :meth:`Barrier.wait_for`).
+        """
+        loop = asyncio.get_running_loop()
+        digest = loop.run_in_executor(
+            _rank_thread(), digest_submissions, [r for r, _ in batch], self.settings.max_message_bytes, self.settings.max_ids
+        )
+        if head_start:
+            task = asyncio.ensure_future(self._submission_barriers(batch))
+            task.add_done_callback(_ignore_outcome)  # its error, if any, comes again when waited for
+        return SubmissionBatch(frozenset((r.partition, r.offset) for r, _ in batch), digest)
+
+    async def _submission_barriers(self, batch: list[tuple[InputRecord, float]]) -> None:
+        latest = max(received_at for _, received_at in batch)
+        await self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for record, _ in batch))
+        # The stake stored with a row (its weight in the live meta model) is the one in force at
+        # its event time: every stake appended before the batch was received must be applied, or
+        # a replay would store a different weight than the live run did.
+        await self.barrier.wait_for("stakes", latest)
+
+    async def handle_submissions(self, batch: list[tuple[InputRecord, float]], prepared: SubmissionBatch | None = None) -> list[str]:
         """Apply a batch of ``submissions`` records (log order per partition); one outcome each.
 
-        The batch shares its round trips: one barrier check, one read of every stored row,
-        stake and live sum it touches, one write per round, one read for the live alerts. The
-        records are decided one after another in memory, so a later record of the same model
-        sees the earlier one exactly as if it had been stored. Should anything but the input
-        or the infrastructure fail on the shared path, the records are applied one by one
-        (each then succeeds or is refused on its own).
+        ``prepared``: the batch's :meth:`prepare_submissions`, if started earlier (else it is
+        started here). The batch shares its round trips: one barrier check, one read of every
+        stored row, stake and live sum it touches, one write per round, one read for the live
+        alerts. The records are decided one after another in memory, so a later record of the
+        same model sees the earlier one exactly as if it had been stored. Should anything but
+        the input or the infrastructure fail on the shared path, the records are applied one by
+        one (each then succeeds or is refused on its own).
         """
+        if prepared is None or not prepared.covers(batch):
+            prepared = self.prepare_submissions(batch, head_start=False)
         outcomes: list[str | None] = [None] * len(batch)
         refusals: list[Output] = []
-        decoded: list[tuple[int, InputRecord, Submission]] = []
-        for i, (record, _) in enumerate(batch):
-            try:
-                event = decode_input(record, self.settings.max_message_bytes, self.settings.max_ids)
-            except InvalidMessage as exc:
-                outcomes[i] = self._refusal(record, exc, refusals)
-                continue
-            if not isinstance(event, Submission):
-                raise ValueError(f"not a submission: {record.topic}[{record.partition}]@{record.offset}")
-            decoded.append((i, record, event))
         try:
-            applied = await self._decide_submissions(batch, decoded, outcomes, refusals)
+            try:
+                await self._submission_barriers(batch)
+            except BaseException:
+                await asyncio.wait([prepared.digest])  # never leave the thread working for a failed batch
+                raise
+            digest = await prepared.digest
+            decoded: list[tuple[int, InputRecord, Submission]] = []
+            for i, (record, _) in enumerate(batch):
+                event = digest.decoded[(record.partition, record.offset)]
+                if isinstance(event, InvalidMessage):
+                    outcomes[i] = self._refusal(record, event, refusals)
+                elif not isinstance(event, Submission):
+                    raise ValueError(f"not a submission: {record.topic}[{record.partition}]@{record.offset}")
+                else:
+                    decoded.append((i, record, event))
+            applied = await self._decide_submissions(batch, decoded, outcomes, refusals, digest.ranks)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -233,34 +298,11 @@ class Processor:
         decoded: list[tuple[int, InputRecord, Submission]],
         outcomes: list[str | None],
         refusals: list[Output],
+        ranks: dict[RecordKey, Ranked],
     ) -> list[tuple[InputRecord, Submission, PreparedRound]]:
-        """Decide, then store, every decoded submission; returns the applied ones with their ranks."""
+        """Decide, then store, every decoded submission (barriers passed); returns the applied ones with their ranks."""
         if not decoded:
             return []
-        # Rank the submissions already in universe order (no ids list) on a thread while the
-        # barriers and Redis answer: numpy releases the GIL, and the ranks depend on nothing else.
-        aligned = [event.predictions for _, _, event in decoded if event.ids is None]
-        ranking = asyncio.get_running_loop().run_in_executor(_rank_thread(), rank_rows, aligned)
-        try:
-            return await self._decide_ranked(batch, decoded, outcomes, refusals, ranking)
-        finally:
-            if not ranking.done():
-                await asyncio.wait([ranking])  # never leave the thread working for a failed batch
-
-    async def _decide_ranked(
-        self,
-        batch: list[tuple[InputRecord, float]],
-        decoded: list[tuple[int, InputRecord, Submission]],
-        outcomes: list[str | None],
-        refusals: list[Output],
-        ranking: asyncio.Future[list[tuple[PreparedRound, NDArray[np.float64]]]],
-    ) -> list[tuple[InputRecord, Submission, PreparedRound]]:
-        latest = max(received_at for _, received_at in batch)
-        await self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for _, record, _ in decoded))
-        # The stake stored with a row (its weight in the live meta model) is the one in force at
-        # its event time: every stake appended before the batch was received must be applied, or
-        # a replay would store a different weight than the live run did.
-        await self.barrier.wait_for("stakes", latest)
         infos = {r: await self._round_info(r) for r in sorted({event.round for _, _, event in decoded})}
         known = [(i, record, event) for i, record, event in decoded if infos[event.round] is not None]
         for i, record, event in decoded:
@@ -299,12 +341,10 @@ class Processor:
             current[key] = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, b"")
         if not accepted:
             return []
-        # 2. Their ranks (by partition and offset): from the thread for values that came in
+        # 2. Their ranks (by partition and offset): from the digest for values that came in
         #    universe order, the rest (placed by their ids list) ranked here.
-        on_thread = [(record.partition, record.offset) for _, record, event in decoded if event.ids is None]
-        ranks = dict(zip(on_thread, await ranking, strict=True))
         placed = [(record.partition, record.offset, values) for record, event, _, values, _, _ in accepted if event.ids is not None]
-        ranks.update(zip([(p, o) for p, o, _ in placed], rank_rows([v for _, _, v in placed]), strict=True))
+        ranks = {**ranks, **dict(zip([(p, o) for p, o, _ in placed], rank_rows([v for _, _, v in placed]), strict=True))}
         ranked = [ranks[(record.partition, record.offset)] for record, *_ in accepted]
         # 3. Move the running meta-model sums in log order and keep the rows to store.
         changed: dict[tuple[int, str], SubmissionRow] = {}
@@ -691,12 +731,29 @@ def _update_rank(entry: dict[str, Any] | None) -> tuple[int, int]:
     return (1 if entry["final"] else 0, int(entry["day"]))
 
 
-def rank_rows(rows: list[NDArray[np.float64]]) -> list[tuple[PreparedRound, NDArray[np.float64]]]:
+def digest_submissions(records: list[InputRecord], max_bytes: int, max_ids: int) -> Digest:
+    """Decode every submission record and rank those in universe order — pure, run on the rank thread."""
+    decoded: dict[RecordKey, Submission | InvalidMessage] = {}
+    for record in records:
+        try:
+            decoded[(record.partition, record.offset)] = decode_input(record, max_bytes, max_ids)  # type: ignore[assignment]
+        except InvalidMessage as exc:
+            decoded[(record.partition, record.offset)] = exc
+    aligned = [(key, event) for key, event in decoded.items() if isinstance(event, Submission) and event.ids is None]
+    return Digest(decoded, dict(zip([key for key, _ in aligned], rank_rows([event.predictions for _, event in aligned]), strict=True)))
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def rank_rows(rows: list[NDArray[np.float64]]) -> list[Ranked]:
     """Rank finite prediction rows at once (per universe size): each row's prepared row and its G, in order.
 
     Each row's result is the same whatever rows it is ranked with (rows are sorted one by one).
     """
-    out: list[tuple[PreparedRound, NDArray[np.float64]]] = [None] * len(rows)  # type: ignore[list-item]
+    out: list[Ranked] = [None] * len(rows)  # type: ignore[list-item]
     by_size: dict[int, list[int]] = {}
     for j, values in enumerate(rows):
         by_size.setdefault(values.size, []).append(j)
@@ -710,7 +767,7 @@ def rank_rows(rows: list[NDArray[np.float64]]) -> list[tuple[PreparedRound, NDAr
 
 @functools.cache
 def _rank_thread() -> ThreadPoolExecutor:
-    """The one thread that ranks submissions while the event loop waits on Redis and Kafka."""
+    """The one thread that decodes and ranks submissions while the event loop waits on Redis and Kafka."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmc-rank")
 
 

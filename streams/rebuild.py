@@ -6,16 +6,16 @@ path as the live worker: the barriers' catch-ups (:mod:`streams.progress`) read 
 topic from the offset the state has applied (0 when empty) to its end and apply it — rounds,
 then stakes, then submissions, then targets, whose updates are applied in log order.
 
-What gets published while rebuilding. The worker's consumer group has committed the offsets
+What gets published while rebuilding. The worker's consumer groups have committed the offsets
 whose outputs were sent (offsets are committed after a record is applied and its outputs
 acknowledged), so by default (``unfinished``) outputs are published only for records at or
-after the group's committed offset — those the worker may not have finished — and the outputs
+after the groups' committed offset (`Settings.consumer_group`) — those the worker may not have finished — and the outputs
 of records before it, which subscribers already have, are recomputed into Redis only.
 ``all`` re-publishes everything (identical bytes; subscribers see duplicates), ``none``
 nothing.
 
 The worker runs :func:`recover_if_behind` before it joins the group: when the state is
-behind the group's committed offsets (Redis lost, or restored from an old snapshot) it
+behind the groups' committed offsets (Redis lost, or restored from an old snapshot) it
 rebuilds first, so it never scores from half a state.
 
 Retention: rebuilding needs every input record whose effect is still in the state — in
@@ -68,23 +68,26 @@ class RebuildReport:
 
 
 async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    """The worker group's committed offset of every input partition (absent: none committed)."""
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=settings.app_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        out: dict[tuple[str, int], int] = {}
-        for topic in INPUT_TOPICS:
-            for p in range(partitions_for(settings, topic)):
-                offset = await consumer.committed(TopicPartition(settings.topic(topic), p))
-                if offset is not None and offset >= 0:
-                    out[(topic, p)] = offset
-        return out
-    finally:
-        await consumer.stop()
+    """The worker groups' committed offset of every input partition (absent: none committed)."""
+    out: dict[tuple[str, int], int] = {}
+    for group in sorted({settings.consumer_group(topic) for topic in INPUT_TOPICS}):
+        consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            for topic in INPUT_TOPICS:
+                if settings.consumer_group(topic) != group:
+                    continue
+                for p in range(partitions_for(settings, topic)):
+                    offset = await consumer.committed(TopicPartition(settings.topic(topic), p))
+                    if offset is not None and offset >= 0:
+                        out[(topic, p)] = offset
+        finally:
+            await consumer.stop()
+    return out
 
 
 async def behind(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
-    """Partitions whose applied progress in Redis is below the group's committed offset:
+    """Partitions whose applied progress in Redis is below the groups' committed offset:
     ``(topic, partition) → (progress, committed)``. Empty when the state is intact."""
     from streams.admin import redis_client
     from streams.state import RedisState

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
             env[f"MMC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 
+    def consumer_group(self, topic: str) -> str:
+        """The consumer group reading input topic ``topic``: ``{app_id}-submissions`` for the
+        submissions (read by :mod:`streams.ingest`'s own consumer), ``app_id`` (Faust's) for the rest."""
+        return f"{self.app_id}-submissions" if topic == "submissions" else self.app_id
+
     def topic(self, name: str) -> str:
         """The full topic name for a short name such as ``scores``."""
         return f"{self.topic_prefix}{name}"

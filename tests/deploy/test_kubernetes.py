@@ -235,7 +235,7 @@ def test_scaled_object_scales_the_worker_on_submission_lag(
     meta = trigger["metadata"]
     assert trigger["type"] == "kafka"
     assert meta["topic"] == settings.topic("submissions")
-    assert meta["consumerGroup"] == settings.app_id
+    assert meta["consumerGroup"] == settings.consumer_group("submissions")
     assert meta["bootstrapServers"] == settings.kafka_bootstrap
     assert int(meta["lagThreshold"]) > 0
     assert meta.get("offsetResetPolicy", "latest") == "earliest"
@@ -246,7 +246,7 @@ def test_base_scaled_object_uses_the_settings_defaults(rendered: Docs) -> None:
     meta = scaled_object(rendered["base"])["spec"]["triggers"][0]["metadata"]
     defaults = Settings()
     assert meta["topic"] == defaults.topic("submissions") == "mmc.submissions"
-    assert meta["consumerGroup"] == defaults.app_id == "mmc-stream"
+    assert meta["consumerGroup"] == defaults.consumer_group("submissions") == "mmc-stream-submissions"
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)

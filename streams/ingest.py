@@ -57,7 +57,6 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.settings = settings
         self._processor = processor
         self._apply = apply
-        self._consumer: AIOKafkaConsumer | None = None
         self._buffer: Records = []
         self._more = asyncio.Event()  # the buffer has records
         self._room = asyncio.Event()  # the buffer has room for another fetch
@@ -102,7 +101,6 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         consumer.subscribe([s.topic("submissions")], listener=self)
         await consumer.start()
-        self._consumer = consumer
         tasks = [asyncio.ensure_future(self._fetch(consumer)), asyncio.ensure_future(self._apply_loop(consumer))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -112,7 +110,6 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._consumer = None
             self._reset()
             await consumer.stop()
 

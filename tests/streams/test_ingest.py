@@ -158,10 +158,14 @@ def test_two_consumers_share_the_partitions_and_apply_everything(make_settings: 
     runtimes = [Runtime(settings), Runtime(settings)]
     applied: list[list[tuple[int, int]]] = [[], []]
     revoked: list[int] = []
+    rebalancing = asyncio.Event()
 
     def slow(i: int) -> Apply:
         async def apply(records: Records, prepared: SubmissionBatch) -> None:
-            await asyncio.sleep(0.3)  # stretch the run over the second consumer's join
+            if i == 0 and applied[0]:
+                # After its first batch, the first consumer holds its next batch until the
+                # second one's join starts a rebalance: the rebalance always finds work in flight.
+                await asyncio.wait_for(rebalancing.wait(), 60)
             await apply_unless_applied(runtimes[i], records, prepared)
             applied[i] += [(r.partition, r.offset) for r, _ in records]
 
@@ -172,6 +176,8 @@ def test_two_consumers_share_the_partitions_and_apply_everything(make_settings: 
 
     async def record_revoke(tps: list[TopicPartition]) -> None:
         revoked.append(len(tps))
+        if tps:
+            rebalancing.set()
         await first_revoke(tps)
 
     consumers[0].on_partitions_revoked = record_revoke  # type: ignore[method-assign]

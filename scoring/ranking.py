@@ -19,7 +19,7 @@ from scoring.errors import ScoringError
 from scoring.validation import as_prediction_matrix
 
 Ties = Literal["keep", "break"]
-#: A row with at most n/FIX_UP_FRACTION tied positions has its runs fixed up; more, it is re-sorted.
+#: A row needing exact order with at most n/FIX_UP_FRACTION unsure positions has its runs fixed up; more, it is re-sorted.
 FIX_UP_FRACTION = 16
 
 
@@ -32,42 +32,90 @@ def sort_structure(x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np
     Returns:
         ``order[i, r]`` — the id at sorted position r of row i (ties in id order, i.e. pandas
         ``method="first"``); ``new_group[i, r]`` — True where that position starts a new value.
+
+    How (the same result as ``np.argsort(x, axis=1, kind="stable")``, ~2× faster on
+    submissions — ``make bench`` prints both): every value becomes an order-preserving 64-bit
+    key whose lowest ``b = bits(n_ids − 1)`` bits are replaced by its id, and the keys are
+    sorted as plain integers (numpy's SIMD sort; no index array to carry). Positions whose
+    truncated keys differ hold different values, in value order. Where two neighbours' truncated
+    keys are equal the values are equal (a tie, already in id order) or differ only in the
+    dropped bits; rows with such a pair are put in exact (value, id) order — their runs in place
+    when they are few, by a stable argsort of the row otherwise.
     """
-    # numpy's default (SIMD) sort is several times faster than its stable sort but orders
-    # equal values arbitrarily; rows without ties get the same order either way, so only
-    # the positions inside runs of equal values are put back in id order.
-    order = np.argsort(x, axis=1)
-    ordered = np.take_along_axis(x, order, axis=1)
+    n = x.shape[1]
+    bits = max(1, (n - 1).bit_length())
+    low = np.uint64((1 << bits) - 1)
+    packed = sortable_keys(x)
+    packed &= ~low
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort(axis=1)
+    order = (packed & low).astype(np.intp)
+    packed >>= np.uint64(bits)
     new_group = np.ones(x.shape, dtype=bool)
-    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    # Rows with few tied positions are fixed up in place; rows with many are sorted again stably.
-    tied_positions = x.shape[1] - new_group.sum(axis=1)
-    few = np.flatnonzero((tied_positions > 0) & (tied_positions <= x.shape[1] // FIX_UP_FRACTION))
-    many = np.flatnonzero(tied_positions > x.shape[1] // FIX_UP_FRACTION)
-    if few.size:
-        order[few] = _ids_ascending_within_runs(order[few], new_group[few])
-    if many.size:
-        order[many] = np.argsort(x[many], axis=1, kind="stable")
+    np.not_equal(packed[:, 1:], packed[:, :-1], out=new_group[:, 1:])
+    unsure = ~new_group  # same truncated key as the position before: a tie, or not quite
+    r, c = np.nonzero(unsure)
+    if r.size:
+        # Ties are already in id order; only rows where such neighbours differ need more.
+        differ = x[r, order[r, c]] != x[r, order[r, c - 1]]
+        rows = np.unique(r[differ])
+        if rows.size:
+            counts = unsure[rows].sum(axis=1)
+            few, many = rows[counts <= n // FIX_UP_FRACTION], rows[counts > n // FIX_UP_FRACTION]
+            if few.size:
+                order[few], new_group[few] = _exact_within_runs(x[few], order[few], unsure[few])
+            if many.size:
+                stable = np.argsort(x[many], axis=1, kind="stable")
+                order[many] = stable
+                new_group[many] = _new_groups(np.take_along_axis(x[many], stable, axis=1))
     return order, new_group
 
 
-def _ids_ascending_within_runs(order: NDArray[np.intp], new_group: NDArray[np.bool_]) -> NDArray[np.intp]:
-    """``order`` with the ids of every run of equal values sorted ascending (a stable order).
+def sortable_keys(x: NDArray[np.float64]) -> NDArray[np.uint64]:
+    """Order-preserving unsigned keys of finite float64 values (``-0.0`` and ``0.0`` share one).
 
-    Only the positions inside runs move: each gets the key ``(row, run, id)`` — unique, so
-    the fast sort is exact — and the sorted keys fill the same positions, which are
-    contiguous per run and row-major overall.
+    Positive values get the sign bit set, negative ones have every bit flipped, so unsigned
+    integer order is numeric order.
     """
-    rows, n = new_group.shape
-    in_run = ~new_group
-    in_run[:, :-1] |= ~new_group[:, 1:]
-    run = np.cumsum(new_group, axis=1)
+    keys = (x + 0.0).view(np.uint64)  # a new array; + 0.0 turns -0.0 into 0.0
+    flip = (keys.view(np.int64) >> 63).view(np.uint64)  # all ones for negatives, zero otherwise
+    flip |= np.uint64(1 << 63)
+    keys ^= flip
+    return keys
+
+
+def _new_groups(ordered: NDArray[np.float64]) -> NDArray[np.bool_]:
+    new_group = np.ones(ordered.shape, dtype=bool)
+    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    return new_group
+
+
+def _exact_within_runs(
+    x: NDArray[np.float64], order: NDArray[np.intp], unsure: NDArray[np.bool_]
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """``order`` and ``new_group`` made exact inside the runs of equal truncated keys.
+
+    A run is a position and the ``unsure`` positions right after it; only its positions move.
+    Each gets the key ``(row, run, value, id)`` and the sorted keys fill the same positions,
+    which are contiguous per run and row-major overall. Inside a run a position starts a new
+    group iff its value differs from the one before; a run's first position always does (its
+    truncated key differs from the position before it).
+    """
+    in_run = unsure.copy()
+    in_run[:, :-1] |= unsure[:, 1:]
+    run = np.cumsum(~unsure, axis=1)
     r, c = np.nonzero(in_run)
-    ids = order[r, c].astype(np.int64)
-    key = (r.astype(np.int64) * (n + 1) + run[r, c]) * n + ids
-    out = order.copy()
-    out[r, c] = ids[np.argsort(key)]
-    return out
+    ids = order[r, c]
+    values = sortable_keys(x[r, ids])
+    runs = run[r, c]
+    moved = np.lexsort((ids, values, runs, r))
+    order = order.copy()
+    order[r, c] = ids[moved]
+    values = values[moved]
+    new_group = ~unsure
+    follows = (r[1:] == r[:-1]) & (runs[1:] == runs[:-1])
+    new_group[r[1:][follows], c[1:][follows]] = values[1:][follows] != values[:-1][follows]
+    return order, new_group
 
 
 def doubled_tie_kept_rank(new_group: NDArray[np.bool_]) -> NDArray[np.int64]:

@@ -243,6 +243,25 @@ def gaussian_ranks(prepared: PreparedRound, pow_1_5: bool = False) -> NDArray[np
     return scatter_rows(prepared.order, sorted_values(prepared, tables, tables.g15 if pow_1_5 else tables.g))
 
 
+def g15_correlations(
+    prepared: PreparedRound, vector: NDArray[np.float64], g15_centered_norm: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """Pearson correlation of every row's ``G^1.5`` (tie-kept) with ``vector`` — the CWMM when
+    ``vector`` is the meta model; NaN where either is constant.
+
+    Computed in sorted space (one gather of the centered vector by each row's order and a dot
+    with the rank table), never materialising a row in id space. ``g15_centered_norm``: the
+    rows' :func:`centered_norms` of ``tables.g15``, when already at hand.
+    """
+    tables = rank_tables(prepared.n_ids)
+    if g15_centered_norm is None:
+        g15_centered_norm = centered_norms(prepared, tables, tables.g15)
+    centered = vector - vector.mean()
+    dots = sorted_dots(prepared, tables, centered, (tables.g15,))[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(dots / (g15_centered_norm * np.sqrt(centered @ centered)), dtype=np.float64)
+
+
 def sorted_dots(
     prepared: PreparedRound,
     tables: RankTables,
@@ -423,10 +442,7 @@ def close_round(prepared: PreparedRound, stakes: ArrayLike, samples: ArrayLike) 
         stop = min(start + step, n_models)
         u = scatter_rows(prepared.order[start:stop], tables.u)
         u_centered_draws[start:stop] = u @ draws_centered.T - u.mean(axis=1, keepdims=True) * centered_sums
-    swmm_centered = swmm - swmm.mean()
-    g15_swmm = sorted_dots(prepared, tables, swmm_centered, (tables.g15,))[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cwmm = g15_swmm / (g15_centered_norm * np.sqrt(swmm_centered @ swmm_centered))
+    cwmm = g15_correlations(prepared, swmm, g15_centered_norm)
     return RoundBasis(
         stakes=s,
         meta_model=swmm,

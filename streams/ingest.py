@@ -59,6 +59,7 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._apply = apply
         self._buffer: Records = []
         self._more = asyncio.Event()  # the buffer has records
+        self._grew = asyncio.Event()  # records were added since it was last cleared
         self._room = asyncio.Event()  # the buffer has room for another fetch
         self._room.set()
         self._applying = asyncio.Lock()  # held while a batch is applied and committed
@@ -157,6 +158,7 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
             if self._buffer:
                 self._more.set()
+                self._grew.set()
             if len(self._buffer) >= 2 * self.batch_size:
                 self._room.clear()
 
@@ -168,6 +170,7 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._more.clear()
                     await self._more.wait()
                 following = None
+                await self._fill()
                 if self._buffer:
                     records = self._buffer[: self.batch_size]
                     del self._buffer[: self.batch_size]
@@ -180,6 +183,20 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             if pending is not None:
                 pending[1].discard()
+
+    async def _fill(self) -> None:
+        """Wait up to ``ingest_batch_seconds`` for a full batch while records keep coming."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.ingest_batch_seconds
+        while 0 < len(self._buffer) < self.batch_size:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._grew.clear()
+            try:
+                await asyncio.wait_for(self._grew.wait(), left)
+            except TimeoutError:
+                return
 
     async def _apply_and_commit(self, consumer: AIOKafkaConsumer, records: Records, prepared: SubmissionBatch, generation: int) -> None:
         async with self._applying:

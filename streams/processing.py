@@ -45,8 +45,7 @@ from numpy.typing import NDArray
 import scoring
 from scoring.crowding import ScoreTable, stake_jump_events
 from scoring.errors import ScoringError
-from scoring.metrics import pearson_rows
-from scoring.rounds import PreparedRound, PreparedSubmission, gaussian_ranks
+from scoring.rounds import PreparedRound, PreparedSubmission, g15_correlations, gaussian_ranks
 from streams import alerts as alert_rules
 from streams import failpoints
 from streams.errors import InvalidMessage
@@ -230,11 +229,14 @@ class Processor:
 
     async def _submission_barriers(self, batch: list[tuple[InputRecord, float]]) -> None:
         latest = max(received_at for _, received_at in batch)
-        await self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for record, _ in batch))
         # The stake stored with a row (its weight in the live meta model) is the one in force at
         # its event time: every stake appended before the batch was received must be applied, or
-        # a replay would store a different weight than the live run did.
-        await self.barrier.wait_for("stakes", latest)
+        # a replay would store a different weight than the live run did. Both topics are checked
+        # at once (a check is a few broker round trips).
+        await asyncio.gather(
+            self.barrier.wait_for("rounds", latest, max(record.timestamp_ms for record, _ in batch)),
+            self.barrier.wait_for("stakes", latest),
+        )
 
     async def handle_submissions(self, batch: list[tuple[InputRecord, float]], prepared: SubmissionBatch | None = None) -> list[str]:
         """Apply a batch of ``submissions`` records (log order per partition); one outcome each.
@@ -432,8 +434,8 @@ class Processor:
                 order=np.concatenate([applied[j][2].order for j in group]),
                 new_group=np.concatenate([applied[j][2].new_group for j in group]),
             )
-            # G^1.5 straight from the rank table (the same values as signed_power of G, no pow per id)
-            found_cwmm = pearson_rows(gaussian_ranks(rows, pow_1_5=True), total[1:] / total[0])
+            # in sorted space, as the resolution's CWMM is (no row scattered to id space)
+            found_cwmm = g15_correlations(rows, total[1:] / total[0])
             cwmms.update(zip(group, (float(c) for c in found_cwmm), strict=True))
         for j, (record, event, _) in enumerate(applied):
             cwmm = cwmms.get(j, float("nan"))

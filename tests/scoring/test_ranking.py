@@ -83,6 +83,16 @@ def test_rank_rejects_bad_shapes_and_modes() -> None:
         rank_uniform(UP, ties="dense")  # type: ignore[arg-type]
 
 
+def _assert_stable_structure(x: np.ndarray) -> None:
+    """sort_structure(x) is numpy's stable argsort, and its group starts mark value changes."""
+    order, new_group = sort_structure(x)
+    stable = np.argsort(x, axis=1, kind="stable")
+    np.testing.assert_array_equal(order, stable)
+    ordered = np.take_along_axis(x, stable, axis=1)
+    np.testing.assert_array_equal(new_group[:, 1:], ordered[:, 1:] != ordered[:, :-1])
+    assert new_group[:, 0].all()
+
+
 @pytest.mark.parametrize("decimals", [1, 2, 3, 5, None])
 def test_sort_structure_order_is_the_stable_argsort_at_every_tie_density(decimals: int | None) -> None:
     # Rows with few tied positions are fixed up in place, rows with many re-sorted stably;
@@ -92,9 +102,28 @@ def test_sort_structure_order_is_the_stable_argsort_at_every_tie_density(decimal
     if decimals is not None:
         x[::2] = x[::2].round(decimals)
     x[5, 100:140] = 0.5  # one long run in an otherwise tie-free row
-    order, new_group = sort_structure(x)
-    stable = np.argsort(x, axis=1, kind="stable")
-    np.testing.assert_array_equal(order, stable)
-    ordered = np.take_along_axis(x, stable, axis=1)
-    np.testing.assert_array_equal(new_group[:, 1:], ordered[:, 1:] != ordered[:, :-1])
-    assert new_group[:, 0].all()
+    _assert_stable_structure(x)
+
+
+@pytest.mark.parametrize("shape", ["scaled", "rounded", "last_bits", "zeros", "half_rounded", "neighbours"])
+def test_sort_structure_matches_the_stable_argsort_where_values_differ_only_in_their_lowest_bits(shape: str) -> None:
+    # The integer-key sort drops each value's lowest bits for its id: values differing only
+    # there, ties, ±0.0 and every magnitude must still come out in exact (value, id) order.
+    rng = np.random.default_rng(["scaled", "rounded", "last_bits", "zeros", "half_rounded", "neighbours"].index(shape))
+    for _ in range(40):
+        n, m = int(rng.integers(2, 3000)), int(rng.integers(1, 10))
+        x = rng.normal(size=(m, n)) * 10.0 ** float(rng.integers(-300, 300))
+        if shape == "rounded":
+            x = rng.normal(size=(m, n)).round(int(rng.integers(0, 3)))
+        elif shape == "last_bits":
+            base = rng.normal(size=(m, 1))
+            x = base + rng.integers(-3000, 3000, size=(m, n)) * np.spacing(np.abs(base))
+        elif shape == "zeros":
+            x[:, ::7] = 0.0
+            x[:, ::11] = -0.0
+        elif shape == "half_rounded":
+            x[:, : n // 2] = x[:, : n // 2].round(1)
+        elif shape == "neighbours":
+            x = np.nextafter(np.full((m, n), rng.normal()), np.inf * rng.choice([-1.0, 1.0], size=(m, n)))
+            x[:, ::3] = rng.normal()
+        _assert_stable_structure(x)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import records as records_module
 from streams.errors import InvalidMessage
 from streams.records import (
     REASONS,
@@ -227,3 +228,19 @@ def test_fast_path_respects_the_size_limit() -> None:
     rec = record("submissions", {"round": 1, "model": "m1", "predictions": [0.5] * 100})
     assert fast_submission(rec, len(rec.value) - 1) is None
     assert reason_of(InputRecord("submissions", 0, 7, 1_000, b"m1", rec.value + b" " * MAX_BYTES)) == "oversize"
+
+
+def test_the_reused_parser_gives_way_while_a_document_of_it_is_still_held() -> None:
+    """The fast path reuses one simdjson parser per thread; a document still referenced when the
+    next one arrives (simdjson refuses to reuse its parser then) is left intact and a new parser
+    decodes the next, to the same result as ever."""
+    first = record("submissions", {"round": 1, "model": "m1", "predictions": [0.25, 0.75]})
+    second = record("submissions", {"round": 2, "model": "m2", "predictions": [0.5, 0.125]}, "m2")
+    assert fast_submission(first, 1 << 20) is not None  # the thread's parser now exists
+    held = records_module._parse(first.value)
+    reused = records_module._PARSERS.parser
+    decoded = fast_submission(second, 1 << 20)
+    assert records_module._PARSERS.parser is not reused  # the held document made it give way
+    assert decoded is not None and decoded.round == 2 and decoded.model == "m2"
+    np.testing.assert_array_equal(decoded.predictions, [0.5, 0.125])
+    assert list(held["predictions"]) == [0.25, 0.75]

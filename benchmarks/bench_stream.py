@@ -7,10 +7,11 @@ Prints, measured in one run:
    with the CPU time the worker process and the broker spent per submission meanwhile
    (``/proc/PID/stat``); beside it, on the same submissions, what bounds it: the worker's
    processing alone (the same code fed from memory in this process — decoding, ranking,
-   barriers, Redis, live alerts — no Kafka consumer) and a Faust agent that only counts them
-   (``faust_count.py``, the worker's Faust configuration: what a Faust agent per record costs,
-   the reason submissions have their own aiokafka consumer, ``streams/ingest.py``). All run on
-   the same two cores;
+   barriers, Redis, live alerts — no Kafka consumer), a Faust agent that only counts them
+   (``faust_count.py``, the worker's Faust configuration: what a Faust agent per record costs),
+   and two bare consumers that only read them — aiokafka's and librdkafka's (``confluent_kafka``,
+   the worker's submissions consumer, ``streams/ingest.py``) — with their CPU per record (all
+   threads). All run on the same two cores;
 2. end-to-end resolution latency — a targets message produced → the last ``mmc.scores``
    message of that update consumed, for the round's first update (it also computes the
    round's basis: meta model, bootstrap draws) and a second update (basis reused), at each
@@ -35,8 +36,10 @@ import numpy as np
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer
+from confluent_kafka import TopicPartition as RdTopicPartition
 
-from streams.admin import create_topics, kafka_client_options
+from streams.admin import create_topics, kafka_client_options, librdkafka_config
 from streams.app import Runtime
 from streams.records import InputRecord
 from streams.settings import Settings
@@ -205,6 +208,74 @@ def faust_alone(settings: Settings, count: int) -> tuple[float, float]:
     return float(rate), float(cpu_ms)
 
 
+class ReadClock:
+    """Counts records read until ``count``; rate and CPU per record from the first read on
+    (the records of that first read are not counted: consumer start-up is excluded)."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.got, self.skipped = count, 0, 0
+        self.start: tuple[float, float] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.got >= self.count
+
+    def read(self, n: int) -> None:
+        if n and self.start is None:
+            self.start, self.skipped = (time.perf_counter(), time.process_time()), n
+        self.got += n
+
+    def figures(self) -> tuple[float, float]:
+        if self.start is None or self.got <= self.skipped:
+            raise RuntimeError("too few records read to time")
+        n = self.got - self.skipped
+        return n / (time.perf_counter() - self.start[0]), (time.process_time() - self.start[1]) / n * 1e3
+
+
+async def aiokafka_alone(settings: Settings, count: int) -> tuple[float, float]:
+    """A bare aiokafka consumer (no group, every partition) reading ``count`` submissions, the
+    worker's fetch sizes: (records per second, CPU ms per record of this process), timed from
+    the first record."""
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20
+    )
+    await consumer.start()
+    try:
+        topic = settings.topic("submissions")
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+        await consumer.seek_to_beginning()
+        clock = ReadClock(count)
+        while not clock.done:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=settings.ingest_batch_size)
+            clock.read(sum(len(m) for m in batch.values()))
+        return clock.figures()
+    finally:
+        await consumer.stop()
+
+
+def librdkafka_alone(settings: Settings, count: int) -> tuple[float, float]:
+    """The same with librdkafka, as ``streams.ingest`` configures it (fetches and CRC checks on
+    librdkafka's own threads): (records per second, CPU ms per record of this process, all threads)."""
+    from streams.ingest import FETCH_PARTITION_BYTES, PREFETCH_KBYTES
+
+    consumer = Consumer({
+        **librdkafka_config(settings), "group.id": f"{settings.app_id}-bare", "enable.auto.commit": False,
+        "max.partition.fetch.bytes": FETCH_PARTITION_BYTES, "queued.max.messages.kbytes": PREFETCH_KBYTES, "fetch.max.bytes": 64 << 20,
+    })
+    try:
+        topic = settings.topic("submissions")
+        consumer.assign([RdTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)])
+        clock = ReadClock(count)
+        while not clock.done:
+            messages = consumer.consume(settings.ingest_batch_size, 0.05)
+            for m in messages:
+                m.value()  # the bytes object the worker builds its record from
+            clock.read(len(messages))
+        return clock.figures()
+    finally:
+        consumer.close()
+
+
 def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
     settings = fresh_topics(stack)
     rng = np.random.default_rng(n_models)
@@ -240,10 +311,13 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
     finally:
         stop_worker(worker)
     count_rate, count_cpu = faust_alone(settings, n_models)
+    aiokafka_rate, aiokafka_cpu = asyncio.run(aiokafka_alone(settings, n_models))
+    rd_rate, rd_cpu = librdkafka_alone(settings, n_models)
     alone_rate, alone_cpu = asyncio.run(processing_alone(fresh_topics(stack), inputs, subs))
     return {
         "ingest": ingest, "worker_cpu": worker_cpu * per_record, "broker_cpu": broker_cpu * per_record,
         "alone": alone_rate, "alone_cpu": alone_cpu, "count": count_rate, "count_cpu": count_cpu,
+        "aiokafka": aiokafka_rate, "aiokafka_cpu": aiokafka_cpu, "librdkafka": rd_rate, "librdkafka_cpu": rd_cpu,
         "day1": day1, "day2": day2,
     }
 
@@ -272,6 +346,10 @@ def main() -> None:
                   f" {r['alone_cpu']:.2f} ms CPU each  ({r['alone'] / r['ingest']:.2f}× the worker)")
             print(f"    the same submissions, a Faust agent that only counts them (not the worker's path): {r['count']:6.0f}/s,"
                   f" {r['count_cpu']:.2f} ms CPU each  ({r['count'] / r['ingest']:.2f}× the worker)")
+            print(f"    the same submissions, a bare aiokafka consumer (the worker's path until session 6): {r['aiokafka']:6.0f}/s,"
+                  f" {r['aiokafka_cpu']:.2f} ms CPU each  ({r['aiokafka'] / r['ingest']:.2f}× the worker)")
+            print(f"    the same submissions, a bare librdkafka consumer (the worker's consumer):           {r['librdkafka']:6.0f}/s,"
+                  f" {r['librdkafka_cpu']:.2f} ms CPU each  ({r['librdkafka'] / r['ingest']:.2f}× the worker)")
             print(f"  resolution latency, first update (computes the basis): {r['day1']:6.2f} s")
             print(f"  resolution latency, next update (basis reused):        {r['day2']:6.2f} s   (target ≤ 3 s at 10,000)")
 

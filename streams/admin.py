@@ -2,6 +2,7 @@
 
 - :func:`kafka_client_options` - aiokafka keyword arguments (bootstrap, SASL, TLS) for every
   admin client, producer and consumer the service or its tools create;
+- :func:`librdkafka_config` - the same for the one librdkafka client, the submissions consumer;
 - :func:`create_topics` - creates the service's topics, idempotently, before workers start;
 - :func:`redis_client` - a ``redis.asyncio.Redis`` with the password and CA applied.
 
@@ -60,7 +61,7 @@ class KafkaClientOptions(dict[str, Any]):
     It is a plain ``dict`` otherwise: ``AIOKafkaProducer(**options)`` works.
     """
 
-    _SECRET_KEYS = frozenset({"sasl_plain_password"})
+    _SECRET_KEYS = frozenset({"sasl_plain_password", "sasl.password"})
 
     def __repr__(self) -> str:
         shown = {k: ("**********" if k in self._SECRET_KEYS and v else v) for k, v in self.items()}
@@ -113,6 +114,31 @@ def kafka_client_options(settings: Settings) -> KafkaClientOptions:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = password.get_secret_value()
     return options
+
+
+def librdkafka_config(settings: Settings) -> KafkaClientOptions:
+    """librdkafka configuration (``confluent_kafka``) for the configured cluster: bootstrap, SASL, TLS.
+
+    The same settings and the same checks as :func:`kafka_client_options`, in librdkafka's
+    property names; TLS takes the CA, certificate and key files as paths. The password is
+    masked in the result's ``repr``.
+
+    Raises:
+        ConfigurationError: as :func:`kafka_client_options`.
+    """
+    options = kafka_client_options(settings)  # the same checks, made in one place
+    protocol = settings.kafka_security_protocol
+    config = KafkaClientOptions({"bootstrap.servers": settings.kafka_bootstrap, "security.protocol": protocol.lower()})
+    if protocol in ("SSL", "SASL_SSL"):
+        for key, path in (("ssl.ca.location", settings.kafka_ssl_cafile), ("ssl.certificate.location", settings.kafka_ssl_certfile),
+                          ("ssl.key.location", settings.kafka_ssl_keyfile)):
+            if path:
+                config[key] = path
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = options["sasl_plain_username"]
+        config["sasl.password"] = options["sasl_plain_password"]
+    return config
 
 
 def topic_names(settings: Settings) -> list[str]:

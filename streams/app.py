@@ -1,8 +1,8 @@
 """The Faust app: input topics → thin agents → :class:`streams.processing.Processor`.
 
 :func:`create_app` only builds the app and its agents; :func:`run_worker` runs it. The
-submissions topic is read by a task with its own aiokafka consumer (:mod:`streams.ingest`,
-measured cheaper than a Faust agent per record); the other topics by agents. Each agent
+submissions topic is read by a task with its own librdkafka consumer (:mod:`streams.ingest`,
+measured cheaper than a Faust agent or a plain aiokafka consumer per record); the other topics by agents. Each agent
 turns a Kafka message into an :class:`~streams.records.InputRecord`, hands it to the processor,
 and records the offset as applied (for the barriers of :mod:`streams.progress`). Redis or Kafka
 being unreachable makes the agent retry the same record with backoff; nothing about an input

@@ -1,17 +1,23 @@
-"""The submissions consumer: a plain aiokafka group consumer running inside the Faust worker.
+"""The submissions consumer: a librdkafka group consumer (``confluent_kafka``) running inside the Faust worker.
 
-Submissions are the volume (one ~130 KB record per model and round), and Faust's per-message
-machinery — its consumer thread, a task or two per message, the stream buffer — costs the
-worker process ~0.66 ms of CPU per submission (``make bench-stream`` measures it beside the
-ingestion figure). The worker's Python work runs one thread at a time, so that cost came
-straight off ingestion. This consumer reads the submissions topic with aiokafka directly (the
-library under Faust) and feeds batches to the same :class:`~streams.processing.Processor`;
-the other input topics stay Faust agents (:mod:`streams.app`).
+Submissions are the volume (one ~130 KB record per model and round), and the worker's Python
+work runs one thread at a time (the GIL), so whatever the consumer costs in Python comes
+straight off ingestion. Faust's per-message machinery cost the worker ~0.66 ms of CPU per
+submission, a plain aiokafka consumer (fetch parsing and CRC checks in the event loop's thread)
+~0.32 ms; librdkafka fetches, checks and queues records in its own C threads, off the GIL, for
+~0.08 ms of CPU per submission in all (``make bench-stream`` measures the three side by side).
+This consumer feeds batches to the same :class:`~streams.processing.Processor`; the other input
+topics stay Faust agents (:mod:`streams.app`).
 
 Consumer group ``{MMC_APP_ID}-submissions`` (:meth:`Settings.consumer_group`): Kafka balances
 the submissions partitions among the workers by itself, independently of Faust's group for
 the other topics — where a record is consumed does not matter, the barriers and the state in
 Redis decide (:mod:`streams.progress`).
+
+Threads. librdkafka's calls block, so they run on two threads of their own: ``consume`` (and
+``close``) on one — librdkafka serves the group's rebalance callbacks on the thread that
+consumes — and the commits on another (librdkafka is thread-safe; a commit does not wait for
+the consuming thread). The event loop only awaits them.
 
 Pipeline. A fetch task keeps up to two batches buffered. The loop takes a batch and starts
 what does not depend on the state — decoding and ranking on the rank thread, the barriers
@@ -20,23 +26,26 @@ offsets. Batches are applied one after another in log order, and an offset is co
 once its record is applied and its outputs acknowledged (at-least-once; a redelivered record
 changes nothing, DESIGN §4).
 
-Rebalance. When partitions are revoked, the batch being applied finishes and is committed
-first; records fetched or prepared but not applied are dropped — the partitions' next owner
-(or this worker again) reads them from the committed offsets. Cached state is forgotten, as
-for Faust's group.
+Rebalance. When partitions are revoked (or lost), the batch being applied finishes and is
+committed first — the revocation callback waits for it — and records fetched or prepared but
+not applied are dropped. After any rebalance every partition this consumer owns is read again
+from its committed offset, so nothing dropped is skipped. Cached state is forgotten, as for
+Faust's group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from streams.admin import kafka_client_options
+from streams.admin import librdkafka_config
 from streams.processing import Processor, SubmissionBatch
 from streams.records import InputRecord
 from streams.settings import Settings
@@ -48,9 +57,19 @@ Records = list[tuple[InputRecord, float]]
 ApplyBatch = Callable[[Records, SubmissionBatch], Awaitable[None]]
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
+#: Longest one ``consume`` call waits for records (it also bounds how late a rebalance
+#: callback, a stop or a resumed fetch is served).
+CONSUME_SECONDS = 0.25
+#: How long the fetch task waits for room before it pauses the partitions to keep serving the group.
+STALLED_SECONDS = 1.0
+#: librdkafka's prefetch queue (queued.max.messages.kbytes, its default): ~500 submissions of 130 KB.
+PREFETCH_KBYTES = 64 << 10
+#: Bytes fetched per partition and request (max.partition.fetch.bytes; librdkafka's default 1 MB
+#: is ~8 submissions, and a request per ~30 records across 4 partitions bounded ingestion).
+FETCH_PARTITION_BYTES = 8 << 20
 
 
-class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+class SubmissionConsumer:
     """Reads the submissions topic in the worker's submissions group and applies it in batches."""
 
     def __init__(self, settings: Settings, processor: Callable[[], Awaitable[Processor]], apply: ApplyBatch) -> None:
@@ -62,12 +81,20 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._grew = asyncio.Event()  # records were added since it was last cleared
         self._room = asyncio.Event()  # the buffer has room for another fetch
         self._room.set()
-        self._applying = asyncio.Lock()  # held while a batch is applied and committed
+        self._applying = asyncio.Lock()  # held while a batch is applied
+        self._applied: dict[int, int] = {}  # partition → next offset after its last applied record
+        self._revoking = False  # a revocation callback is waiting: it commits what was applied
+        self._paused = False  # the assigned partitions are paused (set on the consuming thread only)
         self._generation = 0  # moves on at every revocation: anything fetched before is dropped
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def batch_size(self) -> int:
         return self.settings.ingest_batch_size
+
+    @property
+    def topic(self) -> str:
+        return self.settings.topic("submissions")
 
     async def run(self) -> None:
         """Consume until cancelled (the worker stopping).
@@ -87,42 +114,109 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             await asyncio.sleep(delay)
             delay = RETRY_MIN_SECONDS if time.monotonic() - started > 60 else min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def _consume(self) -> None:
+    @property
+    def _rebalance_timeout_ms(self) -> int:
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            **kafka_client_options(s),
-            group_id=s.consumer_group("submissions"),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=16 << 20,
-            fetch_max_bytes=64 << 20,
-            session_timeout_ms=int(s.broker_session_timeout * 1000),
-            heartbeat_interval_ms=int(s.broker_heartbeat_interval * 1000),
-            rebalance_timeout_ms=int(s.broker_rebalance_timeout * 1000),
-        )
-        consumer.subscribe([s.topic("submissions")], listener=self)
-        await consumer.start()
-        tasks = [asyncio.ensure_future(self._fetch(consumer)), asyncio.ensure_future(self._apply_loop(consumer))]
+        return int(max(s.broker_rebalance_timeout, s.broker_session_timeout) * 1000)  # librdkafka: not below the session timeout
+
+    def _config(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            **librdkafka_config(s),
+            "group.id": s.consumer_group("submissions"),
+            "client.id": f"{s.app_id}-submissions",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(s.broker_session_timeout * 1000),
+            "heartbeat.interval.ms": int(s.broker_heartbeat_interval * 1000),
+            # librdkafka sends max.poll.interval.ms as the group's rebalance timeout (how long a
+            # join waits for the members to come back); the fetch task calls consume at least
+            # every STALLED_SECONDS + CONSUME_SECONDS, even while applying is stalled.
+            "max.poll.interval.ms": self._rebalance_timeout_ms,
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            # A record larger than a fetch is still returned whole (KIP-74); our own size limit
+            # (MMC_MAX_MESSAGE_BYTES) refuses oversize ones with a reason.
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": FETCH_PARTITION_BYTES,
+            "receive.message.max.bytes": (64 << 20) + 65536,
+            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+            "error_cb": _log_client_error,
+        }
+
+    async def _consume(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        consuming = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmc-consume")
+        committing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmc-commit")
+        consumer = await loop.run_in_executor(consuming, Consumer, self._config())
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # neither returns: raises what stopped it
+            await loop.run_in_executor(
+                consuming, lambda: consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+            )
+            tasks = [asyncio.ensure_future(self._fetch(consumer, consuming)), asyncio.ensure_future(self._apply_loop(consumer, committing))]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # neither returns: raises what stopped it
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                self._reset()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._reset()
-            await consumer.stop()
+            await loop.run_in_executor(None, committing.shutdown)  # no commit in flight while closing
+            await loop.run_in_executor(consuming, consumer.close)  # leaves the group (revokes first)
+            consuming.shutdown(wait=False)
 
-    # --- ConsumerRebalanceListener --------------------------------------------------------------
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._applying:  # the batch in hand is applied and committed while still ours
+    # --- rebalance callbacks (librdkafka calls them on the consuming thread, inside consume) ---
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the partitions, paused or not as the fetch task is (librdkafka keeps a partition's
+        pause across assignments, so the state is set explicitly)."""
+        consumer.assign(partitions)
+        if partitions:
+            (consumer.pause if self._paused else consumer.resume)(partitions)
+        log.info("submissions partitions assigned: %s", sorted(tp.partition for tp in partitions))
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked: wait for the event loop to finish the batch in hand, commit what
+        was applied of them here (librdkafka holds other threads' commits while a rebalance
+        callback runs), then let them go."""
+        ends = self._hand_over(consumer, partitions)
+        if ends:
+            try:
+                consumer.commit(offsets=[TopicPartition(self.topic, p, end) for p, end in sorted(ends.items())], asynchronous=False)
+            except KafkaException as exc:
+                log.info("submissions commit at revocation not made (%s)", exc)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions lost (the session expired): another worker may own them already, so nothing is committed."""
+        self._hand_over(consumer, partitions)
+
+    def _hand_over(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[int, int]:
+        """On the consuming thread: run :meth:`on_partitions_revoked` on the event loop and wait for it;
+        returns the applied ends (next offsets) of ``partitions`` not yet known to be committed."""
+        self._revoking = True  # the batch in hand leaves its commit to the callback
+        try:
+            if self._loop is None or self._loop.is_closed():
+                return {}
+            numbers = sorted(tp.partition for tp in partitions)
+            done = asyncio.run_coroutine_threadsafe(self.on_partitions_revoked(numbers), self._loop)
+            try:
+                done.result(timeout=self._rebalance_timeout_ms / 1000)
+            except Exception:
+                log.exception("finishing the batch in hand before a revocation failed")
+            return {p: self._applied.pop(p) for p in numbers if p in self._applied}
+        finally:
+            self._revoking = False
+            with contextlib.suppress(KafkaException):
+                consumer.resume(partitions)  # not left paused for whoever is assigned them next
+
+    async def on_partitions_revoked(self, partitions: list[int]) -> None:
+        """The batch in hand is applied while the partitions are still ours; the rest is dropped."""
+        async with self._applying:
             self._reset()
-        if revoked:
+        if partitions:
             (await self._processor()).forget_cached_state()  # another worker may now write it
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("submissions partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     def _reset(self) -> None:
         """Drop everything fetched: what comes next is read from the committed offsets."""
@@ -132,37 +226,79 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._room.set()
 
     # --- the pipeline -----------------------------------------------------------------------------
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> None:
-        delay = RETRY_MIN_SECONDS
+    async def _fetch(self, consumer: Consumer, consuming: ThreadPoolExecutor) -> None:
+        """Keep up to two batches buffered; while the buffer stays full, serve the group paused.
+
+        librdkafka serves rebalance callbacks only inside ``consume``, so a fetch task that just
+        waited for room would hold up the whole group for as long as applying is stalled (a
+        barrier waiting on another topic, Redis retried). After ``STALLED_SECONDS`` without room
+        the assigned partitions are paused — ``consume`` then returns no records but serves the
+        callbacks — and resumed once there is room again (a pause drops librdkafka's prefetched
+        records, fetched again from the next offset on resume: a cost paid only when stalled).
+        """
+        loop = asyncio.get_running_loop()
         while True:
-            await self._room.wait()
+            if not self._room.is_set():
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the wait ends, and the task would then never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STALLED_SECONDS):
+                        await self._room.wait()
+            if self._room.is_set() == self._paused:  # room while paused, or still none while fetching
+                await loop.run_in_executor(consuming, self._pause_or_resume, consumer, not self._paused)
             generation = self._generation
-            try:
-                fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
-            except KafkaError as exc:
-                log.warning("fetching submissions failed, retrying in %.1f s: %r", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
-                continue
-            delay = RETRY_MIN_SECONDS
+            messages = await loop.run_in_executor(consuming, self._take, consumer)
             if generation != self._generation:
-                continue  # fetched before a revocation: the committed offsets decide what comes next
+                # A rebalance was served inside that call: what it returned may predate it, and
+                # anything fetched for the new assignment is dropped with it, so every partition
+                # still ours is read again from its committed offset.
+                await loop.run_in_executor(consuming, self._rewind, consumer)
+                continue
             now = time.monotonic()
-            for messages in fetched.values():
-                self._buffer.extend(
-                    (InputRecord(
-                        topic="submissions", partition=m.partition, offset=m.offset,
-                        timestamp_ms=m.timestamp, key=m.key, value=m.value,
-                    ), now)
-                    for m in messages
-                )
+            for m in messages:
+                error = m.error()
+                if error is not None:
+                    if error.fatal():
+                        raise KafkaException(error)
+                    if error.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 (librdkafka's name)
+                        log.warning("fetching submissions: %s", error)
+                    continue
+                self._buffer.append((as_input_record(m), now))
             if self._buffer:
                 self._more.set()
                 self._grew.set()
             if len(self._buffer) >= 2 * self.batch_size:
                 self._room.clear()
 
-    async def _apply_loop(self, consumer: AIOKafkaConsumer) -> None:
+    def _take(self, consumer: Consumer) -> list[Message]:
+        """Up to a batch of what librdkafka has fetched, waiting up to ``CONSUME_SECONDS`` for the
+        first record only (``consume(n, t)`` alone would wait for all n)."""
+        messages = consumer.consume(self.batch_size, 0)
+        if not messages:
+            messages = consumer.consume(1, CONSUME_SECONDS)
+            if messages:
+                messages += consumer.consume(self.batch_size - 1, 0)
+        return messages  # type: ignore[no-any-return]
+
+    def _pause_or_resume(self, consumer: Consumer, pause: bool) -> None:
+        """Pause or resume every assigned partition (on the consuming thread, as the callbacks that read the flag)."""
+        self._paused = pause
+        assignment = consumer.assignment()
+        if assignment:
+            (consumer.pause if pause else consumer.resume)(assignment)
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """Resume and seek every assigned partition back to its committed offset (on the consuming thread)."""
+        self._paused = False
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        consumer.resume(assignment)
+        for tp in consumer.committed(assignment, timeout=max(self.settings.broker_session_timeout, 1.0)):
+            offset = tp.offset if tp.offset != OFFSET_INVALID else OFFSET_BEGINNING
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    async def _apply_loop(self, consumer: Consumer, committing: ThreadPoolExecutor) -> None:
         pending: tuple[Records, SubmissionBatch, int] | None = None
         try:
             while True:
@@ -179,7 +315,7 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     following = (records, (await self._processor()).prepare_submissions(records), self._generation)
                 current, pending = pending, following
                 if current is not None:
-                    await self._apply_and_commit(consumer, *current)
+                    await self._apply_and_commit(consumer, committing, *current)
         finally:
             if pending is not None:
                 pending[1].discard()
@@ -194,22 +330,63 @@ class SubmissionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 return
             self._grew.clear()
             try:
-                await asyncio.wait_for(self._grew.wait(), left)
+                async with asyncio.timeout(left):  # (not wait_for: see _fetch)
+                    await self._grew.wait()
             except TimeoutError:
                 return
 
-    async def _apply_and_commit(self, consumer: AIOKafkaConsumer, records: Records, prepared: SubmissionBatch, generation: int) -> None:
+    async def _apply_and_commit(
+        self, consumer: Consumer, committing: ThreadPoolExecutor, records: Records, prepared: SubmissionBatch, generation: int
+    ) -> None:
+        """Apply a batch, then hand its offsets to the committing thread without waiting: commits
+        leave in apply order, and one that the broker is slow to answer (they were seen to take
+        up to 1.4 s on the embedded broker) does not hold up the next batch."""
         async with self._applying:
             if generation != self._generation:
                 prepared.discard()
                 return  # fetched before a revocation: read again from the committed offsets
             await self._apply(records, prepared)
-            ends: dict[TopicPartition, int] = {}
+            ends: dict[int, int] = {}
             for record, _ in records:
-                ends[TopicPartition(self.settings.topic("submissions"), record.partition)] = record.offset + 1
-            try:
-                await consumer.commit(ends)
-            except KafkaError as exc:
-                # The records are applied (their progress is in Redis); whoever reads these
-                # partitions next skips them even though the commit did not land.
-                log.info("submissions commit not made (%r): a rebalance moved the partitions", exc)
+                ends[record.partition] = record.offset + 1
+            self._applied.update(ends)
+            if self._revoking:
+                return  # the revocation callback commits them, on the consuming thread
+        done = asyncio.get_running_loop().run_in_executor(committing, self._commit, consumer, ends, generation)
+        done.add_done_callback(_log_failure)
+
+    def _commit(self, consumer: Consumer, ends: dict[int, int], generation: int) -> None:
+        """Commit applied offsets (on the committing thread)."""
+        if generation != self._generation:
+            return  # a revocation came first, and its callback committed what had been applied
+        try:
+            answer = consumer.commit(offsets=[TopicPartition(self.topic, p, end) for p, end in sorted(ends.items())], asynchronous=False)
+            failed = [tp for tp in answer or [] if tp.error is not None]
+            if failed:
+                raise KafkaException(failed[0].error)
+        except KafkaException as exc:
+            # The records are applied (their progress is in Redis); whoever reads these
+            # partitions next skips them even though the commit did not land.
+            log.info("submissions commit not made (%s): a rebalance moved the partitions", exc)
+            return
+        for p, end in ends.items():
+            if self._applied.get(p) == end:  # not applied further meanwhile
+                self._applied.pop(p, None)  # (a revocation callback may have taken it already)
+
+
+def as_input_record(message: Message) -> InputRecord:
+    """A fetched submissions record as the processor takes it (timestamp in ms, as produced)."""
+    return InputRecord(
+        topic="submissions", partition=message.partition(), offset=message.offset(),
+        timestamp_ms=message.timestamp()[1], key=message.key(), value=message.value(),
+    )
+
+
+def _log_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("committing submissions offsets failed", exc_info=done.exception())
+
+
+def _log_client_error(error: KafkaError) -> None:
+    """librdkafka's client-level errors (a broker unreachable, …): it retries them itself."""
+    log.warning("submissions consumer: %s", error)

@@ -85,7 +85,8 @@ LIVE_REFRESH_SECONDS = 1.0
 
 #: A submission record's place in its topic: (partition, offset).
 RecordKey = tuple[int, int]
-Ranked = tuple[PreparedRound, NDArray[np.float64]]
+#: A ranked row: its prepared row, its G (id space) and the bytes stored for it.
+Ranked = tuple[PreparedRound, NDArray[np.float64], bytes]
 
 
 @dataclass(frozen=True)
@@ -353,12 +354,9 @@ class Processor:
         latest_g: dict[tuple[int, str], NDArray[np.float64]] = {}
         touched: set[tuple[int, int]] = set()
         applied: list[tuple[InputRecord, Submission, PreparedRound]] = []
-        for (record, event, info, _, stake, previous), (one, g) in zip(accepted, ranked, strict=True):
+        for (record, event, info, _, stake, previous), (one, g, stored_bytes) in zip(accepted, ranked, strict=True):
             key = (event.round, event.model)
-            row = SubmissionRow(
-                record.timestamp_ms, record.offset, record.partition, stake,
-                PreparedSubmission(order=one.order[0], new_group=one.new_group[0]).to_bytes(),
-            )
+            row = SubmissionRow(record.timestamp_ms, record.offset, record.partition, stake, stored_bytes)
             live_key = (event.round, record.partition)
             self._move_live(lives[live_key], previous, record.partition, g, stake, info.n_ids, latest_g.get(key))
             changed[key] = row
@@ -751,7 +749,7 @@ def _ignore_outcome(task: asyncio.Future[Any]) -> None:
 
 
 def rank_rows(rows: list[NDArray[np.float64]]) -> list[Ranked]:
-    """Rank finite prediction rows at once (per universe size): each row's prepared row and its G, in order.
+    """Rank finite prediction rows at once (per universe size): each row's prepared row, its G and its stored bytes, in order.
 
     Each row's result is the same whatever rows it is ranked with (rows are sorted one by one).
     """
@@ -763,7 +761,8 @@ def rank_rows(rows: list[NDArray[np.float64]]) -> list[Ranked]:
         prepared = PreparedRound.from_predictions(np.stack([rows[j] for j in group]))
         g = gaussian_ranks(prepared)
         for row, j in enumerate(group):
-            out[j] = (prepared.rows(np.array([row])), g[row])
+            one = prepared.rows(np.array([row]))
+            out[j] = (one, g[row], PreparedSubmission(order=one.order[0], new_group=one.new_group[0]).to_bytes())
     return out
 
 

@@ -309,18 +309,28 @@ class RedisState:
             the stored submission of each (round, model) or None; the stake in force for each
             at its event time (:meth:`stakes_at`'s rule); each partition's live sums.
         """
+        # One HMGET per round for the rows (redis-py's cost is per command, and a batch is
+        # mostly one round), one ZREVRANGEBYSCORE per model (stakes are keyed by model).
+        by_round: dict[int, list[int]] = {}
+        for i, (r, _, _) in enumerate(wanted):
+            by_round.setdefault(r, []).append(i)
         pipe = self.r.pipeline(transaction=False)
-        for r, model, at_ms in wanted:
-            pipe.hget(self.keys.subs(r), model)
+        for r, indices in by_round.items():
+            pipe.hmget(self.keys.subs(r), [wanted[i][1] for i in indices])
+        for _, model, at_ms in wanted:
             pipe.zrevrangebyscore(self.keys.stakes(model), at_ms, "-inf")
         for r, partition, _ in lives:
             pipe.get(self.keys.live(r, partition))
         raw = await pipe.execute()
-        rows = [None if data is None else SubmissionRow.decode(data) for data in raw[0 : 2 * len(wanted) : 2]]
-        stakes = [self._stake_in_force(members, r) for members, (r, _, _) in zip(raw[1 : 2 * len(wanted) : 2], wanted, strict=True)]
+        rows: list[SubmissionRow | None] = [None] * len(wanted)
+        for indices, found in zip(by_round.values(), raw[: len(by_round)], strict=True):
+            for i, data in zip(indices, found, strict=True):
+                rows[i] = None if data is None else SubmissionRow.decode(data)
+        members = raw[len(by_round) : len(by_round) + len(wanted)]
+        stakes = [self._stake_in_force(m, r) for m, (r, _, _) in zip(members, wanted, strict=True)]
         sums = [
             np.zeros(n_ids + 1) if data is None else _array(data, (n_ids + 1,))
-            for data, (_, _, n_ids) in zip(raw[2 * len(wanted) :], lives, strict=True)
+            for data, (_, _, n_ids) in zip(raw[len(by_round) + len(wanted) :], lives, strict=True)
         ]
         return rows, stakes, sums
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from streams.admin import kafka_client_options, redis_client
+from streams.admin import kafka_client_options, librdkafka_config, redis_client
 from streams.settings import Settings
 
 SECRET = "s3cret-Pa55"
@@ -44,6 +44,27 @@ def test_kafka_client_options_mask_the_password(settings: Settings) -> None:
     assert options["sasl_plain_password"] == SECRET
     for text in (repr(options), str(options), f"{options}", format(options)):
         assert SECRET not in text
+
+
+def test_librdkafka_config_names_the_cluster_and_masks_the_password(settings: Settings) -> None:
+    """The submissions consumer's librdkafka config carries the same SASL/TLS in librdkafka's
+    property names, hides the password when printed, and librdkafka accepts it."""
+    from confluent_kafka import Consumer
+
+    config = librdkafka_config(settings)
+    assert config["security.protocol"] == "sasl_ssl"
+    assert (config["sasl.mechanism"], config["sasl.username"], config["sasl.password"]) == ("SCRAM-SHA-512", "mmc", SECRET)
+    for text in (repr(config), str(config), f"{config}"):
+        assert SECRET not in text
+    Consumer({**config, "group.id": "mmc-config-check"}).close()  # raises KafkaException on a property it refuses
+
+
+def test_librdkafka_config_refuses_what_the_aiokafka_options_refuse() -> None:
+    """SASL without credentials is a ConfigurationError for both clients (one set of checks)."""
+    from streams.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        librdkafka_config(Settings(kafka_security_protocol="SASL_PLAINTEXT"))
 
 
 def test_logging_the_options_does_not_leak(

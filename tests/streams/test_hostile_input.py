@@ -864,7 +864,7 @@ def test_faust_input_topics_are_raw_bytes(tmp_path: Path) -> None:
     """The agents get the record's bytes untouched (decode_input parses them; Faust never deserializes).
 
     Every input topic but ``submissions`` has its agent; submissions are read by the worker's
-    own aiokafka consumer, which has no deserializer (``tests/streams/test_ingest.py`` sends
+    own librdkafka consumer, which has no deserializer (``tests/streams/test_ingest.py`` sends
     it bytes that are not JSON and finds them refused ``not_json``)."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # Faust's data dir goes under the temp dir
     done = subprocess.run([sys.executable, "-c", FAUST_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

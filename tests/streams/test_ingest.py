@@ -174,7 +174,7 @@ def test_two_consumers_share_the_partitions_and_apply_everything(make_settings: 
     consumers = [consumer_for(runtimes[i], slow(i)) for i in range(2)]
     first_revoke = consumers[0].on_partitions_revoked
 
-    async def record_revoke(tps: list[TopicPartition]) -> None:
+    async def record_revoke(tps: list[int]) -> None:
         revoked.append(len(tps))
         if tps:
             rebalancing.set()

@@ -27,10 +27,13 @@ once its record is applied and its outputs acknowledged (at-least-once; a redeli
 changes nothing, DESIGN §4).
 
 Rebalance. When partitions are revoked (or lost), the batch being applied finishes and is
-committed first — the revocation callback waits for it — and records fetched or prepared but
-not applied are dropped. After any rebalance every partition this consumer owns is read again
-from its committed offset, so nothing dropped is skipped. Cached state is forgotten, as for
-Faust's group.
+committed first — the revocation callback waits for it and commits on the consuming thread —
+and records fetched or prepared but not applied are dropped. After any rebalance every
+partition this consumer owns is read again from its committed offset, so nothing dropped is
+skipped. Cached state is forgotten, as for Faust's group. Commits of batches applied before
+a revocation that are still queued are skipped; one already on its way when the rebalance
+starts can land after the callback's and move the offset back to an earlier batch's end —
+the next owner then applies those records again, which changes nothing (at-least-once).
 """
 
 from __future__ import annotations

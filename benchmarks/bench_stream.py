@@ -39,8 +39,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as RdTopicPartition
 
-from streams.admin import create_topics, kafka_client_options, librdkafka_config
+from streams.admin import create_topics, kafka_client_options
 from streams.app import Runtime
+from streams.ingest import consumer_config
 from streams.records import InputRecord
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
@@ -256,12 +257,7 @@ async def aiokafka_alone(settings: Settings, count: int) -> tuple[float, float]:
 def librdkafka_alone(settings: Settings, count: int) -> tuple[float, float]:
     """The same with librdkafka, as ``streams.ingest`` configures it (fetches and CRC checks on
     librdkafka's own threads): (records per second, CPU ms per record of this process, all threads)."""
-    from streams.ingest import FETCH_PARTITION_BYTES, PREFETCH_KBYTES
-
-    consumer = Consumer({
-        **librdkafka_config(settings), "group.id": f"{settings.app_id}-bare", "enable.auto.commit": False,
-        "max.partition.fetch.bytes": FETCH_PARTITION_BYTES, "queued.max.messages.kbytes": PREFETCH_KBYTES, "fetch.max.bytes": 64 << 20,
-    })
+    consumer = Consumer({**consumer_config(settings), "group.id": f"{settings.app_id}-bare"})  # assigned, never commits
     try:
         topic = settings.topic("submissions")
         consumer.assign([RdTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)])

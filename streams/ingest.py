@@ -16,15 +16,15 @@ Redis decide (:mod:`streams.progress`).
 
 Threads. librdkafka's calls block, so they run on two threads of their own: ``consume`` (and
 ``close``) on one — librdkafka serves the group's rebalance callbacks on the thread that
-consumes — and the commits on another (librdkafka is thread-safe; a commit does not wait for
-the consuming thread). The event loop only awaits them.
+consumes — and the commits on another (librdkafka is thread-safe). The event loop awaits the
+consuming thread and hands commits to the other without waiting for them.
 
 Pipeline. A fetch task keeps up to two batches buffered. The loop takes a batch and starts
 what does not depend on the state — decoding and ranking on the rank thread, the barriers
-(:meth:`Processor.prepare_submissions`) — then applies the previous batch and commits its
-offsets. Batches are applied one after another in log order, and an offset is committed only
-once its record is applied and its outputs acknowledged (at-least-once; a redelivered record
-changes nothing, DESIGN §4).
+(:meth:`Processor.prepare_submissions`) — then applies the previous batch and queues its
+offsets' commit. Batches are applied one after another in log order, and an offset is committed
+only once its record is applied and its outputs acknowledged (at-least-once; a redelivered
+record changes nothing, DESIGN §4).
 
 Rebalance. When partitions are revoked (or lost), the batch being applied finishes and is
 committed first — the revocation callback waits for it and commits on the consuming thread —
@@ -67,8 +67,9 @@ CONSUME_SECONDS = 0.25
 STALLED_SECONDS = 1.0
 #: librdkafka's prefetch queue (queued.max.messages.kbytes, its default): ~500 submissions of 130 KB.
 PREFETCH_KBYTES = 64 << 10
-#: Bytes fetched per partition and request (max.partition.fetch.bytes; librdkafka's default 1 MB
-#: is ~8 submissions, and a request per ~30 records across 4 partitions bounded ingestion).
+#: Bytes fetched per partition and request (max.partition.fetch.bytes): several submissions per
+#: partition and request, where librdkafka's default 1 MB holds ~8. Chosen, not measured
+#: against the default.
 FETCH_PARTITION_BYTES = 8 << 20
 
 
@@ -85,7 +86,7 @@ class SubmissionConsumer:
         self._room = asyncio.Event()  # the buffer has room for another fetch
         self._room.set()
         self._applying = asyncio.Lock()  # held while a batch is applied
-        self._applied: dict[int, int] = {}  # partition → next offset after its last applied record
+        self._applied: dict[int, int] = {}  # partition → next offset after its last applied record (committed or not)
         self._revoking = False  # a revocation callback is waiting: it commits what was applied
         self._paused = False  # the assigned partitions are paused (set on the consuming thread only)
         self._generation = 0  # moves on at every revocation: anything fetched before is dropped
@@ -117,41 +118,11 @@ class SubmissionConsumer:
             await asyncio.sleep(delay)
             delay = RETRY_MIN_SECONDS if time.monotonic() - started > 60 else min(delay * 2, RETRY_MAX_SECONDS)
 
-    @property
-    def _rebalance_timeout_ms(self) -> int:
-        s = self.settings
-        return int(max(s.broker_rebalance_timeout, s.broker_session_timeout) * 1000)  # librdkafka: not below the session timeout
-
-    def _config(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            **librdkafka_config(s),
-            "group.id": s.consumer_group("submissions"),
-            "client.id": f"{s.app_id}-submissions",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": int(s.broker_session_timeout * 1000),
-            "heartbeat.interval.ms": int(s.broker_heartbeat_interval * 1000),
-            # librdkafka sends max.poll.interval.ms as the group's rebalance timeout (how long a
-            # join waits for the members to come back); the fetch task calls consume at least
-            # every STALLED_SECONDS + CONSUME_SECONDS, even while applying is stalled.
-            "max.poll.interval.ms": self._rebalance_timeout_ms,
-            "queued.max.messages.kbytes": PREFETCH_KBYTES,
-            # A record larger than a fetch is still returned whole (KIP-74); our own size limit
-            # (MMC_MAX_MESSAGE_BYTES) refuses oversize ones with a reason.
-            "fetch.max.bytes": 64 << 20,
-            "max.partition.fetch.bytes": FETCH_PARTITION_BYTES,
-            "receive.message.max.bytes": (64 << 20) + 65536,
-            "logger": logging.getLogger(f"{__name__}.librdkafka"),
-            "error_cb": _log_client_error,
-        }
-
     async def _consume(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         consuming = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmc-consume")
         committing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmc-commit")
-        consumer = await loop.run_in_executor(consuming, Consumer, self._config())
+        consumer = await loop.run_in_executor(consuming, Consumer, consumer_config(self.settings))
         try:
             await loop.run_in_executor(
                 consuming, lambda: consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
@@ -184,20 +155,18 @@ class SubmissionConsumer:
         """Partitions revoked: wait for the event loop to finish the batch in hand, commit what
         was applied of them here (librdkafka holds other threads' commits while a rebalance
         callback runs), then let them go."""
-        ends = self._hand_over(consumer, partitions)
+        ends = self._hand_over(partitions)
         if ends:
-            try:
-                consumer.commit(offsets=[TopicPartition(self.topic, p, end) for p, end in sorted(ends.items())], asynchronous=False)
-            except KafkaException as exc:
-                log.info("submissions commit at revocation not made (%s)", exc)
+            self._commit_ends(consumer, ends)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions lost (the session expired): another worker may own them already, so nothing is committed."""
-        self._hand_over(consumer, partitions)
+        self._hand_over(partitions)
 
-    def _hand_over(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[int, int]:
+    def _hand_over(self, partitions: list[TopicPartition]) -> dict[int, int]:
         """On the consuming thread: run :meth:`on_partitions_revoked` on the event loop and wait for it;
-        returns the applied ends (next offsets) of ``partitions`` not yet known to be committed."""
+        returns the ends (next offsets) of what was last applied of ``partitions`` (committing
+        an end again is harmless)."""
         self._revoking = True  # the batch in hand leaves its commit to the callback
         try:
             if self._loop is None or self._loop.is_closed():
@@ -205,14 +174,12 @@ class SubmissionConsumer:
             numbers = sorted(tp.partition for tp in partitions)
             done = asyncio.run_coroutine_threadsafe(self.on_partitions_revoked(numbers), self._loop)
             try:
-                done.result(timeout=self._rebalance_timeout_ms / 1000)
+                done.result(timeout=rebalance_timeout_ms(self.settings) / 1000)
             except Exception:
                 log.exception("finishing the batch in hand before a revocation failed")
             return {p: self._applied.pop(p) for p in numbers if p in self._applied}
         finally:
             self._revoking = False
-            with contextlib.suppress(KafkaException):
-                consumer.resume(partitions)  # not left paused for whoever is assigned them next
 
     async def on_partitions_revoked(self, partitions: list[int]) -> None:
         """The batch in hand is applied while the partitions are still ours; the rest is dropped."""
@@ -359,9 +326,13 @@ class SubmissionConsumer:
         done.add_done_callback(_log_failure)
 
     def _commit(self, consumer: Consumer, ends: dict[int, int], generation: int) -> None:
-        """Commit applied offsets (on the committing thread)."""
-        if generation != self._generation:
-            return  # a revocation came first, and its callback committed what had been applied
+        """Commit applied offsets (on the committing thread), unless a revocation came first:
+        its callback committed what had been applied."""
+        if generation == self._generation:
+            self._commit_ends(consumer, ends)
+
+    def _commit_ends(self, consumer: Consumer, ends: dict[int, int]) -> None:
+        """A synchronous commit of partition → next offset; a refusal is logged, not raised."""
         try:
             answer = consumer.commit(offsets=[TopicPartition(self.topic, p, end) for p, end in sorted(ends.items())], asynchronous=False)
             failed = [tp for tp in answer or [] if tp.error is not None]
@@ -371,10 +342,38 @@ class SubmissionConsumer:
             # The records are applied (their progress is in Redis); whoever reads these
             # partitions next skips them even though the commit did not land.
             log.info("submissions commit not made (%s): a rebalance moved the partitions", exc)
-            return
-        for p, end in ends.items():
-            if self._applied.get(p) == end:  # not applied further meanwhile
-                self._applied.pop(p, None)  # (a revocation callback may have taken it already)
+
+
+def rebalance_timeout_ms(settings: Settings) -> int:
+    """librdkafka's max.poll.interval.ms, which it also sends as the group's rebalance timeout
+    (not below the session timeout: librdkafka refuses that)."""
+    return int(max(settings.broker_rebalance_timeout, settings.broker_session_timeout) * 1000)
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The submissions consumer's librdkafka configuration: the cluster (:func:`librdkafka_config`),
+    its group, manual commits and the fetch sizes (``benchmarks/bench_stream.py`` reads with it too)."""
+    return {
+        **librdkafka_config(settings),
+        "group.id": settings.consumer_group("submissions"),
+        "client.id": f"{settings.app_id}-submissions",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": int(settings.broker_session_timeout * 1000),
+        "heartbeat.interval.ms": int(settings.broker_heartbeat_interval * 1000),
+        # How long a join waits for the members to come back; the fetch task calls consume at
+        # least every STALLED_SECONDS + CONSUME_SECONDS, even while applying is stalled.
+        "max.poll.interval.ms": rebalance_timeout_ms(settings),
+        "queued.max.messages.kbytes": PREFETCH_KBYTES,
+        # A record larger than a fetch is still returned whole (KIP-74); our own size limit
+        # (MMC_MAX_MESSAGE_BYTES) refuses oversize ones with a reason.
+        "fetch.max.bytes": 64 << 20,
+        "max.partition.fetch.bytes": FETCH_PARTITION_BYTES,
+        "receive.message.max.bytes": (64 << 20) + 65536,
+        "logger": logging.getLogger(f"{__name__}.librdkafka"),
+        "error_cb": _log_client_error,
+    }
 
 
 def as_input_record(message: Message) -> InputRecord:

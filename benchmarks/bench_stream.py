@@ -11,7 +11,8 @@ Prints, measured in one run:
    (``faust_count.py``, the worker's Faust configuration: what a Faust agent per record costs),
    and two bare consumers that only read them — aiokafka's and librdkafka's (``confluent_kafka``,
    the worker's submissions consumer, ``streams/ingest.py``) — with their CPU per record (all
-   threads). All run on the same two cores;
+   threads), the librdkafka one also with librdkafka's default ``fetch.queue.backoff.ms``
+   (1 s: how long it stops fetching once its prefetch queue is full). All run on the same two cores;
 2. end-to-end resolution latency — a targets message produced → the last ``mmc.scores``
    message of that update consumed, for the round's first update (it also computes the
    round's basis: meta model, bootstrap draws) and a second update (basis reused), at each
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -48,6 +49,8 @@ from streams.stack import EmbeddedStack
 from streams.state import Keys
 
 T0 = 1_767_225_600_000
+#: librdkafka's own fetch.queue.backoff.ms, beside the worker's FETCH_QUEUE_BACKOFF_MS.
+LIBRDKAFKA_DEFAULT_BACKOFF_MS = 1000
 HERE = os.path.dirname(os.path.abspath(__file__))
 Message = tuple[str, bytes, bytes, int]  # (short topic, key, value, timestamp ms)
 
@@ -254,10 +257,12 @@ async def aiokafka_alone(settings: Settings, count: int) -> tuple[float, float]:
         await consumer.stop()
 
 
-def librdkafka_alone(settings: Settings, count: int) -> tuple[float, float]:
+def librdkafka_alone(settings: Settings, count: int, **overrides: Any) -> tuple[float, float]:
     """The same with librdkafka, as ``streams.ingest`` configures it (fetches and CRC checks on
-    librdkafka's own threads): (records per second, CPU ms per record of this process, all threads)."""
-    consumer = Consumer({**consumer_config(settings), "group.id": f"{settings.app_id}-bare"})  # assigned, never commits
+    librdkafka's own threads) but for ``overrides`` (librdkafka settings): (records per second,
+    CPU ms per record of this process, all threads)."""
+    config = {**consumer_config(settings), "group.id": f"{settings.app_id}-bare", **overrides}
+    consumer = Consumer(config)  # assigned, never commits
     try:
         topic = settings.topic("submissions")
         consumer.assign([RdTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)])
@@ -309,11 +314,13 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
     count_rate, count_cpu = faust_alone(settings, n_models)
     aiokafka_rate, aiokafka_cpu = asyncio.run(aiokafka_alone(settings, n_models))
     rd_rate, rd_cpu = librdkafka_alone(settings, n_models)
+    rd_default_rate, rd_default_cpu = librdkafka_alone(settings, n_models, **{"fetch.queue.backoff.ms": LIBRDKAFKA_DEFAULT_BACKOFF_MS})
     alone_rate, alone_cpu = asyncio.run(processing_alone(fresh_topics(stack), inputs, subs))
     return {
         "ingest": ingest, "worker_cpu": worker_cpu * per_record, "broker_cpu": broker_cpu * per_record,
         "alone": alone_rate, "alone_cpu": alone_cpu, "count": count_rate, "count_cpu": count_cpu,
         "aiokafka": aiokafka_rate, "aiokafka_cpu": aiokafka_cpu, "librdkafka": rd_rate, "librdkafka_cpu": rd_cpu,
+        "librdkafka_default": rd_default_rate, "librdkafka_default_cpu": rd_default_cpu,
         "day1": day1, "day2": day2,
     }
 
@@ -346,6 +353,8 @@ def main() -> None:
                   f" {r['aiokafka_cpu']:.2f} ms CPU each  ({r['aiokafka'] / r['ingest']:.2f}× the worker)")
             print(f"    the same submissions, a bare librdkafka consumer (the worker's consumer):           {r['librdkafka']:6.0f}/s,"
                   f" {r['librdkafka_cpu']:.2f} ms CPU each  ({r['librdkafka'] / r['ingest']:.2f}× the worker)")
+            print(f"    the same, librdkafka's default fetch.queue.backoff.ms (1 s, the worker's until session 7): {r['librdkafka_default']:6.0f}/s,"
+                  f" {r['librdkafka_default_cpu']:.2f} ms CPU each  ({r['librdkafka_default'] / r['librdkafka']:.2f}× the worker's settings)")
             print(f"  resolution latency, first update (computes the basis): {r['day1']:6.2f} s")
             print(f"  resolution latency, next update (basis reused):        {r['day2']:6.2f} s   (target ≤ 3 s at 10,000)")
 

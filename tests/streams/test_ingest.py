@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.admin import kafka_client_options
 from streams.app import Runtime, apply_unless_applied
-from streams.ingest import Records, SubmissionConsumer
+from streams.ingest import CONSUME_SECONDS, PREFETCH_KBYTES, Records, SubmissionConsumer, consumer_config
 from streams.processing import SubmissionBatch
 from streams.rebuild import committed_offsets
 from streams.settings import Settings
@@ -106,6 +106,17 @@ async def faust_group_commit(settings: Settings, partition: int) -> int | None:
         return await consumer.committed(TopicPartition(settings.topic("submissions"), partition))  # type: ignore[no-any-return]
     finally:
         await consumer.stop()
+
+
+def test_a_full_prefetch_queue_holds_fetching_up_for_less_than_one_consume_wait() -> None:
+    """librdkafka stops fetching a partition whose prefetch queue is full for fetch.queue.backoff.ms
+    (1 s unless set); the worker drains the queue faster than that, so the backoff must stay below
+    the consumer's own wait for records or the worker idles with records waiting in the broker."""
+    config = consumer_config(Settings(kafka_bootstrap="127.0.0.1:1", app_id="cfg"))
+    assert config["queued.max.messages.kbytes"] == PREFETCH_KBYTES
+    assert 0 < config["fetch.queue.backoff.ms"] < CONSUME_SECONDS * 1000
+    assert config["group.id"] == "cfg-submissions"
+    assert config["enable.auto.commit"] is False
 
 
 def test_the_consumer_applies_commits_in_its_own_group_and_restarts_after_a_failure(make_settings: Callable[..., Settings], redis: Any) -> None:

@@ -67,13 +67,6 @@ CONSUME_SECONDS = 0.25
 STALLED_SECONDS = 1.0
 #: librdkafka's prefetch queue (queued.max.messages.kbytes, its default): ~500 submissions of 130 KB.
 PREFETCH_KBYTES = 64 << 10
-#: How long librdkafka postpones a partition's next fetch once its prefetch queue is over
-#: PREFETCH_KBYTES (fetch.queue.backoff.ms; librdkafka's default is 1,000 ms). The worker drains
-#: that queue (~500 submissions) in well under a second, so with the default it then sat idle for
-#: the rest of the second: with it, per-batch timings in the worker showed a ~0.45 s gap with
-#: nothing to apply after every ~500 submissions. Three alternating runs of 6,000 submissions:
-#: 1,134–1,270/s with the default, 1,338–1,522/s with this (README §Performance).
-FETCH_QUEUE_BACKOFF_MS = 10
 #: Bytes fetched per partition and request (max.partition.fetch.bytes): several submissions per
 #: partition and request, where librdkafka's default 1 MB holds ~8. Chosen, not measured
 #: against the default.
@@ -373,7 +366,12 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # least every STALLED_SECONDS + CONSUME_SECONDS, even while applying is stalled.
         "max.poll.interval.ms": rebalance_timeout_ms(settings),
         "queued.max.messages.kbytes": PREFETCH_KBYTES,
-        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+        # How long librdkafka stops fetching a partition once its prefetch queue is over
+        # PREFETCH_KBYTES (its default: 1,000 ms). The worker drains that queue (~500 submissions)
+        # in well under a second, so with the default it then sat idle for the rest of the
+        # second: per-batch timings showed a ~0.45 s gap with nothing to apply after every ~500
+        # submissions (make bench-stream runs the worker with both, README §Performance).
+        "fetch.queue.backoff.ms": settings.ingest_fetch_backoff_ms,
         # A record larger than a fetch is still returned whole (KIP-74); our own size limit
         # (MMC_MAX_MESSAGE_BYTES) refuses oversize ones with a reason.
         "fetch.max.bytes": 64 << 20,

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         ),
     )
     ingest_batch_seconds: float = Field(0.05, gt=0, description="Longest an agent waits to fill a batch (added latency when the stream is sparse).")
+    ingest_fetch_backoff_ms: int = Field(
+        10, ge=0,
+        description=(
+            "How long the submissions consumer (librdkafka's fetch.queue.backoff.ms) stops fetching a partition once its "
+            "prefetch queue is full; librdkafka's own default, 1,000, left the worker idle for most of each second."
+        ),
+    )
 
     # --- Input limits ----------------------------------------------------------------------
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Inputs larger than this go to the dead-letter topic (oversize).")

@@ -20,7 +20,7 @@ consumes — and the commits on another (librdkafka is thread-safe). The event l
 consuming thread and hands commits to the other without waiting for them.
 
 Pipeline. A fetch task keeps up to two batches buffered. The loop takes a batch and starts
-what does not depend on the state — decoding and ranking on the rank thread, the barriers
+what does not depend on the state — decoding and ranking on the rank threads, the barriers
 (:meth:`Processor.prepare_submissions`) — then applies the previous batch and queues its
 offsets' commit. Batches are applied one after another in log order, and an offset is committed
 only once its record is applied and its outputs acknowledged (at-least-once; a redelivered

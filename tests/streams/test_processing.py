@@ -85,6 +85,39 @@ def test_batch_ranks_equal_one_by_one_and_ids_are_aligned(settings: Settings) ->
         assert np.array_equal(gaussian_ranks(PreparedRound.stack([got])), gaussian_ranks(alone))
 
 
+def test_a_batch_digested_in_pieces_on_the_rank_threads_equals_one_digest_of_it() -> None:
+    """The pieces a batch is split into for the rank threads give the very bytes one digest gives."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(7, N_IDS))
+    values[2] = np.round(values[2], 1)  # ties
+    batch = [submission(i, f"m{i}", values[i].tolist(), T0 + i) for i in range(7)]
+    batch.append(rec("submissions", 7, {"round": 1}, "m7"))  # refused: no model, no predictions
+    whole = processing.digest_submissions([r for r, _ in batch], 1 << 20, 1000)
+
+    async def in_pieces() -> processing.Digest:
+        prepared = processing.Processor(Settings(), None, None, None).prepare_submissions(batch, head_start=False)  # type: ignore[arg-type]
+        return await prepared.digest
+
+    pieces = run_sync(in_pieces())
+    assert processing.RANK_THREADS > 1
+    assert sorted(pieces.decoded) == sorted(whole.decoded) == [(0, i) for i in range(8)]
+    for key, event in whole.decoded.items():
+        other = pieces.decoded[key]
+        assert type(other) is type(event)
+        if isinstance(event, processing.InvalidMessage):
+            assert (other.reason, str(other)) == (event.reason, str(event))  # type: ignore[union-attr]
+        else:
+            assert (other.round, other.model) == (event.round, event.model)  # type: ignore[union-attr]
+            assert other.predictions.tobytes() == event.predictions.tobytes()  # type: ignore[union-attr]
+    assert sorted(pieces.ranks) == sorted(whole.ranks) == [(0, i) for i in range(7)]
+    for key, (prepared, g, stored) in whole.ranks.items():
+        got_prepared, got_g, got_stored = pieces.ranks[key]
+        assert got_stored == stored
+        assert got_g.tobytes() == g.tobytes()
+        assert got_prepared.order.tobytes() == prepared.order.tobytes()
+        assert got_prepared.new_group.tobytes() == prepared.new_group.tobytes()
+
+
 def test_a_batch_whose_shared_path_fails_is_refused_record_by_record(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A non-input failure on the shared path: the batch is retried one by one and each record is
     refused ``internal_error`` (on the dead-letter topic), instead of the single-record retry
@@ -106,7 +139,8 @@ def test_a_batch_whose_shared_path_fails_is_refused_record_by_record(settings: S
 
     outcomes = run_sync(scenario())
     assert outcomes == ["applied", "internal_error", "internal_error", "internal_error"]
-    assert calls == [3, 1, 1, 1]  # the batch once, then each record once: no retry loop
+    # the batch once (in one piece per rank thread: 2 + 1), then each record once: no retry loop
+    assert sorted(calls) == [1, 1, 1, 1, 2]
     letters = run_sync(collect(settings, ["deadletter"], lambda got: len(got) >= 3, timeout=20))
     assert sorted(m.value for m in letters) == sorted(r.value for r, _ in subs)
     assert {m.headers["mmc.error.reason"] for m in letters} == {b"internal_error"}

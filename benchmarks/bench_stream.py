@@ -14,10 +14,12 @@ Prints, measured in one run:
    threads); and, run first, the same worker with librdkafka's default ``fetch.queue.backoff.ms``
    (1 s: how long its consumer stops fetching a partition once its prefetch queue is full; the
    worker's is ``MMC_INGEST_FETCH_BACKOFF_MS``). All run on the same two cores;
-2. end-to-end resolution latency — a targets message produced → the last ``mmc.scores``
-   message of that update consumed, for the round's first update (it also computes the
-   round's basis: meta model, bootstrap draws) and a second update (basis reused), at each
-   model count.
+2. the round's close produced → its basis (meta model, bootstrap meta models, per-model
+   products) stored in Redis: the worker computes it in the background once the close is applied;
+3. end-to-end resolution latency — a targets message produced → the last ``mmc.scores``
+   message of that update consumed, for the round's first update (sent once the basis is
+   stored: in the tournament targets come a day or more after the close) and a second one, at
+   each model count.
 
 Usage: ``python benchmarks/bench_stream.py [--models 2000 10000] [--ids 6720]``.
 """
@@ -88,6 +90,20 @@ def wait_applied(settings: Settings, topic: str, count: int, timeout: float, wor
             raise RuntimeError(f"the worker exited with {worker.returncode} (set MMC_BENCH_WORKER_LOG to see why)")
         time.sleep(0.01)
     raise TimeoutError(f"{topic}: only {done} of {count} applied")
+
+
+def wait_basis(settings: Settings, round_number: int, timeout: float, worker: subprocess.Popen[bytes]) -> float:
+    """Poll Redis until the worker has stored the round's basis (it starts it at the close); returns when."""
+    client = redis.Redis.from_url(settings.redis_url)
+    key = Keys(settings.state_namespace).basis(round_number)
+    deadline = time.monotonic() + timeout
+    while not client.exists(key):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"round {round_number}: no basis after {timeout:.0f} s")
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode} (set MMC_BENCH_WORKER_LOG to see why)")
+        time.sleep(0.01)
+    return time.monotonic()
 
 
 async def tail_consumer(settings: Settings, *topics: str) -> AIOKafkaConsumer:
@@ -320,8 +336,10 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
     worker = start_worker(settings, log)
     try:
         ingest, worker_cpu, broker_cpu = ingestion(settings, worker, stack.pids["kafka"], n_models)
+        closed = time.monotonic()
         asyncio.run(produce(settings, [("rounds", b"1", orjson.dumps({"type": "close", "round": 1}), T0 + 5 * 86_400_000)]))
         wait_applied(settings, "rounds", 2, timeout=60, worker=worker)
+        basis_ready = wait_basis(settings, 1, timeout=600, worker=worker) - closed
         targets = (np.clip(np.round(0.2 * crowd + rng.normal(size=n_ids) + 2), 0, 4) / 4).tolist()
         day1 = asyncio.run(resolution_latency(settings, 1, 1, targets, n_models))
         day2 = asyncio.run(resolution_latency(settings, 1, 2, targets, n_models))
@@ -336,7 +354,7 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
         "default_backoff": default_rate, "default_backoff_cpu": default_cpu,
         "alone": alone_rate, "alone_cpu": alone_cpu, "count": count_rate, "count_cpu": count_cpu,
         "aiokafka": aiokafka_rate, "aiokafka_cpu": aiokafka_cpu, "librdkafka": rd_rate, "librdkafka_cpu": rd_cpu,
-        "day1": day1, "day2": day2,
+        "basis": basis_ready, "day1": day1, "day2": day2,
     }
 
 
@@ -370,8 +388,9 @@ def main() -> None:
                   f" {r['aiokafka_cpu']:.2f} ms CPU each  ({r['aiokafka'] / r['ingest']:.2f}× the worker)")
             print(f"    the same submissions, a bare librdkafka consumer (the worker's consumer):           {r['librdkafka']:6.0f}/s,"
                   f" {r['librdkafka_cpu']:.2f} ms CPU each  ({r['librdkafka'] / r['ingest']:.2f}× the worker)")
-            print(f"  resolution latency, first update (computes the basis): {r['day1']:6.2f} s")
-            print(f"  resolution latency, next update (basis reused):        {r['day2']:6.2f} s   (target ≤ 3 s at 10,000)")
+            print(f"  close produced → the round's basis stored (the worker prepares it at close): {r['basis']:6.2f} s")
+            print(f"  resolution latency, first update (basis prepared at close): {r['day1']:6.2f} s   (target ≤ 3 s at 10,000)")
+            print(f"  resolution latency, next update:                                {r['day2']:6.2f} s   (target ≤ 3 s at 10,000)")
 
 
 if __name__ == "__main__":

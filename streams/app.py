@@ -144,6 +144,8 @@ class Runtime:
         self.metrics.outputs_sent(outputs)
 
     async def stop(self) -> None:
+        if self._processor is not None:
+            self._processor.stop_background()
         if self._producer is not None:
             await self._producer.stop()
         if self.barrier is not None:

@@ -1,4 +1,4 @@
-"""The submissions batch path against the real broker and Redis: ranks on a thread, a failing batch.
+"""The processor against the real broker and Redis: ranks on the rank threads, a failing batch, the basis at close.
 
 The worker's Runtime is driven directly (no Faust): records go through ``apply_unless_applied``
 exactly as the agents hand them over, with the real barriers, Redis state and output producer.
@@ -6,6 +6,7 @@ exactly as the agents hand them over, with the real barriers, Redis state and ou
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -145,3 +146,54 @@ def test_a_batch_whose_shared_path_fails_is_refused_record_by_record(settings: S
     assert sorted(m.value for m in letters) == sorted(r.value for r, _ in subs)
     assert {m.headers["mmc.error.reason"] for m in letters} == {b"internal_error"}
     assert all(b"ranking is broken" in m.headers["mmc.error.message"] for m in letters)
+
+
+def test_the_basis_is_prepared_at_close_and_the_first_update_uses_it(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing a round starts its basis in the background; the first targets update finds it
+    stored under the same fingerprint and does not compute it again, and publishes the same bytes
+    as a worker that computes the basis then (a second runtime on fresh state, no basis task)."""
+    ids = [f"n{i:03d}" for i in range(N_IDS)]
+    rng = np.random.default_rng(5)
+    inputs = [[rec("rounds", 0, {"type": "open", "round": 1, "ids": ids}, "1")]]
+    inputs.append([rec("stakes", i, {"model": f"m{i}", "stake": 10.0 + i}, f"m{i}", ts=T0 + 1 + i) for i in range(4)])
+    inputs.append([submission(i, f"m{i}", rng.normal(size=N_IDS).tolist(), T0 + 10 + i) for i in range(4)])
+    inputs.append([rec("rounds", 1, {"type": "close", "round": 1}, "1", ts=T0 + 1000)])
+    targets = rec("targets", 0, {"round": 1, "day": 1, "final": False, "targets": rng.uniform(size=N_IDS).tolist()}, "1", ts=T0 + 2000)
+    computed: list[int] = []
+    close_round = processing.scoring.close_round
+
+    def counted(*args: object) -> object:
+        computed.append(1)
+        return close_round(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(processing.scoring, "close_round", counted)
+
+    async def scenario(wait_for_basis: bool) -> tuple[int, list[bytes]]:
+        run = settings.model_copy(update={"state_namespace": f"s{int(wait_for_basis)}{settings.app_id[-8:]}"})
+        runtime = Runtime(run)
+        try:
+            for batch in inputs:
+                await apply_unless_applied(runtime, batch)
+            assert runtime.state is not None
+            if wait_for_basis:
+                deadline = time.monotonic() + 30
+                while not await runtime.state.r.exists(runtime.state.keys.basis(1)):
+                    assert time.monotonic() < deadline, "no basis stored after the close"
+                    await asyncio.sleep(0.05)
+            at_close = len(computed)
+            await apply_unless_applied(runtime, [targets])
+            assert len(computed) == at_close + (0 if wait_for_basis else 1)
+            scores = await runtime.state.r.hgetall(runtime.state.keys.scores(1))
+            crowding = await runtime.state.r.get(runtime.state.keys.crowding(1))
+            return at_close, [scores[k] for k in sorted(scores)] + [crowding]
+        finally:
+            await runtime.stop()
+
+    at_close, prepared = run_sync(scenario(True))
+    assert at_close == 1
+    computed.clear()
+    # a worker that did not see the close being applied (started after it): no basis task
+    monkeypatch.setattr(processing.Processor, "_prepare_basis_at_close", lambda self, r, received_at: None)
+    at_close, lazily = run_sync(scenario(False))
+    assert at_close == 0 and len(computed) == 1
+    assert len(prepared) == 5 and prepared == lazily  # four models' scores + the crowding figures, same bytes

@@ -543,6 +543,8 @@ class Processor:
         """
         if r in self._bases_at_close and not self._bases_at_close[r].done():
             return
+        for done in [k for k, task in self._bases_at_close.items() if task.done()]:
+            del self._bases_at_close[done]  # rounds whose targets have not come (yet): nothing to wait for
         task = asyncio.ensure_future(self._basis_at_close(r, received_at))
         task.add_done_callback(_ignore_outcome)
         self._bases_at_close[r] = task
@@ -560,7 +562,7 @@ class Processor:
         except InvalidMessage as exc:  # no submissions: nothing to prepare
             log.info("round %d: no basis prepared at close (%s)", r, exc)
         except Exception:
-            log.warning("round %d: preparing the basis at close failed; its first targets update will", r, exc_info=True)
+            log.warning("round %d: preparing the basis at close failed; its first targets update computes it", r, exc_info=True)
 
     async def _basis_at_close_done(self, r: int) -> None:
         """Wait for the round's basis task, if one is running (its outcome is its own business)."""

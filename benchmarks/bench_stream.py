@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import IO
 
 import numpy as np
@@ -70,40 +71,42 @@ async def produce(settings: Settings, messages: list[Message]) -> float:
         await producer.stop()
 
 
+def poll_until(check: Callable[[], bool], timeout: float, worker: subprocess.Popen[bytes] | None, what: str) -> float:
+    """Call ``check`` every 10 ms until it is true; returns when. Raises when ``timeout`` passes
+    first (``what``: what was awaited) or when ``worker`` exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} after {timeout:.0f} s")
+        if worker is not None and worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode} (set MMC_BENCH_WORKER_LOG to see why)")
+        time.sleep(0.01)
+    return time.monotonic()
+
+
 def wait_applied(settings: Settings, topic: str, count: int, timeout: float, worker: subprocess.Popen[bytes] | None = None) -> tuple[float, float]:
     """Poll the worker's progress in Redis until ``count`` records of ``topic`` are applied.
 
     Returns (time of the first applied record seen, time all were applied).
     """
     client = redis.Redis.from_url(settings.redis_url)
-    key = Keys(settings.state_namespace).progress(topic)
-    first = None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = sum(int(v) for v in client.hgetall(key).values())
-        now = time.monotonic()
-        if done > 0 and first is None:
-            first = now
-        if done >= count:
-            return first or now, now
-        if worker is not None and worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.returncode} (set MMC_BENCH_WORKER_LOG to see why)")
-        time.sleep(0.01)
-    raise TimeoutError(f"{topic}: only {done} of {count} applied")
+    first: list[float] = []
+
+    def all_applied() -> bool:
+        done = applied_count(settings, topic, client)
+        if done > 0 and not first:
+            first.append(time.monotonic())
+        return done >= count
+
+    last = poll_until(all_applied, timeout, worker, f"{topic}: not all {count} applied")
+    return (first or [last])[0], last
 
 
 def wait_basis(settings: Settings, round_number: int, timeout: float, worker: subprocess.Popen[bytes]) -> float:
     """Poll Redis until the worker has stored the round's basis (it starts it at the close); returns when."""
     client = redis.Redis.from_url(settings.redis_url)
     key = Keys(settings.state_namespace).basis(round_number)
-    deadline = time.monotonic() + timeout
-    while not client.exists(key):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"round {round_number}: no basis after {timeout:.0f} s")
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.returncode} (set MMC_BENCH_WORKER_LOG to see why)")
-        time.sleep(0.01)
-    return time.monotonic()
+    return poll_until(lambda: bool(client.exists(key)), timeout, worker, f"round {round_number}: no basis")
 
 
 async def tail_consumer(settings: Settings, *topics: str) -> AIOKafkaConsumer:
@@ -172,8 +175,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def applied_count(settings: Settings, topic: str) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+def applied_count(settings: Settings, topic: str, client: redis.Redis | None = None) -> int:
+    """Records of ``topic`` the worker has applied (its progress in Redis)."""
+    client = client or redis.Redis.from_url(settings.redis_url)
     return sum(int(v) for v in client.hgetall(Keys(settings.state_namespace).progress(topic)).values())
 
 

@@ -498,8 +498,7 @@ class Processor:
         if not info.closed or record.timestamp_ms < info.close_ts:
             raise refuse("round_not_closed", f"round {event.round} has not closed; targets come after the close")
         clock = PhaseClock()
-        # Both at once (neither holds the other's locks: see streams.progress on lock order).
-        await asyncio.gather(self.barrier.wait_for("submissions", received_at), self.barrier.wait_for("stakes", received_at))
+        await self._round_inputs_applied(received_at)
         clock.lap("barriers")
         targets = align_to_universe(event.targets, event.ids, self._universe(info), partial=True)
         await self._basis_at_close_done(event.round)
@@ -516,6 +515,12 @@ class Processor:
         await self.state.put_targets(event.round, event.day, event.final, targets)
         log.info("round %d day %d%s: %d models scored (%s)", event.round, event.day, " final" if event.final else "", len(models), clock)
         return "applied"
+
+    async def _round_inputs_applied(self, received_at: float) -> None:
+        """Wait until every submission and stake received before ``received_at`` is applied: what a
+        round's rows and frozen stakes are read after. Both at once (neither holds the other's
+        locks: see streams.progress on lock order)."""
+        await asyncio.gather(self.barrier.wait_for("submissions", received_at), self.barrier.wait_for("stakes", received_at))
 
     async def _round_inputs(
         self, r: int, info: Any
@@ -552,7 +557,7 @@ class Processor:
     async def _basis_at_close(self, r: int, received_at: float) -> None:
         started = time.perf_counter()
         try:
-            await asyncio.gather(self.barrier.wait_for("submissions", received_at), self.barrier.wait_for("stakes", received_at))
+            await self._round_inputs_applied(received_at)
             info = await self.state.get_round(r)
             if info is None or not info.closed:
                 return

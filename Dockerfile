@@ -23,12 +23,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/mmc
 WORKDIR /src
 # pyproject.toml names README.md as the package's readme, so the build needs it.
-COPY pyproject.toml README.md ./
+# requirements.lock pins every dependency to the version the tests ran with (`make lock`).
+COPY pyproject.toml README.md requirements.lock ./
 COPY scoring/ scoring/
 COPY streams/ streams/
 RUN /opt/mmc/bin/pip install --upgrade pip \
  && /opt/mmc/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/mmc/bin/pip install /wheels/*.whl \
+ && /opt/mmc/bin/pip install --constraint requirements.lock /wheels/*.whl \
  && /opt/mmc/bin/mmc --help > /dev/null
 
 # --- runtime: slim Python, the venv, a non-root user ----------------------------------------

@@ -24,12 +24,18 @@ worker's progress in Redis every second and its RSS (``/proc/PID/status``) every
    the scores of one update carry the targets' record timestamp) — p50, p90, p99, max;
 3. the worker's RSS over time and its growth after warm-up (first ``--warmup`` of the run):
    (RSS at end − RSS at end of warm-up) / RSS at end of warm-up, target < 10%;
-4. Redis ``used_memory`` and the broker's RSS at start and end (both grow with the rounds by
-   design: every round stays in Redis, and the embedded broker keeps every record in memory);
+4. Redis ``used_memory`` every ``--sample-seconds`` beside the rounds whose rows Redis keeps,
+   and whether it stays bounded: the worker runs with ``MMC_RETENTION_ROUNDS`` =
+   ``--retention`` (and the score retention ``--score-retention``), so once a round is final and
+   that many later rounds have closed its rows go; the report gives the growth per round opened
+   over the last half of the run, which is what retention leaves growing (a round's universe,
+   lifecycle and trend entry). The broker's RSS grows by design (the embedded broker keeps every
+   record in memory);
 5. dead letters, and the worker log's warnings and errors (the log file's path is printed).
 
-Usage: ``python benchmarks/bench_soak.py [--minutes 10] [--models 300] [--ids 2000]
-[--round-seconds 20] ...`` (``--help`` lists every knob); ``--minutes 1`` is a smoke run.
+Usage: ``python benchmarks/bench_soak.py [--minutes 10 | --rounds 60] [--models 300] [--ids 2000]
+[--round-seconds 20] [--retention 10] ...`` (``--help`` lists every knob); ``--minutes 1`` is a
+smoke run, ``--rounds`` sets the length in rounds instead (``--rounds × --round-seconds``).
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ from streams.admin import create_topics, kafka_client_options, redis_client
 from streams.settings import Settings
 from streams.simulation import Simulation, SimulationConfig
 from streams.stack import EmbeddedStack
-from streams.state import RedisState
+from streams.state import ROWS_PRUNED, RedisState
 
 RSS_GROWTH_TARGET = 0.10
 #: Seconds between a round's close and the stake updates for the next round (spread over one more second).
@@ -180,6 +186,7 @@ class RssRow:
     applied: int
     redis_mb: float
     broker_mb: float
+    rows_kept: int  # rounds whose rows Redis keeps
 
 
 @dataclass
@@ -323,7 +330,7 @@ class Soak:
                     phase = "warm-up" if tick <= self.warmup else ("run" if tick <= self.wl.duration else "drain")
                     self.rss.append(RssRow(
                         float(tick), phase, rss_mb(self.worker.pid) or math.nan, applied,
-                        await self._redis_mb(state), rss_mb(self.broker_pid) or math.nan,
+                        await self._redis_mb(state), rss_mb(self.broker_pid) or math.nan, await self._rows_kept(state),
                     ))
                 if tick > 0 and tick % round(self.status_seconds) == 0:
                     self._status(tick, applied)
@@ -346,6 +353,15 @@ class Soak:
     @staticmethod
     async def _redis_mb(state: RedisState) -> float:
         return float((await state.r.info("memory"))["used_memory"]) / 2**20
+
+    @staticmethod
+    async def _rows_kept(state: RedisState) -> int:
+        """Rounds opened whose rows retention has not deleted."""
+        rounds = await state.known_rounds()
+        pipe = state.r.pipeline(transaction=False)
+        for r in rounds:
+            pipe.hexists(state.keys.round(r), ROWS_PRUNED)
+        return sum(1 for pruned in (await pipe.execute() if rounds else []) if not pruned)
 
     async def drain(self, timeout: float) -> float | None:
         """Wait until every record sent is applied and every update sent has all its scores.
@@ -472,9 +488,9 @@ def expected_models(s: Soak, u: Update) -> int:
 def report_memory(s: Soak) -> None:
     wl = s.wl
     print(f"\n## memory (worker RSS from /proc/{s.worker.pid}/status every {s.sample_seconds:.0f} s)")
-    print("  elapsed  phase     worker RSS MB   submissions applied   Redis used MB   broker RSS MB")
+    print("  elapsed  phase     worker RSS MB   submissions applied   Redis used MB   rounds' rows kept   broker RSS MB")
     for row in s.rss:
-        mb = f"{row.redis_mb:15.1f} {row.broker_mb:15.1f}"
+        mb = f"{row.redis_mb:15.1f} {row.rows_kept:19d} {row.broker_mb:15.1f}"
         print(f"  {row.elapsed:6.0f}s  {row.phase:8s} {row.worker_mb:12.1f} {row.applied:19,d} {mb}")
     run = [row for row in s.rss if row.elapsed <= wl.duration]
     warm = next((row for row in run if row.elapsed >= s.warmup), None)
@@ -500,8 +516,17 @@ def report_memory(s: Soak) -> None:
                   "the first resolutions' one-off allocations; run longer for a meaningful figure")
     grown = s.redis_end - s.redis_start
     per_round = grown / max(s.rounds_opened, 1)
-    print(f"  Redis used_memory: {s.redis_start:.1f} MB at start → {s.redis_end:.1f} MB at end ({grown:+.1f} MB, "
-          f"{per_round:.1f} MB per round opened; every round's submissions, basis and scores stay in Redis by design)")
+    peak_redis = max((row.redis_mb for row in s.rss), default=math.nan)
+    print(f"  Redis used_memory: {s.redis_start:.1f} MB at start → {s.redis_end:.1f} MB at end, peak {peak_redis:.1f} MB "
+          f"({grown:+.1f} MB, {per_round:.2f} MB per round opened over the whole run)")
+    second = [row for row in run if row.elapsed >= wl.duration / 2]
+    if len(second) >= 2 and wl.round_seconds > 0:
+        rounds_between = (second[-1].elapsed - second[0].elapsed) / wl.round_seconds
+        slope = (second[-1].redis_mb - second[0].redis_mb) / max(rounds_between, 1e-9)
+        kept = [row.rows_kept for row in second]
+        print(f"  over the second half: Redis {second[0].redis_mb:.1f} → {second[-1].redis_mb:.1f} MB, {slope * 1024:+.0f} KB per round "
+              f"opened; rounds' rows kept {min(kept)}–{max(kept)} (retention {s.settings.retention_rounds} closed rounds + "
+              f"the rounds open or not final)")
     brokers = [row.broker_mb for row in s.rss if not math.isnan(row.broker_mb)]
     if brokers:
         print(f"  broker (Tansu, memory storage) RSS: {brokers[0]:.1f} MB → {brokers[-1]:.1f} MB (keeps every record in memory)")
@@ -533,6 +558,10 @@ def report_log(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the run (default 10; 1 for a smoke run)")
+    parser.add_argument("--rounds", type=int, default=None, help="length of the run in rounds instead (× --round-seconds)")
+    parser.add_argument("--retention", type=int, default=10,
+                        help="the worker's MMC_RETENTION_ROUNDS: later closes after which a final round's rows go (default 10)")
+    parser.add_argument("--score-retention", type=int, default=20, help="the worker's MMC_RETENTION_SCORE_ROUNDS (default 20)")
     parser.add_argument("--models", type=int, default=300, help="models submitting to each round (default 300)")
     parser.add_argument("--ids", type=int, default=2000, help="ids per round (default 2,000)")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="a new round opens every this many s (default 20)")
@@ -552,11 +581,18 @@ def main() -> None:
     submit = args.submit_seconds if args.submit_seconds is not None else 0.6 * round_seconds
     if not 2 * SUBMIT_MARGIN < submit <= round_seconds - 2 * STAKES_AFTER_CLOSE:
         parser.error(f"--submit-seconds must be in ({2 * SUBMIT_MARGIN:g}, --round-seconds − {2 * STAKES_AFTER_CLOSE:g}]")
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        args.minutes = args.rounds * round_seconds / 60
+    if args.retention < 1 or args.score_retention < 1:
+        parser.error("--retention and --score-retention must be at least 1")
     if args.minutes <= 0 or args.models < 2 or args.ids < 10 or args.days < 1 or args.target_gap <= 0 or args.sample_seconds < 1:
         parser.error("need --minutes > 0, --models ≥ 2, --ids ≥ 10, --days ≥ 1, --target-gap > 0, --sample-seconds ≥ 1")
     wl = Workload(args.models, args.ids, round_seconds, submit, args.days, args.target_gap, args.minutes * 60, args.seed)
     began = time.perf_counter()
-    print(f"machine: {os.cpu_count()} cores; one worker, {args.partitions} partitions, embedded Tansu + redis-server")
+    print(f"machine: {os.cpu_count()} cores; one worker, {args.partitions} partitions, embedded Tansu + redis-server; "
+          f"retention: rows of {args.retention} closed rounds, scores of {max(args.retention, args.score_retention)}")
     print(f"workload: {wl.duration:.0f} s; a round every {round_seconds:g} s ({wl.rounds} rounds), {args.models:,} models × "
           f"{args.ids:,} ids, submissions for {submit:g} s then close, stakes for the next round after each close, "
           f"{args.days} target updates {args.target_gap:g} s apart; at most {wl.live_rounds} rounds live at once")
@@ -567,7 +603,9 @@ def main() -> None:
     print(f"  simulator planned in {time.perf_counter() - planned:.1f} s: {per_round:.0f} submissions per round → offered "
           f"{per_round / submit:.1f}/s while a round is open, {per_round / round_seconds:.1f}/s on average")
     with EmbeddedStack() as stack:
-        settings = bench_settings(stack, args.partitions)
+        settings = bench_settings(stack, args.partitions).model_copy(
+            update={"retention_rounds": args.retention, "retention_score_rounds": args.score_retention}
+        )
         asyncio.run(create_topics(settings))
         log_path = args.log or Path("out/bench-soak") / f"worker-{settings.state_namespace}-{uuid.uuid4().hex[:4]}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,16 +33,20 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 
+from streams import failpoints
 from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, partitions_for, redis_client
+from streams.errors import StateLost
 from streams.ingest import SubmissionConsumer
+from streams.log_throttle import throttle_root_handlers
 from streams.metrics import WorkerMetrics, worker_metrics_page
 from streams.outputs import Output
-from streams.processing import Processor, SubmissionBatch, is_transient
-from streams.progress import Barrier, mark_applied
+from streams.processing import Processor, SubmissionBatch
+from streams.progress import Barrier, applied_marks, mark_applied
 from streams.rebuild import PUBLISHING, recover_if_behind
 from streams.records import InputRecord
 from streams.settings import Settings
 from streams.state import RedisState
+from streams.transient import dependency_of, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,12 @@ BATCHED_TOPICS = frozenset({"submissions", "stakes"})
 CONCURRENT_MODELS = 32
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
+#: Exit status of a worker that stopped because a component failed (EX_SOFTWARE).
+EXIT_FAILED = 70
+#: Longest the clean shutdown of a failed worker may take before it exits anyway.
+FAIL_GRACE_SECONDS = 20.0
+#: How often a worker checks that Redis still holds its state (the epoch key).
+EPOCH_CHECK_SECONDS = 1.0
 
 
 class Runtime:
@@ -65,6 +78,9 @@ class Runtime:
         self.barrier: Barrier | None = None
         self.metrics = WorkerMetrics()  # served at /metrics (streams.metrics)
         self.on_sent: Callable[[int], None] | None = None  # told how many outputs each send carried
+        self.failure: str | None = None  # set when a component failed for good: the worker is going down
+        self.restarting: str | None = None  # set when the state was lost: the worker restarts in place
+        self.components: dict[str, Callable[[], str | None]] = {}  # name → its problem, None when healthy
 
     @property
     def started(self) -> bool:
@@ -75,6 +91,7 @@ class Runtime:
             async with self._lock:
                 if self._processor is None:
                     self.state = RedisState(redis_client(self.settings), self.settings.state_namespace)
+                    await with_retry(self.state.claim_epoch, "reading the state's epoch")
                     self.barrier = Barrier(self.settings, self.state)
                     await self.barrier.start()
                     self._producer = AIOKafkaProducer(
@@ -90,37 +107,102 @@ class Runtime:
                     self.barrier.apply = self.handle_records
         return self._processor
 
-    async def handle(self, record: InputRecord, received_at: float) -> str:
+    async def handle(self, record: InputRecord, received_at: float, decoded: Any = None) -> str:
         """Apply one record through the processor and count it."""
-        outcome = await (await self.processor()).handle(record, received_at)
+        outcome = await (await self.processor()).handle(record, received_at, decoded)
         self.metrics.input_handled(record.topic, outcome, received_at)
         return outcome
 
-    async def handle_records(self, records: list[tuple[InputRecord, float]], prepared: SubmissionBatch | None = None) -> None:
-        """Apply records of one topic in log order (consumers and barrier catch-ups alike).
+    async def handle_records(self, records: list[tuple[InputRecord, float]], prepared: SubmissionBatch | None = None) -> list[str]:
+        """Apply records of one topic in log order (consumers and barrier catch-ups alike); each one's outcome.
 
         Submissions go through the processor's batch path (``prepared``: what the submissions
-        consumer already started for them, :meth:`Processor.prepare_submissions`); stakes record by record, records
-        with different keys (different models) concurrently, ``CONCURRENT_MODELS`` at a time; rounds and targets strictly one
-        after another (their single partition's order is what makes the outputs deterministic).
+        consumer already started for them, :meth:`Processor.prepare_submissions`). The other
+        topics are triaged first (:meth:`Processor.triage`): records whose bytes or timestamp
+        earn a refusal are dead-lettered together, at once; the rest are applied — stakes with
+        different keys (different models) concurrently, ``CONCURRENT_MODELS`` at a time; rounds
+        and targets strictly one after another (their single partition's order is what makes the
+        outputs deterministic).
         """
         if not records:
-            return
+            return []
         processor = await self.processor()
         if records[0][0].topic == "submissions":
-            outcomes = await with_retry(lambda: processor.handle_submissions(records, prepared))
+            outcomes = await with_retry(lambda: processor.handle_submissions(records, prepared), f"applying {describe(records)}")
             for (record, received_at), outcome in zip(records, outcomes, strict=True):
                 self.metrics.input_handled(record.topic, outcome, received_at)
-            return
+            return list(outcomes)
+        triaged, events = await with_retry(lambda: processor.triage([r for r, _ in records]), f"refusing in {describe(records)}")
+        results: list[str | None] = list(triaged)
+        for (record, received_at), outcome in zip(records, triaged, strict=True):
+            if outcome is not None:
+                self.metrics.input_handled(record.topic, outcome, received_at)
+        todo = [(i, record, received_at, event) for i, ((record, received_at), event) in enumerate(zip(records, events, strict=True)) if results[i] is None]
         if records[0][0].topic not in BATCHED_TOPICS:  # rounds, targets: one total order
-            await apply_in_order(self, records)
-            return
-        by_key: dict[tuple[int, bytes | None], list[tuple[InputRecord, float]]] = {}
-        for record, received_at in records:
-            by_key.setdefault((record.partition, record.key), []).append((record, received_at))
+            # Each record is marked applied as soon as it is: a crash must never re-apply one
+            # after a later one has changed the state it reads (a target update's leaderboard
+            # rows are computed from the histories the next update extends).
+            for i, record, received_at, event in todo:
+                results[i] = (await apply_in_order(self, [(i, record, received_at, event)]))[0]
+                marks = applied_marks([record], [results[i]])  # type: ignore[list-item]
+                await with_retry(lambda m=marks, t=record.topic: mark_applied(self.state, t, m), f"marking {describe([(record, received_at)])} applied")  # type: ignore[arg-type]
+            return [r if r is not None else "internal_error" for r in results]
+        by_key: dict[tuple[int, bytes | None], list[tuple[int, InputRecord, float, Any]]] = {}
+        for item in todo:
+            by_key.setdefault((item[1].partition, item[1].key), []).append(item)
         groups = list(by_key.values())
         for first in range(0, len(groups), CONCURRENT_MODELS):
-            await asyncio.gather(*(apply_in_order(self, group) for group in groups[first : first + CONCURRENT_MODELS]))
+            done = await asyncio.gather(*(apply_in_order(self, group) for group in groups[first : first + CONCURRENT_MODELS]))
+            for group, outcomes in zip(groups[first : first + CONCURRENT_MODELS], done, strict=True):
+                for (i, *_), outcome in zip(group, outcomes, strict=True):
+                    results[i] = outcome
+        return [r if r is not None else "internal_error" for r in results]
+
+    def fail(self, component: str, exc: BaseException) -> None:
+        """A component stopped on an error that is not the input's nor the infrastructure's (a
+        bug): log it and stop the worker — a clean shutdown (SIGTERM to itself), cut short after
+        ``FAIL_GRACE_SECONDS`` — with exit status ``EXIT_FAILED``, so that the orchestrator starts
+        a new one, which reads the record again. A worker never carries on with a topic nobody
+        reads."""
+        if self.failure is None:
+            self.failure = f"{component} stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s; stopping the worker so that it is restarted", self.failure, exc_info=exc)
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = threading.Timer(FAIL_GRACE_SECONDS, _exit_now, (EXIT_FAILED,))
+            deadline.daemon = True
+            deadline.start()
+
+    def restart_in_place(self, reason: str) -> None:
+        """Redis lost the state: stop at once and start again in the same process (the same
+        command, re-executed), whose start-up recovery rebuilds the state from the input topics
+        before it joins the groups again — publishing only what subscribers may not have had
+        (:mod:`streams.rebuild`). Stopping at once is a crash as far as the data goes (what was
+        in flight is applied again after the rebuild, as after ``kill -9``); the groups hand the
+        partitions back after ``MMC_BROKER_SESSION_TIMEOUT``, while the rebuild runs."""
+        if self.restarting is None and self.failure is None:
+            self.restarting = reason
+            log.warning("%s: restarting to rebuild the state from the input topics, then resuming", reason)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+    async def check_state(self) -> None:
+        """Restart in place when the state's epoch changed (:meth:`RedisState.check_epoch`)."""
+        if self.state is None or self.restarting is not None:
+            return
+        try:
+            await self.state.check_epoch()
+        except StateLost as exc:
+            self.restart_in_place(str(exc))
+            raise
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok"|"failing", "problems": [...]}``: failing when a component has
+        stopped or keeps failing (what the liveness probe reads at ``/health``)."""
+        problems = [self.failure] if self.failure else []
+        problems += [f"{name}: {problem}" for name, check in sorted(self.components.items()) if (problem := check()) is not None]
+        return {"status": "failing" if problems else "ok", "problems": problems}
 
     async def send(self, outputs: list[Output]) -> None:
         """Produce every output and wait until the broker acknowledged all of them."""
@@ -130,6 +212,9 @@ class Runtime:
             self.on_sent(len(outputs))
         if not PUBLISHING.get():  # a rebuild recomputing outputs subscribers already have
             return
+        # Outputs computed from a state that Redis lost meanwhile must not leave: the epoch is
+        # checked after every read they come from and before the first send.
+        await self.check_state()
         pending = [
             await self._producer.send(
                 self.settings.topic(o.topic),
@@ -223,14 +308,38 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     app = faust_app(settings)
     runtime = Runtime(settings)
     app.page("/metrics")(worker_metrics_page(runtime))  # on Faust's web server (MMC_WEB_ENABLED)
+    app.page("/health")(worker_health_page(runtime))
     for name in INPUT_TOPICS:
         if name != "submissions":
             app.agent(input_topic(app, settings, name), name=f"mmc-{name}")(make_agent(name, runtime))
     submissions = SubmissionConsumer(settings, runtime.processor, lambda records, prepared: apply_unless_applied(runtime, records, prepared))
+    runtime.components["submissions consumer"] = submissions.problem
+    for name in INPUT_TOPICS:
+        if name != "submissions":
+            runtime.components[f"{name} agent"] = agent_problem(app, name)
 
     @app.task
     async def _submissions() -> None:
         await submissions.run()
+
+    @app.task
+    async def _quiet_client_logs() -> None:
+        # Faust sets up the log handlers as the worker starts; throttle the client libraries there.
+        throttle_root_handlers()
+
+    @app.timer(EPOCH_CHECK_SECONDS)
+    async def _watch_state() -> None:
+        # Notices a lost state even when no output is due (a quiet stream, only submissions).
+        if not runtime.started:
+            return
+        try:
+            await runtime.check_state()
+        except StateLost:
+            pass  # restarting in place
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Redis unreachable: whatever needs it retries; checked again at the next tick
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: Any = None, **kwargs: Any) -> None:  # noqa: ARG001
@@ -245,26 +354,68 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     return app, runtime
 
 
+def _exit_now(status: int) -> None:
+    """End the process (a failed worker whose clean shutdown did not finish in time)."""
+    logging.shutdown()
+    os._exit(status)
+
+
+def worker_health_page(runtime: Runtime) -> Any:
+    """``GET /health`` on the worker's web server: 200 with ``{"status": "ok"}``, 503 when
+    :meth:`Runtime.health` finds a problem (the Kubernetes liveness probe reads it)."""
+    from aiohttp.web import json_response
+
+    async def health(_view: object, _request: object) -> Any:
+        body = runtime.health()
+        return json_response(body, status=200 if body["status"] == "ok" else 503)
+
+    return health
+
+
+def agent_problem(app: faust.App, name: str) -> Callable[[], str | None]:
+    """A check that the agent of input topic ``name`` is running once the worker has started it."""
+
+    def problem() -> str | None:
+        agent = app.agents.get(f"mmc-{name}")
+        actors = list(getattr(agent, "_actors", []) or [])
+        if agent is None or not actors:
+            return None  # not started yet (the worker is still joining the group)
+        if all(getattr(actor, "actor_task", None) is not None and actor.actor_task.done() for actor in actors):
+            return "not running"
+        return None
+
+    return problem
+
+
 def make_agent(name: str, runtime: Runtime) -> Any:
     """The agent for input topic ``name``: records in, processor, offsets marked applied.
 
-    ``rounds`` and ``targets`` (one partition each) are applied one record at a time, in log
-    order. ``stakes`` are taken in small batches whose records are applied concurrently, except
-    that records with the same key (the same model) stay in log order; offsets are marked
-    applied once the whole batch is done, so a barrier never passes a record still in flight.
-    (``submissions`` have their own consumer: :mod:`streams.ingest`.)
+    Every agent takes records in batches (up to ``ingest_batch_size``, waiting at most
+    ``ingest_batch_seconds``): records refused for their bytes or timestamp alone are
+    dead-lettered together (:meth:`Runtime.handle_records`), so junk is refused at thousands
+    per second instead of one acknowledged send each. ``rounds`` and ``targets`` (one
+    partition each) then apply the rest one record at a time, in log order; ``stakes``
+    concurrently, except that records with the same key (the same model) stay in log order.
+    Offsets are marked applied once the whole batch is done, so a barrier never passes a
+    record still in flight. (``submissions`` have their own consumer: :mod:`streams.ingest`.)
+
+    An exception that escapes (a bug: input refusals and the infrastructure's failures are
+    handled below) takes the worker down instead of leaving the topic unread behind a
+    healthy-looking process: the orchestrator restarts it, and the record comes again.
     """
 
-    async def sequential(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await apply_unless_applied(runtime, [as_record(name, event)])
-
-    async def batched(stream: faust.StreamT[bytes]) -> None:
+    async def agent(stream: faust.StreamT[bytes]) -> None:
         settings = runtime.settings
-        async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_seconds):
-            await apply_unless_applied(runtime, [as_record(name, event) for event in events])
+        try:
+            async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_seconds):
+                await apply_unless_applied(runtime, [as_record(name, event) for event in events])
+                failpoints.reached("agent.marked")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            runtime.fail(f"the {name} agent", exc)
+            raise
 
-    agent = batched if name in BATCHED_TOPICS else sequential
     agent.__name__ = f"mmc_{name}"
     return agent
 
@@ -302,14 +453,25 @@ async def apply_unless_applied(runtime: Runtime, records: list[tuple[InputRecord
     async with contextlib.AsyncExitStack() as held:
         for p in partitions:
             await held.enter_async_context(runtime.barrier.partition_lock(topic, p))
-        done = await with_retry(lambda: state.progress(topic))
+        done = await with_retry(lambda: state.progress(topic), f"reading {topic} progress")
         pending = [(r, t) for r, t in records if r.offset >= done.get(r.partition, 0)]
-        await runtime.handle_records(pending, prepared)
-        await with_retry(lambda: mark_applied(state, topic, [(r.partition, r.offset, r.timestamp_ms) for r, _ in pending]))
+        outcomes = await runtime.handle_records(pending, prepared)
+        marks = applied_marks([r for r, _ in pending], outcomes)
+        await with_retry(lambda: mark_applied(state, topic, marks), f"marking {describe(pending)} applied")
 
 
-async def with_retry(call: Callable[[], Awaitable[Any]]) -> Any:
-    """Await ``call()`` until the infrastructure lets it through."""
+def describe(records: list[tuple[InputRecord, float]]) -> str:
+    """``targets[0]@12`` or ``submissions[1]@40..295`` for log lines."""
+    if not records:
+        return "no records"
+    first, last = records[0][0], records[-1][0]
+    span = f"{first.offset}" if first.offset == last.offset else f"{first.offset}..{last.offset}"
+    return f"{first.topic}[{first.partition}]@{span}" + (f" (+{len(records) - 1})" if first.partition != last.partition else "")
+
+
+async def with_retry(call: Callable[[], Awaitable[Any]], doing: str = "a request") -> Any:
+    """Await ``call()`` until the infrastructure lets it through (backoff from RETRY_MIN_SECONDS to
+    RETRY_MAX_SECONDS); one log line per attempt names the dependency and what was being done."""
     delay = RETRY_MIN_SECONDS
     while True:
         try:
@@ -317,21 +479,33 @@ async def with_retry(call: Callable[[], Awaitable[Any]]) -> Any:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("retrying in %.1f s: %r", delay, exc)
+            log.warning("%s unavailable while %s (%s: %s); retrying in %.1f s", dependency_of(exc), doing, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
-async def apply_in_order(runtime: Runtime, group: list[tuple[InputRecord, float]]) -> None:
-    """Apply records one after another, each retried until the infrastructure lets it through."""
-    for record, received_at in group:
-        await with_retry(lambda r=record, t=received_at: runtime.handle(r, t))
+async def apply_in_order(runtime: Runtime, group: list[tuple[int, InputRecord, float, Any]]) -> list[str]:
+    """Apply decoded records one after another, each retried until the infrastructure lets it through."""
+    outcomes = []
+    for _, record, received_at, event in group:
+        outcomes.append(
+            await with_retry(
+                lambda r=record, t=received_at, e=event: runtime.handle(r, t, e),
+                f"applying {record.topic}[{record.partition}]@{record.offset}",
+            )
+        )
+    return outcomes
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create the topics, then run one Faust worker in the foreground until SIGINT/SIGTERM."""
     asyncio.run(create_topics(settings))
     asyncio.run(recover_if_behind(settings))
-    app, _runtime = create_app(settings)
+    app, runtime = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        if runtime.failure is not None:
+            raise SystemExit(EXIT_FAILED) from exit_
+        raise

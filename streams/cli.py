@@ -3,11 +3,19 @@
 Every command reads its configuration from the ``MMC_*`` environment through
 :class:`streams.settings.Settings`. Machine-readable output goes to stdout, everything for
 a person (progress, errors) to stderr, so ``mmc stack > env.sh`` or ``eval`` work.
+
+``mmc worker``, ``topics``, ``rebuild`` and ``web`` first wait for the services they use
+(Kafka; Redis too except for ``topics``), one log line per attempt, for up to
+``MMC_STARTUP_TIMEOUT_SECONDS``. Exit status: 0 done, 1 failed, 2 invalid settings or
+arguments, 3 Kafka or Redis did not answer in time (one ``error:`` line names which, where and why).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
+import logging
 import shlex
 import signal
 import sys
@@ -22,9 +30,10 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from streams.errors import MmcStreamError
+from streams.errors import DependencyUnavailable, MmcStreamError
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -54,6 +63,47 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``message`` on stderr and return the exit to raise."""
     _stderr().print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+#: Exit status when Kafka or Redis did not answer within ``MMC_STARTUP_TIMEOUT_SECONDS``.
+EXIT_UNAVAILABLE = 3
+
+
+@contextlib.contextmanager
+def _startup_logging() -> Iterator[None]:
+    """Show the start-up wait's lines (``streams.admin``) on stderr, and only those.
+
+    aiokafka logs an error of its own for every failed connection; while the wait reports
+    each attempt in one line, those are held back.
+    """
+    ours, aiokafka = logging.getLogger("streams.admin"), logging.getLogger("aiokafka")
+    saved = (ours.level, ours.propagate, aiokafka.level)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    aiokafka.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(saved[0])
+        ours.propagate = saved[1]
+        aiokafka.setLevel(saved[2])
+
+
+def _wait_for_dependencies(settings: Settings, *, kafka: bool = True, redis: bool = True) -> None:
+    """Wait until Kafka and/or Redis answer, or exit with one ``error:`` line (status 3)."""
+    from streams.admin import wait_for_dependencies
+
+    try:
+        with _startup_logging():
+            asyncio.run(wait_for_dependencies(settings, kafka=kafka, redis=redis))
+    except DependencyUnavailable as exc:
+        raise _fail(escape(str(exc)), code=EXIT_UNAVAILABLE) from exc
+    except MmcStreamError as exc:
+        raise _fail(escape(str(exc))) from exc
 
 
 @app.command()
@@ -132,10 +182,14 @@ def stack(
 
 @app.command()
 def topics() -> None:
-    """Create the service's topics on the configured broker (existing ones are kept)."""
+    """Create the service's topics on the configured broker (existing ones are kept).
+
+    Waits for the broker first (up to MMC_STARTUP_TIMEOUT_SECONDS; exit status 3 if it does not answer).
+    """
     from streams.admin import create_topics
 
     settings = _settings_or_exit()
+    _wait_for_dependencies(settings, redis=False)
     try:
         outcome = asyncio.run(create_topics(settings))
     except MmcStreamError as exc:
@@ -151,15 +205,24 @@ def topics() -> None:
 
 @app.command()
 def worker() -> None:
-    """Run a scoring worker (Faust) against the configured broker and Redis."""
+    """Run a scoring worker (Faust) against the configured broker and Redis.
+
+    Waits for both first (up to MMC_STARTUP_TIMEOUT_SECONDS; exit status 3 if one does not answer).
+    """
     settings = _settings_or_exit()
+    if importlib.util.find_spec("streams.app") is None:
+        raise _fail("the worker is not available: there is no streams.app module")
+    _wait_for_dependencies(settings)  # before importing the worker, which takes seconds
     try:
         from streams.app import run_worker
     except ImportError as exc:
         raise _fail(
             f"the worker is not available: cannot import streams.app.run_worker ({exc})"
         ) from exc
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except MmcStreamError as exc:  # topic creation or recovery, before Faust takes over
+        raise _fail(escape(str(exc))) from exc
 
 
 class PublishMode(StrEnum):
@@ -183,6 +246,7 @@ def rebuild(
     when it finds the state behind its groups' committed offsets.
     """
     settings = _settings_or_exit()
+    _wait_for_dependencies(settings)
     from streams.rebuild import rebuild as run_rebuild
 
     try:
@@ -203,9 +267,10 @@ def web(
     own consumer (no group), so it scales on its own (see streams.web). Workers also listen on
     MMC_WEB_PORT when MMC_WEB_ENABLED: on one machine give one of them another port.
     """
+    settings = _settings_or_exit()
+    _wait_for_dependencies(settings)  # before importing the web server, which takes seconds
     from streams.web import run_web
 
-    settings = _settings_or_exit()
     console = _stderr()
     try:
         run_web(settings, host, port, ready=lambda url: console.print(f"serving {url} - Ctrl-C to stop", highlight=False))

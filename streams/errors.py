@@ -15,6 +15,29 @@ class StackError(MmcStreamError):
     """The embedded broker or Redis could not start; see the message for the binary and port."""
 
 
+class DependencyUnavailable(MmcStreamError):
+    """Kafka or Redis did not answer within ``MMC_STARTUP_TIMEOUT_SECONDS`` at start-up.
+
+    The message names the service, its address (never a password) and the last cause seen.
+    Check that the server runs and is reachable from here at that address
+    (``MMC_KAFKA_BOOTSTRAP`` / ``MMC_REDIS_URL``, firewalls, TLS and credentials), or give
+    it longer to come up with a larger ``MMC_STARTUP_TIMEOUT_SECONDS``; then start again.
+    """
+
+    def __init__(self, service: str, address: str, cause: str, waited: float, attempts: int, setting: str) -> None:
+        super().__init__(
+            f"{service} at {address} did not answer within {waited:.1f} s "
+            f"({attempts} attempt{'s' if attempts != 1 else ''}): {cause}; "
+            f"check that it runs and that {setting} points at it, or raise MMC_STARTUP_TIMEOUT_SECONDS"
+        )
+        self.service = service
+        self.address = address
+        self.cause = cause
+        self.waited = waited
+        self.attempts = attempts
+        self.setting = setting
+
+
 class InvalidMessage(MmcStreamError):
     """An input message the service refuses; it goes to the dead-letter topic under ``reason``.
 
@@ -26,3 +49,9 @@ class InvalidMessage(MmcStreamError):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+
+
+class StateLost(MmcStreamError):
+    """Redis lost the state under a running worker (flushed, restarted without persistence, or
+    rebuilt by another process). The worker stops consuming and restarts itself in place: its
+    start-up recovery rebuilds the state from the input topics. Nothing to do by hand."""

@@ -60,6 +60,8 @@ Records = list[tuple[InputRecord, float]]
 ApplyBatch = Callable[[Records, SubmissionBatch], Awaitable[None]]
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
+#: Failed runs in a row after which the consumer reports itself unhealthy.
+FAILURES_UNHEALTHY = 3
 #: Longest one ``consume`` call waits for records (it also bounds how late a rebalance
 #: callback, a stop or a resumed fetch is served).
 CONSUME_SECONDS = 0.25
@@ -91,6 +93,8 @@ class SubmissionConsumer:
         self._paused = False  # the assigned partitions are paused (set on the consuming thread only)
         self._generation = 0  # moves on at every revocation: anything fetched before is dropped
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._failures = 0  # consecutive failed runs (reset after a run that lasted a minute)
+        self._last_failure = ""
 
     @property
     def batch_size(self) -> int:
@@ -113,10 +117,20 @@ class SubmissionConsumer:
             started = time.monotonic()
             try:
                 await self._consume()
-            except Exception:
-                log.exception("the submissions consumer failed; restarting it in %.1f s", delay)
+            except Exception as exc:
+                self._failures = 1 if time.monotonic() - started > 60 else self._failures + 1
+                self._last_failure = f"{type(exc).__name__}: {exc}"[:300]
+                log.exception("the submissions consumer failed (%d in a row); restarting it in %.1f s", self._failures, delay)
             await asyncio.sleep(delay)
             delay = RETRY_MIN_SECONDS if time.monotonic() - started > 60 else min(delay * 2, RETRY_MAX_SECONDS)
+
+    def problem(self) -> str | None:
+        """What the worker's ``/health`` reports: ``None`` while the consumer runs, a description
+        once it has failed ``FAILURES_UNHEALTHY`` times in a row (it keeps restarting meanwhile;
+        the liveness probe then restarts the worker)."""
+        if self._failures >= FAILURES_UNHEALTHY:
+            return f"failed {self._failures} times in a row, last: {self._last_failure}"
+        return None
 
     async def _consume(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
@@ -224,6 +238,8 @@ class SubmissionConsumer:
                 # still ours is read again from its committed offset.
                 await loop.run_in_executor(consuming, self._rewind, consumer)
                 continue
+            if not messages and not self._buffer:
+                self._failures = 0  # caught up with nothing to apply: running
             now = time.monotonic()
             for m in messages:
                 error = m.error()
@@ -316,6 +332,7 @@ class SubmissionConsumer:
                 prepared.discard()
                 return  # fetched before a revocation: read again from the committed offsets
             await self._apply(records, prepared)
+            self._failures = 0
             ends: dict[int, int] = {}
             for record, _ in records:
                 ends[record.partition] = record.offset + 1

@@ -16,6 +16,8 @@ Worker — ``GET /metrics`` on the Faust web server (``MMC_WEB_ENABLED``, ``MMC_
 
 - ``mmc_web_requests_total{route, method, status}``, ``mmc_web_request_duration_seconds{route}``;
 - ``mmc_web_live_clients`` — open ``/api/stream`` connections;
+- ``mmc_web_live_dropped_total{reason}`` — live clients dropped: ``buffer`` (too far behind),
+  ``write_timeout`` (their socket stopped taking data); they reconnect;
 - ``mmc_web_live_messages_total{topic}`` — output messages relayed to live clients.
 
 Both — the state in Redis, read at scrape time (the same value from every process: aggregate
@@ -23,7 +25,12 @@ with ``max``; a worker reports them once it has handled its first record):
 
 - ``mmc_rounds_known``, ``mmc_rounds_open`` (opened, not closed yet);
 - ``mmc_redis_round_memory_bytes{round}`` — ``MEMORY USAGE`` summed over the round's keys
-  (universe, submissions, live sums, basis, scores, crowding), names from :class:`streams.state.Keys`;
+  (universe, submissions, live sums, basis, targets, scores, crowding), names from
+  :class:`streams.state.Keys`; only for rounds whose rows retention keeps, so the series are
+  bounded by ``MMC_RETENTION_ROUNDS`` plus the rounds not final (a pruned round's series goes);
+- ``mmc_redis_used_memory_bytes``, ``mmc_redis_maxmemory_bytes`` — Redis ``INFO memory``
+  (``used_memory``, ``maxmemory``; 0 = no limit): alert well before the first reaches the second,
+  since Redis then refuses writes (``noeviction``) and the workers retry until memory is freed;
 - ``mmc_state_scrape_errors_total`` — scrapes whose Redis read failed (the counters above are
   still served).
 """
@@ -55,8 +62,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 OUTCOMES = ("applied", "unchanged")
 # Resolution of a round takes from milliseconds (tests) to tens of seconds (5,000 models × 5,000 ids).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-# The state store's field of a round's hash that is set when the round closes (see streams.state).
+# The state store's fields of a round's hash set when the round closes and when retention
+# deletes its rows (see streams.state).
 _CLOSE_FIELD = "close_ts"
+_ROWS_PRUNED_FIELD = "rows_pruned"
 
 
 class StateGauges:
@@ -78,21 +87,35 @@ class StateGauges:
             "Scrapes whose read of the Redis state failed.",
             registry=registry,
         )
+        self.used_memory = Gauge(
+            "mmc_redis_used_memory_bytes", "Redis INFO memory used_memory.", registry=registry
+        )
+        self.maxmemory = Gauge(
+            "mmc_redis_maxmemory_bytes",
+            "Redis INFO memory maxmemory (0: no limit); writes are refused beyond it.",
+            registry=registry,
+        )
 
     async def refresh(self, state: RedisState, partitions: int) -> None:
-        """Read the rounds and their memory from Redis (two pipelined round trips)."""
+        """Read the rounds and their memory from Redis (three pipelined round trips)."""
         try:
             rounds = await state.known_rounds()
             keys = state.keys
             pipe = state.r.pipeline(transaction=False)
-            per_round = []
             for r in rounds:
-                pipe.hexists(keys.round(r), _CLOSE_FIELD)
+                pipe.hmget(keys.round(r), [_CLOSE_FIELD, _ROWS_PRUNED_FIELD])
+            flags = await pipe.execute() if rounds else []
+            # Memory series only for rounds whose rows are kept: bounded by retention.
+            kept = [r for r, (_, pruned) in zip(rounds, flags, strict=True) if pruned is None]
+            pipe = state.r.pipeline(transaction=False)
+            per_round = []
+            for r in kept:
                 names = [
                     keys.round(r),
                     keys.ids(r),
                     keys.subs(r),
                     keys.basis(r),
+                    keys.targets(r),
                     keys.scores(r),
                     keys.crowding(r),
                 ]
@@ -100,23 +123,25 @@ class StateGauges:
                 for name in names:
                     pipe.memory_usage(name)
                 per_round.append(len(names))
-            results = await pipe.execute() if rounds else []
+            results = await pipe.execute() if kept else []
         except Exception as exc:  # a scrape never fails because Redis did: the counters still count
             log.warning("metrics: cannot read the state from Redis: %r", exc)
             self.scrape_errors.inc()
             return
         self.rounds_known.set(len(rounds))
+        self.rounds_open.set(sum(1 for closed, _ in flags if closed is None))
         self.round_memory.clear()
-        open_rounds = 0
         i = 0
-        for r, n in zip(rounds, per_round, strict=True):
-            closed = bool(results[i])
-            open_rounds += 0 if closed else 1
-            self.round_memory.labels(str(r)).set(
-                sum(int(x) for x in results[i + 1 : i + 1 + n] if x is not None)
-            )
-            i += 1 + n
-        self.rounds_open.set(open_rounds)
+        for r, n in zip(kept, per_round, strict=True):
+            self.round_memory.labels(str(r)).set(sum(int(x) for x in results[i : i + n] if x is not None))
+            i += n
+        try:
+            info = await state.r.info("memory")
+        except Exception as exc:  # INFO may be refused (ACLs of a managed Redis): the rest still counts
+            log.debug("metrics: no Redis INFO memory: %r", exc)
+            return
+        self.used_memory.set(float(info.get("used_memory", 0)))
+        self.maxmemory.set(float(info.get("maxmemory", 0)))
 
 
 class WorkerMetrics:
@@ -194,6 +219,12 @@ class WebMetrics:
         )
         self.live_clients = Gauge(
             "mmc_web_live_clients", "Open /api/stream connections.", registry=self.registry
+        )
+        self.live_dropped = Counter(
+            "mmc_web_live_dropped",
+            "Live clients dropped, by reason: buffer (too far behind), write_timeout (not reading).",
+            ["reason"],
+            registry=self.registry,
         )
         self.live_messages = Counter(
             "mmc_web_live_messages",

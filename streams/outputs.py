@@ -7,6 +7,7 @@ NaN (an undefined metric) is written as JSON ``null``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,18 +37,46 @@ def json_output(topic: str, key: str, value: dict[str, Any], timestamp_ms: int) 
     return Output(topic, key.encode(), encode(value), timestamp_ms)
 
 
-def dead_letter(record: InputRecord, error: InvalidMessage, prefix: str) -> Output:
-    """The original bytes and key with the reason in headers (Kafka Connect's ``__connect.errors.*`` shape)."""
-    return Output(
-        topic="deadletter",
-        key=record.key,
-        value=record.value if record.value is not None else b"",
-        timestamp_ms=record.timestamp_ms,
-        headers=(
-            ("mmc.error.reason", error.reason.encode()),
-            ("mmc.error.message", error.message.encode("utf-8", "replace")),
-            ("mmc.error.topic", f"{prefix}{record.topic}".encode()),
-            ("mmc.error.partition", str(record.partition).encode()),
-            ("mmc.error.offset", str(record.offset).encode()),
-        ),
-    )
+#: Longest key a dead letter carries as is; a longer (hostile) key is cut the same way as a value.
+DEAD_LETTER_KEY_BYTES = 4096
+#: Longest ``mmc.error.message`` header.
+DEAD_LETTER_MESSAGE_BYTES = 2048
+
+
+def dead_letter(record: InputRecord, error: InvalidMessage, prefix: str, max_bytes: int) -> Output:
+    """The original bytes and key with the reason in headers (Kafka Connect's ``__connect.errors.*`` shape).
+
+    A dead letter always fits: a value longer than ``max_bytes`` (a key longer than
+    ``DEAD_LETTER_KEY_BYTES``) is carried as its first bytes, and the headers
+    ``mmc.error.truncated`` (``value``, ``key`` or ``key,value``),
+    ``mmc.error.original.size`` / ``mmc.error.original.sha256`` (of the value) and
+    ``mmc.error.original.key.size`` / ``mmc.error.original.key.sha256`` (of a cut key) say what
+    the original was, so it can be found and checked against the input topic.
+    """
+    value = record.value if record.value is not None else b""
+    key = record.key
+    headers = [
+        ("mmc.error.reason", error.reason.encode()),
+        ("mmc.error.message", error.message.encode("utf-8", "replace")[:DEAD_LETTER_MESSAGE_BYTES]),
+        ("mmc.error.topic", f"{prefix}{record.topic}".encode()),
+        ("mmc.error.partition", str(record.partition).encode()),
+        ("mmc.error.offset", str(record.offset).encode()),
+    ]
+    cut = []
+    if key is not None and len(key) > DEAD_LETTER_KEY_BYTES:
+        cut.append("key")
+        headers += [
+            ("mmc.error.original.key.size", str(len(key)).encode()),
+            ("mmc.error.original.key.sha256", hashlib.sha256(key).hexdigest().encode()),
+        ]
+        key = key[:DEAD_LETTER_KEY_BYTES]
+    if len(value) > max_bytes:
+        cut.append("value")
+        headers += [
+            ("mmc.error.original.size", str(len(value)).encode()),
+            ("mmc.error.original.sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        value = value[:max_bytes]
+    if cut:
+        headers.append(("mmc.error.truncated", ",".join(cut).encode()))
+    return Output(topic="deadletter", key=key, value=value, timestamp_ms=record.timestamp_ms, headers=tuple(headers))

@@ -59,6 +59,7 @@ from streams.records import (
     Submission,
     TargetsUpdate,
     align_to_universe,
+    check_event_time,
     decode_input,
     refuse,
 )
@@ -72,6 +73,7 @@ from streams.resolution import (
 )
 from streams.settings import Settings
 from streams.state import RedisState, StakeEntry, SubmissionRow
+from streams.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +140,17 @@ class Processor:
         self._bases_at_close: dict[int, asyncio.Task[None]] = {}
 
     # --- entry point ------------------------------------------------------------------------
-    async def handle(self, record: InputRecord, received_at: float) -> str:
+    async def handle(self, record: InputRecord, received_at: float, decoded: Any = None) -> str:
         """Apply one record; returns ``"applied"``, ``"unchanged"`` (a redelivery) or the refusal reason.
 
-        Transient infrastructure errors (Redis, Kafka) propagate: the caller retries the record.
+        ``decoded``: the record's event when :meth:`triage` decoded it already. Transient
+        infrastructure errors (Redis, Kafka) propagate: the caller retries the record.
         """
         if record.topic == "submissions":  # the batch path decodes and refuses on its own
             return (await self.handle_submissions([(record, received_at)]))[0]
         try:
-            decoded = decode_input(record, self.settings.max_message_bytes, self.settings.max_ids)
+            if decoded is None:
+                decoded = self.decode(record)
             if isinstance(decoded, RoundOpen):
                 outcome = await self._open(record, decoded)
             elif isinstance(decoded, RoundClose):
@@ -174,6 +178,35 @@ class Processor:
             return error.reason
         return outcome
 
+    def decode(self, record: InputRecord) -> Any:
+        """The record's typed event, or the :class:`InvalidMessage` its bytes or timestamp earn
+        (raised): what can be decided without the state or the other topics."""
+        self.check_clock(record)
+        return decode_input(record, self.settings.max_message_bytes, self.settings.max_ids)
+
+    def check_clock(self, record: InputRecord) -> None:
+        """Refuse ``clock_skew`` a record stamped too far ahead of this worker's clock."""
+        check_event_time(record, int(time.time() * 1000), int(self.settings.max_clock_skew_seconds * 1000))
+
+    async def triage(self, records: list[InputRecord]) -> tuple[list[str | None], list[Any]]:
+        """Decode records of ``rounds``, ``stakes`` or ``targets`` and refuse at once those that
+        fail: their dead letters leave in one send, with no barrier wait (a refusal for the bytes
+        alone depends on nothing else). Returns each record's outcome (``None``: decoded, still
+        to apply) and its decoded event (``None`` when refused)."""
+        outcomes: list[str | None] = []
+        events: list[Any] = []
+        letters: list[Output] = []
+        for record in records:
+            try:
+                events.append(self.decode(record))
+                outcomes.append(None)
+            except InvalidMessage as exc:
+                events.append(None)
+                outcomes.append(self._refusal(record, exc, letters))
+        if letters:
+            await self.send(letters)
+        return outcomes, events
+
     async def _refuse(self, record: InputRecord, error: InvalidMessage) -> None:
         letters: list[Output] = []
         self._refusal(record, error, letters)
@@ -199,6 +232,7 @@ class Processor:
                 return "unchanged"
             raise refuse("round_already_closed", f"round {event.round} closed already (offset {info.close_offset})")
         await self.state.close_round(event.round, record.timestamp_ms, record.offset)
+        await self.state.prune_rounds(self.settings.retention_rounds, self.settings.retention_score_rounds, self._history_keep, self.settings.partitions)
         return "applied"
 
     async def _round_for(self, round_number: int, record: InputRecord, received_at: float) -> Any:
@@ -276,6 +310,10 @@ class Processor:
             decoded: list[tuple[int, InputRecord, Submission]] = []
             for i, (record, _) in enumerate(batch):
                 event = digest.decoded[(record.partition, record.offset)]
+                try:
+                    self.check_clock(record)
+                except InvalidMessage as exc:
+                    event = exc
                 if isinstance(event, InvalidMessage):
                     outcomes[i] = self._refusal(record, event, refusals)
                 elif not isinstance(event, Submission):
@@ -304,7 +342,7 @@ class Processor:
 
     def _refusal(self, record: InputRecord, error: InvalidMessage, into: list[Output]) -> str:
         log.info("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, error)
-        into.append(dead_letter(record, error, self.settings.topic_prefix))
+        into.append(dead_letter(record, error, self.settings.topic_prefix, self.settings.deadletter_max_bytes))
         return error.reason
 
     async def _decide_submissions(
@@ -526,10 +564,10 @@ class Processor:
         self, r: int, info: Any
     ) -> tuple[list[str], PreparedRound, NDArray[np.float64], str, NDArray[np.int64]]:
         """A closed round's models, prepared rows, frozen stakes, basis fingerprint and bootstrap draws."""
-        models, prepared = await self._round_rows(r, info.n_ids, info.close_ts)
-        stakes = await self._frozen_stakes(r, models, info.close_ts)
+        version, models, prepared = await self._round_rows(r, info.n_ids, info.close_ts)
+        stakes = await self._frozen_stakes(r, version, models, info.close_ts)
         samples = scoring.round_samples(stakes, r, self.settings.seed_salt, self.settings.mmc_draws, self.settings.mmc_fraction)
-        return models, prepared, stakes, self._fingerprint(r, models, stakes), samples
+        return models, prepared, stakes, self._fingerprint(r, version, models, stakes), samples
 
     # --- the basis, prepared at close -------------------------------------------------------
     def _prepare_basis_at_close(self, r: int, received_at: float) -> None:
@@ -581,26 +619,29 @@ class Processor:
             task.cancel()
         self._bases_at_close.clear()
 
-    def _fingerprint(self, r: int, models: list[str], stakes: NDArray[np.float64]) -> str:
+    def _fingerprint(self, r: int, version: int, models: list[str], stakes: NDArray[np.float64]) -> str:
         """Identifies the basis inputs: the round's submission set (by version), stakes, draw settings."""
-        version = self._prepared[r][0]
         h = hashlib.sha256(f"{r}:{version}:{len(models)}".encode())
         h.update("\0".join(models).encode())
         h.update(np.ascontiguousarray(stakes, dtype="<f8").tobytes())
         h.update(f"{self.settings.seed_salt}:{self.settings.mmc_draws}:{self.settings.mmc_fraction}".encode())
         return h.hexdigest()
 
-    async def _round_rows(self, r: int, n_ids: int, close_ts: int) -> tuple[list[str], PreparedRound]:
-        """The round's models (sorted) and prepared rows, reloaded only when its submissions changed.
+    async def _round_rows(self, r: int, n_ids: int, close_ts: int) -> tuple[int, list[str], PreparedRound]:
+        """The round's submissions version, models (sorted) and prepared rows, reloaded only when
+        its submissions changed.
 
         Only submissions made at or before the close count: one stamped later can only be stored
         when its round's close record came later in the log than it (a producer out of order).
+        The caller keeps what this returns: the cache may evict the round while the caller
+        awaits (another round's update or basis task loading its rows), and nothing read after
+        an await may come from the cache.
         """
         version = await self.state.submissions_version(r)
         cached = self._prepared.get(r)
         if cached is not None and cached[0] == version:
             self._prepared.move_to_end(r)
-            return cached[1], cached[2]
+            return cached
         rows = {m: row for m, row in (await self.state.get_submissions(r)).items() if row.timestamp_ms <= close_ts}
         if not rows:
             raise refuse("no_submissions", f"round {r} has no accepted submission to score")
@@ -610,11 +651,12 @@ class Processor:
         self._prepared[r] = (version, models, prepared)
         while len(self._prepared) > max(1, self.settings.round_cache_rounds):
             self._prepared.popitem(last=False)
-        return models, prepared
+        return version, models, prepared
 
-    async def _frozen_stakes(self, r: int, models: list[str], close_ts: int) -> NDArray[np.float64]:
-        """Stakes in force at the round's close, re-read only when a stake update was stored since."""
-        version = (await self.state.stakes_version(), self._prepared[r][0])
+    async def _frozen_stakes(self, r: int, rows_version: int, models: list[str], close_ts: int) -> NDArray[np.float64]:
+        """Stakes in force at the round's close, re-read only when a stake update was stored since
+        (``rows_version``: the submissions version the models were read at)."""
+        version = (await self.state.stakes_version(), rows_version)
         cached = self._stakes.get(r)
         if cached is not None and cached[0] == version:
             return cached[1]
@@ -872,12 +914,3 @@ def as_refusal(exc: InvalidMessage | ScoringError) -> InvalidMessage:
     if isinstance(exc, InvalidMessage):
         return exc
     return refuse(exc.reason if exc.reason in ("too_many_missing_targets", "non_finite") else "bad_field", str(exc))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors of the infrastructure, not of the input: retry the record rather than dead-letter it."""
-    import aiokafka.errors
-    import redis.exceptions
-
-    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                            aiokafka.errors.KafkaConnectionError, ConnectionError, TimeoutError))

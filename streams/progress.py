@@ -18,7 +18,12 @@ record is applied once per worker — and idempotently if two workers race on on
 Two shortcuts keep this cheap on a live stream: a check that started after a record was
 received serves it too (records fetched together share one check), and for the
 single-partition ``rounds`` topic, whose event times only grow, a watermark at or past the
-record's event time already proves that every earlier round event has been applied.
+record's event time already proves that every earlier round event has been applied. The
+watermark is the highest event time of the records *taken into the state*: a refused record
+never moves it, and a record stamped further ahead of the worker's clock than
+``MMC_MAX_CLOCK_SKEW_SECONDS`` is refused ``clock_skew`` before anything else, so a producer
+with a wrong clock cannot move it for good. (A rounds producer that stamps events out of
+order within that bound breaks the assumption; the lifecycle rules in the README say so.)
 
 Catch-ups nest without cycles: rounds needs nothing; stakes need rounds; submissions need
 rounds and stakes (the stake in force is stored with each row); targets need rounds,
@@ -44,11 +49,21 @@ from streams.state import RedisState
 
 log = logging.getLogger(__name__)
 
-#: Applies records of one partition in log order (decide, write state, publish), as the agents do.
-Apply = Callable[[list[tuple[InputRecord, float]]], Awaitable[object]]
+#: Applies records of one partition in log order (decide, write state, publish), as the agents do;
+#: returns each record's outcome (``applied``, ``unchanged`` or a refusal reason code).
+Apply = Callable[[list[tuple[InputRecord, float]]], Awaitable[list[str]]]
+#: Outcomes of a record that was taken into the state (the rest are refusal reason codes).
+ACCEPTED = frozenset({"applied", "unchanged"})
 POLL_MS = 5
 #: Records a catch-up applies (and marks) together.
 CATCH_UP_BATCH = 64
+
+
+def applied_marks(records: list[InputRecord], outcomes: list[str]) -> list[tuple[int, int, int]]:
+    """(partition, offset, event time) of records as applied: a refused record's event time is
+    left out (-1), so it never moves the topic's watermark — one refused record stamped in the
+    future must not stand for the records after it."""
+    return [(r.partition, r.offset, r.timestamp_ms if o in ACCEPTED else -1) for r, o in zip(records, outcomes, strict=True)]
 
 
 async def mark_applied(state: RedisState, topic: str, done: list[tuple[int, int, int]]) -> None:
@@ -189,14 +204,12 @@ class Barrier:
                 for first in range(0, len(messages), CATCH_UP_BATCH):
                     chunk = messages[first : first + CATCH_UP_BATCH]
                     now = time.monotonic()
-                    await self.apply([
-                        (InputRecord(
-                            topic=topic, partition=tp.partition, offset=m.offset,
-                            timestamp_ms=m.timestamp, key=m.key, value=m.value,
-                        ), now)
+                    records = [
+                        InputRecord(topic=topic, partition=tp.partition, offset=m.offset, timestamp_ms=m.timestamp, key=m.key, value=m.value)
                         for m in chunk
-                    ])
-                    await mark_applied(self.state, topic, [(tp.partition, m.offset, m.timestamp) for m in chunk])
+                    ]
+                    outcomes = await self.apply([(record, now) for record in records])
+                    await mark_applied(self.state, topic, applied_marks(records, outcomes))
                     position[tp] = chunk[-1].offset + 1
                 if position[tp] >= end[tp] and highwater is not None:
                     open_parts.discard(tp)

@@ -27,12 +27,14 @@ retention (``retention.ms=-1``) for this reason; see README §Reliability.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -46,6 +48,8 @@ Publish = Literal["unfinished", "all", "none"]
 #: Whether outputs produced in the current context are sent (False while rebuilding records
 #: whose outputs subscribers already have).
 PUBLISHING: contextvars.ContextVar[bool] = contextvars.ContextVar("mmc_publishing", default=True)
+#: The recovery lease: renewed every third of it while a worker rebuilds; lapses when it dies.
+RECOVERY_LEASE_SECONDS = 15.0
 #: Catch-up order: each topic's decisions only depend on the topics before it.
 REBUILD_ORDER: tuple[str, ...] = ("rounds", "stakes", "submissions", "targets")
 
@@ -125,6 +129,7 @@ async def rebuild(settings: Settings, publish: Publish = "unfinished", wipe: boo
         if wipe:
             removed = await runtime.state.wipe()
             log.warning("rebuild: deleted %d keys of namespace %r", removed, settings.state_namespace)
+            await runtime.state.new_epoch()  # workers still running on the old state notice and restart
         runtime.barrier.apply = _applier(runtime.handle_records, committed, publish, report)
         runtime.on_sent = lambda n: _count(report, n)
         for topic in REBUILD_ORDER:
@@ -136,15 +141,49 @@ async def rebuild(settings: Settings, publish: Publish = "unfinished", wipe: boo
 
 
 async def recover_if_behind(settings: Settings) -> RebuildReport | None:
-    """Rebuild (publishing only unfinished records) when the state is behind the group's commits."""
-    gaps = await behind(settings)
-    if not gaps:
-        return None
-    described = ", ".join(f"{t}[{p}] {have}<{want}" for (t, p), (have, want) in list(gaps.items())[:8])
-    log.warning("state is behind the committed offsets (%s): rebuilding from the input topics", described)
-    report = await rebuild(settings, publish="unfinished")
-    log.warning("rebuilt: %s", report.summary())
-    return report
+    """Rebuild (publishing only unfinished records) when the state is behind the group's commits.
+
+    When the state's epoch key is gone while other keys are there (Redis flushed or restarted
+    empty while a worker kept writing into it), whatever is there is not trusted: the namespace
+    is wiped and rebuilt from the beginning of the topics. One worker rebuilds at a time (a lock
+    in Redis); the others wait for it, then find nothing behind.
+    """
+    from streams.admin import redis_client
+    from streams.state import RedisState
+
+    state = RedisState(redis_client(settings), settings.state_namespace)
+    try:
+        while not await state.recovery_lock(RECOVERY_LEASE_SECONDS):
+            log.info("another worker is rebuilding the state; waiting")
+            await asyncio.sleep(1.0)
+        renewing = asyncio.ensure_future(_renew(state))
+        try:
+            gaps = await behind(settings)
+            wipe = not await state.has_epoch() and not await state.is_empty()
+            if not gaps and not wipe:
+                return None
+            described = ", ".join(f"{t}[{p}] {have}<{want}" for (t, p), (have, want) in list(gaps.items())[:8])
+            log.warning(
+                "state is behind the committed offsets (%s)%s: rebuilding from the input topics",
+                described, "; its epoch is gone, so it is wiped first" if wipe else "",
+            )
+            report = await rebuild(settings, publish="unfinished", wipe=wipe)
+            log.warning("rebuilt: %s", report.summary())
+            return report
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+            await state.release_recovery_lock()
+    finally:
+        await state.close()
+
+
+async def _renew(state: Any) -> None:
+    """Keep the recovery lease while rebuilding (a killed holder's lease lapses within RECOVERY_LEASE_SECONDS)."""
+    while True:
+        await asyncio.sleep(RECOVERY_LEASE_SECONDS / 3)
+        with contextlib.suppress(Exception):  # a missed renewal only shortens the lease
+            await state.renew_recovery_lock(RECOVERY_LEASE_SECONDS)
 
 
 def _count(report: RebuildReport, n: int) -> None:
@@ -155,17 +194,17 @@ def _count(report: RebuildReport, n: int) -> None:
 
 
 def _applier(
-    handle: Callable[[list[tuple[InputRecord, float]]], Awaitable[None]],
+    handle: Callable[[list[tuple[InputRecord, float]]], Awaitable[list[str]]],
     committed: dict[tuple[str, int], int],
     publish: Publish,
     report: RebuildReport,
-) -> Callable[[list[tuple[InputRecord, float]]], Awaitable[None]]:
+) -> Callable[[list[tuple[InputRecord, float]]], Awaitable[list[str]]]:
     """The barrier's apply while rebuilding: records split at the committed offset, each part
     applied with publishing on or off."""
 
-    async def apply(records: list[tuple[InputRecord, float]]) -> None:
+    async def apply(records: list[tuple[InputRecord, float]]) -> list[str]:
         if not records:
-            return
+            return []
         topic = records[0][0].topic
         report.applied[topic] = report.applied.get(topic, 0) + len(records)
         if publish != "unfinished":
@@ -174,12 +213,15 @@ def _applier(
             done = [(r, t) for r, t in records if r.offset < committed.get((topic, r.partition), 0)]
             rest = [(r, t) for r, t in records if r.offset >= committed.get((topic, r.partition), 0)]
             parts = [(done, False), (rest, True)]
+        outcomes: dict[tuple[int, int], str] = {}
         for part, publishing in parts:
             if part:
                 token = PUBLISHING.set(publishing)
                 try:
-                    await handle(part)
+                    done = await handle(part)
                 finally:
                     PUBLISHING.reset(token)
+                outcomes.update(((r.partition, r.offset), o) for (r, _), o in zip(part, done, strict=True))
+        return [outcomes[(r.partition, r.offset)] for r, _ in records]
 
     return apply

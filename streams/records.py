@@ -56,6 +56,7 @@ REASONS: dict[str, str] = {
     "round_not_closed": "targets for a round that has not closed",
     "too_many_missing_targets": "more than 20% of the round's ids have no target: the update is not scored",
     "no_submissions": "targets for a round without any accepted submission",
+    "clock_skew": "the record's timestamp is further ahead of the worker's clock than MMC_MAX_CLOCK_SKEW_SECONDS",
     "internal_error": "the worker failed on this message; see the error message and the worker log",
 }
 
@@ -71,6 +72,19 @@ def refuse(reason: str, message: str) -> InvalidMessage:
     if reason not in REASONS:  # a programming error, never input-dependent
         raise ValueError(f"unknown reason code {reason!r}")
     return InvalidMessage(reason, message)
+
+
+def check_event_time(record: InputRecord, now_ms: int, max_skew_ms: int) -> None:
+    """Refuse ``clock_skew`` a record stamped more than ``max_skew_ms`` after ``now_ms``.
+
+    Event time drives every lifecycle decision and the rounds watermark only moves forward,
+    so one record stamped in the future (a producer with a wrong clock) would otherwise stand
+    for every record after it. The bound is Kafka's own at append time
+    (``log.message.timestamp.after.max.ms``).
+    """
+    if record.timestamp_ms > now_ms + max_skew_ms:
+        ahead = (record.timestamp_ms - now_ms) / 1000
+        raise refuse("clock_skew", f"the record is stamped {ahead:,.0f} s ahead of the worker's clock (limit {max_skew_ms / 1000:,.0f} s)")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,21 @@ class Settings(BaseSettings):
     # --- Input limits ----------------------------------------------------------------------
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Inputs larger than this go to the dead-letter topic (oversize).")
     max_ids: int = Field(100_000, ge=1, description="Largest universe a round may open with.")
+    deadletter_max_bytes: int = Field(
+        1024 * 1024, ge=1024,
+        description=(
+            "Largest value a dead letter carries: a refused input larger than this is dead-lettered as its first "
+            "bytes, with its original size and SHA-256 in headers (so a dead letter always fits the broker's limit)."
+        ),
+    )
+    max_clock_skew_seconds: float = Field(
+        3600.0, gt=0,
+        description=(
+            "An input stamped further than this ahead of the worker's clock is refused clock_skew before it touches "
+            "the state (one future-stamped record would otherwise move the rounds watermark for good). Kafka 4's "
+            "brokers refuse such records at append by default with the same bound (log.message.timestamp.after.max.ms)."
+        ),
+    )
 
     # --- Scoring ---------------------------------------------------------------------------
     seed_salt: str = Field("mmc-stream", description="Salt of the per-round bootstrap seed (MMC 2020 draws).")
@@ -80,6 +95,27 @@ class Settings(BaseSettings):
     payout_mmc_multiplier: float = 2.0
     payout_clip: float = Field(0.05, gt=0)
 
+    # --- Retention -------------------------------------------------------------------------
+    retention_rounds: int = Field(
+        30, ge=1,
+        description=(
+            "A round's rows, live sums, basis and targets (its bulk: ~2.2–2.4 bytes per prediction in Redis) are deleted "
+            "from Redis once its final targets update is scored AND this many later rounds have closed (closes counted "
+            "up to the latest round a targets update was scored for, so a replay prunes at the same update); a round "
+            "without a final update keeps them. ~20 rounds resolve at once, so 30 leaves ~10 rounds after a round's "
+            "final update for a repeated one and for `mmc whatif`; a targets update for a deleted round is refused "
+            "no_submissions."
+        ),
+    )
+    retention_score_rounds: int = Field(
+        100, ge=1,
+        description=(
+            "The same rule for a round's stored scores and crowding figures (what the web API serves per round; "
+            "~0.45 KB per model): kept for this many later closes (at least retention_rounds). The crowding trend, "
+            "the leaderboard and each model's latest history_rounds of history are kept whatever this says."
+        ),
+    )
+
     # --- Alerts ----------------------------------------------------------------------------
     alert_cwmm_spike_delta: float = Field(0.15, description="corr_w_mm above the model's rolling mean by this much → corr_w_mm_spike.")
     alert_cwmm_baseline_rounds: int = Field(5, ge=1)
@@ -88,10 +124,56 @@ class Settings(BaseSettings):
     alert_trend_min_slope: float = Field(0.002, description="Per-round slope of stake-weighted corr_w_mm that counts as rising.")
     alert_min_effective_models: float = Field(10.0, gt=0, description="Effective number of models (1/HHI) below this → concentration.")
 
+    # --- Start-up --------------------------------------------------------------------------
+    startup_timeout_seconds: float = Field(
+        60.0, ge=0,
+        description=(
+            "How long `mmc worker`, `topics`, `rebuild` and `web` wait at start for Kafka and Redis to answer (retrying "
+            "with exponential backoff, one log line per attempt) before exiting with status 3 and one line naming the "
+            "service, address and cause; 0 tries once."
+        ),
+    )
+    startup_retry_max_seconds: float = Field(10.0, gt=0, description="Longest pause between two start-up attempts (the backoff doubles from 0.5 s up to this).")
+
     # --- Web -------------------------------------------------------------------------------
     web_enabled: bool = Field(True, description="Serve the web page, HTTP API and metrics from the worker.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    web_live_max_clients: int = Field(
+        500, ge=1,
+        description=(
+            "Open /api/stream connections one `mmc web` serves; one more is answered 503 (too_many_live_clients) "
+            "with Retry-After. Each costs a file descriptor, tens of KB in the process (its handler and at most one "
+            "32 KiB piece of the stream) and at most twice MMC_WEB_LIVE_SOCKET_BUFFER_BYTES in the kernel: 500 stays "
+            "below the common 1,024-descriptor limit with room for Redis, Kafka and API requests, and within "
+            "~150 MB at worst. More readers: more replicas."
+        ),
+    )
+    web_live_client_buffer_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024,
+        description=(
+            "How far (bytes of events not yet written) a live client may fall behind the output topics before it is "
+            "dropped (its browser reconnects and reloads). Above the burst of one scored update of a few thousand "
+            "models (~1 KB of scores and leaderboard per model), so a client that reads keeps up. Waiting events are "
+            "shared by all clients (one copy each), so this bounds the server's memory once, not once per client."
+        ),
+    )
+    web_live_socket_buffer_bytes: int = Field(
+        128 * 1024, ge=0,
+        description=(
+            "Kernel send buffer (SO_SNDBUF) of each live stream's socket; 0 leaves it to the kernel, whose autotuning "
+            "let a client that stops reading hold over 1 MB of kernel memory. 128 KiB (the kernel doubles it) still "
+            "carries a few MB/s at 100 ms round trip."
+        ),
+    )
+    web_live_write_timeout_seconds: float = Field(
+        10.0, gt=0,
+        description=(
+            "Longest a live client's socket may take to accept what was written to it; a client that stops reading "
+            "is dropped after this, so no unread data stays in the server's buffers longer. A browser that reads "
+            "takes milliseconds."
+        ),
+    )
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``MMC_*`` environment variables (for a worker subprocess); secrets included."""

@@ -23,15 +23,47 @@ and every key of one model ``{m:NAME}``, so the layout works on Redis Cluster):
 ``ns:alerts``                      list of recent alerts (newest first, capped)
 ``ns:{progress}:TOPIC``            hash partition → next offset processed (for barriers)
 ``ns:{progress}:watermark``        hash topic → highest event time processed
+``ns:retention``                   hash: the retention policy in force and how far it has acted
 =================================  =========================================================
 
 Writes are idempotent: a redelivered message leaves the same state. Submissions replace an
 earlier one only when newer in event time (then offset); stake updates are members keyed by
 their own offset; progress and watermarks only move forward.
+
+Retention (:meth:`RedisState.prune_rounds`, settings ``MMC_RETENTION_*``). A round's bulk — its
+rows, live sums, basis and targets — is deleted once the round is **final** (a final targets
+update was scored) **and expired**: ``retention_rounds`` rounds with a higher number have closed.
+Its scores and crowding figures go by the same rule with ``retention_score_rounds``. What stays of
+a pruned round: its ``round`` hash (marked ``rows_pruned`` / ``scores_pruned``), its universe, its
+trend figures and every model's history entry (histories keep each model's latest
+``history`` rounds). A round never final keeps everything.
+
+"Expired" is measured against the closes up to the close of the latest round a scored targets
+update was applied to (the ``reference`` field), not against the latest close applied: both the
+targets topic (one partition, applied in log order) and the rounds applied before a targets
+update (every close stamped before it, by the barriers) are the same in a live run and in a
+replay, whereas how far the rounds topic has run ahead of the targets is not — a replay applies
+the whole rounds topic first. So a round is pruned at the same targets update in both, and an
+update that comes after its round's final one (a repeat, a correction) gets the same answer:
+scored while the round's rows are kept, refused ``no_submissions`` once they are gone.
+
+Stake updates are compacted behind the **stake cut**, the earliest open time of a round whose
+rows are kept: of the updates stamped before it, only those that can still be the one in force
+for some round at or after the cut stay (the latest one without a round, and the later ones
+naming a round no earlier update covers). Every query that remains — the stake at a kept
+round's close, or at a submission's event time for a round still open — looks at or after the
+cut, so it gets the same answer as before compaction.
+
+Writes for a pruned round leave nothing (rows, live sums, basis, targets; scores and crowding
+once those are pruned): each is checked, or undone, in the same transaction in the round's own
+slot, so a late record cannot bring the bulk back.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import secrets
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,9 +72,13 @@ from typing import Any
 import numpy as np
 import orjson
 import redis.asyncio
+import redis.exceptions
 from numpy.typing import NDArray
 
 from scoring import PreparedSubmission, RoundBasis
+from streams.errors import StateLost
+
+log = logging.getLogger(__name__)
 
 # Lua: move a progress field (KEYS[1] / ARGV[1] → ARGV[2]) and a watermark field
 # (KEYS[2] / ARGV[3] → ARGV[4]) forward, never back.
@@ -53,10 +89,73 @@ local function advance(key, field, value)
     redis.call('HSET', key, field, value)
   end
 end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then
+  return redis.error_reply('STATE_LOST the state epoch changed: Redis lost or replaced the state')
+end
 advance(KEYS[1], ARGV[1], ARGV[2])
 advance(KEYS[2], ARGV[3], ARGV[4])
 return 1
 """
+
+# Lua, run last in the transaction that writes a round's bulk: when the round hash (KEYS[1]) has
+# field ARGV[1] (retention pruned that part of the round), delete KEYS[2..] again and take back
+# the increment of field ARGV[2] if given, so the write leaves the state as it was. (Writing
+# through a script instead would copy every row into Lua strings: several times the server
+# time of the plain HSET for a batch of rows.)
+_DROP_IF_PRUNED = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('UNLINK', unpack(KEYS, 2))
+  if ARGV[2] then redis.call('HINCRBY', KEYS[1], ARGV[2], -1) end
+  return 1
+end
+return 0
+"""
+# Lua: keep the round's latest scored targets (final wins, then the later day) unless its rows
+# were pruned. KEYS[1] round hash, KEYS[2] targets; ARGV: day, final (0/1), values.
+_PUT_TARGETS = """
+if redis.call('HEXISTS', KEYS[1], 'rows_pruned') == 1 then return 0 end
+local cur = redis.call('HMGET', KEYS[2], 'day', 'final')
+if cur[1] then
+  local cur_final = (cur[2] == '1') and 1 or 0
+  local new_final = tonumber(ARGV[2])
+  if cur_final > new_final or (cur_final == new_final and tonumber(cur[1]) > tonumber(ARGV[1])) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[2], 'day', ARGV[1], 'final', ARGV[2], 'values', ARGV[3])
+return 1
+"""
+# Lua: trim a model's history (KEYS[1]) to its ARGV[1] highest rounds; returns how many went.
+_TRIM_HISTORY = """
+local keep = tonumber(ARGV[1])
+local n = redis.call('HLEN', KEYS[1])
+if n <= keep then return 0 end
+local rounds = {}
+for i, field in ipairs(redis.call('HKEYS', KEYS[1])) do rounds[i] = {tonumber(field), field} end
+table.sort(rounds, function(a, b) return a[1] < b[1] end)
+for i = 1, n - keep do redis.call('HDEL', KEYS[1], rounds[i][2]) end
+return n - keep
+"""
+# Lua: mark a round pruned (field ARGV[1] of KEYS[1], its hash) and delete KEYS[2..], at once.
+_PRUNE = """
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+if #KEYS > 1 then redis.call('UNLINK', unpack(KEYS, 2)) end
+return 1
+"""
+# Lua: raise field ARGV[1] of KEYS[1] to ARGV[2], never lower it; returns the value in force.
+_RAISE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur) or tonumber(ARGV[2]) > tonumber(cur) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return ARGV[2]
+end
+return cur
+"""
+
+#: Fields of a round's hash that mark its bulk (rows, live sums, basis, targets) and its scores
+#: and crowding as deleted by retention.
+ROWS_PRUNED = "rows_pruned"
+SCORES_PRUNED = "scores_pruned"
 
 ALERTS_KEPT = 1000
 # Submission row header: event time and offset big-endian (so rows compare as bytes in
@@ -124,6 +223,60 @@ class StakeEntry:
     offset: int
     round: int | None
     stake: float
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How much of the past the state keeps (module docstring, "Retention").
+
+    ``rows``: later closes after which a final round's bulk goes; ``scores``: the same for its
+    scores and crowding (never fewer than ``rows``); ``history``: rounds of each model's history
+    kept (its highest ones); ``partitions``: live-sum keys per round to delete.
+    """
+
+    rows: int
+    scores: int
+    history: int
+    partitions: int
+
+    def fields(self) -> dict[str, int]:
+        return {"rows": self.rows, "scores": self.scores, "history": self.history, "partitions": self.partitions}
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[bytes, bytes]) -> RetentionPolicy | None:
+        try:
+            return cls(*(int(raw[name]) for name in (b"rows", b"scores", b"history", b"partitions")))
+        except KeyError:
+            return None
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    """What one enforcement of the retention policy deleted."""
+
+    rows_pruned: tuple[int, ...] = ()
+    scores_pruned: tuple[int, ...] = ()
+    stake_cut: int | None = None
+    stakes_removed: int = 0
+
+
+def shadowed_stakes(members: list[bytes]) -> list[bytes]:
+    """Stake members (newest first) that no query can return any more: each one that a newer
+    member of the list applies wherever it does (no round, or a round no later than its own).
+
+    Only valid for members older than every query's time (the stake cut): a query then sees
+    all of them, and :meth:`RedisState._stake_in_force` returns the newest that applies.
+    """
+    out: list[bytes] = []
+    lowest = math.inf  # the earliest round a newer member applies from (-inf: every round)
+    for member in members:
+        entry = RedisState._parse_stake(member)
+        start = -math.inf if entry.round is None else entry.round
+        if lowest <= start:
+            out.append(member)
+        else:
+            lowest = start
+    return out
 
 
 def _array_bytes(a: NDArray[np.float64]) -> bytes:
@@ -195,12 +348,27 @@ class Keys:
     def alerts(self) -> str:
         return f"{self.ns}:alerts"
 
+    def retention(self) -> str:
+        return f"{self.ns}:retention"
+
+    def stakes_pattern(self) -> str:
+        """SCAN pattern of every model's stake updates."""
+        return f"{self.ns}:{{m:*}}:stakes"
+
     # Progress and watermarks share one hash tag: the script that advances both stays in one slot.
     def progress(self, topic: str) -> str:
         return f"{self.ns}:{{progress}}:{topic}"
 
     def watermark(self) -> str:
         return f"{self.ns}:{{progress}}:watermark"
+
+    def epoch(self) -> str:
+        """A random token written when the state is created or rebuilt: if it changes or
+        vanishes under a running worker, Redis lost the state (flushed, restarted empty)."""
+        return f"{self.ns}:{{progress}}:epoch"
+
+    def recovery_lock(self) -> str:
+        return f"{self.ns}:{{progress}}:recovery"
 
 
 class RedisState:
@@ -210,6 +378,57 @@ class RedisState:
         self.r = client
         self.keys = Keys(namespace)
         self._advance = client.register_script(_ADVANCE)
+        self._drop_if_pruned = client.register_script(_DROP_IF_PRUNED)
+        self._put_targets = client.register_script(_PUT_TARGETS)
+        self._trim_history = client.register_script(_TRIM_HISTORY)
+        self._prune = client.register_script(_PRUNE)
+        self._raise = client.register_script(_RAISE)
+        #: The retention policy as last stored or read (:meth:`retention_policy`).
+        self._policy: RetentionPolicy | None = None
+        #: The epoch this process works in (:meth:`claim_epoch`); progress marks are refused
+        #: once the stored one differs (see :class:`streams.errors.StateLost`).
+        self.epoch_token = ""
+
+    # --- the state's epoch -------------------------------------------------------------------
+    async def claim_epoch(self) -> str:
+        """Adopt the stored epoch, creating one when there is none (a new namespace)."""
+        await self.r.set(self.keys.epoch(), secrets.token_hex(8), nx=True)
+        self.epoch_token = (await self.r.get(self.keys.epoch()) or b"").decode()
+        return self.epoch_token
+
+    async def new_epoch(self) -> str:
+        """Start a new epoch (after a rebuild from scratch): workers of the old one notice."""
+        self.epoch_token = secrets.token_hex(8)
+        await self.r.set(self.keys.epoch(), self.epoch_token)
+        return self.epoch_token
+
+    async def is_empty(self) -> bool:
+        """Whether the namespace holds no key (but the recovery lease) at all."""
+        lease = self.keys.recovery_lock().encode()
+        async for key in self.r.scan_iter(match=self.keys.everything(), count=1000):
+            if key != lease:
+                return False
+        return True
+
+    async def has_epoch(self) -> bool:
+        return bool(await self.r.exists(self.keys.epoch()))
+
+    async def check_epoch(self) -> None:
+        """Raise :class:`StateLost` when the stored epoch is no longer this process's."""
+        if self.epoch_token and (await self.r.get(self.keys.epoch()) or b"").decode() != self.epoch_token:
+            raise StateLost("the state's epoch changed or vanished: Redis lost the state")
+
+    async def recovery_lock(self, seconds: float) -> bool:
+        """Take the lease one worker holds while it rebuilds the state, for ``seconds`` (False:
+        someone else holds it). The holder renews it (:meth:`renew_recovery_lock`); a holder that
+        died lets it lapse."""
+        return bool(await self.r.set(self.keys.recovery_lock(), secrets.token_hex(4), nx=True, px=int(seconds * 1000)))
+
+    async def renew_recovery_lock(self, seconds: float) -> None:
+        await self.r.pexpire(self.keys.recovery_lock(), int(seconds * 1000))
+
+    async def release_recovery_lock(self) -> None:
+        await self.r.delete(self.keys.recovery_lock())
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -275,8 +494,8 @@ class RedisState:
         """Store submissions with their partitions' new live meta-model sums.
 
         One transaction per round (a round's keys share a hash slot): a round's rows and its live
-        sums change together or not at all. ``rows``: (round, model) → row; ``lives``:
-        (round, partition) → ``[Σw, Σw·G]``.
+        sums change together or not at all, and not at all once retention pruned the round's rows.
+        ``rows``: (round, model) → row; ``lives``: (round, partition) → ``[Σw, Σw·G]``.
         """
         rounds = sorted({r for r, _ in rows} | {r for r, _ in lives})
         for r in rounds:
@@ -285,9 +504,14 @@ class RedisState:
             if mapping:
                 pipe.hset(self.keys.subs(r), mapping=mapping)  # type: ignore[arg-type]
                 pipe.hincrby(self.keys.round(r), "subs_version", 1)
+            written = [self.keys.subs(r)] if mapping else []
             for (rr, partition), live in lives.items():
                 if rr == r:
                     pipe.set(self.keys.live(r, partition), _array_bytes(live))
+                    written.append(self.keys.live(r, partition))
+            if written:
+                undo = [ROWS_PRUNED, "subs_version"] if mapping else [ROWS_PRUNED]
+                await self._drop_if_pruned(keys=[self.keys.round(r), *written], args=undo, client=pipe)
             await pipe.execute()
 
     async def add_models(self, models: Iterable[str]) -> None:
@@ -335,8 +559,13 @@ class RedisState:
         return rows, stakes, sums
 
     async def submissions_version(self, r: int) -> int:
-        """Counts the round's stored submission changes: equal versions mean the same submissions."""
-        value = await self.r.hget(self.keys.round(r), "subs_version")
+        """Counts the round's stored submission changes: equal versions mean the same submissions.
+
+        -1 once retention pruned the round's rows (no cached copy of them matches any more).
+        """
+        value, pruned = await self.r.hmget(self.keys.round(r), ["subs_version", ROWS_PRUNED])
+        if pruned is not None:
+            return -1
         return 0 if value is None else int(value)
 
     async def get_submissions(self, r: int) -> dict[str, SubmissionRow]:
@@ -353,9 +582,16 @@ class RedisState:
 
     # --- stakes --------------------------------------------------------------------------
     async def add_stake(self, model: str, entry: StakeEntry) -> None:
+        """Store a stake update; one stamped before the stake cut is compacted with the model's others."""
         member = f"{entry.timestamp_ms:015d}:{entry.offset:020d}:{'' if entry.round is None else entry.round}:{entry.stake!r}"
-        if await self.r.zadd(self.keys.stakes(model), {member: entry.timestamp_ms}):
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self.keys.stakes(model), {member: entry.timestamp_ms})
+        pipe.hget(self.keys.retention(), "stake_cut")  # read after the write: see _compact_all_stakes
+        added, cut = await pipe.execute()
+        if added:
             await self.r.incr(self.keys.stakes_version())
+        if cut is not None and entry.timestamp_ms < int(cut):
+            await self._compact_stakes([self.keys.stakes(model)], int(cut))
 
     async def stakes_version(self) -> int:
         """Counts stored stake updates: an unchanged count means unchanged stakes everywhere."""
@@ -415,24 +651,32 @@ class RedisState:
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(self.keys.basis(r))
         pipe.hset(self.keys.basis(r), mapping=mapping)  # type: ignore[arg-type]
+        await self._drop_if_pruned(keys=[self.keys.round(r), self.keys.basis(r)], args=[ROWS_PRUNED], client=pipe)
         await pipe.execute()
 
     # --- scores, history, leaderboard, trend, alerts ---------------------------------------
     async def put_round_scores(self, r: int, messages: Mapping[str, bytes], crowding: bytes) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        """The round's latest score messages and crowding message (nothing once retention pruned them)."""
+        pipe = self.r.pipeline(transaction=True)
         if messages:
             pipe.hset(self.keys.scores(r), mapping=dict(messages))  # type: ignore[arg-type]
         pipe.set(self.keys.crowding(r), crowding)
+        await self._drop_if_pruned(keys=[self.keys.round(r), self.keys.scores(r), self.keys.crowding(r)], args=[SCORES_PRUNED], client=pipe)
         await pipe.execute()
 
     async def put_targets(self, r: int, day: int, final: bool, targets: NDArray[np.float64]) -> None:
-        """Keep the round's latest scored targets (final wins, then the later day)."""
-        current = await self.r.hmget(self.keys.targets(r), ["day", "final"])
-        if current[0] is not None and (current[1] == b"1", int(current[0])) > (final, day):
-            return
-        await self.r.hset(
-            self.keys.targets(r), mapping={"day": day, "final": int(final), "values": _array_bytes(targets)}
+        """Keep the round's latest scored targets (final wins, then the later day), then enforce
+        the retention policy with this round's close as the reference (module docstring).
+
+        The last write of a scored targets update: the round is final for retention from here on.
+        """
+        await self._put_targets(
+            keys=[self.keys.round(r), self.keys.targets(r)], args=[day, int(final), _array_bytes(targets)]
         )
+        policy = await self.retention_policy()
+        if policy is not None:
+            close_ts = await self.r.hget(self.keys.round(r), "close_ts")
+            await self._enforce(policy, None if close_ts is None else int(close_ts))
 
     async def get_targets(self, r: int, n_ids: int) -> NDArray[np.float64] | None:
         data = await self.r.hget(self.keys.targets(r), "values")
@@ -447,9 +691,26 @@ class RedisState:
         return None if data is None else orjson.loads(data)
 
     async def put_history(self, r: int, entries: Mapping[str, dict[str, Any]]) -> None:
+        """Each model's entry for round ``r``; its history then keeps its highest ``history``
+        rounds of the retention policy (all of them while no policy is stored) — the view
+        :func:`streams.processing.latest_rounds` gives, so a cold read equals a worker's cache.
+
+        Only the targets worker writes histories (one partition), one update after another.
+        """
+        if not entries:
+            return
+        models = list(entries)
         pipe = self.r.pipeline(transaction=False)
-        for model, entry in entries.items():
-            pipe.hset(self.keys.history(model), str(r), orjson.dumps(entry))
+        for model in models:
+            pipe.hset(self.keys.history(model), str(r), orjson.dumps(entries[model]))
+        # A history only grows when a round is new to it (HSET then answers 1): only those are trimmed.
+        grown = [m for m, added in zip(models, await pipe.execute(), strict=True) if added]
+        policy = await self.retention_policy() if grown else None
+        if policy is None:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for model in grown:
+            await self._trim_history(keys=[self.keys.history(model)], args=[policy.history], client=pipe)
         await pipe.execute()
 
     async def get_histories(self, models: Iterable[str]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -505,6 +766,120 @@ class RedisState:
     async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
         return [orjson.loads(a) for a in await self.r.lrange(self.keys.alerts(), 0, limit - 1)]
 
+    # --- retention -----------------------------------------------------------------------------
+    async def retention_policy(self) -> RetentionPolicy | None:
+        """The policy the last :meth:`prune_rounds` stored (None before any), read once per instance."""
+        if self._policy is None:
+            self._policy = RetentionPolicy.from_fields(await self.r.hgetall(self.keys.retention()))
+        return self._policy
+
+    async def prune_rounds(self, rows: int, scores: int, history: int, partitions: int) -> RetentionReport:
+        """Store the retention policy and enforce it (at every close; module docstring, "Retention").
+
+        Arguments:
+            rows: later closes after which a final round's rows, live sums, basis and targets go.
+            scores: the same for its scores and crowding (raised to ``rows`` when below).
+            history: rounds of each model's history kept (its highest ones).
+            partitions: the input partitions (a round has one live-sum key per partition).
+
+        Idempotent, and it only ever repeats what a scored targets update already did or would
+        have done (the reference stays where the targets updates put it): every close re-checks,
+        so an enforcement a crash interrupted is completed. Each command stays in one slot.
+        """
+        if min(rows, scores, history, partitions) < 1:
+            raise ValueError("retention settings must be at least 1")
+        policy = RetentionPolicy(rows, max(scores, rows), history, partitions)
+        await self.r.hset(self.keys.retention(), mapping=policy.fields())  # type: ignore[arg-type]
+        self._policy = policy
+        return await self._enforce(policy, None)
+
+    async def _enforce(self, policy: RetentionPolicy, reference: int | None) -> RetentionReport:
+        """Prune every round final and expired as of the reference (raised to ``reference`` first,
+        a close time), then compact the stake updates behind the new stake cut."""
+        if reference is not None:
+            ref: int | None = int(await self._raise(keys=[self.keys.retention()], args=["reference", reference]))
+        else:
+            stored = await self.r.hget(self.keys.retention(), "reference")
+            ref = None if stored is None else int(stored)
+        rounds = await self.known_rounds()
+        if not rounds:
+            return RetentionReport()
+        pipe = self.r.pipeline(transaction=False)
+        for r in rounds:
+            pipe.hmget(self.keys.round(r), ["open_ts", "close_ts", ROWS_PRUNED, SCORES_PRUNED])
+        meta = dict(zip(rounds, await pipe.execute(), strict=True))
+        rows_due: list[int] = []
+        scores_due: list[int] = []
+        if ref is not None:
+            closed = [r for r in rounds if meta[r][1] is not None and int(meta[r][1]) <= ref]  # ascending
+            if len(closed) >= policy.rows:  # expired: at least `rows` higher rounds closed by the reference
+                rows_due = [r for r in rounds if r < closed[-policy.rows] and meta[r][2] is None]
+            if len(closed) >= policy.scores:
+                scores_due = [r for r in rounds if r < closed[-policy.scores] and meta[r][3] is None]
+        final = {r: meta[r][2] is not None for r in rounds}  # rows pruned: it was final
+        ask = sorted({*rows_due, *scores_due} - {r for r in rounds if final[r]})
+        if ask:
+            pipe = self.r.pipeline(transaction=False)
+            for r in ask:
+                pipe.hget(self.keys.targets(r), "final")
+            final.update({r: flag == b"1" for r, flag in zip(ask, await pipe.execute(), strict=True)})
+        rows_now = tuple(r for r in rows_due if final[r])
+        scores_now = tuple(r for r in scores_due if final[r])
+        if rows_now or scores_now:
+            pipe = self.r.pipeline(transaction=False)
+            for r in rows_now:
+                bulk = [self.keys.subs(r), self.keys.basis(r), self.keys.targets(r)]
+                bulk += [self.keys.live(r, p) for p in range(policy.partitions)]
+                await self._prune(keys=[self.keys.round(r), *bulk], args=[ROWS_PRUNED], client=pipe)
+            for r in scores_now:
+                await self._prune(keys=[self.keys.round(r), self.keys.scores(r), self.keys.crowding(r)], args=[SCORES_PRUNED], client=pipe)
+            await pipe.execute()
+        kept = [int(meta[r][0]) for r in rounds if meta[r][2] is None and r not in rows_now and meta[r][0] is not None]
+        cut, removed = (await self._compact_all_stakes(min(kept))) if kept else (None, 0)
+        if rows_now or scores_now or removed:
+            log.info(
+                "retention: rows of rounds %s and scores of rounds %s pruned; %d stake updates before %s compacted",
+                list(rows_now), list(scores_now), removed, cut,
+            )
+        return RetentionReport(rows_now, scores_now, cut, removed)
+
+    async def _compact_all_stakes(self, cut: int) -> tuple[int, int]:
+        """Raise the stake cut to ``cut`` and compact every model's stake updates behind it (once
+        per cut); returns the cut in force and how many updates went.
+
+        The cut is stored before the stake sets are read, and :meth:`add_stake` reads it after its
+        write: an update stored meanwhile is compacted by one of the two.
+        """
+        cut = int(await self._raise(keys=[self.keys.retention()], args=["stake_cut", cut]))
+        done = await self.r.hget(self.keys.retention(), "stakes_compacted")
+        if done is not None and int(done) >= cut:
+            return cut, 0
+        removed = 0
+        batch: list[bytes] = []
+        async for key in self.r.scan_iter(match=self.keys.stakes_pattern(), count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += await self._compact_stakes(batch, cut)
+                batch.clear()
+        if batch:
+            removed += await self._compact_stakes(batch, cut)
+        await self._raise(keys=[self.keys.retention()], args=["stakes_compacted", cut])
+        return cut, removed
+
+    async def _compact_stakes(self, keys: list[Any], cut: int) -> int:
+        """Remove the stake updates of ``keys`` stamped before ``cut`` that no query at or after it returns."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrevrangebyscore(key, f"({cut}", "-inf")
+        gone = [(key, shadowed_stakes(members)) for key, members in zip(keys, await pipe.execute(), strict=True)]
+        gone = [(key, members) for key, members in gone if members]
+        if not gone:
+            return 0
+        pipe = self.r.pipeline(transaction=False)
+        for key, members in gone:
+            pipe.zrem(key, *members)
+        return sum(await pipe.execute())
+
     # --- progress (barriers) ---------------------------------------------------------------
     async def mark_processed(self, topic: str, done: Iterable[tuple[int, int, int]]) -> None:
         """Record (partition, offset, event time) of ``topic`` as done, in one round trip: each
@@ -519,9 +894,16 @@ class RedisState:
         pipe = self.r.pipeline(transaction=False)
         for partition, (offset, ts) in sorted(last.items()):
             await self._advance(
-                keys=[self.keys.progress(topic), self.keys.watermark()], args=[partition, offset + 1, topic, ts], client=pipe
+                keys=[self.keys.progress(topic), self.keys.watermark(), self.keys.epoch()],
+                args=[partition, offset + 1, topic, ts, self.epoch_token],
+                client=pipe,
             )
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except redis.exceptions.ResponseError as exc:
+            if "STATE_LOST" in str(exc):
+                raise StateLost(str(exc)) from exc
+            raise
 
     async def progress(self, topic: str) -> dict[int, int]:
         raw = await self.r.hgetall(self.keys.progress(topic))

@@ -17,9 +17,15 @@ A standalone aiohttp server, deliberately **not** views on the workers' Faust we
 Live updates: ``GET /api/stream`` is a server-sent-event stream. Every message on the
 ``scores``, ``leaderboard``, ``crowding`` and ``alerts`` topics is relayed as an event named
 after its topic, with the message value (JSON) as its data, as soon as the consumer fetches it
-(fetch wait 100 ms). A client more than :data:`LIVE_QUEUE` events behind is disconnected; the
-browser's ``EventSource`` reconnects and the page reloads its data from the API. When the feed
-itself comes back after losing the broker, it sends a ``resync`` event: pages reload too.
+(fetch wait 100 ms). When the feed itself comes back after losing the broker, it sends a
+``resync`` event: pages reload what they missed.
+
+Live clients are bounded (see :class:`LiveFeed`): at most ``MMC_WEB_LIVE_MAX_CLIENTS`` streams
+(one more gets 503 ``too_many_live_clients`` with ``Retry-After``); a client more than
+``MMC_WEB_LIVE_CLIENT_BUFFER_BYTES`` behind, or whose socket does not take what is written to
+it within ``MMC_WEB_LIVE_WRITE_TIMEOUT_SECONDS``, is dropped. Dropping loses nothing the page
+needs: the browser's ``EventSource`` reconnects by itself and the page reloads its data from the
+API. A client that stops reading therefore costs a bounded amount of memory for a bounded time.
 
 Errors are JSON (``{"error": {"status", "code", "message"}}``) with the HTTP status; model ids
 in paths are checked against :data:`streams.records.MODEL_ID` before they reach Redis.
@@ -33,7 +39,9 @@ import logging
 import math
 import re
 import signal
+import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from copy import deepcopy
 from pathlib import Path
@@ -41,6 +49,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.admin import kafka_client_options, redis_client
@@ -56,9 +65,16 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("webstatic")
 #: Output topics relayed to live clients (the dead-letter topic is not: it carries raw input).
 LIVE_TOPICS = ("scores", "leaderboard", "crowding", "alerts")
-#: Events a live client may have queued before it is dropped (it reconnects and reloads).
-LIVE_QUEUE = 10_000
+#: Largest piece of the stream written to a live client at once: the events fetched together
+#: are joined up to this size (an event larger than this is a piece of its own).
+LIVE_CHUNK = 32 * 1024
+#: Why a live client is dropped: too far behind, or its socket stopped taking data.
+LIVE_DROP_REASONS = ("buffer", "write_timeout")
+#: Seconds a client refused for the live-client cap is asked to wait (``Retry-After``).
+LIVE_RETRY_AFTER_SECONDS = 30
 KEEPALIVE_SECONDS = 15.0
+#: How often an idle stream checks that its client is still connected.
+LIVE_PEER_CHECK_SECONDS = 1.0
 LEADERBOARD_MAX = 10_000
 ROUND_PATTERN = re.compile(r"[0-9]{1,16}")
 LIMIT_PATTERN = re.compile(r"[0-9]{1,6}")
@@ -77,11 +93,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiError(Exception):
     """An HTTP error with a stable code, rendered as JSON by :func:`errors_as_json`."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 # --------------------------------------------------------------------------- live feed
@@ -99,54 +118,161 @@ def sse_frame(event: str, data: bytes) -> bytes:
     )
 
 
+class LiveClient:
+    """One ``/api/stream`` connection: the stream waiting for it and the socket it is written to.
+
+    ``chunks`` are pieces of the stream (frames joined up to :data:`LIVE_CHUNK`) shared with
+    every other client: a waiting piece costs this client a reference, not a copy. ``pending``
+    is their size in bytes.
+    """
+
+    __slots__ = ("chunks", "pending", "wake", "ended", "transport")
+
+    def __init__(self, transport: asyncio.Transport | None) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.pending = 0
+        self.wake = asyncio.Event()
+        self.ended = False
+        self.transport = transport
+
+    def take(self) -> bytes:
+        chunk = self.chunks.popleft()
+        self.pending -= len(chunk)
+        return chunk
+
+
 class LiveFeed:
-    """Follows the output topics (no group, from the end) and fans their messages out to SSE clients."""
+    """Follows the output topics (no group, from the end) and fans their messages out to SSE clients.
+
+    Live clients are bounded, so a client that does not read cannot grow the server:
+
+    - at most ``MMC_WEB_LIVE_MAX_CLIENTS`` connections; one more is refused (HTTP 503,
+      ``too_many_live_clients``, ``Retry-After``) before anything is streamed;
+    - a client more than ``MMC_WEB_LIVE_CLIENT_BUFFER_BYTES`` behind (events waiting for it)
+      is dropped; so is one whose socket has not taken what was written to it within
+      ``MMC_WEB_LIVE_WRITE_TIMEOUT_SECONDS``. Nothing more is written to a client until its
+      socket has taken the previous piece (at most :data:`LIVE_CHUNK`, or one larger event),
+      and a dropped client's connection is aborted, its unsent bytes discarded.
+
+    Dropping is safe: the browser's ``EventSource`` reconnects by itself and the page reloads
+    its data from the API. Drops are counted (``mmc_web_live_dropped_total{reason}``, and
+    ``live_dropped`` in ``/api/health``).
+    """
 
     def __init__(self, settings: Settings, metrics: WebMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.status = "starting"
         self.messages = 0
+        self.dropped = 0
         self._followed = False
-        self._clients: set[asyncio.Queue[bytes | None]] = set()
+        self._clients: set[LiveClient] = set()
+        for reason in LIVE_DROP_REASONS:  # exported at 0 from the start
+            metrics.live_dropped.labels(reason)
 
     @property
     def clients(self) -> int:
         return len(self._clients)
 
-    def subscribe(self) -> asyncio.Queue[bytes | None]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=LIVE_QUEUE)
-        self._clients.add(queue)
+    def subscribe(self, transport: asyncio.Transport | None = None) -> LiveClient:
+        """A new live client, or :class:`ApiError` 503 when ``MMC_WEB_LIVE_MAX_CLIENTS`` are open."""
+        limit = self.settings.web_live_max_clients
+        if len(self._clients) >= limit:
+            raise ApiError(
+                503,
+                "too_many_live_clients",
+                f"this server streams to {limit} live clients already; retry in "
+                f"{LIVE_RETRY_AFTER_SECONDS} s or use another replica",
+                headers={"Retry-After": str(LIVE_RETRY_AFTER_SECONDS)},
+            )
+        client = LiveClient(transport)
+        self._clients.add(client)
         self.metrics.live_clients.set(len(self._clients))
-        return queue
+        return client
 
-    def unsubscribe(self, queue: asyncio.Queue[bytes | None]) -> None:
-        self._clients.discard(queue)
+    def unsubscribe(self, client: LiveClient) -> None:
+        self._clients.discard(client)
         self.metrics.live_clients.set(len(self._clients))
 
-    def _drop(self, queue: asyncio.Queue[bytes | None]) -> None:
-        """End a client's stream: empty its queue and leave the end marker."""
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(None)
-        self.unsubscribe(queue)
+    def _end(self, client: LiveClient) -> None:
+        """End a client's stream: forget what waits for it and wake its handler."""
+        client.ended = True
+        client.chunks.clear()
+        client.pending = 0
+        client.wake.set()
+        self.unsubscribe(client)
+
+    def drop(self, client: LiveClient, reason: str) -> None:
+        """Drop a slow client (``reason``: ``buffer`` or ``write_timeout``): its connection is aborted."""
+        if client.ended:
+            return
+        self._end(client)
+        self.dropped += 1
+        self.metrics.live_dropped.labels(reason).inc()
+        if client.transport is not None:
+            client.transport.abort()  # unsent bytes are discarded now, not when the peer reads
+        log.info("live client dropped (%s); it reconnects", reason)
 
     def close_all(self) -> None:
-        for queue in list(self._clients):
-            self._drop(queue)
+        """End every stream (at shutdown)."""
+        for client in list(self._clients):
+            self._end(client)
 
     def publish(self, topic: str, value: bytes) -> None:
-        self.messages += 1
-        self.metrics.live_messages.labels(topic).inc()
-        self._broadcast(sse_frame(topic, value))
+        """Relay one message to every live client."""
+        for chunk in self.pieces([(topic, value)]):
+            self._broadcast(chunk)
 
-    def _broadcast(self, frame: bytes) -> None:
-        for queue in list(self._clients):
-            try:
-                queue.put_nowait(frame)
-            except asyncio.QueueFull:
-                log.info("live client %d events behind: dropped (it reconnects)", LIVE_QUEUE)
-                self._drop(queue)
+    def pieces(self, messages: list[tuple[str, bytes]]) -> list[bytes]:
+        """Messages, in order, as events joined into pieces of at most :data:`LIVE_CHUNK` (counted as relayed)."""
+        chunks: list[bytes] = []
+        frames: list[bytes] = []
+        size = 0
+        for topic, value in messages:
+            self.messages += 1
+            self.metrics.live_messages.labels(topic).inc()
+            frame = sse_frame(topic, value)
+            if frames and size + len(frame) > LIVE_CHUNK:
+                chunks.append(b"".join(frames))
+                frames, size = [], 0
+            frames.append(frame)
+            size += len(frame)
+        if frames:
+            chunks.append(b"".join(frames))
+        return chunks
+
+    def _broadcast(self, chunk: bytes) -> None:
+        limit = self.settings.web_live_client_buffer_bytes
+        for client in list(self._clients):
+            # An empty buffer takes any piece, however large: one event never drops a client.
+            if client.pending and client.pending + len(chunk) > limit:
+                self.drop(client, "buffer")
+                continue
+            client.chunks.append(chunk)
+            client.pending += len(chunk)
+            client.wake.set()
+
+    async def send(
+        self,
+        client: LiveClient,
+        response: web.StreamResponse,
+        writer: AbstractStreamWriter,
+        data: bytes,
+    ) -> bool:
+        """Write to a client and wait until its socket has taken all of it; False once it is dropped.
+
+        The stream's transport pauses as soon as anything is left unsent (see :func:`api_stream`),
+        so ``writer.drain()`` returns when the kernel has taken the last byte: a client that
+        does not read within ``MMC_WEB_LIVE_WRITE_TIMEOUT_SECONDS`` is dropped.
+        """
+        try:
+            async with asyncio.timeout(self.settings.web_live_write_timeout_seconds):
+                await response.write(data)
+                await writer.drain()
+        except TimeoutError:
+            self.drop(client, "write_timeout")
+            return False
+        return not client.ended
 
     async def run(self) -> None:
         """Follow the topics until cancelled; reconnect with backoff when the broker goes away."""
@@ -200,10 +326,17 @@ class LiveFeed:
                             if self._followed:
                                 self._broadcast(sse_frame("resync", b"{}"))
                             self._followed = True
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.value is not None and record.offset >= floor.get(tp, 0):
-                            self.publish(short[tp.topic], record.value)
+                messages = [
+                    (short[tp.topic], record.value)
+                    for tp, records in batch.items()
+                    for record in records
+                    if record.value is not None and record.offset >= floor.get(tp, 0)
+                ]
+                for chunk in self.pieces(messages):
+                    self._broadcast(chunk)
+                    # Let the clients' handlers write it before the next piece: a client that
+                    # reads keeps up with a burst instead of finding it all queued at once.
+                    await asyncio.sleep(0)
         finally:
             await consumer.stop()
 
@@ -309,17 +442,23 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
             metrics.duration.labels(route).observe(time.perf_counter() - began)
 
 
-def json_response(value: Any, status: int = 200) -> web.Response:
+def json_response(
+    value: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY),
         status=status,
         content_type="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": {"status": status, "code": code, "message": message}}, status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response(
+        {"error": {"status": status, "code": code, "message": message}}, status, headers
+    )
 
 
 @web.middleware
@@ -330,7 +469,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -545,6 +684,8 @@ async def api_health(request: web.Request) -> web.Response:
         "redis": "ok",
         "kafka": feed.status,
         "live_clients": feed.clients,
+        "live_clients_max": app[SETTINGS].web_live_max_clients,
+        "live_dropped": feed.dropped,
     }
     try:
         await app[STATE].r.ping()
@@ -555,8 +696,14 @@ async def api_health(request: web.Request) -> web.Response:
 
 
 async def api_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: one event per output message, named after its topic."""
+    """Server-sent events: one event per output message, named after its topic.
+
+    Over ``MMC_WEB_LIVE_MAX_CLIENTS`` open streams the answer is 503 ``too_many_live_clients``
+    with ``Retry-After``; a client that falls behind or stops reading is dropped (see
+    :class:`LiveFeed`) and its ``EventSource`` reconnects.
+    """
     feed = request.app[FEED]
+    client = feed.subscribe(request.transport)  # over the cap: 503 before anything is streamed
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -564,34 +711,46 @@ async def api_stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
-    queue = feed.subscribe()
+    transport = client.transport
+    writer = request.writer
+    if transport is not None:
+        # Paused while anything is unsent, resumed when the kernel has taken it all: a drain
+        # waits for the socket, and at most one piece of the stream is held for this client.
+        transport.set_write_buffer_limits(high=0)
+        sndbuf = request.app[SETTINGS].web_live_socket_buffer_bytes
+        sock = transport.get_extra_info("socket")
+        if sndbuf and sock is not None:
+            with contextlib.suppress(OSError):  # and what the kernel holds for it is bounded too
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    loop = asyncio.get_running_loop()
     try:
+        await response.prepare(request)
         hello = orjson.dumps({"topics": list(LIVE_TOPICS), "kafka": feed.status})
-        await response.write(b"retry: 2000\n\n" + sse_frame("hello", hello))
-        while True:
-            try:
-                frame = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if frame is None:
-                break
-            frames = [frame]
-            ended = False
-            while not queue.empty():  # whatever else is waiting goes in the same write
-                more = queue.get_nowait()
-                if more is None:
-                    ended = True
+        if not await feed.send(client, response, writer, b"retry: 2000\n\n" + sse_frame("hello", hello)):
+            return response
+        written = loop.time()
+        while not client.ended:
+            if not client.chunks:
+                client.wake.clear()
+                try:
+                    await asyncio.wait_for(client.wake.wait(), timeout=LIVE_PEER_CHECK_SECONDS)
+                except TimeoutError:
+                    if transport is None or transport.is_closing():
+                        break  # the client went away: free its place now, not at the next write
+                    if loop.time() - written >= KEEPALIVE_SECONDS:
+                        if not await feed.send(client, response, writer, b": keep-alive\n\n"):
+                            break
+                        written = loop.time()
+                    continue
+                if client.ended:
                     break
-                frames.append(more)
-            await response.write(b"".join(frames))
-            if ended:
+            if not await feed.send(client, response, writer, client.take()):
                 break
-    except (ConnectionResetError, asyncio.CancelledError):
+            written = loop.time()
+    except (ConnectionError, asyncio.CancelledError):  # the client went away
         pass
     finally:
-        feed.unsubscribe(queue)
+        feed.unsubscribe(client)
     return response
 
 
@@ -907,11 +1066,22 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "description": "Events named scores, leaderboard, crowding and alerts carry one message of that topic "
                 "(JSON, the Score / LeaderboardRow / Crowding / Alert schemas) each; a hello event opens the stream, "
                 "a resync event asks the client to reload its data; "
-                f"comments keep it alive every {KEEPALIVE_SECONDS:g} s.",
+                f"comments keep it alive every {KEEPALIVE_SECONDS:g} s. "
+                f"At most {settings.web_live_max_clients} streams are open (MMC_WEB_LIVE_MAX_CLIENTS); a client more "
+                f"than {settings.web_live_client_buffer_bytes} bytes behind (MMC_WEB_LIVE_CLIENT_BUFFER_BYTES), or "
+                f"whose socket does not take a write within {settings.web_live_write_timeout_seconds:g} s "
+                "(MMC_WEB_LIVE_WRITE_TIMEOUT_SECONDS), is disconnected: reconnect and reload.",
                 "tags": ["api"],
-                "responses": _ok(
-                    "An endless event stream", {"type": "string"}, "text/event-stream"
-                ),
+                "responses": {
+                    **_ok("An endless event stream", {"type": "string"}, "text/event-stream"),
+                    "503": {
+                        "description": "Too many live clients (too_many_live_clients): retry after Retry-After seconds",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
+                },
             }
         },
         "/api/openapi.json": {
@@ -956,7 +1126,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "HistoryEntry": history_entry,
                 "Health": {
                     "type": "object",
-                    "required": ["status", "redis", "kafka", "live_clients"],
+                    "required": [
+                        "status",
+                        "redis",
+                        "kafka",
+                        "live_clients",
+                        "live_clients_max",
+                        "live_dropped",
+                    ],
                     "properties": {
                         "status": {"enum": ["ok", "unavailable"]},
                         "redis": {"type": "string"},
@@ -964,7 +1141,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "type": "string",
                             "description": "the live feed: starting, following, waiting for topics …, reconnecting …",
                         },
-                        "live_clients": {"type": "integer"},
+                        "live_clients": {"type": "integer", "description": "open /api/stream connections"},
+                        "live_clients_max": {
+                            "type": "integer",
+                            "description": "the cap on them (MMC_WEB_LIVE_MAX_CLIENTS)",
+                        },
+                        "live_dropped": {
+                            "type": "integer",
+                            "description": "live clients dropped since start for falling behind or not reading",
+                        },
                     },
                 },
                 "Error": {

@@ -416,14 +416,24 @@
     badge.textContent = text;
   }
 
-  function connect(page) {
-    let broken = false;
+  function connect(page, missed = false) {
+    let broken = missed; // true: events were missed before this stream opened
+
     const source = new EventSource("/api/stream");
     source.addEventListener("hello", () => {
       setLive(true, "live");
       if (broken) { broken = false; page.reload().catch(showError); } // missed events: reload
     });
-    source.onerror = () => { broken = true; setLive(false, "reconnecting…"); };
+    source.onerror = () => {
+      broken = true;
+      setLive(false, "reconnecting…");
+      // EventSource reconnects by itself after a dropped stream, but gives up for good on an
+      // answer that is not a stream (503 when the server has as many live clients as it takes):
+      // then open a new one after a while, and reload what was missed once it is live.
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(() => { connect(page, true); }, 30000 * (0.5 + Math.random()));
+      }
+    };
     // the server's own feed was cut off from the broker and is back: reload what it missed
     source.addEventListener("resync", () => page.reload().catch(showError));
     for (const topic of ["scores", "leaderboard", "crowding", "alerts"]) {

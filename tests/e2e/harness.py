@@ -89,7 +89,8 @@ def workers(settings: Settings, count: int = 1, log_dir: Path | None = None, **e
 
 
 async def produce(settings: Settings, events: Iterable[Event]) -> None:
-    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5, max_request_size=8 << 20)
+    """Send ``events`` in order (records up to 32 MiB: the fault suite sends 20 MB ones)."""
+    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5, max_request_size=32 << 20)
     await producer.start()
     try:
         futures = [

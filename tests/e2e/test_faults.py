@@ -271,12 +271,16 @@ def test_reordered_and_repeated_inputs_give_the_documented_result(
 def snapshot(client: redis_sync.Redis, settings: Settings) -> dict[bytes, Any]:
     """Every key of the namespace with its content (type-aware, independent of encoding).
 
-    Left out: the provisional live alerts, and the two cache tokens — a round's
+    Left out: the provisional live alerts, the state's epoch (a random token drawn whenever
+    the state is created or rebuilt from scratch), and the two cache tokens — a round's
     ``subs_version`` counts write batches (their size depends on how records were fetched)
     and the basis ``fingerprint`` includes it; both only tell a worker its cache is stale.
     """
     out: dict[bytes, Any] = {}
-    for key in client.scan_iter(match=Keys(settings.state_namespace).everything(), count=1000):
+    keys = Keys(settings.state_namespace)
+    for key in client.scan_iter(match=keys.everything(), count=1000):
+        if key.decode() == keys.epoch():
+            continue
         kind = client.type(key)
         if kind == b"hash":
             out[key] = {f: v for f, v in client.hgetall(key).items() if f not in (b"subs_version", b"fingerprint")}

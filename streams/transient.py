@@ -1,0 +1,96 @@
+"""Which failures belong to the infrastructure (retry the record) rather than to the input.
+
+A record whose processing fails because Redis or Kafka did not answer is not at fault: the
+worker retries it with backoff (:func:`streams.app.with_retry`) and never dead-letters it.
+Only a failure that is neither the input's (a typed refusal) nor the infrastructure's is a
+bug, refused ``internal_error``.
+
+What counts, whatever the client version:
+
+- the network: Python's ``ConnectionError`` (refused, reset, broken pipe) and ``TimeoutError``
+  (``asyncio.TimeoutError`` is the same class);
+- aiokafka: every error the client marks ``retriable`` (request timed out, node not ready,
+  leader changed, coordinator moving, connection lost …), plus the ones it does not mark but
+  that only a broker's state explains — a batch that expired waiting for a stalled broker
+  (``KafkaTimeoutError``), no broker reachable, a rebalance in progress, replicas not
+  available;
+- librdkafka (``confluent_kafka``): a ``KafkaException`` whose error says ``retriable()`` or
+  is a transport, timeout or all-brokers-down error;
+- the state lost under the worker (:class:`~streams.errors.StateLost`): the worker is
+  restarting itself to rebuild it, and the record waits for that;
+- redis-py: connection and timeout errors (loading, too many connections included), a
+  cluster that is down or moving slots, a replica that became read-only in a failover, and
+  Redis out of memory (``maxmemory`` reached: the operator frees memory, the record waits).
+
+The exception's ``__cause__`` is looked at too (clients often wrap a socket error).
+"""
+
+from __future__ import annotations
+
+import aiokafka.errors as kafka_errors
+import confluent_kafka
+import redis.exceptions as redis_errors
+
+from streams.errors import StateLost
+
+#: StateLost: the worker restarts itself and rebuilds; until then the record waits.
+_NETWORK = (ConnectionError, TimeoutError, StateLost)
+_KAFKA_ALSO = (
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.KafkaUnavailableError,
+    kafka_errors.NoBrokersAvailable,
+    kafka_errors.RebalanceInProgressError,
+    kafka_errors.BrokerNotAvailableError,
+    kafka_errors.ReplicaNotAvailableError,
+)
+_REDIS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError,
+)
+_LIBRDKAFKA_CODES = frozenset(
+    {
+        confluent_kafka.KafkaError._TRANSPORT,  # noqa: SLF001 (librdkafka's own names)
+        confluent_kafka.KafkaError._TIMED_OUT,  # noqa: SLF001
+        confluent_kafka.KafkaError._ALL_BROKERS_DOWN,  # noqa: SLF001
+        confluent_kafka.KafkaError._MSG_TIMED_OUT,  # noqa: SLF001
+        confluent_kafka.KafkaError.REQUEST_TIMED_OUT,
+        confluent_kafka.KafkaError.NOT_COORDINATOR,
+        confluent_kafka.KafkaError.COORDINATOR_NOT_AVAILABLE,
+        confluent_kafka.KafkaError.REBALANCE_IN_PROGRESS,
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the infrastructure's doing: retry the record rather than dead-letter it."""
+    for candidate in (exc, exc.__cause__):
+        if candidate is None:
+            continue
+        if isinstance(candidate, _NETWORK + _KAFKA_ALSO + _REDIS):
+            return True
+        if isinstance(candidate, kafka_errors.KafkaError) and getattr(candidate, "retriable", False):
+            return True
+        if isinstance(candidate, confluent_kafka.KafkaException) and _librdkafka_transient(candidate):
+            return True
+    return False
+
+
+def _librdkafka_transient(exc: confluent_kafka.KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    if not isinstance(error, confluent_kafka.KafkaError):
+        return False
+    return bool(error.retriable()) or error.code() in _LIBRDKAFKA_CODES
+
+
+def dependency_of(exc: BaseException) -> str:
+    """``Redis``, ``Kafka`` or ``the network``: what a retry log line says it is waiting for."""
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, redis_errors.RedisError):
+            return "Redis"
+        if isinstance(candidate, (kafka_errors.KafkaError, confluent_kafka.KafkaException)):
+            return "Kafka"
+    return "the network"

@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +37,8 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from streams.admin import INPUT_TOPICS, create_topics
+from streams.admin import INPUT_TOPICS
+from streams.schemas import validate_deadletter_headers
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
 from tests.conftest import run_sync
@@ -60,29 +60,22 @@ def fault_stack() -> Iterator[EmbeddedStack]:
 
 
 @pytest.fixture
-def fault_settings(fault_stack: EmbeddedStack) -> Callable[..., Settings]:
-    """Fresh topics, group and namespace on the module's stack; short group timeouts and small
+def fault_settings(fault_stack: EmbeddedStack, make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """Fresh topics, group and namespace on the module's stack; short group timeouts, small
     batches and a 100 KB input limit (as the kill trials), a 256 KB dead-letter limit."""
 
     def factory(**overrides: Any) -> Settings:
-        tag = uuid.uuid4().hex[:8]
         fields: dict[str, Any] = {
             "kafka_bootstrap": fault_stack.kafka_bootstrap,
             "redis_url": fault_stack.redis_url,
-            "topic_prefix": f"f{tag}.",
-            "app_id": f"mmc-fault-{tag}",
-            "state_namespace": f"f{tag}",
             "max_message_bytes": 100_000,
             "deadletter_max_bytes": 256 << 10,
             "ingest_batch_size": 16,
             "broker_session_timeout": 6.0,
             "broker_heartbeat_interval": 1.0,
             "broker_rebalance_timeout": 6.0,
-            **overrides,
         }
-        settings = Settings(**fields)
-        run_sync(create_topics(settings))
-        return settings
+        return make_settings(**{**fields, **overrides})
 
     return factory
 
@@ -180,6 +173,7 @@ def test_oversize_records_on_every_topic_are_dead_lettered_truncated_and_nothing
         assert m.headers["mmc.error.truncated"] == b"value"
         assert m.headers["mmc.error.original.sha256"].decode() == hashlib.sha256(original).hexdigest()
         assert m.value == original[: settings.deadletter_max_bytes]
+        validate_deadletter_headers(m.headers)  # the published schema describes them
     assert log_problems(log) == []
 
 

@@ -16,6 +16,7 @@ from streams.log_throttle import Throttle
 from streams.outputs import DEAD_LETTER_KEY_BYTES, dead_letter
 from streams.progress import applied_marks
 from streams.records import InputRecord, check_event_time, refuse
+from streams.schemas import validate_deadletter_headers
 from streams.transient import dependency_of, is_transient
 
 
@@ -41,6 +42,7 @@ def test_an_oversize_value_is_cut_to_the_limit_with_its_size_and_sha256() -> Non
     assert headers["mmc.error.truncated"] == b"value"
     assert headers["mmc.error.original.size"] == str(len(value)).encode()
     assert headers["mmc.error.original.sha256"] == hashlib.sha256(value).hexdigest().encode()
+    validate_deadletter_headers(headers)
 
 
 def test_a_hostile_key_is_cut_too() -> None:
@@ -51,6 +53,7 @@ def test_a_hostile_key_is_cut_too() -> None:
     assert letter.key == key[:DEAD_LETTER_KEY_BYTES]
     assert headers["mmc.error.truncated"] == b"key"
     assert headers["mmc.error.original.key.sha256"] == hashlib.sha256(key).hexdigest().encode()
+    validate_deadletter_headers(headers)
 
 
 def test_the_error_message_header_is_bounded() -> None:

@@ -2,16 +2,21 @@
 
 Kinds (DESIGN §3):
 
-- ``corr_w_mm_spike`` — a model's CWMM rises more than ``MMC_ALERT_CWMM_SPIKE_DELTA`` above
-  its own mean over its previous ``MMC_ALERT_CWMM_BASELINE_ROUNDS`` rounds, or it enters the
+- ``corr_w_mm_spike`` — a model's CWMM rises above its own baseline (mean of its previous
+  ``MMC_ALERT_CWMM_BASELINE_ROUNDS`` rounds with a CWMM) by ``MMC_ALERT_CWMM_SPIKE_SIGMAS`` of
+  its own standard deviations and by at least ``MMC_ALERT_CWMM_SPIKE_DELTA``, or it enters the
   round's top CWMM decile having been below the top decile of its previous round. Raised at a
   round's first scored update (``stage: "resolution"``) and, provisionally, when a submission
   arrives against the round's running meta model (``stage: "live"``: it reflects the
   submissions received so far, so it depends on arrival order; every other output does not).
 - ``crowding_tax`` — a model's frozen stake rose ≥ ``MMC_ALERT_STAKE_JUMP_RATIO``× between
-  adjacent rounds; the population's measured MMC change after such jumps is attached.
-- ``crowding_trend`` — the stake-weighted mean CWMM has risen over the latest
-  ``MMC_ALERT_TREND_ROUNDS`` rounds by at least ``MMC_ALERT_TREND_MIN_SLOPE`` per round.
+  adjacent rounds; attached: the model's own forecast (today's MMC in this round at the new
+  stake vs re-scored at the old one) and the population's measured median change of today's
+  MMC after such jumps.
+- ``crowding_trend`` — over the latest ``MMC_ALERT_TREND_ROUNDS`` rounds, the least-squares
+  slope of the stake-weighted mean CWMM, or of its gap over the unweighted median (the article's
+  signal: stake concentrating on crowded models), is significant: t-statistic ≥
+  ``MMC_ALERT_TREND_MIN_T`` and slope > ``MMC_ALERT_TREND_MIN_SLOPE`` per round.
 - ``concentration`` — the effective number of staked models (1/HHI) fell below
   ``MMC_ALERT_MIN_EFFECTIVE_MODELS``.
 """
@@ -52,11 +57,14 @@ def alert(
     }
 
 
-def cwmm_baseline(settings: Settings, history: dict[int, dict[str, Any]], before: int) -> float | None:
-    """Mean CWMM of the model's latest baseline rounds before ``before`` (None without any)."""
+def cwmm_baseline(settings: Settings, history: dict[int, dict[str, Any]], before: int) -> tuple[float, float] | None:
+    """Mean and standard deviation (n−1) of the model's CWMM over its latest baseline rounds
+    before ``before``; None with fewer than two such rounds."""
     rounds = [r for r in sorted(history) if r < before and history[r].get("corr_w_mm") is not None]
-    rounds = rounds[-settings.alert_cwmm_baseline_rounds :]
-    return float(np.mean([history[r]["corr_w_mm"] for r in rounds])) if rounds else None
+    values = [float(history[r]["corr_w_mm"]) for r in rounds[-settings.alert_cwmm_baseline_rounds :]]
+    if len(values) < 2:
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1))
 
 
 def cwmm_spike(
@@ -73,16 +81,21 @@ def cwmm_spike(
     """A ``corr_w_mm_spike`` alert for one model, or None."""
     if cwmm is None:
         return None
-    baseline = cwmm_baseline(settings, history, round_number)
-    if baseline is not None and cwmm > baseline + settings.alert_cwmm_spike_delta:
-        threshold = baseline + settings.alert_cwmm_spike_delta
-        return alert(
-            "corr_w_mm_spike", "warning",
-            f"{model}: correlation with the meta model {cwmm:.3f} in round {round_number} is "
-            f"{cwmm - baseline:+.3f} above its baseline {baseline:.3f}",
-            round_number=round_number, model=model, value=cwmm, threshold=threshold,
-            stage=stage, day=day, baseline=baseline, trigger="baseline",
-        )
+    measured = cwmm_baseline(settings, history, round_number)
+    baseline = measured[0] if measured is not None else None
+    if measured is not None:
+        mean, std = measured
+        threshold = mean + max(settings.alert_cwmm_spike_sigmas * std, settings.alert_cwmm_spike_delta)
+        if cwmm > threshold:
+            sigmas = (cwmm - mean) / std if std > 0 else None
+            return alert(
+                "corr_w_mm_spike", "warning",
+                f"{model}: correlation with the meta model {cwmm:.3f} in round {round_number} is "
+                f"{cwmm - mean:+.3f} above its baseline {mean:.3f}"
+                + (f" ({sigmas:.1f} of its own standard deviations)" if sigmas is not None else ""),
+                round_number=round_number, model=model, value=cwmm, threshold=threshold,
+                stage=stage, day=day, baseline=mean, baseline_std=std, trigger="baseline",
+            )
     previous = [r for r in sorted(history) if r < round_number]
     prev_cwmm = history[previous[-1]].get("corr_w_mm") if previous else None
     if (
@@ -110,8 +123,11 @@ def crowding_tax(
     previous_stake: float | None,
     population: dict[str, Any],
     day: int | None = None,
+    forecast: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """A ``crowding_tax`` alert when the stake rose ≥ ratio× since the previous round."""
+    """A ``crowding_tax`` alert when the stake rose ≥ ratio× since the previous round, with the
+    model's own forecast (its MMC in this round at the new and at the old stake) when given, and
+    the population's measured median change of today's MMC after such jumps."""
     if previous_stake is None or previous_stake <= 0 or stake < settings.alert_stake_jump_ratio * previous_stake:
         return None
     ratio = stake / previous_stake
@@ -121,28 +137,82 @@ def crowding_tax(
         if change is not None
         else "; no earlier jumps to measure the MMC change on yet"
     )
+    own = ""
+    if forecast is not None and forecast.get("tax") is not None:
+        own = (
+            f"; its MMC this round {forecast['contribution_at_new_stake']:+.4f} at the new stake vs "
+            f"{forecast['contribution_at_old_stake']:+.4f} at the old one (tax {forecast['tax']:+.4f})"
+        )
+    extra = {"own_forecast": forecast} if forecast is not None else {}
     return alert(
         "crowding_tax", "warning",
-        f"{model}: stake rose {ratio:.1f}× to {stake:,.2f} in round {round_number}{measured}",
+        f"{model}: stake rose {ratio:.1f}× to {stake:,.2f} in round {round_number}{own}{measured}",
         round_number=round_number, model=model, value=ratio, threshold=settings.alert_stake_jump_ratio,
-        day=day, stake=stake, previous_stake=previous_stake, population=population,
+        day=day, stake=stake, previous_stake=previous_stake, population=population, **extra,
     )
+
+
+def slope_t(x: list[float], y: list[float]) -> tuple[float, float] | None:
+    """Least-squares slope of y on x and its t-statistic (slope / standard error, n−2 degrees of
+    freedom); None with fewer than three points or no spread in x. A perfect fit gives ±inf."""
+    if len(x) < 3:
+        return None
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    dx = xa - xa.mean()
+    sxx = float(dx @ dx)
+    if sxx <= 0:
+        return None
+    slope = float(dx @ (ya - ya.mean())) / sxx
+    residual = ya - ya.mean() - slope * dx
+    se = float(np.sqrt((residual @ residual) / (len(xa) - 2) / sxx))
+    if se == 0:
+        return slope, (np.inf if slope > 0 else -np.inf if slope < 0 else 0.0)
+    return slope, slope / se
 
 
 def crowding_trend(settings: Settings, round_number: int, trend: dict[str, Any], day: int | None = None) -> dict[str, Any] | None:
-    """A ``crowding_trend`` alert when the recent stake-weighted CWMM slope is at or above the threshold."""
-    slope = trend.get("recent_weighted_slope")
-    if slope is None or len(trend.get("recent_rounds", [])) < settings.alert_trend_rounds:
+    """A ``crowding_trend`` alert when, over the latest ``alert_trend_rounds`` rounds with both
+    figures, the stake-weighted CWMM or its gap over the median CWMM rises significantly."""
+    points = [
+        (float(r), float(w), float(w) - float(m))
+        for r, w, m in zip(trend.get("rounds", []), trend.get("stake_weighted_cwmm", []), trend.get("median_cwmm", []), strict=False)
+        if w is not None and m is not None
+    ][-settings.alert_trend_rounds :]
+    if len(points) < settings.alert_trend_rounds:
         return None
-    if slope < settings.alert_trend_min_slope:
+    rounds = [p[0] for p in points]
+    weighted = slope_t(rounds, [p[1] for p in points])
+    gap = slope_t(rounds, [p[2] for p in points])
+    if weighted is None or gap is None:
         return None
+
+    def rising(fit: tuple[float, float]) -> bool:
+        return fit[1] >= settings.alert_trend_min_t and fit[0] > settings.alert_trend_min_slope
+
+    triggers = [name for name, fit in (("stake_weighted", weighted), ("gap", gap)) if rising(fit)]
+    if not triggers:
+        return None
+    first, last = points[0][1], points[-1][1]
+    change = (last - first) / abs(first) if first else None
     return alert(
         "crowding_trend", "warning",
-        f"stake-weighted correlation with the meta model rising {slope:+.4f} per round over "
-        f"rounds {trend['recent_rounds'][0]}–{trend['recent_rounds'][-1]}",
-        round_number=round_number, value=slope, threshold=settings.alert_trend_min_slope, day=day,
+        f"stake-weighted correlation with the meta model {weighted[0]:+.4f} per round (t = {_t(weighted[1])}) and its gap "
+        f"over the median {gap[0]:+.4f} per round (t = {_t(gap[1])}) over rounds {int(rounds[0])}–{int(rounds[-1])}"
+        + (f"; stake-weighted CWMM {first:.3f} → {last:.3f} ({change:+.0%})" if change is not None else ""),
+        round_number=round_number, value=weighted[0], threshold=settings.alert_trend_min_t, day=day,
+        trigger="+".join(triggers), weighted_slope=weighted[0], weighted_t=_finite(weighted[1]),
+        gap_slope=gap[0], gap_t=_finite(gap[1]), window=[int(rounds[0]), int(rounds[-1])],
         median_slope=trend.get("median_slope"),
     )
+
+
+def _finite(t: float) -> float | None:
+    """A t-statistic as JSON can carry it (a perfect fit's infinite t becomes null)."""
+    return float(t) if np.isfinite(t) else None
+
+
+def _t(t: float) -> str:
+    return f"{t:.1f}" if np.isfinite(t) else "∞"
 
 
 def concentration(settings: Settings, round_number: int, effective_models: float | None, day: int | None = None) -> dict[str, Any] | None:

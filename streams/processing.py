@@ -79,6 +79,9 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[list[Output]], Awaitable[None]]
 UNIVERSES_CACHED = 32
+#: Models of one round whose crowding_tax alert carries their own old-stake forecast (each costs a
+#: re-scoring of the round; ≥5× jumps are a handful per round).
+TAX_FORECASTS_PER_ROUND = 8
 #: Rounds whose running meta-model total a worker keeps (the most recent ones).
 LIVE_TOTALS_CACHED = 16
 # The live CWMM compares a submission with the round's running meta model as last read; it
@@ -549,7 +552,7 @@ class Processor:
             prepared, stakes, targets, samples, basis=basis, max_missing_ratio=self.settings.max_missing_ratio
         )
         clock.lap("score")
-        await self._publish_round(record, event, info, models, stakes, scores, clock)
+        await self._publish_round(record, event, info, models, stakes, scores, clock, prepared, targets)
         await self.state.put_targets(event.round, event.day, event.final, targets)
         log.info("round %d day %d%s: %d models scored (%s)", event.round, event.day, " final" if event.final else "", len(models), clock)
         return "applied"
@@ -707,6 +710,8 @@ class Processor:
         stakes: NDArray[np.float64],
         scores: scoring.RoundScores,
         clock: PhaseClock,
+        prepared: PreparedRound,
+        targets: NDArray[np.float64],
     ) -> None:
         s = self.settings
         ts = record.timestamp_ms
@@ -744,7 +749,7 @@ class Processor:
         clock.lap("send")
         await self.state.put_round_scores(r, {m: o.value for m, o in zip(models, outputs, strict=False)}, encode(crowding))
         if not info.alerted:
-            found = await self._round_alerts(event, models, stakes, scores, histories, figures, trend, trend_table)
+            found = await self._round_alerts(event, models, stakes, scores, histories, figures, trend, trend_table, prepared, targets)
             await self._publish_alerts(found, ts)
             failpoints.reached("targets.alerts_sent")
             await self.state.mark_round_alerted(r)
@@ -759,6 +764,8 @@ class Processor:
         figures: dict[str, Any],
         trend: dict[str, Any],
         trend_table: dict[int, dict[str, Any]],
+        prepared: PreparedRound,
+        targets: NDArray[np.float64],
     ) -> list[dict[str, Any]]:
         s, r, day = self.settings, event.round, event.day
         previous_top = trend_table.get(r - 1, {}).get("cwmm_p90")
@@ -779,8 +786,14 @@ class Processor:
         ]
         if jumps:
             population = await self._population_jump_effect()
-            for i, m in jumps:
-                tax = alert_rules.crowding_tax(s, m, r, float(stakes[i]), histories[m][r - 1]["stake"], population, day=day)
+            for n, (i, m) in enumerate(jumps):
+                previous_stake = histories[m][r - 1]["stake"]
+                forecast = (
+                    await self._old_stake_forecast(prepared, stakes, targets, i, previous_stake, r, float(scores.contribution[i]))
+                    if n < TAX_FORECASTS_PER_ROUND
+                    else None
+                )
+                tax = alert_rules.crowding_tax(s, m, r, float(stakes[i]), previous_stake, population, day=day, forecast=forecast)
                 if tax is not None:
                     found.append(tax)
         for rule in (
@@ -791,8 +804,35 @@ class Processor:
                 found.append(rule)
         return found
 
+    async def _old_stake_forecast(
+        self,
+        prepared: PreparedRound,
+        stakes: NDArray[np.float64],
+        targets: NDArray[np.float64],
+        i: int,
+        previous_stake: float,
+        r: int,
+        contribution: float,
+    ) -> dict[str, Any]:
+        """The model's own crowding tax in this round: today's MMC (contribution) at its new
+        stake (as scored) and at its previous stake, everything else equal — the same round
+        re-scored with one stake changed (on a thread: a close's worth of work)."""
+        s = self.settings
+        whatif = stakes.copy()
+        whatif[i] = previous_stake
+        samples = scoring.round_samples(whatif, r, s.seed_salt, s.mmc_draws, s.mmc_fraction)
+        moved = await asyncio.to_thread(scoring.score_prepared, prepared, whatif, targets, samples, max_missing_ratio=s.max_missing_ratio)
+        at_old = float(moved.contribution[i])
+        finite = np.isfinite(contribution) and np.isfinite(at_old)
+        return {
+            "contribution_at_new_stake": contribution if np.isfinite(contribution) else None,
+            "contribution_at_old_stake": at_old if np.isfinite(at_old) else None,
+            "tax": contribution - at_old if finite else None,
+        }
+
     async def _population_jump_effect(self) -> dict[str, Any]:
-        """The measured MMC change after ≥ratio× stake jumps, over every model's history so far."""
+        """The measured change of today's MMC (contribution) after ≥ratio× stake jumps, over
+        every model's history so far."""
         histories = await self._histories(await self.state.all_models())
         rows = [(r, m, e) for m, h in histories.items() for r, e in h.items()]
         if not rows:
@@ -802,7 +842,7 @@ class Processor:
             models=np.array([m for _, m, _ in rows], dtype=object),
             stakes=np.array([e["stake"] for _, _, e in rows], dtype=float),
             corr_w_mm=np.array([np.nan if e["corr_w_mm"] is None else e["corr_w_mm"] for _, _, e in rows]),
-            mmc=np.array([np.nan if e["mmc"] is None else e["mmc"] for _, _, e in rows]),
+            mmc=np.array([np.nan if e["contribution"] is None else e["contribution"] for _, _, e in rows]),
         )
         events = stake_jump_events(table, ratio=self.settings.alert_stake_jump_ratio)
         median = events.median_relative_change

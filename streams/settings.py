@@ -117,11 +117,34 @@ class Settings(BaseSettings):
     )
 
     # --- Alerts ----------------------------------------------------------------------------
-    alert_cwmm_spike_delta: float = Field(0.15, description="corr_w_mm above the model's rolling mean by this much → corr_w_mm_spike.")
-    alert_cwmm_baseline_rounds: int = Field(5, ge=1)
+    # On the article's scale: its stake-weighted CWMM rose ~0.14 over ~600 rounds (~0.0002 per
+    # round) and its top-to-bottom stake-decile spread is ~0.17, so fixed raw thresholds either
+    # fire on noise or never; the rules below measure against each series' own noise.
+    alert_cwmm_spike_sigmas: float = Field(
+        3.0, gt=0,
+        description=(
+            "corr_w_mm above the model's own baseline mean by this many of its own standard deviations "
+            "(over alert_cwmm_baseline_rounds rounds) → corr_w_mm_spike (1.1% of noise-only model-rounds, tests/streams/test_alerts.py)."
+        ),
+    )
+    alert_cwmm_spike_delta: float = Field(
+        0.05, ge=0,
+        description="…and by at least this much (a model whose CWMM barely moves does not alert on a tiny jump).",
+    )
+    alert_cwmm_baseline_rounds: int = Field(10, ge=2, description="A model's latest rounds with a CWMM that make its baseline.")
     alert_stake_jump_ratio: float = Field(5.0, gt=1, description="Stake rising by this factor between rounds → crowding_tax.")
-    alert_trend_rounds: int = Field(5, ge=2, description="Rounds over which a rising stake-weighted corr_w_mm → crowding_trend.")
-    alert_trend_min_slope: float = Field(0.002, description="Per-round slope of stake-weighted corr_w_mm that counts as rising.")
+    alert_trend_rounds: int = Field(
+        20, ge=3,
+        description="Rounds in the window of the crowding_trend test (the article's rise takes hundreds; fewer than 20 is noise).",
+    )
+    alert_trend_min_t: float = Field(
+        3.0,
+        description=(
+            "t-statistic of the least-squares slope (of the stake-weighted CWMM, or of its gap over the median CWMM) "
+            "at or above which the trend counts as rising: one-sided p ≈ 0.004 per statistic at 20 rounds."
+        ),
+    )
+    alert_trend_min_slope: float = Field(0.0, description="…and a per-round slope above this.")
     alert_min_effective_models: float = Field(10.0, gt=0, description="Effective number of models (1/HHI) below this → concentration.")
 
     # --- Start-up --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import scoring
 from streams.settings import Settings
 from tests.conftest import run_sync
 from tests.e2e.harness import Received, collect, end_offsets, produce, workers
@@ -24,7 +25,7 @@ def tournament_settings(make_settings: Callable[..., Settings], **extra: object)
         max_message_bytes=100_000,
         alert_min_effective_models=1000.0,  # every round counts as concentrated
         alert_trend_rounds=3,
-        alert_trend_min_slope=0.0,
+        alert_trend_min_t=0.0,
         **extra,
     )
 
@@ -116,6 +117,17 @@ def test_scores_equal_batch_recomputation_bit_for_bit(
     kinds = Counter((a["kind"], a["stage"]) for a in alerts)
     tax = [a for a in alerts if a["kind"] == "crowding_tax"]
     assert any(a["model"] == SPIKE_MODEL and a["round"] == 4 and a["value"] >= 5 for a in tax), tax
+    # its own forecast: today's MMC as published, and the round re-scored in batch at the old stake
+    jump = next(a for a in tax if a["model"] == SPIKE_MODEL and a["round"] == 4)
+    models, stakes, batch = t.batch_scores(4, jump["day"], settings.seed_salt)
+    i = models.index(SPIKE_MODEL)
+    old = stakes.copy()
+    old[i] = jump["previous_stake"]
+    preds = np.stack([t.accepted[(4, m)][1] for m in models])
+    targets = next(tt for rr, d, _, tt in t.target_updates if rr == 4 and d == jump["day"])
+    at_old = scoring.score_round(preds, old, targets, round=4, salt=settings.seed_salt).contribution[i]
+    assert jump["own_forecast"]["contribution_at_new_stake"] == pytest.approx(batch.contribution[i], abs=1e-12)
+    assert jump["own_forecast"]["contribution_at_old_stake"] == pytest.approx(at_old, abs=1e-12)
     spikes = [a for a in alerts if a["kind"] == "corr_w_mm_spike" and a["model"] == SPIKE_MODEL and a["round"] == 4]
     assert "resolution" in {a["stage"] for a in spikes}, spikes
     assert kinds[("concentration", "resolution")] == len(t.rounds)

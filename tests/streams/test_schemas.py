@@ -382,7 +382,7 @@ def test_every_output_message_of_a_real_worker_matches_its_schema(
         max_message_bytes=100_000,
         alert_min_effective_models=1000.0,
         alert_trend_rounds=3,
-        alert_trend_min_slope=0.0,
+        alert_trend_min_t=0.0,
     )
     t = build(n_models=12, n_ids=200, n_rounds=4, days=2, seed=3)
     per_round = Counter(r for (r, _) in t.accepted)

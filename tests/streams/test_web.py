@@ -114,7 +114,7 @@ def service_settings(stack_env: StackEnv, **overrides: Any) -> Settings:
         "max_message_bytes": 100_000,
         "alert_min_effective_models": 1000.0,  # every round counts as concentrated
         "alert_trend_rounds": 3,
-        "alert_trend_min_slope": 0.0,
+        "alert_trend_min_t": 0.0,
         **overrides,
     }
     settings = Settings(**fields)

@@ -1,13 +1,22 @@
 """Crowding analytics (DESIGN §2.2, the "crowding tax") over a table of per-round scores.
 
 Input is a *score table*: one row per (round, model) observation with the model's frozen
-stake, its correlation with the stake-weighted meta model (``corr_w_mm``) and its MMC.
+stake, its correlation with the stake-weighted meta model (``corr_w_mm``), its MMC and,
+optionally, its CORR.
+
+Which MMC. Two MMC columns can be present: ``contribution`` — today's MMC, the one payouts
+use and the one the seed article measured (rounds 400 to ~1,000+, the 2× payout multiplier) —
+and ``mmc``, the 2020 bootstrap MMC. Every analytic that uses MMC takes ``metric``
+(``"contribution"`` or ``"mmc"``); left at ``None`` it is :attr:`ScoreTable.default_metric`:
+today's MMC whenever the table was given a ``contribution`` column, the 2020 MMC only for a
+table built without one (callers that only hold the 2020 field). Each result records the
+``metric`` it used, so a label can say which (:data:`METRIC_LABELS`).
 Everything here is pure numpy over that table (no I/O, clock or environment), grouped with
 ``np.unique`` / ``lexsort`` / ``bincount`` so a table of ~1e6 rows costs a few sorts.
 
 Conventions shared by every function:
 
-- ``corr_w_mm`` and ``mmc`` may hold NaN (a model not scored yet); a statistic that uses a
+- ``corr_w_mm``, ``mmc``, ``contribution`` and ``corr`` may hold NaN (a model not scored yet); a statistic that uses a
   column leaves out the rows where that column is NaN. Stakes are always finite and ≥ 0.
 - Deciles are by rank with ties kept: ``decile = ⌊10·(r − 0.5)/n⌋`` with ``r`` the average
   rank (see :func:`decile_of`), so equal values always share a decile.
@@ -39,6 +48,22 @@ DEFAULT_EVENT_WINDOW = 20
 # "share of the top 10" stakes (DESIGN §2.2).
 DEFAULT_TOP_STAKES = 10
 
+# Dose–response of the event study: the inner edges of the stake-multiple buckets
+# [ratio, 10×), [10×, 20×), [20×, ∞).
+DEFAULT_DOSE_EDGES: tuple[float, ...] = (10.0, 20.0)
+
+# The settling point's rolling mean spans this many relative rounds (see stake_jump_events).
+DEFAULT_SETTLE_SPAN = 3
+
+# "First" and "last" of a per-round series: the mean over this fraction of its rounds.
+DEFAULT_ENDS_FRACTION = 0.1
+
+#: The MMC columns a crowding analytic can use, and how a label names each.
+METRIC_LABELS: dict[str, str] = {
+    "contribution": "MMC (today's: contribution)",
+    "mmc": "MMC 2020 (bootstrap)",
+}
+
 # Events are looked up in blocks of this many rows of an [events, 2·window + 1] matrix, which
 # bounds the memory of the event study (~33 MB per block at window 20) whatever the count.
 _EVENT_BLOCK = 100_000
@@ -56,11 +81,14 @@ class ScoreTable:
         models: model ids, strings (object or unicode dtype).
         stakes: float64 frozen stakes, finite and ≥ 0.
         corr_w_mm: float64 correlation with the meta model; NaN = not scored.
-        mmc: float64 MMC; NaN = not scored.
+        mmc: float64 2020 bootstrap MMC; NaN = not scored.
+        contribution: float64 today's MMC; NaN = not scored. ``None`` (the default): the
+            column is all NaN and :attr:`default_metric` falls back to ``"mmc"``.
+        corr: float64 CORR (the event study's control); ``None``: all NaN.
 
     Raises:
         ShapeMismatch: a column is not 1-D or the lengths differ.
-        NonFiniteInput: a stake is NaN/±inf, or ``corr_w_mm`` / ``mmc`` holds ±inf.
+        NonFiniteInput: a stake is NaN/±inf, or a score column holds ±inf.
         NegativeStake: a stake is below zero.
         InvalidScoreTable: non-integer rounds, non-string models, duplicate (round, model).
     """
@@ -70,7 +98,11 @@ class ScoreTable:
     stakes: NDArray[np.float64]
     corr_w_mm: NDArray[np.float64]
     mmc: NDArray[np.float64]
+    contribution: NDArray[np.float64] | None = None
+    corr: NDArray[np.float64] | None = None
     # Derived in __post_init__: sorted distinct ids and each row's index into them.
+    has_contribution: bool = field(init=False, repr=False)
+    has_corr: bool = field(init=False, repr=False)
     round_ids: NDArray[np.int64] = field(init=False, repr=False)
     round_index: NDArray[np.intp] = field(init=False, repr=False)
     model_ids: NDArray[Any] = field(init=False, repr=False)
@@ -82,12 +114,22 @@ class ScoreTable:
         stakes = _as_float_column(self.stakes, "stakes")
         corr_w_mm = _as_float_column(self.corr_w_mm, "corr_w_mm")
         mmc = _as_float_column(self.mmc, "mmc")
+        has_contribution = self.contribution is not None
+        has_corr = self.corr is not None
+        contribution = (
+            _as_float_column(self.contribution, "contribution")
+            if has_contribution
+            else np.full(mmc.size, np.nan)
+        )
+        corr = _as_float_column(self.corr, "corr") if has_corr else np.full(mmc.size, np.nan)
         lengths = {
             "rounds": rounds.size,
             "models": models.size,
             "stakes": stakes.size,
             "corr_w_mm": corr_w_mm.size,
             "mmc": mmc.size,
+            "contribution": contribution.size,
+            "corr": corr.size,
         }
         if len(set(lengths.values())) > 1:
             raise ShapeMismatch(f"score table columns differ in length: {lengths}")
@@ -95,7 +137,12 @@ class ScoreTable:
             raise NonFiniteInput("stakes hold NaN or inf")
         if (stakes < 0).any():
             raise NegativeStake(f"stakes must be >= 0, got min {stakes.min()}")
-        for name, column in (("corr_w_mm", corr_w_mm), ("mmc", mmc)):
+        for name, column in (
+            ("corr_w_mm", corr_w_mm),
+            ("mmc", mmc),
+            ("contribution", contribution),
+            ("corr", corr),
+        ):
             if np.isinf(column).any():
                 raise NonFiniteInput(f"{name} holds inf (NaN marks a missing score; inf is not)")
 
@@ -121,6 +168,8 @@ class ScoreTable:
             ("stakes", stakes),
             ("corr_w_mm", corr_w_mm),
             ("mmc", mmc),
+            ("contribution", contribution),
+            ("corr", corr),
             ("round_ids", round_ids),
             ("round_index", round_index.ravel()),
             ("model_ids", model_ids),
@@ -128,6 +177,8 @@ class ScoreTable:
         ):
             value.flags.writeable = False
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "has_contribution", has_contribution)
+        object.__setattr__(self, "has_corr", has_corr)
 
     @classmethod
     def from_arrays(
@@ -137,11 +188,14 @@ class ScoreTable:
         stakes: ArrayLike,
         corr_w_mm: ArrayLike,
         mmc: ArrayLike,
+        contribution: ArrayLike | None = None,
+        corr: ArrayLike | None = None,
     ) -> ScoreTable:
         """A validated table from any array-likes (lists, numpy arrays, pandas columns).
 
         Arguments:
-            rounds, models, stakes, corr_w_mm, mmc: the columns, as for the class.
+            rounds, models, stakes, corr_w_mm, mmc, contribution, corr: the columns, as for
+                the class (``contribution`` and ``corr`` optional).
 
         Returns:
             the :class:`ScoreTable` (same checks and errors as the constructor).
@@ -152,10 +206,33 @@ class ScoreTable:
             stakes=np.asarray(stakes),
             corr_w_mm=np.asarray(corr_w_mm),
             mmc=np.asarray(mmc),
+            contribution=None if contribution is None else np.asarray(contribution),
+            corr=None if corr is None else np.asarray(corr),
         )
 
     def __len__(self) -> int:
         return int(self.rounds.size)
+
+    @property
+    def default_metric(self) -> str:
+        """``"contribution"`` (today's MMC) when the table has that column, else ``"mmc"``."""
+        return "contribution" if self.has_contribution else "mmc"
+
+    def metric_column(self, metric: str | None = None) -> tuple[str, NDArray[np.float64]]:
+        """The MMC column an analytic uses: ``(name, values)``.
+
+        Arguments:
+            metric: ``"contribution"`` (today's MMC), ``"mmc"`` (2020) or ``None`` for
+                :attr:`default_metric`.
+
+        Raises:
+            ScoringError: an unknown metric.
+        """
+        name = self.default_metric if metric is None else metric
+        if name not in METRIC_LABELS:
+            raise ScoringError(f"metric must be one of {sorted(METRIC_LABELS)}, got {metric!r}")
+        column: NDArray[np.float64] = self.contribution if name == "contribution" else self.mmc  # type: ignore[assignment]
+        return name, column
 
 
 def _as_round_column(values: ArrayLike) -> NDArray[np.int64]:
@@ -399,6 +476,7 @@ class MmcByCwmmDecile(_PlainDict):
         step: ``mean_mmc[k+1] − mean_mmc[k]`` for k = 0..8 (length 9).
         steepest_drop_into: the decile ``k+1`` entered by the most negative step, −1 when no
             step is negative (read "the drop is sharpest at the top" off it).
+        metric: the MMC column averaged (``"contribution"`` = today's, ``"mmc"`` = 2020).
     """
 
     decile: NDArray[np.int64]
@@ -406,24 +484,28 @@ class MmcByCwmmDecile(_PlainDict):
     count: NDArray[np.int64]
     step: NDArray[np.float64]
     steepest_drop_into: int
+    metric: str = "contribution"
 
 
-def mmc_by_cwmm_decile(table: ScoreTable) -> MmcByCwmmDecile:
+def mmc_by_cwmm_decile(table: ScoreTable, metric: str | None = None) -> MmcByCwmmDecile:
     """Mean MMC per decile of correlation with the meta model, pooled across rounds.
 
-    1. keep the rows where both ``corr_w_mm`` and ``mmc`` are present (stake is not used);
+    1. keep the rows where both ``corr_w_mm`` and the MMC column are present (stake is not
+       used);
     2. ``d = decile_of(corr_w_mm)`` over those rows;
     3. ``mean_d = mean{mmc_i : d_i = d}``, ``step_k = mean_{k+1} − mean_k``.
 
     Arguments:
         table: the score table.
+        metric: which MMC (see :meth:`ScoreTable.metric_column`; default today's MMC).
 
     Returns:
         :class:`MmcByCwmmDecile`.
     """
-    keep = ~np.isnan(table.corr_w_mm) & ~np.isnan(table.mmc)
+    metric, mmc = table.metric_column(metric)
+    keep = ~np.isnan(table.corr_w_mm) & ~np.isnan(mmc)
     deciles = decile_of(table.corr_w_mm[keep])
-    means, counts = _group_means(deciles, table.mmc[keep], N_DECILES)
+    means, counts = _group_means(deciles, mmc[keep], N_DECILES)
     step = np.diff(means)
     negative = np.where(step < 0, step, np.inf)  # NaN < 0 is False: empty deciles drop out
     steepest = int(np.argmin(negative)) + 1 if np.isfinite(negative).any() else -1
@@ -433,6 +515,7 @@ def mmc_by_cwmm_decile(table: ScoreTable) -> MmcByCwmmDecile:
         count=counts,
         step=step,
         steepest_drop_into=steepest,
+        metric=metric,
     )
 
 
@@ -657,43 +740,155 @@ class StakeJumpEvents(_PlainDict):
 
     Per event (arrays of length n_events, sorted by round then model):
         model, round: the model and the round ``r`` whose stake jumped.
-        stake_before, stake_after: stakes in rounds ``r − 1`` and ``r``.
+        stake_before, stake_after: stakes in rounds ``r − 1`` and ``r``; multiple: their ratio.
         mmc_before: mean MMC over rounds ``r − window .. r − 1`` (those present).
         mmc_after: mean MMC over rounds ``r .. r + window − 1`` (those present).
         n_before, n_after: how many rounds each mean averages (0 → the mean is NaN).
         relative_change: ``(mmc_after − mmc_before) / |mmc_before|`` (NaN when a side is
             missing or ``mmc_before = 0``).
+        corr_before, corr_after, corr_relative_change: the same for CORR (the control).
 
     Across events:
         median_relative_change: median of the finite ``relative_change`` (NaN when none).
+        median_corr_relative_change: median of the finite ``corr_relative_change``.
+        mean_mmc_before, mean_mmc_after: means of ``mmc_before`` / ``mmc_after`` over the
+            events with both sides present ("0.010 → 0.006" in the seed article).
+        mean_corr_before, mean_corr_after: the same for CORR.
         n_events: events found; n_compared: events with a finite ``relative_change``.
         trajectory_offset: ``k = −window .. window`` (round ``r + k``; 0 is the jump round).
         trajectory_mean_mmc: mean MMC at each ``k`` over the events present there.
-        trajectory_count: how many events contribute at each ``k``.
-        ratio, window: the parameters used.
+        trajectory_mean_corr: mean CORR at each ``k``.
+        trajectory_count: how many events contribute MMC at each ``k``.
+        settling_rolling_mmc: the trailing rolling mean of ``trajectory_mean_mmc`` over
+            ``settle_span`` offsets, defined at ``k ≥ settle_span − 1`` up to ``window − 1``
+            (NaN elsewhere), aligned with ``trajectory_offset``.
+        settling_round: the settling point, ``k`` (rounds after the jump round); −1 when
+            undefined or when the rolling mean is still falling at the window's end.
+        dose_low, dose_high: stake-multiple buckets ``[low, high)`` (the last ``high`` is inf).
+        dose_n_events, dose_median_relative_change, dose_median_corr_relative_change,
+        dose_mean_mmc_before, dose_mean_mmc_after: the summaries per bucket.
+        ratio, window, settle_span: the parameters used; metric: the MMC column used.
     """
 
     model: NDArray[Any]
     round: NDArray[np.int64]
     stake_before: NDArray[np.float64]
     stake_after: NDArray[np.float64]
+    multiple: NDArray[np.float64]
     mmc_before: NDArray[np.float64]
     mmc_after: NDArray[np.float64]
     n_before: NDArray[np.int64]
     n_after: NDArray[np.int64]
     relative_change: NDArray[np.float64]
+    corr_before: NDArray[np.float64]
+    corr_after: NDArray[np.float64]
+    corr_relative_change: NDArray[np.float64]
     median_relative_change: float
+    median_corr_relative_change: float
+    mean_mmc_before: float
+    mean_mmc_after: float
+    mean_corr_before: float
+    mean_corr_after: float
     n_events: int
     n_compared: int
     trajectory_offset: NDArray[np.int64]
     trajectory_mean_mmc: NDArray[np.float64]
+    trajectory_mean_corr: NDArray[np.float64]
     trajectory_count: NDArray[np.int64]
+    settling_rolling_mmc: NDArray[np.float64]
+    settling_round: int
+    dose_low: NDArray[np.float64]
+    dose_high: NDArray[np.float64]
+    dose_n_events: NDArray[np.int64]
+    dose_median_relative_change: NDArray[np.float64]
+    dose_median_corr_relative_change: NDArray[np.float64]
+    dose_mean_mmc_before: NDArray[np.float64]
+    dose_mean_mmc_after: NDArray[np.float64]
     ratio: float
     window: int
+    settle_span: int
+    metric: str
+
+
+def _relative_change(before: NDArray[np.float64], after: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``(after − before) / |before|`` where both are finite and ``before ≠ 0``, else NaN."""
+    out = np.full(before.shape, np.nan)
+    ok = np.isfinite(before) & np.isfinite(after) & (before != 0)
+    np.divide(after - before, np.abs(before), out=out, where=ok)
+    return out
+
+
+def _nan_median(values: NDArray[np.float64]) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+def _paired_means(
+    before: NDArray[np.float64], after: NDArray[np.float64]
+) -> tuple[float, float]:
+    """Means of ``before`` and ``after`` over the entries where both are finite (NaN if none)."""
+    ok = np.isfinite(before) & np.isfinite(after)
+    if not ok.any():
+        return math.nan, math.nan
+    return float(before[ok].mean()), float(after[ok].mean())
+
+
+def settling_point(
+    trajectory: ArrayLike, window: int, span: int = DEFAULT_SETTLE_SPAN
+) -> tuple[NDArray[np.float64], int]:
+    """The settling point of a post-event MMC trajectory.
+
+    ``trajectory`` holds the mean MMC at offsets ``k = −window .. window`` (index
+    ``k + window``); only the post-event offsets ``k = 0 .. window − 1`` (the jump round and
+    the ``window − 1`` after it — the "after" side of the event study) are used.
+
+    1. Rolling mean: ``R_k = mean(T_{k−span+1}, …, T_k)`` for ``k = span − 1 .. window − 1``,
+       defined only when all ``span`` values are finite (it never reaches back before the
+       jump round, so pre-event rounds never enter it).
+    2. The rolling mean *stops falling* at the first ``k`` from which it never goes lower:
+       the smallest ``k`` with ``R_k ≤ R_j`` for every later defined ``j`` — i.e. the first
+       position of the minimum of ``R``.
+    3. When that minimum is at the last defined offset the rolling mean is still falling at
+       the window's end: the settling point is censored and reported as −1 (also −1 when
+       fewer than two ``R_k`` are defined).
+
+    Arguments:
+        trajectory: ``2·window + 1`` values (NaN where no event contributes).
+        window: the event study's window.
+        span: rolling-mean span in rounds (integer ≥ 1; default 3).
+
+    Returns:
+        ``(R, k)``: ``R`` aligned with ``trajectory`` (NaN where undefined) and the settling
+        point ``k`` (rounds after the jump round; 0 = the jump round itself), or −1.
+    """
+    if isinstance(span, bool) or not isinstance(span, int | np.integer) or span < 1:
+        raise ScoringError(f"span must be an integer >= 1, got {span!r}")
+    t = np.asarray(trajectory, dtype=np.float64)
+    if t.shape != (2 * window + 1,):
+        raise ShapeMismatch(f"trajectory must have 2·window + 1 = {2 * window + 1} values, got {t.shape}")
+    rolling = np.full(t.size, np.nan)
+    after = t[window : 2 * window]  # k = 0 .. window − 1
+    for k in range(int(span) - 1, window):
+        part = after[k - int(span) + 1 : k + 1]
+        if np.isfinite(part).all():
+            rolling[window + k] = float(part.mean())
+    defined = np.flatnonzero(np.isfinite(rolling))
+    if defined.size < 2:
+        return rolling, -1
+    values = rolling[defined]
+    lowest = int(defined[int(np.argmin(values))])
+    if lowest == defined[-1]:
+        return rolling, -1
+    return rolling, lowest - window
 
 
 def stake_jump_events(
-    table: ScoreTable, ratio: float = DEFAULT_JUMP_RATIO, window: int = DEFAULT_EVENT_WINDOW
+    table: ScoreTable,
+    ratio: float = DEFAULT_JUMP_RATIO,
+    window: int = DEFAULT_EVENT_WINDOW,
+    metric: str | None = None,
+    dose_edges: tuple[float, ...] = DEFAULT_DOSE_EDGES,
+    settle_span: int = DEFAULT_SETTLE_SPAN,
 ) -> StakeJumpEvents:
     """Event study of the crowding tax: MMC before vs after a model's stake jumps ≥ ``ratio``×.
 
@@ -707,9 +902,18 @@ def stake_jump_events(
        the model's weight in round ``r``'s meta model, so ``r`` is the first round that can
        pay the tax; "before" and "after" are then ``window`` rounds each, without a gap.
     3. ``relative_change = (mmc_after − mmc_before) / |mmc_before|``; the summary is the
-       median over events where it is finite.
-    4. Trajectory: for ``k = −window .. window``, the mean over events of ``mmc_{r+k}``
-       (events lacking round ``r + k`` left out; counts reported).
+       median over events where it is finite. The mean MMC before → after is the mean of
+       ``mmc_before`` and of ``mmc_after`` over the events with both.
+    4. The control: the same windows, means and relative change for CORR. Crowding lowers
+       MMC through the meta model moving toward the model; it leaves the model's own CORR
+       alone, so a flat CORR beside a falling MMC says "crowding, not model decay".
+    5. Trajectory: for ``k = −window .. window``, the mean over events of ``mmc_{r+k}`` (and
+       of ``corr_{r+k}``), events lacking round ``r + k`` left out (counts reported).
+    6. Settling point: :func:`settling_point` of the MMC trajectory with ``settle_span``.
+    7. Dose–response: events by stake multiple ``stake_r / stake_{r−1}`` in the buckets
+       ``[ratio, e_1), [e_1, e_2), …, [e_last, ∞)`` with ``dose_edges = (e_1, …)`` (edges
+       at or below ``ratio`` dropped); per bucket the count, the median relative MMC and
+       CORR changes and the mean MMC before → after.
 
     Events near the table's edges use the rounds they have; windows of successive events of
     one model may overlap (each event is still reported on its own).
@@ -718,6 +922,9 @@ def stake_jump_events(
         table: the score table.
         ratio: minimal stake multiple between adjacent rounds (finite, > 0; default 5).
         window: rounds on each side (integer ≥ 1; default 20).
+        metric: which MMC (see :meth:`ScoreTable.metric_column`; default today's MMC).
+        dose_edges: inner edges of the dose–response buckets (default 10×, 20×).
+        settle_span: span of the settling point's rolling mean (default 3).
 
     Returns:
         :class:`StakeJumpEvents`.
@@ -728,8 +935,11 @@ def stake_jump_events(
         raise ScoringError(f"ratio must be > 0, got {ratio!r}")
     if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
         raise ScoringError(f"window must be an integer >= 1, got {window!r}")
+    if isinstance(settle_span, bool) or not isinstance(settle_span, int | np.integer) or settle_span < 1:
+        raise ScoringError(f"settle_span must be an integer >= 1, got {settle_span!r}")
     window = int(window)
     ratio = float(ratio)
+    metric, mmc_column = table.metric_column(metric)
 
     # Rows sorted by (model, round): a model's history is one contiguous, ascending run.
     n_round_ids = max(table.round_ids.size, 1)
@@ -739,7 +949,7 @@ def stake_jump_events(
     model_s = table.model_index[order]
     round_s = table.rounds[order]
     stake_s = table.stakes[order]
-    mmc_s = table.mmc[order]
+    columns = (mmc_column[order], table.corr[order])
 
     previous_stake = stake_s[:-1]
     is_event = (
@@ -753,12 +963,12 @@ def stake_jump_events(
     n_events = at.size
 
     offsets = np.arange(-window, window + 1, dtype=np.int64)
-    sum_before = np.zeros(n_events)
-    sum_after = np.zeros(n_events)
-    n_before = np.zeros(n_events, dtype=np.int64)
-    n_after = np.zeros(n_events, dtype=np.int64)
-    trajectory_sum = np.zeros(offsets.size)
-    trajectory_count = np.zeros(offsets.size, dtype=np.int64)
+    sum_before = [np.zeros(n_events), np.zeros(n_events)]
+    sum_after = [np.zeros(n_events), np.zeros(n_events)]
+    n_before = [np.zeros(n_events, dtype=np.int64), np.zeros(n_events, dtype=np.int64)]
+    n_after = [np.zeros(n_events, dtype=np.int64), np.zeros(n_events, dtype=np.int64)]
+    trajectory_sum = [np.zeros(offsets.size), np.zeros(offsets.size)]
+    trajectory_count = [np.zeros(offsets.size, dtype=np.int64), np.zeros(offsets.size, dtype=np.int64)]
     for block in range(0, n_events, _EVENT_BLOCK):
         rows = at[block : block + _EVENT_BLOCK]
         wanted_round = round_s[rows, np.newaxis] + offsets[np.newaxis, :]
@@ -766,46 +976,204 @@ def stake_jump_events(
         wanted_key = model_s[rows, np.newaxis].astype(np.int64) * n_round_ids + code
         position = np.minimum(np.searchsorted(sorted_key, wanted_key), sorted_key.size - 1)
         found = (table.round_ids[code] == wanted_round) & (sorted_key[position] == wanted_key)
-        values = np.where(found, mmc_s[position], np.nan)
-        present = ~np.isnan(values)
-        values = np.where(present, values, 0.0)
         part = slice(block, block + rows.size)
-        sum_before[part] = values[:, :window].sum(axis=1)
-        sum_after[part] = values[:, window : 2 * window].sum(axis=1)
-        n_before[part] = present[:, :window].sum(axis=1)
-        n_after[part] = present[:, window : 2 * window].sum(axis=1)
-        trajectory_sum += values.sum(axis=0)
-        trajectory_count += present.sum(axis=0)
+        for c, column in enumerate(columns):
+            values = np.where(found, column[position], np.nan)
+            present = ~np.isnan(values)
+            values = np.where(present, values, 0.0)
+            sum_before[c][part] = values[:, :window].sum(axis=1)
+            sum_after[c][part] = values[:, window : 2 * window].sum(axis=1)
+            n_before[c][part] = present[:, :window].sum(axis=1)
+            n_after[c][part] = present[:, window : 2 * window].sum(axis=1)
+            trajectory_sum[c] += values.sum(axis=0)
+            trajectory_count[c] += present.sum(axis=0)
 
-    mmc_before = np.full(n_events, np.nan)
-    mmc_after = np.full(n_events, np.nan)
-    np.divide(sum_before, n_before, out=mmc_before, where=n_before > 0)
-    np.divide(sum_after, n_after, out=mmc_after, where=n_after > 0)
-    relative_change = np.full(n_events, np.nan)
-    comparable = (n_before > 0) & (n_after > 0) & (mmc_before != 0)
-    np.divide(mmc_after - mmc_before, np.abs(mmc_before), out=relative_change, where=comparable)
-    compared = relative_change[comparable]
-    trajectory_mean = np.full(offsets.size, np.nan)
-    np.divide(trajectory_sum, trajectory_count, out=trajectory_mean, where=trajectory_count > 0)
+    means_before, means_after, trajectories = [], [], []
+    for c in range(2):
+        before = np.full(n_events, np.nan)
+        after = np.full(n_events, np.nan)
+        np.divide(sum_before[c], n_before[c], out=before, where=n_before[c] > 0)
+        np.divide(sum_after[c], n_after[c], out=after, where=n_after[c] > 0)
+        trajectory = np.full(offsets.size, np.nan)
+        np.divide(trajectory_sum[c], trajectory_count[c], out=trajectory, where=trajectory_count[c] > 0)
+        means_before.append(before)
+        means_after.append(after)
+        trajectories.append(trajectory)
+    mmc_before, corr_before = means_before
+    mmc_after, corr_after = means_after
+    relative_change = _relative_change(mmc_before, mmc_after)
+    corr_relative_change = _relative_change(corr_before, corr_after)
+    mean_mmc_before, mean_mmc_after = _paired_means(mmc_before, mmc_after)
+    mean_corr_before, mean_corr_after = _paired_means(corr_before, corr_after)
+    rolling, settled = settling_point(trajectories[0], window, int(settle_span))
+
+    stake_before = stake_s[at - 1].copy()
+    stake_after = stake_s[at].copy()
+    multiple = stake_after / stake_before if n_events else np.zeros(0)
+    inner = sorted(float(e) for e in dose_edges if float(e) > ratio)
+    lows = np.array([ratio, *inner])
+    highs = np.array([*inner, math.inf])
+    bucket = np.searchsorted(highs, multiple, side="right")  # multiple < highs[bucket]
+    dose_n = np.zeros(lows.size, dtype=np.int64)
+    dose_median = np.full(lows.size, np.nan)
+    dose_corr_median = np.full(lows.size, np.nan)
+    dose_before = np.full(lows.size, np.nan)
+    dose_after = np.full(lows.size, np.nan)
+    for b in range(lows.size):
+        members = bucket == b
+        dose_n[b] = int(members.sum())
+        dose_median[b] = _nan_median(relative_change[members])
+        dose_corr_median[b] = _nan_median(corr_relative_change[members])
+        dose_before[b], dose_after[b] = _paired_means(mmc_before[members], mmc_after[members])
+
+    compared = np.isfinite(relative_change)
     return StakeJumpEvents(
         model=table.model_ids[model_s[at]],
         round=round_s[at].copy(),
-        stake_before=stake_s[at - 1].copy(),
-        stake_after=stake_s[at].copy(),
+        stake_before=stake_before,
+        stake_after=stake_after,
+        multiple=multiple,
         mmc_before=mmc_before,
         mmc_after=mmc_after,
-        n_before=n_before,
-        n_after=n_after,
+        n_before=n_before[0],
+        n_after=n_after[0],
         relative_change=relative_change,
-        median_relative_change=float(np.median(compared)) if compared.size else math.nan,
+        corr_before=corr_before,
+        corr_after=corr_after,
+        corr_relative_change=corr_relative_change,
+        median_relative_change=_nan_median(relative_change),
+        median_corr_relative_change=_nan_median(corr_relative_change),
+        mean_mmc_before=mean_mmc_before,
+        mean_mmc_after=mean_mmc_after,
+        mean_corr_before=mean_corr_before,
+        mean_corr_after=mean_corr_after,
         n_events=int(n_events),
-        n_compared=int(compared.size),
+        n_compared=int(compared.sum()),
         trajectory_offset=offsets,
-        trajectory_mean_mmc=trajectory_mean,
-        trajectory_count=trajectory_count,
+        trajectory_mean_mmc=trajectories[0],
+        trajectory_mean_corr=trajectories[1],
+        trajectory_count=trajectory_count[0],
+        settling_rolling_mmc=rolling,
+        settling_round=settled,
+        dose_low=lows,
+        dose_high=highs,
+        dose_n_events=dose_n,
+        dose_median_relative_change=dose_median,
+        dose_median_corr_relative_change=dose_corr_median,
+        dose_mean_mmc_before=dose_before,
+        dose_mean_mmc_after=dose_after,
         ratio=ratio,
         window=window,
+        settle_span=int(settle_span),
+        metric=metric,
     )
+
+
+# --------------------------------------------------------------------------- turnover, ends
+
+
+@dataclass(frozen=True, eq=False)
+class TopTurnover(_PlainDict):
+    """Turnover of the largest stakers from round to round (see :func:`top_staker_turnover`).
+
+    Attributes:
+        round: the round ids, ascending.
+        turnover: share of the round's top stakers that were not among the previous round's
+            (NaN for the first round and for a round without stakers).
+        n_top: how many top stakers the round has (``min(top, stakers)``).
+        mean_turnover: mean of the finite ``turnover`` (NaN when none).
+        top: the ``top`` used.
+    """
+
+    round: NDArray[np.int64]
+    turnover: NDArray[np.float64]
+    n_top: NDArray[np.int64]
+    mean_turnover: float
+    top: int
+
+
+def top_stakers(models: ArrayLike, stakes: ArrayLike, top: int = DEFAULT_TOP_STAKES) -> list[str]:
+    """The ``top`` largest stakers of one round, largest first; ties by model id, stake 0 excluded."""
+    _check_top(top)
+    m = [str(x) for x in np.asarray(models, dtype=object).tolist()]
+    s = np.asarray(stakes, dtype=np.float64)
+    ranked = sorted((-float(v), name) for name, v in zip(m, s.tolist(), strict=True) if v > 0)
+    return [name for _, name in ranked[:top]]
+
+
+def turnover_share(current: list[str], previous: list[str] | None) -> float:
+    """Share of ``current`` not in ``previous``; NaN when ``previous`` is None or ``current`` empty."""
+    if previous is None or not current:
+        return math.nan
+    before = set(previous)
+    return sum(1 for m in current if m not in before) / len(current)
+
+
+def top_staker_turnover(table: ScoreTable, top: int = DEFAULT_TOP_STAKES) -> TopTurnover:
+    """Per round, the share of the ``top`` largest stakers that are new since the previous round.
+
+    ``T_r`` = the round's ``top`` largest stakes > 0 (:func:`top_stakers`: ties broken by
+    model id, so the set is deterministic); ``turnover_r = |T_r \\ T_p| / |T_r|`` with ``p``
+    the previous round present in the table. The first round has no previous one (NaN); a
+    round after one without stakers has turnover 1 (every top staker is new).
+
+    Arguments:
+        table: the score table (every row counts, whatever its scores).
+        top: how many largest stakers (default 10).
+
+    Returns:
+        :class:`TopTurnover`.
+    """
+    _check_top(top)
+    n_rounds = table.round_ids.size
+    order = np.argsort(table.round_index, kind="stable")
+    bounds = np.searchsorted(table.round_index[order], np.arange(n_rounds + 1))
+    turnover = np.full(n_rounds, np.nan)
+    n_top = np.zeros(n_rounds, dtype=np.int64)
+    previous: list[str] | None = None
+    for i in range(n_rounds):
+        rows = order[bounds[i] : bounds[i + 1]]
+        current = top_stakers(table.models[rows], table.stakes[rows], top)
+        n_top[i] = len(current)
+        turnover[i] = turnover_share(current, previous)
+        previous = current
+    finite = turnover[np.isfinite(turnover)]
+    return TopTurnover(
+        round=table.round_ids.copy(),
+        turnover=turnover,
+        n_top=n_top,
+        mean_turnover=float(finite.mean()) if finite.size else math.nan,
+        top=int(top),
+    )
+
+
+def series_ends(values: ArrayLike, fraction: float = DEFAULT_ENDS_FRACTION) -> tuple[float, float]:
+    """The "first" and "last" level of a per-round series.
+
+    Over the ``n`` finite values in round order, ``k = max(1, ⌈fraction · n⌉)``; "first" is
+    the mean of the first ``k`` and "last" the mean of the last ``k`` (NaN, NaN when
+    ``n = 0``). With the default 10%, a 600-round season compares its first and last 60
+    rounds — a level, not one noisy round.
+
+    Arguments:
+        values: the series (NaN = a round without the figure).
+        fraction: share of the rounds at each end, in (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ScoringError(f"fraction must be in (0, 1], got {fraction!r}")
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    k = max(1, math.ceil(fraction * x.size - 1e-9))
+    return float(x[:k].mean()), float(x[-k:].mean())
+
+
+def percent_change(first: float, last: float) -> float:
+    """``(last − first) / |first|``, NaN when either is NaN or ``first = 0``."""
+    if not (math.isfinite(first) and math.isfinite(last)) or first == 0:
+        return math.nan
+    return (last - first) / abs(first)
 
 
 # --------------------------------------------------------------------------- the report
@@ -819,21 +1187,48 @@ class CrowdingReport(_PlainDict):
         n_observations: rows of the table.
         n_models: distinct models.
         n_rounds: distinct rounds.
+        metric: the MMC the MMC figures use (``"contribution"`` = today's whenever the table
+            has it); the ``*_2020`` figures use the 2020 MMC, beside them.
+        mean_corr: mean CORR over the rows with one (NaN without a CORR column).
+        mean_mmc: mean of ``metric``; mean_mmc_2020: mean of the 2020 MMC.
         stake_deciles: :func:`cwmm_by_stake_decile` (stakers only).
-        cwmm_deciles: :func:`mmc_by_cwmm_decile`.
+        cwmm_deciles: :func:`mmc_by_cwmm_decile` on ``metric``.
+        cwmm_deciles_2020: the same on the 2020 MMC.
         trend: :func:`cwmm_trend`.
+        weighted_first, weighted_last, median_first, median_last, gap_first, gap_last:
+            :func:`series_ends` of the trend's stake-weighted mean, median and gap.
         concentration: :func:`concentration_by_round`.
-        events: :func:`stake_jump_events`.
+        turnover: :func:`top_staker_turnover`.
+        events: :func:`stake_jump_events` on ``metric``.
+        events_2020: the same on the 2020 MMC.
     """
 
     n_observations: int
     n_models: int
     n_rounds: int
+    metric: str
+    mean_corr: float
+    mean_mmc: float
+    mean_mmc_2020: float
     stake_deciles: CwmmByStakeDecile
     cwmm_deciles: MmcByCwmmDecile
+    cwmm_deciles_2020: MmcByCwmmDecile
     trend: CwmmTrend
+    weighted_first: float
+    weighted_last: float
+    median_first: float
+    median_last: float
+    gap_first: float
+    gap_last: float
     concentration: RoundConcentration
+    turnover: TopTurnover
     events: StakeJumpEvents
+    events_2020: StakeJumpEvents
+
+
+def _nan_mean(values: NDArray[np.float64]) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
 
 
 def crowding_report(
@@ -841,6 +1236,8 @@ def crowding_report(
     ratio: float = DEFAULT_JUMP_RATIO,
     window: int = DEFAULT_EVENT_WINDOW,
     top: int = DEFAULT_TOP_STAKES,
+    metric: str | None = None,
+    ends_fraction: float = DEFAULT_ENDS_FRACTION,
 ) -> CrowdingReport:
     """All crowding analytics of DESIGN §2.2 for one score table, in one call.
 
@@ -848,18 +1245,38 @@ def crowding_report(
         table: the score table (typically every final score so far, or a trailing window).
         ratio: stake multiple that makes an event (default 5).
         window: event-study rounds on each side (default 20).
-        top: how many largest stakes the concentration share counts (default 10).
+        top: how many largest stakes the concentration share and the turnover count (10).
+        metric: the MMC of the MMC figures (default: today's MMC when the table has it).
+        ends_fraction: share of the rounds averaged at each end of a trend (default 10%).
 
     Returns:
         :class:`CrowdingReport`; ``report.to_dict()`` is ready for ``orjson.dumps``.
     """
+    metric, mmc = table.metric_column(metric)
+    trend = cwmm_trend(table)
+    weighted_first, weighted_last = series_ends(trend.weighted_mean, ends_fraction)
+    median_first, median_last = series_ends(trend.median, ends_fraction)
+    gap_first, gap_last = series_ends(trend.gap, ends_fraction)
     return CrowdingReport(
         n_observations=len(table),
         n_models=int(table.model_ids.size),
         n_rounds=int(table.round_ids.size),
+        metric=metric,
+        mean_corr=_nan_mean(table.corr),
+        mean_mmc=_nan_mean(mmc),
+        mean_mmc_2020=_nan_mean(table.mmc),
         stake_deciles=cwmm_by_stake_decile(table, stakers_only=True),
-        cwmm_deciles=mmc_by_cwmm_decile(table),
-        trend=cwmm_trend(table),
+        cwmm_deciles=mmc_by_cwmm_decile(table, metric=metric),
+        cwmm_deciles_2020=mmc_by_cwmm_decile(table, metric="mmc"),
+        trend=trend,
+        weighted_first=weighted_first,
+        weighted_last=weighted_last,
+        median_first=median_first,
+        median_last=median_last,
+        gap_first=gap_first,
+        gap_last=gap_last,
         concentration=concentration_by_round(table, top=top),
-        events=stake_jump_events(table, ratio=ratio, window=window),
+        turnover=top_staker_turnover(table, top=top),
+        events=stake_jump_events(table, ratio=ratio, window=window, metric=metric),
+        events_2020=stake_jump_events(table, ratio=ratio, window=window, metric="mmc"),
     )

@@ -584,28 +584,40 @@ def demo(
 @app.command()
 def whatif(
     model: str = typer.Argument(..., help="Model id."),
-    stake_multiplier: float = typer.Option(
-        ..., "--stake-multiplier", "-k", help="Multiply the model's stake by K."
+    stake_multiplier: float | None = typer.Option(
+        None, "--stake-multiplier", "-k", min=0, help="Multiply the model's stake by K."
     ),
-    rounds: int = typer.Option(5, help="How many of the model's latest scored rounds."),
+    stake: float | None = typer.Option(
+        None, "--stake", min=0,
+        help="Set the model's stake to X (works for a model with no stake; after a jump from S, "
+        "--stake S gives the jump's mechanical part).",
+    ),
+    rounds: int = typer.Option(5, min=1, help="How many of the model's latest scored rounds."),
 ) -> None:
-    """A model's recent MMC, contribution and CWMM had its stake been K× (from the service's state)."""
-    from streams.whatif import mean_change, stake_whatif
+    """A model's recent MMC, contribution and CWMM had its stake been K× or X (from the service's state).
 
+    Both sides use the deployment's bootstrap settings (MMC_MMC_DRAWS, MMC_MMC_FRACTION), so
+    the actual side is the MMC the service published.
+    """
+    from streams.whatif import mean_change, mechanical, stake_whatif
+
+    if (stake_multiplier is None) == (stake is None):
+        raise _fail("give exactly one of --stake-multiplier K and --stake X")
     settings = _settings_or_exit()
     try:
-        rows = asyncio.run(stake_whatif(settings, model, stake_multiplier, rounds))
+        rows = asyncio.run(stake_whatif(settings, model, stake_multiplier, rounds, stake=stake))
     except MmcStreamError as exc:
         raise _fail(str(exc)) from exc
-    table = Table(title=f"{model}: stake × {stake_multiplier:g}, everything else equal")
+    change = f"stake × {stake_multiplier:g}" if stake is None else f"stake = {stake:,.2f}"
+    table = Table(title=f"{model}: {change}, everything else equal")
     for name in (
         "round",
         "stake",
         "what-if stake",
-        "MMC",
-        "what-if MMC",
-        "contribution",
-        "what-if contribution",
+        "MMC (today's: contribution)",
+        "what-if MMC (today's)",
+        "MMC 2020 (bootstrap)",
+        "what-if MMC 2020",
         "CWMM",
         "what-if CWMM",
     ):
@@ -616,10 +628,10 @@ def whatif(
             str(row.round),
             f"{cf.stake:,.2f}",
             f"{cf.stake_whatif:,.2f}",
-            f"{cf.mmc:+.4f}",
-            f"{cf.mmc_whatif:+.4f}",
             f"{cf.contribution:+.4f}",
             f"{cf.contribution_whatif:+.4f}",
+            f"{cf.mmc:+.4f}",
+            f"{cf.mmc_whatif:+.4f}",
             f"{cf.corr_w_mm:.3f}",
             f"{cf.corr_w_mm_whatif:.3f}",
         )
@@ -627,14 +639,24 @@ def whatif(
     if rows:
         d_mmc, d_contribution = mean_change(rows)
         _stderr().print(
-            f"mean change: MMC {d_mmc:+.4f}, contribution {d_contribution:+.4f} over {len(rows)} rounds",
+            f"mean change: MMC (today's: contribution) {d_contribution:+.4f}, "
+            f"MMC 2020 (bootstrap) {d_mmc:+.4f} over {len(rows)} rounds",
             highlight=False,
         )
-        if all(r.counterfactual.stake == 0 for r in rows):
+        if stake is not None and all(r.counterfactual.stake > stake for r in rows):
+            part = mechanical(rows)
             _stderr().print(
-                "the model had no stake in these rounds: a multiple of zero is still zero",
+                f"mechanical part of the larger stake (actual − at {stake:,.2f}): "
+                f"MMC (today's) {part.contribution:+.4f}, MMC 2020 {part.mmc:+.4f}",
                 highlight=False,
             )
+        if stake is None and all(r.counterfactual.stake == 0 for r in rows):
+            _stderr().print(
+                "the model had no stake in these rounds: a multiple of zero is still zero; "
+                "ask with --stake X instead",
+                highlight=False,
+            )
+
 
 def main() -> None:
     """Entry point of the ``mmc`` console script."""

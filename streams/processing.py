@@ -842,7 +842,8 @@ class Processor:
             models=np.array([m for _, m, _ in rows], dtype=object),
             stakes=np.array([e["stake"] for _, _, e in rows], dtype=float),
             corr_w_mm=np.array([np.nan if e["corr_w_mm"] is None else e["corr_w_mm"] for _, _, e in rows]),
-            mmc=np.array([np.nan if e["contribution"] is None else e["contribution"] for _, _, e in rows]),
+            mmc=np.array([np.nan if e["mmc"] is None else e["mmc"] for _, _, e in rows]),
+            contribution=np.array([np.nan if e["contribution"] is None else e["contribution"] for _, _, e in rows]),
         )
         events = stake_jump_events(table, ratio=self.settings.alert_stake_jump_ratio)
         median = events.median_relative_change

@@ -7,37 +7,56 @@
    (:func:`score_table_from_messages`);
 3. :func:`scoring.crowding.crowding_report` computes every DESIGN §2.2 figure;
 4. :func:`render_report` draws the charts (matplotlib, Agg, no pyplot state) and writes
-   ``report.html`` beside the PNGs; :func:`headline` lists the figures next to the article's.
+   ``report.html`` beside the PNGs, and ``headline.json`` (:func:`headline_data`): the
+   headline figures as numbers (null when undefined); :func:`headline` lists them next to
+   the article's.
 
-Which MMC: the charts and the headline use the field ``mmc`` — the 2020 bootstrap MMC the seed
-article measured (DESIGN §2.1). The same analysis on ``contribution`` (today's MMC, the one
-payouts use) is computed beside it and shown as a second column of the headline table. The
-``mmc.crowding`` topic is not read: its per-round figures come from the same scores, and the
-report recomputes everything across rounds from the scores themselves.
+Which MMC: today's MMC — the scores' ``contribution`` field, the MMC payouts use and the one
+the seed article measured (rounds 400 to ~1,000+, the 2× payout multiplier) — drives every
+chart, decile table and the event study; the 2020 bootstrap MMC (the ``mmc`` field) is
+computed beside it and shown as a second column / series, labelled "MMC 2020 (bootstrap)".
+The ``mmc.crowding`` topic is not read: its per-round figures come from the same scores, and
+the report recomputes everything across rounds from the scores themselves.
+
+"First" and "last" of a trend are the mean of its first and last 10% of rounds
+(:func:`scoring.crowding.series_ends`), not single rounds.
+
+The event study's mechanical part (the MMC a model would have had at its old stake, from
+:func:`scoring.stake_counterfactual`) needs each round's predictions, which the ``scores``
+topic does not carry: the report does not compute it and says so; ``mmc whatif MODEL
+--stake S`` computes it from the service's state for a model whose stake jumped from S.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+import orjson
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from rich.table import Table
 
-from scoring.crowding import CrowdingReport, ScoreTable, crowding_report, decile_of
+from scoring.crowding import (
+    METRIC_LABELS,
+    CrowdingReport,
+    ScoreTable,
+    crowding_report,
+    decile_of,
+    percent_change,
+)
 from streams.settings import Settings
 
-Metric = Literal["mmc", "contribution"]
-#: The MMC the charts and headline use: the 2020 MMC, as in the seed article.
-HEADLINE_METRIC: Metric = "mmc"
+#: How the report names today's MMC and the 2020 one.
+LABEL_TODAY = METRIC_LABELS["contribution"]
+LABEL_2020 = METRIC_LABELS["mmc"]
 
 #: File names written by :func:`render_report` (inside ``out_dir``).
 CHART_FILES: dict[str, str] = {
@@ -47,6 +66,7 @@ CHART_FILES: dict[str, str] = {
     "stake_jump_trajectory": "stake_jump_trajectory.png",
 }
 HTML_FILE = "report.html"
+HEADLINE_FILE = "headline.json"
 
 _DPI = 110
 _SIZE = (7.0, 4.4)
@@ -101,30 +121,31 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def score_table_from_messages(
-    messages: Iterable[dict[str, Any]] | LatestScores, metric: Metric = HEADLINE_METRIC
-) -> ScoreTable:
+def score_table_from_messages(messages: Iterable[dict[str, Any]] | LatestScores) -> ScoreTable:
     """A :class:`ScoreTable` of each model's latest update per round.
 
     Arguments:
         messages: ``mmc.scores`` values (dicts) in the order they were read, or a
             :class:`LatestScores` already holding them.
-        metric: which field fills the table's MMC column: ``"mmc"`` (the 2020 MMC, default)
-            or ``"contribution"`` (today's MMC).
 
     Returns:
-        the table: round, model, stake, ``corr_w_mm`` and the chosen metric (NaN for null).
+        the table: round, model, stake, ``corr_w_mm``, ``mmc`` (2020), ``contribution``
+        (today's MMC, the table's default metric) and ``corr`` (NaN for null).
     """
-    if metric not in ("mmc", "contribution"):
-        raise ValueError(f"metric must be 'mmc' or 'contribution', got {metric!r}")
     latest = messages if isinstance(messages, LatestScores) else _collect(messages)
     rows = latest.messages()
+
+    def column(name: str) -> NDArray[np.float64]:
+        return np.array([_number(m.get(name)) for m in rows], dtype=np.float64)
+
     return ScoreTable.from_arrays(
         rounds=np.array([m["round"] for m in rows], dtype=np.int64),
         models=np.array([m["model"] for m in rows], dtype=object),
-        stakes=np.array([_number(m.get("stake")) for m in rows], dtype=np.float64),
-        corr_w_mm=np.array([_number(m.get("corr_w_mm")) for m in rows], dtype=np.float64),
-        mmc=np.array([_number(m.get(metric)) for m in rows], dtype=np.float64),
+        stakes=column("stake"),
+        corr_w_mm=column("corr_w_mm"),
+        mmc=column("mmc"),
+        contribution=column("contribution"),
+        corr=column("corr"),
     )
 
 
@@ -150,113 +171,257 @@ async def read_score_messages(settings: Settings) -> LatestScores:
 # --------------------------------------------------------------------------- headline
 
 
+#: The article's figures (DESIGN §2.2), by headline key; what the HTML shows beside ours.
+REFERENCE: dict[str, str] = {
+    "observations": "≈ 30,000",
+    "rounds": "≈ 600",
+    "cwmm_top_stake_decile": "≈ 0.45",
+    "cwmm_bottom_stake_decile": "≈ 0.28",
+    "mmc_lowest_cwmm_decile": "≈ 0.012",
+    "mmc_highest_cwmm_decile": "≈ −0.003",
+    "steepest_drop_into_decile": "7–10 (1–5 flat)",
+    "swmm_cwmm": "0.32 → 0.46",
+    "median_cwmm": "0.25 → 0.33",
+    "stake_jump_median_mmc_change": "−35 … −40%",
+    "stake_jump_mean_mmc": "0.010 → 0.006",
+    "stake_jump_corr_change": "≈ 0 (crowding, not decay)",
+    "stake_jump_settling_round": "10–12 rounds",
+}
+
+
+def _num(x: float | int | None) -> float | int | None:
+    """A headline number: finite float or int, else None."""
+    if x is None:
+        return None
+    if isinstance(x, int | np.integer) and not isinstance(x, bool):
+        return int(x)
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _dose_key(low: float, high: float) -> str:
+    hi = "inf" if not math.isfinite(high) else f"{high:g}"
+    return f"{low:g}_{hi}x"
+
+
+def headline_data(report: CrowdingReport) -> dict[str, float | int | None]:
+    """The headline figures as numbers (None when undefined) — the content of ``headline.json``.
+
+    MMC figures use ``report.metric`` (today's MMC when the scores carry ``contribution``);
+    the keys with ``_2020`` use the 2020 bootstrap MMC.
+
+    - ``mean_corr``, ``mean_mmc``, ``mean_mmc_2020``: means over every model-round;
+    - ``cwmm_top_stake_decile`` / ``cwmm_bottom_stake_decile``: median ``corr_w_mm`` in the
+      top / bottom stake decile (stakers only);
+    - ``mmc_lowest_cwmm_decile`` / ``mmc_highest_cwmm_decile``: mean MMC in corr_w_mm
+      deciles 1 and 10; ``steepest_drop_into_decile``: the decile (1–10) entered by the
+      most negative step of those means (None when no step is negative);
+    - ``swmm_cwmm_first`` / ``_last``, ``median_cwmm_first`` / ``_last``, ``gap_cwmm_*``:
+      the stake-weighted mean, unweighted median and their gap, averaged over the first /
+      last 10% of rounds; ``*_change``: ``(last − first) / |first|``;
+    - ``stake_jump_events``: ≥5× stake increases between adjacent rounds;
+      ``stake_jump_median_mmc_change``: median relative MMC change (20 rounds after vs
+      before); ``stake_jump_mean_mmc_before`` / ``_after``; ``stake_jump_corr_change``:
+      median relative CORR change (the control); ``stake_jump_settling_round``: rounds after
+      the jump until the rolling mean of MMC stops falling
+      (:func:`scoring.crowding.settling_point`); ``stake_jump_dose_<low>_<high>x_*``: the
+      same per bucket of stake multiple;
+    - ``top10_turnover``: mean share per round of the 10 largest stakers that are new since
+      the previous round; ``effective_models_last``: 1/HHI in the last round.
+    """
+    events, events_2020 = report.events, report.events_2020
+    deciles, deciles_2020 = report.cwmm_deciles, report.cwmm_deciles_2020
+    conc = report.concentration
+
+    def steepest(into: int) -> int | None:
+        return into + 1 if into >= 0 else None
+
+    data: dict[str, float | int | None] = {
+        "observations": report.n_observations,
+        "rounds": report.n_rounds,
+        "models": report.n_models,
+        "mean_corr": report.mean_corr,
+        "mean_mmc": report.mean_mmc,
+        "mean_mmc_2020": report.mean_mmc_2020,
+        "cwmm_top_stake_decile": report.stake_deciles.top_median,
+        "cwmm_bottom_stake_decile": report.stake_deciles.bottom_median,
+        "mmc_lowest_cwmm_decile": float(deciles.mean_mmc[0]),
+        "mmc_highest_cwmm_decile": float(deciles.mean_mmc[-1]),
+        "mmc_2020_lowest_cwmm_decile": float(deciles_2020.mean_mmc[0]),
+        "mmc_2020_highest_cwmm_decile": float(deciles_2020.mean_mmc[-1]),
+        "steepest_drop_into_decile": steepest(deciles.steepest_drop_into),
+        "steepest_drop_into_decile_2020": steepest(deciles_2020.steepest_drop_into),
+        "swmm_cwmm_first": report.weighted_first,
+        "swmm_cwmm_last": report.weighted_last,
+        "swmm_cwmm_change": percent_change(report.weighted_first, report.weighted_last),
+        "median_cwmm_first": report.median_first,
+        "median_cwmm_last": report.median_last,
+        "median_cwmm_change": percent_change(report.median_first, report.median_last),
+        "gap_cwmm_first": report.gap_first,
+        "gap_cwmm_last": report.gap_last,
+        "stake_jump_events": events.n_events,
+        "stake_jump_compared": events.n_compared,
+        "stake_jump_median_mmc_change": events.median_relative_change,
+        "stake_jump_mean_mmc_before": events.mean_mmc_before,
+        "stake_jump_mean_mmc_after": events.mean_mmc_after,
+        "stake_jump_median_mmc_2020_change": events_2020.median_relative_change,
+        "stake_jump_mean_mmc_2020_before": events_2020.mean_mmc_before,
+        "stake_jump_mean_mmc_2020_after": events_2020.mean_mmc_after,
+        "stake_jump_corr_change": events.median_corr_relative_change,
+        "stake_jump_mean_corr_before": events.mean_corr_before,
+        "stake_jump_mean_corr_after": events.mean_corr_after,
+        "stake_jump_settling_round": events.settling_round if events.settling_round >= 0 else None,
+        "top10_turnover": report.turnover.mean_turnover,
+        "effective_models_last": float(conc.effective_number[-1]) if conc.effective_number.size else None,
+    }
+    for b in range(events.dose_low.size):
+        key = _dose_key(float(events.dose_low[b]), float(events.dose_high[b]))
+        data[f"stake_jump_dose_{key}_events"] = int(events.dose_n_events[b])
+        data[f"stake_jump_dose_{key}_median_mmc_change"] = float(events.dose_median_relative_change[b])
+        data[f"stake_jump_dose_{key}_corr_change"] = float(events.dose_median_corr_relative_change[b])
+    return {key: _num(value) for key, value in data.items()}
+
+
 @dataclass(frozen=True)
 class HeadlineRow:
-    """One figure: this stream's value (2020 MMC and contribution) beside the article's."""
+    """One figure: this stream's value with today's MMC and with the 2020 MMC, beside the article's.
+
+    ``value_2020`` is empty for a figure that does not involve MMC.
+    """
 
     label: str
     value: str
-    value_contribution: str
+    value_2020: str
     reference: str
 
 
-def _fmt(x: float, digits: int = 3) -> str:
+def _fmt(x: float | int | None, digits: int = 3) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _pct(x: float) -> str:
-    return "—" if not math.isfinite(x) else f"{100 * x:+.0f}%"
+def _pct(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{100 * x:+.0f}%"
 
 
-def _fitted_ends(
-    rounds: NDArray[np.int64], values: NDArray[np.float64], slope: float
-) -> tuple[float, float]:
-    """The least-squares line through ``values`` at the first and last round (NaN if undefined)."""
-    ok = np.isfinite(values)
-    if ok.sum() < 2 or not math.isfinite(slope):
-        return math.nan, math.nan
-    r, y = rounds[ok].astype(np.float64), values[ok]
-    centre, mean = r.mean(), y.mean()
-    return mean + slope * (r[0] - centre), mean + slope * (r[-1] - centre)
+def _arrow(a: float | None, b: float | None, digits: int = 3) -> str:
+    return f"{_fmt(a, digits)} → {_fmt(b, digits)}"
 
 
-def headline(
-    report: CrowdingReport, contribution_report: CrowdingReport | None = None
-) -> list[HeadlineRow]:
-    """The headline figures of ``report`` beside the seed article's (DESIGN §2.2).
+def headline(report: CrowdingReport) -> list[HeadlineRow]:
+    """The headline figures of ``report`` (:func:`headline_data`) beside the seed article's.
 
-    Figures that involve MMC are given for ``report`` (built on the 2020 MMC) and, when
-    given, ``contribution_report`` (the same table with ``contribution``); the others do not
-    depend on the MMC column and are repeated. Trends are the least-squares line's values at
-    the first and last round (the per-round series are noisy).
+    MMC figures are given with ``report.metric`` (today's MMC) and the 2020 MMC beside it.
     """
-    other = contribution_report or report
+    d = headline_data(report)
+    ref = REFERENCE
+    today = LABEL_TODAY if report.metric == "contribution" else LABEL_2020
 
-    def both(get: Callable[[CrowdingReport], str]) -> tuple[str, str]:
-        """A figure that uses the MMC column: with the 2020 MMC and with contribution."""
-        return get(report), (get(other) if contribution_report else "—")
+    def steep(key: str) -> str:
+        value = d[key]
+        return "—" if value is None else str(value)
 
-    def same(text: str) -> tuple[str, str]:
-        """A figure that does not use the MMC column."""
-        return text, text
+    def dose_rows() -> list[tuple[str, str, str, str]]:
+        out = []
+        events = report.events
+        for b in range(events.dose_low.size):
+            key = _dose_key(float(events.dose_low[b]), float(events.dose_high[b]))
+            high = float(events.dose_high[b])
+            span = f"{events.dose_low[b]:g}–{high:g}×" if math.isfinite(high) else f"> {events.dose_low[b]:g}×"
+            out.append(
+                (
+                    f"  dose–response {span}: events · median MMC change · median CORR change",
+                    f"{d[f'stake_jump_dose_{key}_events']} · "
+                    f"{_pct(d[f'stake_jump_dose_{key}_median_mmc_change'])} · "
+                    f"{_pct(d[f'stake_jump_dose_{key}_corr_change'])}",
+                    "",
+                    "—",
+                )
+            )
+        return out
 
-    def event_means(r: CrowdingReport) -> str:
-        before, after = r.events.mmc_before, r.events.mmc_after
-        if not (np.isfinite(before).any() and np.isfinite(after).any()):
-            return "—"
-        return f"{_fmt(float(np.nanmean(before)), 4)} → {_fmt(float(np.nanmean(after)), 4)}"
-
-    def steepest(r: CrowdingReport) -> str:
-        into = r.cwmm_deciles.steepest_drop_into
-        return str(into + 1) if into >= 0 else "—"
-
-    trend = report.trend
-    w0, w1 = _fitted_ends(trend.round, trend.weighted_mean, trend.weighted_mean_slope)
-    m0, m1 = _fitted_ends(trend.round, trend.median, trend.median_slope)
-    conc = report.concentration
-    effective = float(conc.effective_number[-1]) if conc.effective_number.size else math.nan
-    rows = [
-        ("observations (model-rounds)", *same(str(report.n_observations)), "≈ 30,000"),
-        ("rounds · models", *same(f"{report.n_rounds} · {report.n_models}"), "≈ 600 rounds"),
-        (
-            "median corr_w_mm, top stake decile",
-            *same(_fmt(report.stake_deciles.top_median)),
-            "≈ 0.45",
-        ),
+    rows: list[tuple[str, str, str, str]] = [
+        ("observations (model-rounds)", str(d["observations"]), "", ref["observations"]),
+        ("rounds · models", f"{d['rounds']} · {d['models']}", "", ref["rounds"]),
+        ("mean CORR", _fmt(d["mean_corr"], 4), "", "≈ 0.01–0.03"),
+        (f"mean MMC — {today} | {LABEL_2020}", _fmt(d["mean_mmc"], 4), _fmt(d["mean_mmc_2020"], 4), "—"),
+        ("median corr_w_mm, top stake decile", _fmt(d["cwmm_top_stake_decile"]), "", ref["cwmm_top_stake_decile"]),
         (
             "median corr_w_mm, bottom stake decile",
-            *same(_fmt(report.stake_deciles.bottom_median)),
-            "≈ 0.28",
+            _fmt(d["cwmm_bottom_stake_decile"]),
+            "",
+            ref["cwmm_bottom_stake_decile"],
         ),
         (
             "mean MMC, lowest corr_w_mm decile",
-            *both(lambda r: _fmt(float(r.cwmm_deciles.mean_mmc[0]), 4)),
-            "≈ 0.012",
+            _fmt(d["mmc_lowest_cwmm_decile"], 4),
+            _fmt(d["mmc_2020_lowest_cwmm_decile"], 4),
+            ref["mmc_lowest_cwmm_decile"],
         ),
         (
             "mean MMC, highest corr_w_mm decile",
-            *both(lambda r: _fmt(float(r.cwmm_deciles.mean_mmc[-1]), 4)),
-            "≈ −0.003",
-        ),
-        ("steepest MMC drop into corr_w_mm decile", *both(steepest), "7–10 (1–5 flat)"),
-        (
-            "stake-weighted mean corr_w_mm, first → last round",
-            *same(f"{_fmt(w0)} → {_fmt(w1)}"),
-            "0.32 → 0.46",
+            _fmt(d["mmc_highest_cwmm_decile"], 4),
+            _fmt(d["mmc_2020_highest_cwmm_decile"], 4),
+            ref["mmc_highest_cwmm_decile"],
         ),
         (
-            "unweighted median corr_w_mm, first → last round",
-            *same(f"{_fmt(m0)} → {_fmt(m1)}"),
-            "0.25 → 0.33",
+            "steepest MMC drop into corr_w_mm decile",
+            steep("steepest_drop_into_decile"),
+            steep("steepest_drop_into_decile_2020"),
+            ref["steepest_drop_into_decile"],
         ),
-        ("≥5× stake increases (events)", *same(str(report.events.n_events)), "—"),
+        (
+            "stake-weighted mean corr_w_mm, first → last 10% of rounds",
+            f"{_arrow(d['swmm_cwmm_first'], d['swmm_cwmm_last'])} ({_pct(d['swmm_cwmm_change'])})",
+            "",
+            f"{ref['swmm_cwmm']} (+44%)",
+        ),
+        (
+            "unweighted median corr_w_mm, first → last 10% of rounds",
+            f"{_arrow(d['median_cwmm_first'], d['median_cwmm_last'])} ({_pct(d['median_cwmm_change'])})",
+            "",
+            f"{ref['median_cwmm']} (+32%)",
+        ),
+        (
+            "stake-weighted − median gap, first → last 10% of rounds",
+            _arrow(d["gap_cwmm_first"], d["gap_cwmm_last"]),
+            "",
+            "0.07 → 0.13",
+        ),
+        ("≥5× stake increases (events)", str(d["stake_jump_events"]), "", "—"),
         (
             "median MMC change after a ≥5× stake increase",
-            *both(lambda r: _pct(r.events.median_relative_change)),
-            "−35 … −40%",
+            _pct(d["stake_jump_median_mmc_change"]),
+            _pct(d["stake_jump_median_mmc_2020_change"]),
+            ref["stake_jump_median_mmc_change"],
         ),
-        ("mean MMC before → after a ≥5× stake increase", *both(event_means), "0.010 → 0.006"),
-        ("effective number of models (last round)", *same(_fmt(effective, 1)), "—"),
+        (
+            "mean MMC before → after a ≥5× stake increase",
+            _arrow(d["stake_jump_mean_mmc_before"], d["stake_jump_mean_mmc_after"], 4),
+            _arrow(d["stake_jump_mean_mmc_2020_before"], d["stake_jump_mean_mmc_2020_after"], 4),
+            ref["stake_jump_mean_mmc"],
+        ),
+        (
+            "CORR after a ≥5× stake increase (control): median change · mean before → after",
+            f"{_pct(d['stake_jump_corr_change'])} · "
+            f"{_arrow(d['stake_jump_mean_corr_before'], d['stake_jump_mean_corr_after'], 4)}",
+            "",
+            ref["stake_jump_corr_change"],
+        ),
+        (
+            f"settling point (rounds until the {report.events.settle_span}-round rolling mean MMC stops falling)",
+            "—" if d["stake_jump_settling_round"] is None else str(d["stake_jump_settling_round"]),
+            "",
+            ref["stake_jump_settling_round"],
+        ),
+        *dose_rows(),
+        (
+            "mechanical part of the MMC change (stake counterfactual)",
+            "not from the scores topic: mmc whatif MODEL --stake OLD",
+            "",
+            "—",
+        ),
+        ("top-10 stakers turnover per round (mean)", _pct(d["top10_turnover"]).lstrip("+"), "", "—"),
+        ("effective number of models (last round)", _fmt(d["effective_models_last"], 1), "", "—"),
     ]
     return [HeadlineRow(*row) for row in rows]
 
@@ -266,15 +431,16 @@ def headline(
 
 @dataclass(frozen=True)
 class ReportFiles:
-    """What :func:`render_report` wrote: the HTML page and the four charts by name."""
+    """What :func:`render_report` wrote: the HTML page, the four charts by name, headline.json."""
 
     html: Path
     charts: dict[str, Path]
+    headline_json: Path
 
     @property
     def paths(self) -> list[Path]:
         """Every file written, the HTML first."""
-        return [self.html, *self.charts.values()]
+        return [self.html, self.headline_json, *self.charts.values()]
 
 
 def _figure() -> tuple[Figure, Axes]:
@@ -320,23 +486,24 @@ def _chart_cwmm_by_stake(report: CrowdingReport, table: ScoreTable, path: Path) 
 
 
 def _chart_mmc_by_cwmm_decile(report: CrowdingReport, path: Path) -> None:
-    """(2) mean MMC per corr_w_mm decile, bars with their counts."""
+    """(2) mean MMC per corr_w_mm decile: today's MMC and the 2020 MMC side by side, with counts."""
     figure, axes = _figure()
-    deciles = report.cwmm_deciles
-    if deciles.count.sum():
+    deciles, deciles_2020 = report.cwmm_deciles, report.cwmm_deciles_2020
+    if deciles.count.sum() or deciles_2020.count.sum():
         x = deciles.decile + 1
-        heights = np.nan_to_num(deciles.mean_mmc)
-        colors = ["tab:green" if h >= 0 else "tab:red" for h in heights]
-        bars = axes.bar(x, heights, color=colors)
-        axes.bar_label(
-            bars, labels=[f"n={c}" for c in deciles.count], fontsize="x-small", padding=2
+        today = METRIC_LABELS[deciles.metric]
+        bars = axes.bar(x - 0.2, np.nan_to_num(deciles.mean_mmc), width=0.4, color="tab:green", label=today)
+        axes.bar(
+            x + 0.2, np.nan_to_num(deciles_2020.mean_mmc), width=0.4, color="tab:grey", alpha=0.6, label=LABEL_2020
         )
+        axes.bar_label(bars, labels=[f"n={c}" for c in deciles.count], fontsize="x-small", padding=2)
         axes.axhline(0, color="black", linewidth=0.8)
         axes.set_xticks(x)
+        axes.legend(fontsize="small")
     else:
         _no_data(axes)
     axes.set_xlabel("corr_w_mm decile (1 = least like the meta model)")
-    axes.set_ylabel(f"mean {HEADLINE_METRIC.upper()} (2020)")
+    axes.set_ylabel("mean MMC")
     axes.set_title("Mean MMC by correlation-with-meta-model decile", fontsize="medium")
     figure.savefig(path)
 
@@ -364,9 +531,10 @@ def _chart_cwmm_trend(report: CrowdingReport, path: Path) -> None:
 
 
 def _chart_stake_jump_trajectory(report: CrowdingReport, path: Path) -> None:
-    """(4) mean MMC by round relative to a ≥5× stake increase, with the event counts."""
+    """(4) mean MMC by round relative to a ≥5× stake increase (today's and 2020), CORR as the
+    control on its own axis, the event counts as grey bars and the settling point."""
     figure, axes = _figure()
-    events = report.events
+    events, events_2020 = report.events, report.events_2020
     if events.n_events:
         counts = axes.twinx()
         counts.bar(events.trajectory_offset, events.trajectory_count, color="lightgrey", alpha=0.6)
@@ -374,23 +542,36 @@ def _chart_stake_jump_trajectory(report: CrowdingReport, path: Path) -> None:
         axes.set_zorder(counts.get_zorder() + 1)
         axes.patch.set_visible(False)
         axes.plot(
-            events.trajectory_offset,
-            events.trajectory_mean_mmc,
-            "o-",
-            color="tab:purple",
-            markersize=3,
+            events.trajectory_offset, events.trajectory_mean_mmc, "o-", color="tab:purple",
+            markersize=3, label=METRIC_LABELS[events.metric],
+        )
+        axes.plot(
+            events_2020.trajectory_offset, events_2020.trajectory_mean_mmc, "-", color="tab:grey",
+            linewidth=1, label=LABEL_2020,
+        )
+        axes.plot(
+            events.trajectory_offset, events.settling_rolling_mmc, "--", color="tab:purple",
+            linewidth=1, label=f"{events.settle_span}-round rolling mean",
+        )
+        if events.settling_round >= 0:
+            axes.axvline(events.settling_round, color="tab:purple", linestyle=":", linewidth=1)
+        axes.plot(
+            events.trajectory_offset, events.trajectory_mean_corr / 10, "-", color="tab:orange",
+            linewidth=1, label="CORR ÷ 10 (control)",
         )
         axes.axvline(0, color="black", linestyle="--", linewidth=0.8)
         axes.axhline(0, color="black", linewidth=0.5)
+        axes.legend(fontsize="x-small", loc="lower left")
     else:
         _no_data(axes)
     axes.set_xlabel(
         f"rounds relative to a ≥{events.ratio:g}× stake increase (0 = first round at the new stake)"
     )
-    axes.set_ylabel("mean MMC (2020)")
+    axes.set_ylabel("mean MMC")
+    settled = f", settles at +{events.settling_round}" if events.settling_round >= 0 else ""
     axes.set_title(
         f"MMC around stake jumps — {events.n_events} events, median change "
-        f"{_pct(events.median_relative_change)}",
+        f"{_pct(events.median_relative_change)}{settled}",
         fontsize="medium",
     )
     figure.savefig(path)
@@ -400,16 +581,14 @@ def render_report(
     report: CrowdingReport,
     table: ScoreTable,
     out_dir: str | Path,
-    contribution_report: CrowdingReport | None = None,
     title: str = "mmc-stream crowding report",
 ) -> ReportFiles:
-    """Write the four charts (PNG) and ``report.html`` (headline table + charts) to ``out_dir``.
+    """Write the four charts (PNG), ``report.html`` and ``headline.json`` to ``out_dir``.
 
     Arguments:
-        report: :func:`scoring.crowding.crowding_report` of ``table`` (2020 MMC).
+        report: :func:`scoring.crowding.crowding_report` of ``table``.
         table: the score table the report was computed from (the scatter plots its rows).
         out_dir: directory to write to (created if missing; files of the same names replaced).
-        contribution_report: the same report on ``contribution``, for the headline's second column.
         title: the page title.
 
     Returns:
@@ -422,24 +601,32 @@ def render_report(
     _chart_mmc_by_cwmm_decile(report, charts["mmc_by_cwmm_decile"])
     _chart_cwmm_trend(report, charts["cwmm_trend"])
     _chart_stake_jump_trajectory(report, charts["stake_jump_trajectory"])
+    numbers = out / HEADLINE_FILE
+    numbers.write_bytes(orjson.dumps(headline_data(report), option=orjson.OPT_INDENT_2) + b"\n")
     page = out / HTML_FILE
-    page.write_text(_html(title, headline(report, contribution_report), charts), encoding="utf-8")
-    return ReportFiles(html=page, charts=charts)
+    page.write_text(_html(title, report.metric, headline(report), charts), encoding="utf-8")
+    return ReportFiles(html=page, charts=charts, headline_json=numbers)
 
 
 _CAPTIONS = {
     "cwmm_by_stake": "1. corr_w_mm vs stake (stakers; red: median per stake decile).",
-    "mmc_by_cwmm_decile": "2. Mean MMC (2020) per decile of correlation with the meta model.",
+    "mmc_by_cwmm_decile": (
+        f"2. Mean MMC per decile of correlation with the meta model: {LABEL_TODAY}, "
+        f"{LABEL_2020} beside it (grey)."
+    ),
     "cwmm_trend": "3. Stake-weighted mean vs unweighted median corr_w_mm, per round.",
-    "stake_jump_trajectory": "4. Mean MMC (2020) by round relative to a ≥5× stake increase.",
+    "stake_jump_trajectory": (
+        f"4. Mean MMC by round relative to a ≥5× stake increase: {LABEL_TODAY} with its rolling "
+        f"mean and settling point, {LABEL_2020} (grey), CORR ÷ 10 as the control (orange)."
+    ),
 }
 
 
-def _html(title: str, rows: list[HeadlineRow], charts: dict[str, Path]) -> str:
+def _html(title: str, metric: str, rows: list[HeadlineRow], charts: dict[str, Path]) -> str:
     """The report page: headline table, then the charts by relative file name."""
     e = html.escape
     table_rows = "\n".join(
-        f"<tr><td>{e(r.label)}</td><td>{e(r.value)}</td><td>{e(r.value_contribution)}</td>"
+        f"<tr><td>{e(r.label)}</td><td>{e(r.value)}</td><td>{e(r.value_2020)}</td>"
         f"<td>{e(r.reference)}</td></tr>"
         for r in rows
     )
@@ -461,11 +648,17 @@ figure img {{ width: 100%; }} figcaption {{ font-size: .85em; color: #555; }}
 <body>
 <h1>{e(title)}</h1>
 <p>Each model's latest score per round (final when resolved) from the <code>scores</code> topic.
-MMC is the 2020 bootstrap MMC (<code>mmc</code>), as in the seed article; the second column repeats
-the MMC figures with today's MMC (<code>contribution</code>). Reference figures: the seed article,
-real tournament, ~30,000 model-rounds over ~600 rounds.</p>
+MMC is {e(METRIC_LABELS[metric])}, the MMC the seed article measured and payouts use; the second
+column gives the MMC figures with the {e(LABEL_2020)} MMC (<code>mmc</code>), beside it. "First"
+and "last" are the means over the first and last 10% of rounds. The event study: ≥5× stake
+increases between adjacent rounds, 20 rounds before vs the 20 from the jump round on; the
+settling point is the first round after the jump from which the rolling mean of MMC never falls
+lower. Its mechanical part (the MMC at the old stake) needs the rounds' predictions, which the
+scores topic does not carry: <code>mmc whatif MODEL --stake OLD_STAKE</code> computes it from the
+service's state. The same figures are in <code>{HEADLINE_FILE}</code>. Reference figures: the seed
+article, real tournament, ~30,000 model-rounds over ~600 rounds.</p>
 <table>
-<tr><th>figure</th><th>this stream (MMC 2020)</th><th>with contribution</th><th>article</th></tr>
+<tr><th>figure</th><th>this stream: {e(METRIC_LABELS[metric])}</th><th>{e(LABEL_2020)}</th><th>article</th></tr>
 {table_rows}
 </table>
 {figures}
@@ -483,27 +676,31 @@ class BuiltReport:
     files: ReportFiles
     headline: list[HeadlineRow]
     report: CrowdingReport
-    contribution_report: CrowdingReport
     messages_read: int
+
+    @property
+    def headline_data(self) -> dict[str, float | int | None]:
+        """The numbers written to ``headline.json``."""
+        return headline_data(self.report)
 
 
 async def build_report(settings: Settings, out_dir: str | Path) -> BuiltReport:
-    """Read ``scores`` up to its current end, compute both reports, render them to ``out_dir``."""
+    """Read ``scores`` up to its current end, compute the report (today's MMC, 2020 beside it),
+    render it to ``out_dir``."""
     latest = await read_score_messages(settings)
-    table = score_table_from_messages(latest, metric="mmc")
+    table = score_table_from_messages(latest)
     report = crowding_report(table)
-    contribution = crowding_report(score_table_from_messages(latest, metric="contribution"))
-    files = render_report(report, table, out_dir, contribution_report=contribution)
-    return BuiltReport(files, headline(report, contribution), report, contribution, latest.read)
+    files = render_report(report, table, out_dir)
+    return BuiltReport(files, headline(report), report, latest.read)
 
 
 def headline_table(built: BuiltReport, title: str = "crowding headline") -> Table:
     """The headline figures beside the seed article's, as a rich table for the terminal."""
     table = Table(title=f"{title} ({built.report.n_observations:,} model-rounds)")
     table.add_column("figure")
-    table.add_column("this stream (MMC 2020)", justify="right")
-    table.add_column("with contribution", justify="right")
+    table.add_column(f"this stream: {METRIC_LABELS[built.report.metric]}", justify="right")
+    table.add_column(LABEL_2020, justify="right")
     table.add_column("seed article", justify="right", style="dim")
     for row in built.headline:
-        table.add_row(row.label, row.value, row.value_contribution, row.reference)
+        table.add_row(row.label, row.value, row.value_2020, row.reference)
     return table

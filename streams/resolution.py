@@ -7,6 +7,10 @@
 
 Decisions written down here:
 
+- The crowding figures use today's MMC (``contribution``) wherever they involve MMC, with
+  the 2020 bootstrap MMC beside it in a field named ``*_2020*``: ``mmc_mean_by_cwmm_decile``
+  is today's MMC per CWMM decile and ``mmc_2020_mean_by_cwmm_decile`` the 2020 one
+  (``mean_mmc`` / ``mean_contribution`` keep naming the score fields they average).
 - The payout score uses *today's* MMC (``contribution``), as Numerai's payouts from 2024 do:
   ``clip(0.5·corr + 2·contribution, ±0.05)``; the 2020 bootstrap MMC is published beside it.
 - Percentiles are tie-kept uniform ranks among the round's models with a value, in (0, 1).
@@ -23,7 +27,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 import scoring
-from scoring.crowding import ScoreTable, cwmm_by_stake_decile, mmc_by_cwmm_decile, stake_concentration
+from scoring.crowding import (
+    DEFAULT_TOP_STAKES,
+    ScoreTable,
+    cwmm_by_stake_decile,
+    mmc_by_cwmm_decile,
+    percent_change,
+    series_ends,
+    stake_concentration,
+    top_stakers,
+    turnover_share,
+)
 from streams.settings import Settings
 
 METRICS = ("corr", "mmc", "contribution", "corr_w_mm", "payout")
@@ -133,13 +147,20 @@ def round_figures(
     stakes: NDArray[np.float64],
     scores: scoring.RoundScores,
 ) -> dict[str, Any]:
-    """The round's crowding figures (DESIGN §2.2) for one update."""
+    """The round's crowding figures (DESIGN §2.2) for one update.
+
+    MMC per CWMM decile is today's MMC (``contribution``) in ``mmc_mean_by_cwmm_decile`` and
+    the 2020 MMC in ``mmc_2020_mean_by_cwmm_decile``; ``top10_stakers`` (largest first, ties
+    by id) lets :func:`trend_figures` measure the top-10 turnover.
+    """
     table = ScoreTable.from_arrays(
         rounds=np.full(len(models), round_number),
         models=np.asarray(models, dtype=object),
         stakes=stakes,
         corr_w_mm=scores.corr_w_mm,
         mmc=scores.mmc,
+        contribution=scores.contribution,
+        corr=scores.corr,
     )
     cwmm = scores.corr_w_mm
     ok = np.isfinite(cwmm)
@@ -148,7 +169,8 @@ def round_figures(
     median = float(np.median(cwmm[ok])) if ok.any() else float("nan")
     conc = stake_concentration(stakes)
     by_stake = cwmm_by_stake_decile(table)
-    by_cwmm = mmc_by_cwmm_decile(table)
+    by_cwmm = mmc_by_cwmm_decile(table, metric="contribution")
+    by_cwmm_2020 = mmc_by_cwmm_decile(table, metric="mmc")
     return {
         "round": round_number,
         "day": day,
@@ -165,6 +187,8 @@ def round_figures(
         "top10_share": finite_or_none(conc.top_share),
         "cwmm_median_by_stake_decile": [finite_or_none(x) for x in by_stake.median_corr_w_mm],
         "mmc_mean_by_cwmm_decile": [finite_or_none(x) for x in by_cwmm.mean_mmc],
+        "mmc_2020_mean_by_cwmm_decile": [finite_or_none(x) for x in by_cwmm_2020.mean_mmc],
+        "top10_stakers": top_stakers(models, stakes, DEFAULT_TOP_STAKES),
         "mean_mmc": finite_or_none(float(np.nanmean(scores.mmc))) if np.isfinite(scores.mmc).any() else None,
         "mean_contribution": finite_or_none(float(np.nanmean(scores.contribution)))
         if np.isfinite(scores.contribution).any()
@@ -182,14 +206,39 @@ def _slope(x: list[int], y: list[float | None]) -> float | None:
     return float(xs @ (ys - ys.mean()) / denom) if denom > 0 else None
 
 
-def trend_figures(trend: dict[int, dict[str, Any]], upto: int, recent: int) -> dict[str, Any]:
-    """Stake-weighted mean vs unweighted median CWMM per round up to ``upto``, and their slopes.
+def _ends(values: list[float | None]) -> tuple[float | None, float | None, float | None]:
+    """First and last level (:func:`scoring.crowding.series_ends`) and their relative change."""
+    first, last = series_ends(np.array([np.nan if v is None else v for v in values], dtype=float))
+    return finite_or_none(first), finite_or_none(last), finite_or_none(percent_change(first, last))
 
-    ``recent_weighted_slope`` covers the latest ``recent`` rounds (the crowding_trend alert).
+
+def trend_figures(trend: dict[int, dict[str, Any]], upto: int, recent: int) -> dict[str, Any]:
+    """Stake-weighted mean vs unweighted median CWMM per round up to ``upto``, and their trend.
+
+    - slopes: least squares per round number; ``recent_weighted_slope`` covers the latest
+      ``recent`` rounds (the crowding_trend alert);
+    - ``*_first`` / ``*_last``: the mean of the first / last 10% of the rounds with a value
+      (at least one round; :func:`scoring.crowding.series_ends`), ``*_change`` the relative
+      change ``(last − first) / |first|``;
+    - ``top10_turnover``: per round, the share of its 10 largest stakers that were not among
+      the previous listed round's (null for the first round or when either list is unknown);
+      ``mean_top10_turnover`` its mean.
     """
     rounds = [r for r in sorted(trend) if r <= upto]
     weighted = [trend[r].get("stake_weighted_cwmm") for r in rounds]
     median = [trend[r].get("median_cwmm") for r in rounds]
+    gap = [w - m if w is not None and m is not None else None for w, m in zip(weighted, median, strict=True)]
+    turnover: list[float | None] = []
+    previous: list[str] | None = None
+    for r in rounds:
+        current = trend[r].get("top10_stakers")
+        share = turnover_share(current, previous) if current is not None else float("nan")
+        turnover.append(finite_or_none(share))
+        previous = current
+    w_first, w_last, w_change = _ends(weighted)
+    m_first, m_last, m_change = _ends(median)
+    g_first, g_last, _ = _ends(gap)
+    shares = [t for t in turnover if t is not None]
     return {
         "rounds": rounds,
         "stake_weighted_cwmm": weighted,
@@ -198,4 +247,14 @@ def trend_figures(trend: dict[int, dict[str, Any]], upto: int, recent: int) -> d
         "median_slope": _slope(rounds, median),
         "recent_rounds": rounds[-recent:],
         "recent_weighted_slope": _slope(rounds[-recent:], weighted[-recent:]),
+        "stake_weighted_cwmm_first": w_first,
+        "stake_weighted_cwmm_last": w_last,
+        "stake_weighted_cwmm_change": w_change,
+        "median_cwmm_first": m_first,
+        "median_cwmm_last": m_last,
+        "median_cwmm_change": m_change,
+        "gap_first": g_first,
+        "gap_last": g_last,
+        "top10_turnover": turnover,
+        "mean_top10_turnover": math.fsum(shares) / len(shares) if shares else None,
     }

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         60, ge=1,
         description=(
             "A model's latest scored rounds that leaderboard rows and alerts look at (at least the leaderboard window "
-            "and the CWMM baseline + 1, and more than the rounds resolving at once); older history stays in Redis."
+            "and the CWMM baseline + 1, and more than the rounds resolving at once); Redis keeps no more than this."
         ),
     )
     payout_corr_multiplier: float = 0.5

@@ -3,30 +3,56 @@
 Pure (numpy and the :mod:`scoring` library; no I/O, clock or environment): a
 :class:`SimulationConfig` and its seed fully determine the event sequence, in every process.
 
-The latent structure (all per round ``r``, over its ids, from ``K`` id-level factors ``F_r``):
+The season is a behavioural model: participants with fixed traits submit every round, are paid
+by :func:`scoring.payout_score` and move their stakes in response to their payouts. The crowding
+figures of the seed article (DESIGN §2.2) are not written into it anywhere; they are what the
+scoring core measures on the season (``docs/simulation.md`` holds the calibration).
+
+Latent structure (per round ``r``, over its ids, from ``K`` id-level factors ``F_r``):
 
 - **signal** ``s_r = βᵀF_r``: what the targets reward. The final targets are
   ``ρ_t·s_r + √(1−ρ_t²)·η`` bucketed by rank into ``{0, .25, .5, .75, 1}`` (20% each by
-  default, :attr:`SimulationConfig.target_buckets`), with ``ρ_t`` =
+  default, :attr:`SimulationConfig.target_buckets`), ``ρ_t`` =
   :attr:`~SimulationConfig.target_signal_corr`.
-- **crowd** ``c_r = γᵀF_r``: the popular, public-example-like feature combination. ``γ`` has
-  cosine :attr:`~SimulationConfig.crowd_signal_corr` with ``β``, so loading on the crowd is a
-  decent way to score CORR — and it is where stake concentrates.
+- **crowd** ``c_r = γᵀF_r``: the common, popular signal (the example-model-like feature
+  combination). ``γ`` has cosine :attr:`~SimulationConfig.crowd_signal_corr` with ``β``.
 - **models** ``m``: ``latent = √(q_m k_m)·γ_mᵀF_r + √(q_m(1−k_m))·v_mᵀF_r + √(1−q_m)·ε``,
   submitted as ``Φ(latent)`` rounded to :attr:`~SimulationConfig.prediction_decimals`.
-  ``γ_m`` is the crowd direction perturbed a little (versions of the example model), ``v_m``
-  the model's own *original* direction, partially aligned with the part of ``β`` the crowd
-  misses (so originality is what the meta model lacks: MMC). ``q_m`` (signal share) and
-  ``v_m`` persist for the whole season; the crowd share ``k_m`` persists too, except that
-  stakers drift slowly toward the crowd (:attr:`~SimulationConfig.crowd_drift`, faster the
-  larger their stake) and, after a stake jump, a model drifts quickly toward
-  :attr:`~SimulationConfig.jump_crowd_share` — the crowding tax the seed article measured.
-- **stakes**: log-normal, rank-correlated with the crowd share
-  (:attr:`~SimulationConfig.stake_crowd_corr`), :attr:`~SimulationConfig.zero_stake_fraction`
-  of the models never stake. A stake grows by ``(1 + payout)`` when one of the model's rounds
-  resolves (payout = :func:`scoring.payout_score` of the round's final CORR and contribution,
-  computed with :func:`scoring.score_round` and the stakes in force at that round's close), and
-  :attr:`~SimulationConfig.n_jumps` original-leaning stakers get one ``jump_range``× increase.
+  ``γ_m`` is the crowd direction perturbed a little (the participant's version of the popular
+  signal), ``v_m`` its own signal, partially aligned with the part of ``β`` the crowd misses.
+  The signal share ``q_m``, the crowd share ``k_m`` and both directions are fixed traits: a
+  model's predictions depend only on its traits and the round's factors and noise — never on
+  its stake or anyone's.
+
+Population and stakes (behaviour, keyed on time and payouts only):
+
+- **incumbents** joined up to :attr:`~SimulationConfig.history_rounds` rounds before the
+  season. The crowd share a participant brings depends on when it arrived: the founders
+  averaged :attr:`~SimulationConfig.crowd_weight`, a participant arriving today
+  :attr:`~SimulationConfig.newcomer_crowd_weight` (the tournament's models diversify over
+  time). Everyone arrives with a small log-normal stake (:attr:`~SimulationConfig.stake_median`,
+  :attr:`~SimulationConfig.stake_sigma`); an incumbent's stake at the season's start has grown
+  with its tenure by reinvested payouts (log-growth :attr:`~SimulationConfig.stake_growth` per
+  round, dispersion :attr:`~SimulationConfig.stake_growth_sd` per √round).
+- **newcomers** (:attr:`~SimulationConfig.arrival_fraction` of the models) arrive during the
+  season at a uniformly drawn round: they submit from then on, with a newcomer's stake and
+  crowd share.
+- :attr:`~SimulationConfig.zero_stake_fraction` of the models never stake.
+- **payouts are reinvested**: when one of a staker's rounds resolves, its stake is multiplied
+  by ``(1 + payout)``; the payout is :func:`scoring.payout_score` of the round's final CORR and
+  contribution, from :func:`scoring.score_round` with the stakes in force at that round's close.
+  The season starts mid-tournament: the rounds that resolve during the season's first weeks
+  were played before it (simulated the same way, not emitted).
+- **withdrawals**: a staker whose mean payout over its last
+  :attr:`~SimulationConfig.run_length` resolved rounds is negative withdraws, with probability
+  :attr:`~SimulationConfig.withdraw_probability` per round, a share of its stake drawn from
+  :attr:`~SimulationConfig.withdraw_share`.
+- **large reinvestments**: a staker on a good run (mean payout over its last ``run_length``
+  resolved rounds ≥ :attr:`~SimulationConfig.run_threshold`) multiplies its stake by a factor
+  drawn from :attr:`~SimulationConfig.jump_range` with probability
+  :attr:`~SimulationConfig.jump_probability` per round — once per participant, at most
+  :attr:`~SimulationConfig.n_jumps` in the season. They are recorded in
+  :attr:`Simulation.jumps`.
 
 Calendar (simulated time from :attr:`~SimulationConfig.first_day_ms`, 2026-01-01T00:00Z by
 default; ``o_r = r − start_round + 1``):
@@ -40,6 +66,8 @@ default; ``o_r = r − start_round + 1``):
   06:00 (plus a second per round resolving that day), ``final`` on the last day; earlier days
   are the final latent plus a random walk that shrinks to zero (targets converge day by day);
   optionally some ids are ``null`` on early days (:attr:`~SimulationConfig.early_null_fraction`).
+  A round's payout is therefore known from the stake evening ``resolution_days + 2`` rounds
+  later.
 
 Timestamps are strictly increasing within each topic, and :meth:`Simulation.events` yields
 every event in non-decreasing timestamp order, so every submission of a round precedes its
@@ -55,7 +83,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr
 from scipy.stats import rankdata
 
 import scoring
@@ -88,11 +116,13 @@ _STREAM_TARGETS = 3
 _STREAM_CALENDAR = 4
 _STREAM_PLAN = 5
 _STREAM_IDS = 6
+# Offset of the streams of the rounds played before the season.
+_PAST_STREAMS = 100
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """Every knob of a simulated season (defaults: the demo, ~300 models × 2,000 ids × 40 rounds).
+    """Every knob of a simulated season (defaults: ~300 models × 2,000 ids × 40 rounds).
 
     Size and calendar:
         n_models, n_rounds, n_ids: models, rounds and ids per round.
@@ -103,29 +133,36 @@ class SimulationConfig:
         id_pool_factor: each round's universe is ``n_ids`` ids drawn from a pool this much
             larger (ids repeat across rounds, not always in the same order or set).
 
-    Latent structure:
+    Latent structure (fixed traits of each model):
         n_factors: id-level factors per round (``K``).
         target_signal_corr: correlation of the final target latent with the signal (``ρ_t``).
         crowd_signal_corr: cosine of the crowd direction with the signal direction.
-        crowd_weight: mean crowd share ``k`` across models (Beta-distributed).
-        crowd_concentration: Beta concentration of ``k`` (higher: closer to ``crowd_weight``).
+        crowd_weight: mean crowd share ``k`` of the founders (the earliest participants).
+        newcomer_crowd_weight: mean crowd share of a participant arriving now; arrivals in
+            between interpolate linearly in time.
+        crowd_concentration: Beta concentration of ``k`` around that mean.
         crowd_variation: how far a model's version of the crowd strays from it (0 = identical).
         signal_share_range: range of ``q`` (1 − noise share) across models.
-        originality_range: range of the cosine of a model's original direction with the part
-            of the signal the crowd misses.
-        crowd_drift: per-round drift of stakers toward the crowd (share of the remaining
-            distance), × the square of their stake percentile: the big stakes crowd most.
+        originality_range: range of the cosine of a model's own direction with the part of
+            the signal the crowd misses.
 
-    Stakes:
+    Population and stakes:
+        history_rounds: the oldest incumbent joined this many rounds before the season.
+        arrival_fraction: share of the models that arrive during the season.
         zero_stake_fraction: share of models that never stake.
-        stake_median, stake_sigma: log-normal stakes of the stakers (NMR).
-        stake_crowd_corr: rank correlation of the initial stake with the crowd share.
+        stake_median, stake_sigma: log-normal stake a participant arrives with (NMR).
+        stake_growth, stake_growth_sd: log-growth of an incumbent's stake per round of tenure
+            (reinvested payouts before the season) and its dispersion per √round.
         stake_decimals: stakes are sent rounded to this many decimals.
-        n_jumps: models with one stake jump in the season (original-leaning stakers).
-        jump_range: the jump's factor, uniform in this range (≥ 5× makes it an event of the
-            crowding-tax study).
-        jump_crowd_share: the crowd share a model drifts to after its jump.
-        jump_drift_rate: share of the remaining distance covered per round after the jump.
+        run_length: resolved rounds over which a participant judges its run of payouts.
+        run_threshold: mean payout over the run that counts as a good run.
+        jump_probability: chance per round that a staker on a good run makes its one large
+            reinvestment.
+        n_jumps: at most this many large reinvestments in the season.
+        jump_range: the reinvestment's stake multiple, uniform in this range (≥ 5× makes it
+            an event of the crowding-tax study).
+        withdraw_probability: chance per round that a staker with a negative run withdraws.
+        withdraw_share: the share of its stake it withdraws, uniform in this range.
         payout_corr_multiplier, payout_mmc_multiplier, payout_clip: the realised payout,
             :func:`scoring.payout_score` of the round's CORR and contribution.
 
@@ -150,25 +187,31 @@ class SimulationConfig:
     resolution_days: int = 20
     id_pool_factor: float = 1.25
 
-    n_factors: int = 20
-    target_signal_corr: float = 0.15
+    n_factors: int = 10
+    target_signal_corr: float = 0.07
     crowd_signal_corr: float = 0.6
-    crowd_weight: float = 0.6
-    crowd_concentration: float = 1.0
-    crowd_variation: float = 0.3
-    signal_share_range: tuple[float, float] = (0.2, 0.35)
-    originality_range: tuple[float, float] = (0.3, 0.9)
-    crowd_drift: float = 0.05
+    crowd_weight: float = 0.8
+    newcomer_crowd_weight: float = 0.25
+    crowd_concentration: float = 6.0
+    crowd_variation: float = 0.1
+    signal_share_range: tuple[float, float] = (0.15, 0.3)
+    originality_range: tuple[float, float] = (0.6, 0.95)
 
+    history_rounds: int = 300
+    arrival_fraction: float = 0.2
     zero_stake_fraction: float = 0.25
-    stake_median: float = 100.0
-    stake_sigma: float = 1.0
-    stake_crowd_corr: float = 0.6
+    stake_median: float = 20.0
+    stake_sigma: float = 0.5
+    stake_growth: float = 0.008
+    stake_growth_sd: float = 0.02
     stake_decimals: int = 4
+    run_length: int = 8
+    run_threshold: float = 0.01
+    jump_probability: float = 0.015
     n_jumps: int = 12
-    jump_range: tuple[float, float] = (5.0, 20.0)
-    jump_crowd_share: float = 0.75
-    jump_drift_rate: float = 0.25
+    jump_range: tuple[float, float] = (5.0, 30.0)
+    withdraw_probability: float = 0.1
+    withdraw_share: tuple[float, float] = (0.1, 0.5)
     payout_corr_multiplier: float = 0.5
     payout_mmc_multiplier: float = 2.0
     payout_clip: float = 0.05
@@ -194,33 +237,29 @@ class SimulationConfig:
             "0 < target_signal_corr < 1": 0 < self.target_signal_corr < 1,
             "0 <= crowd_signal_corr < 1": 0 <= self.crowd_signal_corr < 1,
             "0 < crowd_weight < 1": 0 < self.crowd_weight < 1,
+            "0 < newcomer_crowd_weight < 1": 0 < self.newcomer_crowd_weight < 1,
             "crowd_concentration > 0": self.crowd_concentration > 0,
             "crowd_variation >= 0": self.crowd_variation >= 0,
-            "0 < signal_share_range <= 1, ordered": 0
-            < self.signal_share_range[0]
-            <= self.signal_share_range[1]
-            <= 1,
-            "0 <= originality_range <= 1, ordered": 0
-            <= self.originality_range[0]
-            <= self.originality_range[1]
-            <= 1,
-            "0 <= crowd_drift < 1": 0 <= self.crowd_drift < 1,
+            "0 < signal_share_range <= 1, ordered": 0 < self.signal_share_range[0] <= self.signal_share_range[1] <= 1,
+            "0 <= originality_range <= 1, ordered": 0 <= self.originality_range[0] <= self.originality_range[1] <= 1,
+            "history_rounds >= 0": self.history_rounds >= 0,
+            "0 <= arrival_fraction < 1": 0 <= self.arrival_fraction < 1,
             "0 <= zero_stake_fraction < 1": 0 <= self.zero_stake_fraction < 1,
             "stake_median > 0": self.stake_median > 0,
             "stake_sigma >= 0": self.stake_sigma >= 0,
-            "-1 <= stake_crowd_corr <= 1": -1 <= self.stake_crowd_corr <= 1,
+            "stake_growth_sd >= 0": self.stake_growth_sd >= 0,
             "stake_decimals >= 0": self.stake_decimals >= 0,
+            "run_length >= 1": self.run_length >= 1,
+            "0 <= jump_probability <= 1": 0 <= self.jump_probability <= 1,
             "n_jumps >= 0": self.n_jumps >= 0,
             "1 <= jump_range, ordered": 1 <= self.jump_range[0] <= self.jump_range[1],
-            "0 <= jump_crowd_share <= 1": 0 <= self.jump_crowd_share <= 1,
-            "0 <= jump_drift_rate <= 1": 0 <= self.jump_drift_rate <= 1,
+            "0 <= withdraw_probability <= 1": 0 <= self.withdraw_probability <= 1,
+            "0 <= withdraw_share < 1, ordered": 0 <= self.withdraw_share[0] <= self.withdraw_share[1] < 1,
             "payout_clip > 0": self.payout_clip > 0,
             "0 <= resubmit_fraction <= 1": 0 <= self.resubmit_fraction <= 1,
             "0 <= skip_fraction < 1": 0 <= self.skip_fraction < 1,
             "1 <= prediction_decimals <= 15": 1 <= self.prediction_decimals <= 15,
-            "5 target_buckets > 0 summing to 1": len(self.target_buckets) == 5
-            and min(self.target_buckets) > 0
-            and math.isclose(sum(self.target_buckets), 1.0),
+            "5 target_buckets > 0 summing to 1": len(self.target_buckets) == 5 and min(self.target_buckets) > 0 and math.isclose(sum(self.target_buckets), 1.0),
             "daily_noise >= 0": self.daily_noise >= 0,
             "0 <= early_null_fraction < 1": 0 <= self.early_null_fraction < 1,
             "early_null_days >= 1": self.early_null_days >= 1,
@@ -231,18 +270,16 @@ class SimulationConfig:
 
     @classmethod
     def small(cls, **overrides: Any) -> SimulationConfig:
-        """A season for tests: 120 models × 600 ids × 30 rounds, 12 jumps (about a second).
+        """A season for tests: 120 models × 600 ids × 30 rounds (about a second).
 
-        The targets follow the signal more closely than in the demo (``target_signal_corr``
-        0.25 instead of 0.15): with 600 ids instead of 2,000 the scores are noisier, and the
-        stronger signal keeps the crowding findings clear of the noise.
+        The same behaviour as the default season at a smaller size. Its targets follow the
+        signal more closely (``target_signal_corr`` 0.12): with 600 ids the scores are noisier.
         """
         base: dict[str, Any] = {
             "n_models": 120,
             "n_rounds": 30,
             "n_ids": 600,
-            "n_jumps": 12,
-            "target_signal_corr": 0.25,
+            "target_signal_corr": 0.12,
         }
         base.update(overrides)
         return cls(**base)
@@ -260,7 +297,7 @@ class SimEvent:
 
 @dataclass(frozen=True)
 class StakeJump:
-    """A planned stake jump: ``stake_after / stake_before`` ≥ ``jump_range[0]``."""
+    """A large reinvestment: ``stake_after / stake_before`` ≥ ``jump_range[0]``."""
 
     model: str
     round: int
@@ -275,10 +312,11 @@ class _Models:
 
     ids: tuple[str, ...]
     signal_share: NDArray[np.float64]  # q_m
-    crowd_share: NDArray[np.float64]  # k_m at the first round
+    crowd_share: NDArray[np.float64]  # k_m (fixed)
     crowd_direction: NDArray[np.float64]  # γ_m, [n_models, K] unit rows
     original_direction: NDArray[np.float64]  # v_m, [n_models, K] unit rows
-    initial_stake: NDArray[np.float64]  # 0 for non-stakers
+    initial_stake: NDArray[np.float64]  # stake at the first round present (0: never stakes)
+    arrival: NDArray[np.int64]  # round index of the first submission (0: incumbent)
 
 
 @dataclass(frozen=True, eq=False)
@@ -306,12 +344,15 @@ class Simulation:
         models: model ids, ``model_000`` …
         rounds: round numbers, ascending.
         stakes: the stake in force at each round's close (what the stake messages say).
-        crowd_share: each model's crowd share ``k`` in each round.
+        crowd_share: each model's crowd share ``k`` in each round (a fixed trait: the same in
+            every round).
+        arrival: round index at which each model starts submitting (0 for incumbents).
         submitted: whether the model submits to the round.
         resubmitted: whether it submits twice (the second replaces the first).
         payouts: realised payout score per round (NaN when the round is not scored in-season
             or the model did not submit).
-        jumps: the planned stake jumps, by round then model.
+        jumps: the large reinvestments (≥ ``jump_range[0]``× between adjacent rounds) that
+            happened, by round then model.
     """
 
     config: SimulationConfig
@@ -323,17 +364,14 @@ class Simulation:
     resubmitted: NDArray[np.bool_] = field(init=False)
     payouts: NDArray[np.float64] = field(init=False)
     jumps: tuple[StakeJump, ...] = field(init=False)
+    arrival: NDArray[np.int64] = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
         rng = self._rng(_STREAM_MODELS, 0)
         k_dim = cfg.n_factors
         beta = _unit(rng.standard_normal(k_dim))
-        gamma = _unit(
-            cfg.crowd_signal_corr * beta
-            + math.sqrt(1 - cfg.crowd_signal_corr**2)
-            * _unit(_orthogonal(rng.standard_normal(k_dim), beta))
-        )
+        gamma = _unit(cfg.crowd_signal_corr * beta + math.sqrt(1 - cfg.crowd_signal_corr**2) * _unit(_orthogonal(rng.standard_normal(k_dim), beta)))
         beta_perp = _unit(_orthogonal(beta, gamma))  # the part of the signal the crowd misses
         self._beta = beta
         self._gamma = gamma
@@ -354,12 +392,10 @@ class Simulation:
             ts, _, kind, i, extra = entry
             r = self.rounds[i]
             if i not in cache:
-                cache[i] = self._round_data(i)
+                cache[i] = self._round_data(i, first=True)
             data = cache[i]
             if kind == "open":
-                yield SimEvent(
-                    "rounds", str(r), ts, {"type": "open", "round": r, "ids": list(data.ids)}
-                )
+                yield SimEvent("rounds", str(r), ts, {"type": "open", "round": r, "ids": list(data.ids)})
             elif kind == "close":
                 yield SimEvent("rounds", str(r), ts, {"type": "close", "round": r})
                 # Only the targets are needed from now on: drop the predictions.
@@ -375,9 +411,7 @@ class Simulation:
                 )
             elif kind == "stake":
                 model = self.models[extra]
-                yield SimEvent(
-                    "stakes", model, ts, {"model": model, "stake": float(self.stakes[i, extra])}
-                )
+                yield SimEvent("stakes", model, ts, {"model": model, "stake": float(self.stakes[i, extra])})
             else:  # target day `extra`
                 day = extra
                 values = data.targets[day - 1]
@@ -429,14 +463,15 @@ class Simulation:
     # --- plan --------------------------------------------------------------------------------
 
     def _rng(self, stream: int, index: int) -> np.random.Generator:
+        """One random stream per purpose and round index (rounds before the season: < 0)."""
+        if index < 0:
+            return np.random.default_rng([self.config.seed, stream + _PAST_STREAMS, -index])
         return np.random.default_rng([self.config.seed, stream, index])
 
     def _index(self, round_number: int) -> int:
         i = round_number - self.config.start_round
         if not 0 <= i < self.config.n_rounds:
-            raise ValueError(
-                f"round {round_number} is not in this season ({self.rounds[0]}..{self.rounds[-1]})"
-            )
+            raise ValueError(f"round {round_number} is not in this season ({self.rounds[0]}..{self.rounds[-1]})")
         return i
 
     def _id_pool(self) -> list[str]:
@@ -444,117 +479,117 @@ class Simulation:
         width = max(4, len(str(size)))
         return [f"id{n:0{width}d}" for n in range(1, size + 1)]
 
-    def _draw_models(
-        self, rng: np.random.Generator, gamma: NDArray[np.float64], beta_perp: NDArray[np.float64]
-    ) -> _Models:
+    def _draw_models(self, rng: np.random.Generator, gamma: NDArray[np.float64], beta_perp: NDArray[np.float64]) -> _Models:
         cfg = self.config
         n, k_dim = cfg.n_models, cfg.n_factors
         width = max(3, len(str(n - 1)))
         ids = tuple(f"model_{m:0{width}d}" for m in range(n))
+        # When each participant arrived: incumbents up to `history_rounds` before the season
+        # (tenure > 0), newcomers at a round of the season (tenure 0, arrival ≥ 1).
+        newcomer = rng.random(n) < cfg.arrival_fraction
+        if cfg.n_rounds < 2:
+            newcomer[:] = False
+        arrival = np.where(newcomer, rng.integers(1, max(cfg.n_rounds, 2), size=n), 0)
+        tenure = np.where(newcomer, 0.0, rng.uniform(0, cfg.history_rounds, size=n))
+        # The crowd share a participant brings depends on its era: the founders leaned on the
+        # popular signal, later arrivals less.
+        era = tenure / cfg.history_rounds if cfg.history_rounds > 0 else np.zeros(n)
+        mean_k = cfg.newcomer_crowd_weight + (cfg.crowd_weight - cfg.newcomer_crowd_weight) * era
+        conc = cfg.crowd_concentration
+        k = rng.beta(mean_k * conc, (1 - mean_k) * conc)
         q = rng.uniform(*cfg.signal_share_range, size=n)
-        a = cfg.crowd_weight * cfg.crowd_concentration
-        b = (1 - cfg.crowd_weight) * cfg.crowd_concentration
-        k = rng.beta(a, b, size=n)
         wander = rng.standard_normal((n, k_dim)) / math.sqrt(k_dim)
         crowd_direction = _unit_rows(gamma + cfg.crowd_variation * wander)
         skill = rng.uniform(*cfg.originality_range, size=n)
-        own = _unit_rows(
-            np.array([_orthogonal(row, beta_perp) for row in rng.standard_normal((n, k_dim))])
-        )
-        original_direction = _unit_rows(
-            skill[:, None] * beta_perp + np.sqrt(1 - skill**2)[:, None] * own
-        )
-        # Stakes: log-normal, rank-correlated with the crowd share; some models never stake.
-        z_crowd = ndtri((rankdata(k) - 0.5) / n)
-        rho = cfg.stake_crowd_corr
-        z = rho * z_crowd + math.sqrt(1 - rho**2) * rng.standard_normal(n)
-        stake = cfg.stake_median * np.exp(cfg.stake_sigma * z)
+        own = _unit_rows(np.array([_orthogonal(row, beta_perp) for row in rng.standard_normal((n, k_dim))]))
+        original_direction = _unit_rows(skill[:, None] * beta_perp + np.sqrt(1 - skill**2)[:, None] * own)
+        # Stakes: a small log-normal stake on arrival, grown over the tenure by reinvested
+        # payouts; some participants never stake.
+        growth = cfg.stake_growth * tenure + cfg.stake_growth_sd * np.sqrt(tenure) * rng.standard_normal(n)
+        stake = cfg.stake_median * np.exp(cfg.stake_sigma * rng.standard_normal(n) + growth)
         stakers = rng.random(n) >= cfg.zero_stake_fraction
-        stake = np.where(
-            stakers, np.round(np.maximum(stake, 10.0**-cfg.stake_decimals), cfg.stake_decimals), 0.0
-        )
-        return _Models(ids, q, k, crowd_direction, original_direction, stake)
+        stake = np.where(stakers, np.round(np.maximum(stake, 10.0**-cfg.stake_decimals), cfg.stake_decimals), 0.0)
+        return _Models(ids, q, k, crowd_direction, original_direction, stake, arrival.astype(np.int64))
 
     def _plan(self) -> None:
-        """Styles, stakes, jumps, skips and resubmissions for every round, then the calendar."""
+        """Submissions, payouts and the stakes they lead to, round by round; then the calendar.
+
+        Round index ``i`` (``< 0``: played before the season) resolves on the stake evening of
+        round ``i + resolution_days + 2``; its payout is reinvested then, and the participants'
+        runs of payouts (the last ``run_length`` resolved rounds) decide withdrawals and large
+        reinvestments.
+        """
         cfg = self.config
         n, rounds = cfg.n_models, cfg.n_rounds
+        models = self._models
+        lag = cfg.resolution_days + 2
+        past = lag - 1 + cfg.run_length  # rounds before the season whose payouts count
         rng = self._rng(_STREAM_PLAN, 0)
-        initial = self._models.initial_stake
-        stakers = np.flatnonzero(initial > 0)
 
-        # Jumps: original-leaning stakers (crowd share at most the stakers' median), one each,
-        # in the middle half of the season so both sides of the event have rounds.
-        jump_round = np.full(n, -1, dtype=np.int64)
-        jump_factor = np.ones(n)
-        if rounds >= 2 and stakers.size:
-            k0 = self._models.crowd_share
-            candidates = stakers[k0[stakers] <= np.median(k0[stakers])]
-            chosen = rng.choice(candidates, size=min(cfg.n_jumps, candidates.size), replace=False)
-            low, high = max(1, rounds // 4), max(1, (3 * rounds) // 4)
-            jump_round[chosen] = rng.integers(low, high + 1, size=chosen.size).clip(1, rounds - 1)
-            jump_factor[chosen] = rng.uniform(*cfg.jump_range, size=chosen.size)
+        present = np.arange(rounds)[:, None] >= models.arrival[None, :]
+        submitted = (rng.random((rounds, n)) >= cfg.skip_fraction) & present
+        resubmitted = (rng.random((rounds, n)) < cfg.resubmit_fraction) & submitted
+        past_submitted = (rng.random((past, n)) >= cfg.skip_fraction) & (models.arrival == 0)
+        staker = models.initial_stake > 0
+        incumbent_stake = np.where(models.arrival == 0, models.initial_stake, 0.0)
 
-        submitted = rng.random((rounds, n)) >= cfg.skip_fraction
-        resubmitted = rng.random((rounds, n)) < cfg.resubmit_fraction
-        for m in np.flatnonzero(jump_round >= 0):  # jumpers submit around their jump
-            submitted[max(0, jump_round[m] - 1) : jump_round[m] + 1, m] = True
-        resubmitted &= submitted
-        self.submitted = submitted
-        self.resubmitted = resubmitted
-
-        # Which round's payout is realised before each round's stake update (by the calendar).
-        final_ms = [self._target_ms(i, cfg.resolution_days) for i in range(rounds)]
-        realised_by: dict[int, list[int]] = {j: [] for j in range(rounds)}
-        for i, t in enumerate(final_ms):
-            for j in range(rounds):
-                if t < self._stake_ms(j) and (j == 0 or t >= self._stake_ms(j - 1)):
-                    realised_by[j].append(i)
-                    break
-        needed = {i for rs in realised_by.values() for i in rs}
+        # Payouts of every round, indexed by round index + past.
+        paid = np.full((past + rounds, n), np.nan)
+        for i in range(-past, 0):
+            paid[i + past] = self._round_payouts(i, past_submitted[i + past], incumbent_stake)
 
         stakes = np.zeros((rounds, n))
-        share = np.zeros((rounds, n))
-        payouts = np.full((rounds, n), np.nan)
-        k = self._models.crowd_share.copy()
-        stake = initial.copy()
+        stake = incumbent_stake.copy()
+        jumped = np.zeros(n, dtype=bool)
         jumps: list[StakeJump] = []
         scale = 10.0**cfg.stake_decimals
         for j in range(rounds):
             previous = stake.copy()
-            for i in realised_by[j]:
-                paid = np.nan_to_num(payouts[i])
-                stake = np.round(stake * (1 + paid), cfg.stake_decimals)
-            for m in np.flatnonzero(jump_round == j):
-                # The jump replaces this round's payout update, so the ratio is the factor.
-                after = math.ceil(previous[m] * jump_factor[m] * scale) / scale
-                stake[m] = after
-                jumps.append(
-                    StakeJump(
-                        self.models[m],
-                        self.rounds[j],
-                        float(jump_factor[m]),
-                        float(previous[m]),
-                        after,
-                    )
+            if j > 0:
+                # Reinvest the payouts of the round resolving tonight.
+                i = j - lag
+                if i >= -past:
+                    stake = np.round(stake * (1 + np.nan_to_num(paid[i + past])), cfg.stake_decimals)
+                # Each participant's run: mean payout over its last `run_length` resolved rounds.
+                last = j - lag
+                window = paid[max(0, last + past - cfg.run_length + 1) : last + past + 1]
+                counted = np.isfinite(window).sum(axis=0)
+                run = np.where(
+                    counted >= max(1, cfg.run_length // 2),
+                    np.nansum(window, axis=0) / np.maximum(counted, 1),
+                    np.nan,
                 )
+                draws = rng.random((3, n))
+                active = (previous > 0) & present[j]
+                # Withdrawals after a losing run.
+                losing = active & (run < 0) & (draws[0] < cfg.withdraw_probability)
+                share = cfg.withdraw_share[0] + (cfg.withdraw_share[1] - cfg.withdraw_share[0]) * draws[1]
+                stake = np.where(losing, np.round(stake * (1 - share), cfg.stake_decimals), stake)
+                # Large reinvestments after a good run (once per participant).
+                good = active & ~jumped & (run >= cfg.run_threshold) & (draws[2] < cfg.jump_probability) & submitted[j - 1]
+                for m in rng.permutation(np.flatnonzero(good)):
+                    if len(jumps) >= cfg.n_jumps:
+                        break
+                    factor = float(rng.uniform(*cfg.jump_range))
+                    after = math.ceil(previous[m] * factor * scale) / scale
+                    stake[m] = after
+                    jumped[m] = True
+                    submitted[j, m] = True
+                    jumps.append(StakeJump(self.models[m], self.rounds[j], factor, float(previous[m]), after))
+            # Newcomers stake on arrival.
+            arriving = (models.arrival == j) & (j > 0) & staker
+            stake[arriving] = models.initial_stake[arriving]
             stakes[j] = stake
-            share[j] = k
-            if j in needed:
-                payouts[j] = self._round_payouts(j, stake, k)
-            # Styles for the next round: stakers drift toward the crowd with their stake
-            # percentile; jumpers drift fast toward the jump's crowd share.
-            pct = np.zeros(n)
-            staked = stake > 0
-            if staked.any():
-                pct[staked] = (rankdata(stake[staked]) - 0.5) / staked.sum()
-            k = k + cfg.crowd_drift * pct**2 * (1 - k)
-            after_jump = (jump_round >= 0) & (jump_round <= j)
-            pull = after_jump & (k < cfg.jump_crowd_share)
-            k = np.where(pull, k + cfg.jump_drift_rate * (cfg.jump_crowd_share - k), k)
+            resubmitted[j] &= submitted[j]
+            if j + lag < rounds:  # resolves in the season: its payout is reinvested
+                paid[j + past] = self._round_payouts(j, submitted[j], stake)
+
+        self.arrival = models.arrival
+        self.submitted = submitted
+        self.resubmitted = resubmitted
         self.stakes = stakes
-        self.crowd_share = share
-        self.payouts = payouts
+        self.crowd_share = np.broadcast_to(models.crowd_share, (rounds, n)).copy()
+        self.payouts = paid[past:].copy()
         self.jumps = tuple(sorted(jumps, key=lambda e: (e.round, e.model)))
         for array in (
             self.stakes,
@@ -562,23 +597,20 @@ class Simulation:
             self.payouts,
             self.submitted,
             self.resubmitted,
+            self.arrival,
         ):
             array.flags.writeable = False
         self._schedule = self._build_schedule()
 
-    def _round_payouts(
-        self, i: int, stake: NDArray[np.float64], k: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        """Realised payout per model of round ``i`` (NaN for models that skip it)."""
+    def _round_payouts(self, i: int, submitted: NDArray[np.bool_], stake: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Realised payout per model of round index ``i`` (NaN for models that skip it)."""
         cfg = self.config
-        rows = np.flatnonzero(self.submitted[i])
+        rows = np.flatnonzero(submitted)
         out = np.full(cfg.n_models, np.nan)
-        if rows.size == 0:
+        if rows.size == 0 or not (stake[rows] > 0).any():
             return out
-        data = self._round_data(i, crowd_share=k)
-        scores = scoring.score_round(
-            data.predictions[rows], stake[rows], data.targets[-1], round=self.rounds[i]
-        )
+        data = self._round_data(i)
+        scores = scoring.score_round(data.predictions[rows], stake[rows], data.targets[-1], round=abs(self.config.start_round + i))
         contribution = np.nan_to_num(scores.contribution)
         out[rows] = scoring.payout_score(
             np.nan_to_num(scores.corr),
@@ -596,25 +628,26 @@ class Simulation:
         chosen = rng.choice(len(self._pool), size=self.config.n_ids, replace=False)
         return [self._pool[c] for c in chosen]
 
-    def _round_data(self, i: int, crowd_share: NDArray[np.float64] | None = None) -> _RoundData:
-        """Ids, predictions and targets of round index ``i`` (same numbers on every call)."""
+    def _round_data(self, i: int, first: bool = False) -> _RoundData:
+        """Ids, predictions and targets of round index ``i`` (same numbers on every call).
+
+        Predictions depend only on the models' fixed traits and the round's random draws. The
+        replaced first submissions are computed only when ``first`` (the event stream)."""
         cfg = self.config
         n_ids, models = cfg.n_ids, self._models
         ids = self._round_ids(i)
         factors = self._rng(_STREAM_FACTORS, i).standard_normal((cfg.n_factors, n_ids))
         signal = self._beta @ factors
 
-        k = self.crowd_share[i] if crowd_share is None else crowd_share
+        k = models.crowd_share
         q = models.signal_share
         rng = self._rng(_STREAM_PREDICTIONS, i)
-        structured = np.sqrt(q * k)[:, None] * (models.crowd_direction @ factors) + np.sqrt(
-            q * (1 - k)
-        )[:, None] * (models.original_direction @ factors)
+        structured = np.sqrt(q * k)[:, None] * (models.crowd_direction @ factors) + np.sqrt(q * (1 - k))[:, None] * (models.original_direction @ factors)
         noise_scale = np.sqrt(1 - q)[:, None]
         latent = structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))
-        first = structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))
+        first_noise = rng.standard_normal((cfg.n_models, n_ids))
         predictions = np.round(ndtr(latent), cfg.prediction_decimals)
-        first_predictions = np.round(ndtr(first), cfg.prediction_decimals)
+        first_predictions = np.round(ndtr(structured + noise_scale * first_noise), cfg.prediction_decimals) if first else _EMPTY
 
         rng = self._rng(_STREAM_TARGETS, i)
         rho = cfg.target_signal_corr
@@ -653,9 +686,7 @@ class Simulation:
         """Target day ``day`` of round index ``i``: 06:00 of day ``o + 1 + day``, one second per
         round after the earliest resolving that day (rounds in ascending order)."""
         calendar_day = i + 2 + day
-        earliest = max(
-            0, calendar_day - 2 - self.config.resolution_days
-        )  # first round resolving then
+        earliest = max(0, calendar_day - 2 - self.config.resolution_days)  # first round resolving then
         return self._day_ms(calendar_day) + _TARGETS_AT + (i - earliest) * _TARGET_SPACING_MS
 
     def _build_schedule(self) -> list[tuple[int, int, str, int, int]]:
@@ -670,15 +701,9 @@ class Simulation:
             entries.append((open_ms, rounds_order, "open", i, 0))
             entries.append((self._close_ms(i), rounds_order, "close", i, 0))
             # Stakes: everyone's at the first round, afterwards only the ones that changed.
-            changed = (
-                np.flatnonzero(np.ones(cfg.n_models, dtype=bool))
-                if i == 0
-                else np.flatnonzero(self.stakes[i] != self.stakes[i - 1])
-            )
+            changed = np.flatnonzero(np.ones(cfg.n_models, dtype=bool)) if i == 0 else np.flatnonzero(self.stakes[i] != self.stakes[i - 1])
             for pos, m in enumerate(changed):
-                entries.append(
-                    (self._stake_ms(i) + pos * _STAKE_SPACING_MS, stakes_order, "stake", i, int(m))
-                )
+                entries.append((self._stake_ms(i) + pos * _STAKE_SPACING_MS, stakes_order, "stake", i, int(m)))
             # Submissions: distinct instants in the window, models in random order; a
             # resubmitter's first version always comes before its final one.
             rng = self._rng(_STREAM_CALENDAR, i)
@@ -697,9 +722,7 @@ class Simulation:
                 if slot_of[first_idx] > slot_of[final_idx]:
                     slot_of[first_idx], slot_of[final_idx] = slot_of[final_idx], slot_of[first_idx]
             for idx in range(total):
-                entries.append(
-                    (int(instants[slot_of[idx]]), subs_order, kinds[idx], i, int(owners[idx]))
-                )
+                entries.append((int(instants[slot_of[idx]]), subs_order, kinds[idx], i, int(owners[idx])))
             for day in range(1, cfg.resolution_days + 1):
                 entries.append((self._target_ms(i, day), targets_order, "target", i, day))
         entries.sort(key=lambda e: (e[0], e[1]))
@@ -730,9 +753,7 @@ def _orthogonal(x: NDArray[np.float64], direction: NDArray[np.float64]) -> NDArr
     return x - (x @ direction) * direction
 
 
-def _bucket(
-    latent: NDArray[np.float64], missing: NDArray[np.bool_], shares: tuple[float, ...]
-) -> NDArray[np.float64]:
+def _bucket(latent: NDArray[np.float64], missing: NDArray[np.bool_], shares: tuple[float, ...]) -> NDArray[np.float64]:
     """Targets in {0, .25, .5, .75, 1} by rank of ``latent`` among the present ids; NaN if missing.
 
     The bucket of the id at uniform rank ``u`` is the number of cumulative ``shares`` below

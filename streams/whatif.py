@@ -1,8 +1,17 @@
-"""``mmc whatif``: a model's recent scores had its stake been k× — the crowding tax as a number.
+"""``mmc whatif``: a model's recent scores had its stake been k× or X — the crowding tax as a number.
 
 For each of the model's latest scored rounds, the round's prepared rows, frozen stakes and
 latest targets are read from Redis and :func:`scoring.stake_counterfactual` re-scores the
-round with only that model's stake multiplied (everything else equal, same bootstrap draws).
+round with only that model's stake changed — multiplied by k, or set to X (``--stake``, the
+only question a model without stake can ask) — everything else equal. Both sides use the
+deployment's bootstrap settings (``MMC_MMC_DRAWS``, ``MMC_MMC_FRACTION``, the seed salt), so
+the "actual" side is the MMC the service published.
+
+The event study's mechanical part. The crowding report reads only the ``scores`` topic,
+which holds no predictions, so it cannot re-score a round; the per-event mechanical part
+(the MMC a model would have had at its old stake) is computed here, where the rounds'
+predictions are at hand: after a jump from stake S, ``mmc whatif MODEL --stake S`` re-scores
+the model's latest rounds at S, and :func:`mechanical` gives the mean ``actual − at S``.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import scoring
+from scoring.counterfactual import MechanicalPart, mechanical_part
 from streams.admin import redis_client
 from streams.errors import MmcStreamError
 from streams.records import MODEL_ID
@@ -29,8 +39,15 @@ class WhatIfRow:
     counterfactual: scoring.StakeCounterfactual
 
 
-async def stake_whatif(settings: Settings, model: str, multiplier: float, rounds: int = 5) -> list[WhatIfRow]:
-    """The counterfactual for ``model`` over its latest ``rounds`` scored rounds (oldest first)."""
+async def stake_whatif(
+    settings: Settings, model: str, multiplier: float | None, rounds: int = 5, stake: float | None = None
+) -> list[WhatIfRow]:
+    """The counterfactual for ``model`` over its latest ``rounds`` scored rounds (oldest first).
+
+    Give exactly one of ``multiplier`` (stake × k) and ``stake`` (stake set to X).
+    """
+    if (multiplier is None) == (stake is None):
+        raise MmcStreamError("give exactly one of a stake multiplier and a stake")
     if not MODEL_ID.fullmatch(model):
         raise UnknownModel(f"{model[:80]!r} is not a valid model id")
     state = RedisState(redis_client(settings), settings.state_namespace)
@@ -50,10 +67,14 @@ async def stake_whatif(settings: Settings, model: str, multiplier: float, rounds
                 continue
             prepared = scoring.PreparedRound.stack([rows[m].submission(info.n_ids) for m in models])
             stakes = await state.stakes_at(models, info.close_ts, r)
-            cf = scoring.stake_counterfactual(
-                prepared, stakes, targets, models.index(model), multiplier, round=r,
-                salt=settings.seed_salt, max_missing_ratio=settings.max_missing_ratio,
-            )
+            try:
+                cf = scoring.stake_counterfactual(
+                    prepared, stakes, targets, models.index(model), multiplier, round=r,
+                    salt=settings.seed_salt, max_missing_ratio=settings.max_missing_ratio,
+                    stake=stake, draws=settings.mmc_draws, fraction=settings.mmc_fraction,
+                )
+            except scoring.ScoringError as exc:
+                raise MmcStreamError(f"round {r}: {exc}") from None
             out.append(WhatIfRow(r, cf))
         return out
     finally:
@@ -65,3 +86,8 @@ def mean_change(rows: list[WhatIfRow]) -> tuple[float, float]:
     mmc = np.array([r.counterfactual.mmc_change for r in rows], dtype=float)
     contribution = np.array([r.counterfactual.contribution_change for r in rows], dtype=float)
     return float(np.nanmean(mmc)) if mmc.size else float("nan"), float(np.nanmean(contribution)) if contribution.size else float("nan")
+
+
+def mechanical(rows: list[WhatIfRow]) -> MechanicalPart:
+    """Mean ``actual − what-if`` over the rounds: at the stake before a jump, its mechanical part."""
+    return mechanical_part(r.counterfactual for r in rows)

@@ -272,14 +272,15 @@ def snapshot(client: redis_sync.Redis, settings: Settings) -> dict[bytes, Any]:
     """Every key of the namespace with its content (type-aware, independent of encoding).
 
     Left out: the provisional live alerts, the state's epoch (a random token drawn whenever
-    the state is created or rebuilt from scratch), and the two cache tokens — a round's
+    the state is created or rebuilt from scratch), the recovery lease (a worker stopped while it
+    rebuilds leaves it to lapse), and the two cache tokens — a round's
     ``subs_version`` counts write batches (their size depends on how records were fetched)
     and the basis ``fingerprint`` includes it; both only tell a worker its cache is stale.
     """
     out: dict[bytes, Any] = {}
     keys = Keys(settings.state_namespace)
     for key in client.scan_iter(match=keys.everything(), count=1000):
-        if key.decode() == keys.epoch():
+        if key.decode() in (keys.epoch(), keys.recovery_lock()):
             continue
         kind = client.type(key)
         if kind == b"hash":

@@ -21,8 +21,13 @@ from scoring.crowding import (
     cwmm_trend,
     decile_of,
     mmc_by_cwmm_decile,
+    percent_change,
+    series_ends,
+    settling_point,
     stake_concentration,
     stake_jump_events,
+    top_staker_turnover,
+    top_stakers,
 )
 from scoring.errors import NegativeStake, NonFiniteInput, ScoringError, ShapeMismatch
 
@@ -572,12 +577,26 @@ def test_crowding_report_to_dict_is_plain_json() -> None:
         "n_observations",
         "n_models",
         "n_rounds",
+        "metric",
+        "mean_corr",
+        "mean_mmc",
+        "mean_mmc_2020",
         "stake_deciles",
         "cwmm_deciles",
+        "cwmm_deciles_2020",
         "trend",
+        "weighted_first",
+        "weighted_last",
+        "median_first",
+        "median_last",
+        "gap_first",
+        "gap_last",
         "concentration",
+        "turnover",
         "events",
+        "events_2020",
     }
+    assert plain["metric"] == "mmc"  # built without a contribution column
 
 
 def test_crowding_report_on_an_empty_table() -> None:
@@ -589,3 +608,100 @@ def test_crowding_report_on_an_empty_table() -> None:
     assert plain["trend"]["round"] == []
     assert plain["events"]["n_events"] == 0
     assert plain["stake_deciles"]["count"] == [0] * 10
+
+
+# --------------------------------------------------------------------------- today's MMC, the control, settling, turnover
+
+
+def test_today_mmc_is_the_default_and_2020_is_selectable() -> None:
+    """With a contribution column, the deciles and the event study use it; metric='mmc' the 2020 one."""
+    rows = [(r, "w", 1.0 if r < 3 else 6.0, 0.5, 0.02) for r in range(1, 5)]
+    table = ScoreTable.from_arrays(
+        *zip(*rows, strict=True),
+        contribution=[0.010, 0.010, 0.006, 0.006],
+        corr=[0.020, 0.020, 0.020, 0.020],
+    )
+    assert table.default_metric == "contribution"
+    events = stake_jump_events(table, window=2)
+    assert events.metric == "contribution"
+    assert events.relative_change[0] == pytest.approx(-0.4)  # 0.010 → 0.006
+    assert stake_jump_events(table, window=2, metric="mmc").relative_change[0] == 0.0
+    assert mmc_by_cwmm_decile(table).mean_mmc[5] == pytest.approx(0.008)
+    assert mmc_by_cwmm_decile(table, metric="mmc").mean_mmc[5] == pytest.approx(0.02)
+    with pytest.raises(ScoringError):
+        mmc_by_cwmm_decile(table, metric="corr")
+
+
+def test_event_study_control_and_dose_response_by_hand() -> None:
+    """Three events of 6×, 12× and 30×: CORR before → after, per-bucket medians and counts."""
+    rows, contribution, corr = [], [], []
+    for name, multiple, after_mmc, after_corr in (("a", 6.0, 0.008, 0.022), ("b", 12.0, 0.005, 0.020), ("c", 30.0, 0.002, 0.018)):
+        for r in (1, 2, 3, 4):
+            rows.append((r, name, 1.0 if r < 3 else multiple, 0.5, NAN))
+            contribution.append(0.010 if r < 3 else after_mmc)
+            corr.append(0.020 if r < 3 else after_corr)
+    table = ScoreTable.from_arrays(*zip(*rows, strict=True), contribution=contribution, corr=corr)
+    events = stake_jump_events(table, window=2)
+    assert events.model.tolist() == ["a", "b", "c"]
+    assert events.multiple.tolist() == [6.0, 12.0, 30.0]
+    np.testing.assert_allclose(events.relative_change, [-0.2, -0.5, -0.8])
+    assert events.median_relative_change == pytest.approx(-0.5)
+    assert events.mean_mmc_before == pytest.approx(0.010)
+    assert events.mean_mmc_after == pytest.approx(0.005)
+    np.testing.assert_allclose(events.corr_relative_change, [0.1, 0.0, -0.1])
+    assert events.median_corr_relative_change == pytest.approx(0.0)
+    assert (events.mean_corr_before, events.mean_corr_after) == pytest.approx((0.020, 0.020))
+    assert events.dose_low.tolist() == [5.0, 10.0, 20.0]
+    assert events.dose_high.tolist() == [10.0, 20.0, math.inf]
+    assert events.dose_n_events.tolist() == [1, 1, 1]
+    np.testing.assert_allclose(events.dose_median_relative_change, [-0.2, -0.5, -0.8])
+    json.dumps(events.to_dict(), allow_nan=False)
+
+
+def test_settling_point_by_hand() -> None:
+    """Post-event MMC 10, 8, 6, 4, 5, 6 (×1e-3), span 2: rolling 9, 7, 5, 4.5, 5.5 → settles at k = 4."""
+    window = 6
+    trajectory = np.full(2 * window + 1, 0.010)
+    trajectory[window : 2 * window] = [0.010, 0.008, 0.006, 0.004, 0.005, 0.006]
+    rolling, k = settling_point(trajectory, window, span=2)
+    np.testing.assert_allclose(rolling[window + 1 : 2 * window], [0.009, 0.007, 0.005, 0.0045, 0.0055])
+    assert np.isnan(rolling[: window + 1]).all() and np.isnan(rolling[2 * window])
+    assert k == 4
+    still_falling = trajectory.copy()
+    still_falling[window : 2 * window] = [0.010, 0.009, 0.008, 0.007, 0.006, 0.005]
+    assert settling_point(still_falling, window, span=2)[1] == -1  # censored at the window's end
+
+
+def test_stake_jump_events_report_the_settling_point() -> None:
+    """The whale's MMC steps down at the jump and stays: the 3-round rolling mean bottoms out at k = 2."""
+    events = stake_jump_events(whale_table())
+    # rolling means from k = 2 on are all 0.006: the first minimum is k = 2
+    assert events.settling_round == 2
+    assert events.settle_span == 3
+
+
+def test_top_staker_turnover_by_hand() -> None:
+    """top=2: round 1 {a, b}; round 2 {a, c} (half new); round 3 {d, e} (all new); ties by id."""
+    rows = [
+        (1, "a", 9.0, 0.5, 0.0), (1, "b", 8.0, 0.5, 0.0), (1, "c", 1.0, 0.5, 0.0),
+        (2, "a", 9.0, 0.5, 0.0), (2, "b", 1.0, 0.5, 0.0), (2, "c", 5.0, 0.5, 0.0),
+        (3, "a", 1.0, 0.5, 0.0), (3, "d", 7.0, 0.5, 0.0), (3, "e", 7.0, 0.5, 0.0), (3, "f", 7.0, 0.5, 0.0),
+    ]
+    result = top_staker_turnover(make_table(rows), top=2)
+    assert result.round.tolist() == [1, 2, 3]
+    assert math.isnan(result.turnover[0])
+    assert result.turnover[1:].tolist() == [0.5, 1.0]
+    assert result.mean_turnover == pytest.approx(0.75)
+    assert top_stakers(["f", "e", "d"], [7.0, 7.0, 7.0], top=2) == ["d", "e"]
+    assert top_stakers(["a", "b"], [0.0, 0.0]) == []
+
+
+def test_series_ends_by_hand() -> None:
+    """20 values: first/last 10% are the first/last 2 (NaN skipped); tiny series use one value."""
+    values = np.arange(1.0, 21.0)
+    values[0] = NAN  # 19 finite: k = ⌈1.9⌉ = 2
+    assert series_ends(values) == (pytest.approx(2.5), pytest.approx(19.5))  # (2+3)/2, (19+20)/2
+    assert series_ends([0.25, 0.3, 0.33]) == (0.25, 0.33)
+    assert all(math.isnan(x) for x in series_ends([NAN]))
+    assert percent_change(0.25, 0.33) == pytest.approx(0.32)
+    assert math.isnan(percent_change(0.0, 1.0))

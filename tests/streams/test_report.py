@@ -26,14 +26,15 @@ from scoring.crowding import (
 from streams.admin import kafka_client_options
 from streams.report import (
     CHART_FILES,
+    HEADLINE_FILE,
     LatestScores,
     build_report,
     headline,
+    headline_data,
     render_report,
     score_table_from_messages,
 )
 from streams.settings import Settings
-from streams.simulation import Simulation, SimulationConfig
 from tests.conftest import run_sync
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,34 +65,55 @@ def score_message(
     }
 
 
+#: The small season: (model index, round) of each 6× stake jump.
+JUMPS = ((3, 8), (7, 10), (11, 12), (16, 14), (19, 9), (23, 11))
+
+
+def small_season(n_models: int = 40, n_ids: int = 200, rounds: range = range(1, 25)) -> Any:
+    """Per round: model ids, stakes, predictions and three days of targets (1, 2, final=20).
+
+    Predictions mix a common signal (the crowd) with each model's own; stakes are constant
+    except the 6× jumps of :data:`JUMPS`; a fifth of the models never stake. Built here, not
+    with the simulator, so these tests depend only on the scoring core.
+    """
+    rng = np.random.default_rng(7)
+    models = [f"m{i:02d}" for i in range(n_models)]
+    crowd_share = rng.uniform(0.1, 0.9, n_models)
+    base = rng.lognormal(3.0, 1.0, n_models)
+    base[::5] = 0.0
+    for r in rounds:
+        common = rng.normal(size=n_ids)
+        own = rng.normal(size=(n_models, n_ids))
+        preds = crowd_share[:, None] * common + (1 - crowd_share[:, None]) * own
+        stakes = base.copy()
+        for m, jump_round in JUMPS:
+            if r >= jump_round:
+                stakes[m] *= 6.0
+        signal = 0.3 * common + 0.2 * own[:5].mean(axis=0)
+        targets = {d: np.clip(np.round((signal + rng.normal(scale=1.0, size=n_ids)) * 1.0 + 2) / 4, 0, 1) for d in (1, 2, 20)}
+        yield r, models, stakes, preds, targets
+
+
 @pytest.fixture(scope="module")
 def season() -> dict[str, Any]:
     """A small season scored with score_round: final-score messages plus earlier-day noise,
     and the table built directly from the final scores."""
-    sim = Simulation(SimulationConfig.small(n_models=60, n_ids=300, n_rounds=24, n_jumps=6))
     messages: list[dict[str, Any]] = []
     direct: dict[str, list[Any]] = {
-        k: [] for k in ("rounds", "models", "stakes", "corr_w_mm", "mmc", "contribution")
+        k: [] for k in ("rounds", "models", "stakes", "corr_w_mm", "mmc", "contribution", "corr")
     }
-    for i, r in enumerate(sim.rounds):
-        rows = np.flatnonzero(sim.submitted[i])
-        models = [sim.models[m] for m in rows]
-        stakes = sim.stakes[i, rows]
-        preds = sim.predictions(r)[rows]
-        by_day = {
-            d: scoring.score_round(preds, stakes, sim.targets(r, d), round=r)
-            for d in (1, 2, sim.config.resolution_days)
-        }
-        final = by_day[sim.config.resolution_days]
+    for r, models, stakes, preds, targets in small_season():
+        by_day = {d: scoring.score_round(preds, stakes, targets[d], round=r) for d in targets}
+        final = by_day[20]
         # Arrival order as a consumer may see it: day 2, final, then a late redelivery of day 1.
-        for d in (2, sim.config.resolution_days, 1):
+        for d in (2, 20, 1):
             s = by_day[d]
             for j, model in enumerate(models):
                 messages.append(
                     score_message(
                         r,
                         d,
-                        d == sim.config.resolution_days,
+                        d == 20,
                         model,
                         float(stakes[j]),
                         corr=s.corr[j],
@@ -106,16 +128,19 @@ def season() -> dict[str, Any]:
         direct["corr_w_mm"] += final.corr_w_mm.tolist()
         direct["mmc"] += final.mmc.tolist()
         direct["contribution"] += final.contribution.tolist()
-    return {"sim": sim, "messages": messages, "direct": direct}
+        direct["corr"] += final.corr.tolist()
+    return {"messages": messages, "direct": direct}
 
 
-def direct_table(direct: dict[str, list[Any]], metric: str = "mmc") -> ScoreTable:
+def direct_table(direct: dict[str, list[Any]]) -> ScoreTable:
     return ScoreTable.from_arrays(
         direct["rounds"],
         np.array(direct["models"], dtype=object),
         direct["stakes"],
         direct["corr_w_mm"],
-        direct[metric],
+        direct["mmc"],
+        contribution=direct["contribution"],
+        corr=direct["corr"],
     )
 
 
@@ -144,18 +169,18 @@ def test_latest_update_per_round_wins() -> None:
     assert latest.read == 8
 
 
-def test_nulls_become_nan_and_metric_is_selectable() -> None:
-    """``null`` metrics are NaN in the table; ``metric`` picks mmc or contribution."""
+def test_nulls_become_nan_and_both_mmcs_are_columns() -> None:
+    """``null`` metrics are NaN; the table holds today's MMC (its default), the 2020 MMC and CORR."""
     messages = [
-        score_message(1, 20, True, "a", 2.0, mmc=0.01, contribution=0.02, corr_w_mm=0.5),
-        score_message(1, 20, True, "b", 0.0, corr_w_mm=0.4),  # mmc, contribution null
+        score_message(1, 20, True, "a", 2.0, corr=0.03, mmc=0.01, contribution=0.02, corr_w_mm=0.5),
+        score_message(1, 20, True, "b", 0.0, corr_w_mm=0.4),  # corr, mmc, contribution null
     ]
     table = score_table_from_messages(messages)
     assert table.mmc[0] == 0.01 and math.isnan(table.mmc[1])
-    assert score_table_from_messages(messages, metric="contribution").mmc[0] == 0.02
+    assert table.contribution[0] == 0.02 and math.isnan(table.contribution[1])
+    assert table.corr[0] == 0.03 and math.isnan(table.corr[1])
+    assert table.default_metric == "contribution"
     assert table.stakes.tolist() == [2.0, 0.0] and table.models.tolist() == ["a", "b"]
-    with pytest.raises(ValueError, match="metric"):
-        score_table_from_messages(messages, metric="corr")  # type: ignore[arg-type]
 
 
 def test_malformed_message_is_refused() -> None:
@@ -168,51 +193,89 @@ def test_malformed_message_is_refused() -> None:
 
 
 def test_report_numbers_match_a_direct_computation(season: dict[str, Any]) -> None:
-    """Messages → latest per round → crowding_report equals crowding functions on final scores."""
-    for metric in ("mmc", "contribution"):
-        from_messages = score_table_from_messages(season["messages"], metric=metric)
-        direct = direct_table(season["direct"], metric)
-        assert len(from_messages) == len(direct)
-        report = crowding_report(from_messages)
-        stake = cwmm_by_stake_decile(direct)
-        assert_same_array(report.stake_deciles.median_corr_w_mm, stake.median_corr_w_mm)
-        assert_same_array(report.stake_deciles.count, stake.count)
-        deciles = mmc_by_cwmm_decile(direct)
-        np.testing.assert_allclose(
-            report.cwmm_deciles.mean_mmc, deciles.mean_mmc, rtol=1e-12, atol=1e-15
-        )
-        assert_same_array(report.cwmm_deciles.count, deciles.count)
-        trend = cwmm_trend(direct)
-        np.testing.assert_allclose(report.trend.weighted_mean, trend.weighted_mean, rtol=1e-12)
-        assert_same_array(report.trend.median, trend.median)
-        concentration = concentration_by_round(direct)
-        np.testing.assert_allclose(report.concentration.hhi, concentration.hhi, rtol=1e-12)
-        events = stake_jump_events(direct)
-        assert report.events.n_events == events.n_events == len(season["sim"].jumps)
-        np.testing.assert_allclose(
-            report.events.relative_change, events.relative_change, rtol=1e-12
-        )
-        np.testing.assert_allclose(
-            report.events.trajectory_mean_mmc, events.trajectory_mean_mmc, rtol=1e-12
-        )
+    """Messages → latest per round → crowding_report equals crowding functions on final scores;
+    its MMC figures use today's MMC (contribution) and the *_2020 ones the 2020 MMC."""
+    from_messages = score_table_from_messages(season["messages"])
+    direct = direct_table(season["direct"])
+    assert len(from_messages) == len(direct)
+    report = crowding_report(from_messages)
+    assert report.metric == "contribution"
+    stake = cwmm_by_stake_decile(direct)
+    assert_same_array(report.stake_deciles.median_corr_w_mm, stake.median_corr_w_mm)
+    assert_same_array(report.stake_deciles.count, stake.count)
+    for got, metric in ((report.cwmm_deciles, "contribution"), (report.cwmm_deciles_2020, "mmc")):
+        deciles = mmc_by_cwmm_decile(direct, metric=metric)
+        assert got.metric == metric
+        np.testing.assert_allclose(got.mean_mmc, deciles.mean_mmc, rtol=1e-12, atol=1e-15)
+        assert_same_array(got.count, deciles.count)
+    today = mmc_by_cwmm_decile(direct, metric="contribution").mean_mmc
+    old = mmc_by_cwmm_decile(direct, metric="mmc").mean_mmc
+    assert not np.allclose(today, old)  # the two MMCs do differ, so the choice is visible
+    trend = cwmm_trend(direct)
+    np.testing.assert_allclose(report.trend.weighted_mean, trend.weighted_mean, rtol=1e-12)
+    assert_same_array(report.trend.median, trend.median)
+    concentration = concentration_by_round(direct)
+    np.testing.assert_allclose(report.concentration.hhi, concentration.hhi, rtol=1e-12)
+    for got, metric in ((report.events, "contribution"), (report.events_2020, "mmc")):
+        events = stake_jump_events(direct, metric=metric)
+        assert got.n_events == events.n_events == len(JUMPS)
+        np.testing.assert_allclose(got.relative_change, events.relative_change, rtol=1e-12)
+        np.testing.assert_allclose(got.trajectory_mean_mmc, events.trajectory_mean_mmc, rtol=1e-12)
+        np.testing.assert_allclose(got.corr_before, events.corr_before, rtol=1e-12)
 
 
 def test_headline_reports_the_figures(season: dict[str, Any]) -> None:
-    """The headline rows carry the report's numbers beside the article's reference figures."""
+    """The headline rows carry today's MMC, the 2020 MMC beside it, and the article's figures."""
     report = crowding_report(score_table_from_messages(season["messages"]))
-    contribution = crowding_report(
-        score_table_from_messages(season["messages"], metric="contribution")
-    )
-    rows = {row.label: row for row in headline(report, contribution)}
+    rows = {row.label: row for row in headline(report)}
     top = rows["median corr_w_mm, top stake decile"]
     assert top.value == f"{report.stake_deciles.top_median:.3f}" and top.reference == "≈ 0.45"
     low = rows["mean MMC, lowest corr_w_mm decile"]
     assert low.value == f"{report.cwmm_deciles.mean_mmc[0]:.4f}"
-    assert low.value_contribution == f"{contribution.cwmm_deciles.mean_mmc[0]:.4f}"
+    assert low.value_2020 == f"{report.cwmm_deciles_2020.mean_mmc[0]:.4f}"
     assert rows["≥5× stake increases (events)"].value == str(report.events.n_events)
     change = rows["median MMC change after a ≥5× stake increase"]
     assert change.value == f"{100 * report.events.median_relative_change:+.0f}%"
-    assert "→" in rows["stake-weighted mean corr_w_mm, first → last round"].value
+    assert change.value_2020 == f"{100 * report.events_2020.median_relative_change:+.0f}%"
+    assert "→" in rows["stake-weighted mean corr_w_mm, first → last 10% of rounds"].value
+
+
+HEADLINE_KEYS = (
+    "mean_corr", "mean_mmc", "mean_mmc_2020", "cwmm_top_stake_decile", "cwmm_bottom_stake_decile",
+    "mmc_lowest_cwmm_decile", "mmc_highest_cwmm_decile", "steepest_drop_into_decile",
+    "swmm_cwmm_first", "swmm_cwmm_last", "median_cwmm_first", "median_cwmm_last",
+    "stake_jump_events", "stake_jump_median_mmc_change", "stake_jump_mean_mmc_before",
+    "stake_jump_mean_mmc_after", "stake_jump_corr_change", "top10_turnover",
+)
+
+
+def test_headline_data_holds_the_figures_as_numbers(season: dict[str, Any]) -> None:
+    """headline_data has every required key, each a finite number or None, equal to the report's."""
+    table = score_table_from_messages(season["messages"])
+    report = crowding_report(table)
+    data = headline_data(report)
+    for key in HEADLINE_KEYS:
+        assert key in data, key
+    for key, value in data.items():
+        assert value is None or (isinstance(value, int | float) and math.isfinite(value)), (key, value)
+    assert data["mean_mmc"] == pytest.approx(float(np.nanmean(table.contribution)), rel=1e-12)
+    assert data["mean_mmc_2020"] == pytest.approx(float(np.nanmean(table.mmc)), rel=1e-12)
+    assert data["mean_corr"] == pytest.approx(float(np.nanmean(table.corr)), rel=1e-12)
+    assert data["mmc_lowest_cwmm_decile"] == report.cwmm_deciles.mean_mmc[0]
+    assert data["stake_jump_events"] == report.events.n_events > 0
+    assert data["stake_jump_mean_mmc_before"] == report.events.mean_mmc_before
+    assert data["stake_jump_corr_change"] == report.events.median_corr_relative_change
+    assert data["swmm_cwmm_first"] == report.weighted_first
+    assert data["top10_turnover"] == report.turnover.mean_turnover
+
+
+def test_headline_data_of_an_empty_table_is_null_not_nan() -> None:
+    """No scores: the figures are None (JSON null), the counts 0."""
+    data = headline_data(crowding_report(score_table_from_messages([])))
+    for key in HEADLINE_KEYS:
+        assert key in data
+    assert data["stake_jump_events"] == 0
+    assert data["mean_mmc"] is None and data["swmm_cwmm_first"] is None and data["top10_turnover"] is None
 
 
 # --------------------------------------------------------------------------- rendering
@@ -233,6 +296,11 @@ def test_render_report_writes_the_files_it_names(season: dict[str, Any], tmp_pat
     assert sorted(images) == sorted(CHART_FILES.values())
     assert all((files.html.parent / name).is_file() for name in images)
     assert "median corr_w_mm, top stake decile" in page and "0.32 → 0.46" in page
+    assert "MMC (today&#x27;s: contribution)" in page and "MMC 2020 (bootstrap)" in page
+    assert files.headline_json.name == HEADLINE_FILE and files.headline_json.parent == files.html.parent
+    written = orjson.loads(files.headline_json.read_bytes())
+    assert written == headline_data(report)
+    assert set(HEADLINE_KEYS) <= set(written)
 
 
 def test_render_report_on_an_empty_table(tmp_path: Path) -> None:
@@ -275,3 +343,6 @@ def test_build_report_from_the_scores_topic(
     )
     assert built.report.events.n_events == expected.events.n_events
     assert built.files.html.is_file()
+    written = orjson.loads((tmp_path / HEADLINE_FILE).read_bytes())
+    assert written == headline_data(expected)
+    assert all(key in written for key in HEADLINE_KEYS)

@@ -94,8 +94,7 @@ def stake_counterfactual(
         if not np.isfinite(stake) or stake < 0:
             raise ScoringError(f"stake must be a finite number >= 0, got {stake}")
         whatif[model_index] = float(stake)
-    else:
-        assert multiplier is not None
+    elif multiplier is not None:  # the check above leaves exactly one of the two
         if not np.isfinite(multiplier) or multiplier < 0:
             raise ScoringError(f"multiplier must be a finite number >= 0, got {multiplier}")
         whatif[model_index] = s[model_index] * multiplier

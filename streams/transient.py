@@ -33,8 +33,9 @@ import redis.exceptions as redis_errors
 
 from streams.errors import StateLost
 
-#: StateLost: the worker restarts itself and rebuilds; until then the record waits.
-_NETWORK = (ConnectionError, TimeoutError, StateLost)
+_NETWORK = (ConnectionError, TimeoutError)
+#: The state lost under the worker: it restarts itself and rebuilds; until then the record waits.
+_STATE = (StateLost,)
 _KAFKA_ALSO = (
     kafka_errors.KafkaTimeoutError,
     kafka_errors.KafkaUnavailableError,
@@ -70,7 +71,7 @@ def is_transient(exc: BaseException) -> bool:
     for candidate in (exc, exc.__cause__):
         if candidate is None:
             continue
-        if isinstance(candidate, _NETWORK + _KAFKA_ALSO + _REDIS):
+        if isinstance(candidate, _NETWORK + _STATE + _KAFKA_ALSO + _REDIS):
             return True
         if isinstance(candidate, kafka_errors.KafkaError) and getattr(candidate, "retriable", False):
             return True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.stack import free_port
 from tests.conftest import run_sync
-from tests.streams.test_web import http, metric, parse_metrics, wait_until
+from tests.streams.test_web import http, metric, parse_metrics, wait_until, web_process
 
 MiB = 1024 * 1024
 
@@ -262,36 +261,6 @@ def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
 
 
 # --------------------------------------------------------------------------- a real mmc web process
-
-
-@contextmanager
-def web_process(settings: Settings, log_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m streams web`` on a free port; yields its URL and process once it follows the topics."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    environ = {**os.environ, **settings.to_env(), "MMC_WEB_HOST": "127.0.0.1", **env}
-    with (log_dir / "web.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "web", "--port", str(port)],
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(
-                lambda: proc.poll() is None
-                and http("GET", url + "/api/health", timeout=2).json().get("kafka") == "following",
-                30,
-                "mmc web to follow the output topics",
-            )
-            yield url, proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def score_message(i: int) -> bytes:

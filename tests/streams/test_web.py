@@ -152,29 +152,26 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
 
 
 @contextmanager
-def web_server(settings: Settings, log_dir: Path) -> Iterator[str]:
-    """``python -m streams web`` on a free port; yields its URL once its live feed follows the topics."""
+def web_process(settings: Settings, log_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m streams web`` on a free port; yields its URL and process once it follows the topics."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **settings.to_env(), "MMC_WEB_HOST": "127.0.0.1"}
+    environ = {**os.environ, **settings.to_env(), "MMC_WEB_HOST": "127.0.0.1", **env}
     with (log_dir / "web.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "web", "--port", str(port)],
-            env=env,
+            env=environ,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             wait_until(
-                lambda: (
-                    proc.poll() is None
-                    and http("GET", url + "/api/health", timeout=2).json().get("kafka")
-                    == "following"
-                ),
+                lambda: proc.poll() is None
+                and http("GET", url + "/api/health", timeout=2).json().get("kafka") == "following",
                 30,
                 "mmc web to follow the output topics",
             )
-            yield url
+            yield url, proc
         finally:
             proc.terminate()
             try:
@@ -182,6 +179,13 @@ def web_server(settings: Settings, log_dir: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def web_server(settings: Settings, log_dir: Path) -> Iterator[str]:
+    """``python -m streams web`` on a free port; yields its URL once its live feed follows the topics."""
+    with web_process(settings, log_dir) as (url, _):
+        yield url
 
 
 @contextmanager

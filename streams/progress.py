@@ -55,6 +55,12 @@ Apply = Callable[[list[tuple[InputRecord, float]]], Awaitable[list[str]]]
 #: Outcomes of a record that was taken into the state (the rest are refusal reason codes).
 ACCEPTED = frozenset({"applied", "unchanged"})
 POLL_MS = 5
+#: The quick catch-up consumer's fetch wait, and the patient one's (aiokafka's default).
+QUICK_FETCH_WAIT_MS = 2
+PATIENT_FETCH_WAIT_MS = 500
+PATIENT_POLL_MS = 1000
+#: Empty answers in a row, with records waiting, after which a catch-up turns patient.
+STARVED_POLLS = 20
 #: Records a catch-up applies (and marks) together.
 CATCH_UP_BATCH = 64
 
@@ -80,10 +86,9 @@ class Barrier:
         self.settings = settings
         self.state = state
         self.apply: Apply | None = None
-        self._consumers: dict[str, AIOKafkaConsumer] = {}
+        self._consumers: dict[tuple[str, bool], AIOKafkaConsumer] = {}
         self._offsets: AIOKafkaConsumer | None = None
         self._offsets_lock = asyncio.Lock()
-        self._consumer_locks: dict[str, asyncio.Lock] = {}
         self._partition_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._synced_at: dict[str, float] = {}
         self._inflight: dict[str, tuple[float, asyncio.Task[None]]] = {}
@@ -114,16 +119,19 @@ class Barrier:
         """The lock agents and catch-ups hold while applying records of one partition."""
         return self._partition_locks.setdefault((topic, partition), asyncio.Lock())
 
-    async def _consumer(self, topic: str) -> AIOKafkaConsumer:
-        consumer = self._consumers.get(topic)
+    async def _consumer(self, topic: str, patient: bool = False) -> AIOKafkaConsumer:
+        """The topic's catch-up consumer: the quick one (``fetch_max_wait_ms`` 2: an up-to-date
+        partition's empty answer, which brings its high watermark, costs no wait) or the patient
+        one (the client's default wait, :data:`PATIENT_FETCH_WAIT_MS`)."""
+        consumer = self._consumers.get((topic, patient))
         if consumer is None:
             consumer = AIOKafkaConsumer(
                 **kafka_client_options(self.settings), enable_auto_commit=False,
-                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, fetch_max_wait_ms=2,
+                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20,
+                fetch_max_wait_ms=PATIENT_FETCH_WAIT_MS if patient else QUICK_FETCH_WAIT_MS,
             )
             await consumer.start()
-            self._consumers[topic] = consumer
-            self._consumer_locks[topic] = asyncio.Lock()
+            self._consumers[(topic, patient)] = consumer
         return consumer
 
     async def wait_for(self, topic: str, received_at: float, event_ts: int | None = None) -> None:
@@ -167,32 +175,54 @@ class Barrier:
         The end is the larger of the listed end offset and the high watermark of a fetch: the
         embedded broker (Tansu) lists the last batch's base offset + 1 as the end, so only a
         fetch tells where the log really ends. All partitions are fetched together.
+
+        Fetches start on the quick consumer. A broker may answer a fetch with whatever it
+        gathered within the fetch's wait (Tansu does: once a partition holds tens of MB, a 2 ms
+        wait brings no records at all, every time, while the high watermark shows records
+        waiting). After :data:`STARVED_POLLS` such empty answers in a row for a partition the
+        catch-up goes on with the patient consumer from where it stands.
         """
-        consumer = await self._consumer(topic)
-        async with self._consumer_locks[topic]:
-            consumer.assign(list(begin))
-            for tp, offset in begin.items():
-                consumer.seek(tp, offset)
+        if self.apply is None:
+            raise RuntimeError("Barrier.apply is not set")
+        position, end = dict(begin), dict(listed_ends)
+        open_parts: set[TopicPartition] = set(begin)
+        logged: set[TopicPartition] = set()
+        patient = False
+        while open_parts:
+            consumer = await self._consumer(topic, patient)
+            consumer.assign(sorted(open_parts))
+            for tp in open_parts:
+                consumer.seek(tp, position[tp])
             try:
-                await self._apply_ranges(consumer, topic, begin, listed_ends)
+                starved = await self._apply_ranges(consumer, topic, position, end, open_parts, logged, patient)
             finally:
                 consumer.assign([])  # stop fetching until the next catch-up
+            if starved:
+                log.debug("%s: fetches with a %d ms wait bring no records; going on with a %d ms wait",
+                          topic, QUICK_FETCH_WAIT_MS, PATIENT_FETCH_WAIT_MS)
+                patient = True
 
     async def _apply_ranges(
         self,
         consumer: AIOKafkaConsumer,
         topic: str,
-        begin: dict[TopicPartition, int],
-        listed_ends: dict[TopicPartition, int],
-    ) -> None:
-        if self.apply is None:
+        position: dict[TopicPartition, int],
+        end: dict[TopicPartition, int],
+        open_parts: set[TopicPartition],
+        logged: set[TopicPartition],
+        patient: bool,
+    ) -> bool:
+        """Fetch and apply until every partition reached its end (``open_parts`` empty: False),
+        or, on the quick consumer, until a partition starves (True). Updates the arguments."""
+        apply = self.apply
+        if apply is None:
             raise RuntimeError("Barrier.apply is not set")
-        position, end = dict(begin), dict(listed_ends)
-        open_parts, logged = set(begin), set()
+        starving = dict.fromkeys(open_parts, 0)
         while open_parts:
-            # Short polls: getmany only returns early for records, and an empty partition's fetch
-            # answer (which brings the high watermark) must not cost a whole timeout.
-            batch = await consumer.getmany(*sorted(open_parts), timeout_ms=POLL_MS)
+            # Short polls on the quick consumer: getmany only returns early for records, and an
+            # empty partition's answer (which brings the high watermark) must not cost a whole
+            # timeout. The patient consumer's answers take up to its fetch wait anyway.
+            batch = await consumer.getmany(*sorted(open_parts), timeout_ms=PATIENT_POLL_MS if patient else POLL_MS)
             for tp in sorted(open_parts):
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
@@ -205,7 +235,7 @@ class Barrier:
                 if messages:
                     end[tp] = max(end[tp], messages[-1].offset + 1)
                 if messages and tp not in logged:
-                    log.info("catching up %s[%d] from offset %d to %d", tp.topic, tp.partition, begin[tp], end[tp] - 1)
+                    log.info("catching up %s[%d] from offset %d to %d", tp.topic, tp.partition, position[tp], end[tp] - 1)
                     logged.add(tp)
                 for first in range(0, len(messages), CATCH_UP_BATCH):
                     chunk = messages[first : first + CATCH_UP_BATCH]
@@ -214,8 +244,15 @@ class Barrier:
                         InputRecord(topic=topic, partition=tp.partition, offset=m.offset, timestamp_ms=m.timestamp, key=m.key, value=m.value)
                         for m in chunk
                     ]
-                    outcomes = await self.apply([(record, now) for record in records])
+                    outcomes = await apply([(record, now) for record in records])
                     await mark_applied(self.state, topic, applied_marks(records, outcomes))
                     position[tp] = chunk[-1].offset + 1
                 if position[tp] >= end[tp] and highwater is not None:
                     open_parts.discard(tp)
+                    continue
+                # An answer came (the high watermark moved on or is known) with no records
+                # although records wait: the broker gathered none within the fetch's wait.
+                starving[tp] = 0 if messages or highwater is None else starving[tp] + 1
+                if not patient and starving[tp] >= STARVED_POLLS:
+                    return True
+        return False

@@ -54,7 +54,7 @@ bench-stream: $(STAMP)
 	$(PY) benchmarks/bench_stream.py
 
 bench-soak: $(STAMP)
-	$(PY) benchmarks/bench_soak.py
+	$(PY) benchmarks/bench_soak.py --rounds 60 --round-seconds 10
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy

@@ -27,14 +27,16 @@ worker's progress in Redis every second and its RSS (``/proc/PID/status``) every
 4. Redis ``used_memory`` every ``--sample-seconds`` beside the rounds whose rows Redis keeps,
    and whether it stays bounded: the worker runs with ``MMC_RETENTION_ROUNDS`` =
    ``--retention`` (and the score retention ``--score-retention``), so once a round is final and
-   that many later rounds have closed its rows go; the report gives the growth per round opened
+   that many later rounds have closed its rows go, and with ``MMC_HISTORY_ROUNDS`` =
+   ``--history``, so histories stop growing once that many rounds are scored; the report gives
+   the growth per round opened
    over the last half of the run, which is what retention leaves growing (a round's universe,
    lifecycle and trend entry). The broker's RSS grows by design (the embedded broker keeps every
    record in memory);
 5. dead letters, and the worker log's warnings and errors (the log file's path is printed).
 
 Usage: ``python benchmarks/bench_soak.py [--minutes 10 | --rounds 60] [--models 300] [--ids 2000]
-[--round-seconds 20] [--retention 10] ...`` (``--help`` lists every knob); ``--minutes 1`` is a
+[--round-seconds 20] [--retention 10] ...`` (``make bench-soak``: ``--rounds 60 --round-seconds 10``) (``--help`` lists every knob); ``--minutes 1`` is a
 smoke run, ``--rounds`` sets the length in rounds instead (``--rounds × --round-seconds``).
 """
 
@@ -562,6 +564,9 @@ def main() -> None:
     parser.add_argument("--retention", type=int, default=10,
                         help="the worker's MMC_RETENTION_ROUNDS: later closes after which a final round's rows go (default 10)")
     parser.add_argument("--score-retention", type=int, default=20, help="the worker's MMC_RETENTION_SCORE_ROUNDS (default 20)")
+    parser.add_argument("--history", type=int, default=25,
+                        help="the worker's MMC_HISTORY_ROUNDS: rounds of each model's history kept (default 25, so that "
+                             "histories stop growing within a 60-round run)")
     parser.add_argument("--models", type=int, default=300, help="models submitting to each round (default 300)")
     parser.add_argument("--ids", type=int, default=2000, help="ids per round (default 2,000)")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="a new round opens every this many s (default 20)")
@@ -585,14 +590,15 @@ def main() -> None:
         if args.rounds < 1:
             parser.error("--rounds must be at least 1")
         args.minutes = args.rounds * round_seconds / 60
-    if args.retention < 1 or args.score_retention < 1:
-        parser.error("--retention and --score-retention must be at least 1")
+    if args.retention < 1 or args.score_retention < 1 or args.history < 1:
+        parser.error("--retention, --score-retention and --history must be at least 1")
     if args.minutes <= 0 or args.models < 2 or args.ids < 10 or args.days < 1 or args.target_gap <= 0 or args.sample_seconds < 1:
         parser.error("need --minutes > 0, --models ≥ 2, --ids ≥ 10, --days ≥ 1, --target-gap > 0, --sample-seconds ≥ 1")
     wl = Workload(args.models, args.ids, round_seconds, submit, args.days, args.target_gap, args.minutes * 60, args.seed)
     began = time.perf_counter()
     print(f"machine: {os.cpu_count()} cores; one worker, {args.partitions} partitions, embedded Tansu + redis-server; "
-          f"retention: rows of {args.retention} closed rounds, scores of {max(args.retention, args.score_retention)}")
+          f"retention: rows of {args.retention} closed rounds, scores of {max(args.retention, args.score_retention)}, "
+          f"histories of {args.history} rounds")
     print(f"workload: {wl.duration:.0f} s; a round every {round_seconds:g} s ({wl.rounds} rounds), {args.models:,} models × "
           f"{args.ids:,} ids, submissions for {submit:g} s then close, stakes for the next round after each close, "
           f"{args.days} target updates {args.target_gap:g} s apart; at most {wl.live_rounds} rounds live at once")
@@ -604,7 +610,7 @@ def main() -> None:
           f"{per_round / submit:.1f}/s while a round is open, {per_round / round_seconds:.1f}/s on average")
     with EmbeddedStack() as stack:
         settings = bench_settings(stack, args.partitions).model_copy(
-            update={"retention_rounds": args.retention, "retention_score_rounds": args.score_retention}
+            update={"retention_rounds": args.retention, "retention_score_rounds": args.score_retention, "history_rounds": args.history}
         )
         asyncio.run(create_topics(settings))
         log_path = args.log or Path("out/bench-soak") / f"worker-{settings.state_namespace}-{uuid.uuid4().hex[:4]}.log"

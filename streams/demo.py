@@ -68,7 +68,8 @@ class DemoConfig:
 
 def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="live leaderboard (rolling window)", expand=True)
-    for name, justify in (("#", "right"), ("model", "left"), ("CORR", "right"), ("MMC", "right"),
+    # MMC is today's (correlation contribution, the one in the payout); MMC 2020 the bootstrap one.
+    for name, justify in (("#", "right"), ("model", "left"), ("CORR", "right"), ("MMC", "right"), ("MMC 2020", "right"),
                           ("CWMM", "right"), ("payout", "right"), ("stake", "right"), ("rounds", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
 
@@ -77,7 +78,8 @@ def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
 
     for i, row in enumerate(rows, 1):
         table.add_row(
-            str(i), row["model"], f(row.get("corr_mean")), f(row.get("mmc_mean")), f(row.get("corr_w_mm_mean"), 3),
+            str(i), row["model"], f(row.get("corr_mean")), f(row.get("contribution_mean")), f(row.get("mmc_mean")),
+            f(row.get("corr_w_mm_mean"), 3),
             f(row.get("payout_mean")), f"{row.get('stake', 0.0):,.1f}", str(row.get("rounds", 0)),
         )
     return table

@@ -23,8 +23,12 @@ the report recomputes everything across rounds from the scores themselves.
 
 The event study's mechanical part (the MMC a model would have had at its old stake, from
 :func:`scoring.stake_counterfactual`) needs each round's predictions, which the ``scores``
-topic does not carry: the report does not compute it and says so; ``mmc whatif MODEL
---stake S`` computes it from the service's state for a model whose stake jumped from S.
+topic does not carry. The worker computes it when the jump happens and attaches it to the
+``crowding_tax`` alert as ``own_forecast`` (the model's MMC in the jump's round at the new
+stake and re-scored at the old one): the report reads those from ``mmc.alerts``
+(:func:`read_tax_forecasts`) and gives their median relative change beside the measured one
+(:class:`MechanicalPart`). ``mmc whatif MODEL --stake S`` computes the same for any round whose
+rows Redis still keeps.
 """
 
 from __future__ import annotations
@@ -168,6 +172,59 @@ async def read_score_messages(settings: Settings) -> LatestScores:
     return latest
 
 
+@dataclass(frozen=True)
+class MechanicalPart:
+    """The mechanical part of the MMC change at ≥5× stake jumps, from the worker's own forecasts.
+
+    Each ``crowding_tax`` alert carrying ``own_forecast`` gives the model's today's MMC in the
+    jump's round at the new stake and re-scored at the old one (every other input unchanged);
+    their difference is what the stake alone did to the model's MMC that round.
+
+    Attributes:
+        events: jumps with a forecast (one per model and round).
+        median_relative_change: median of ``tax / |MMC at the old stake|`` over the events
+            whose MMC at the old stake is not 0 (None without any).
+        mean_tax: mean of ``MMC at the new stake − MMC at the old stake`` (None without events).
+    """
+
+    events: int = 0
+    median_relative_change: float | None = None
+    mean_tax: float | None = None
+
+
+def mechanical_part(alerts: Iterable[dict[str, Any]]) -> MechanicalPart:
+    """:class:`MechanicalPart` of the ``crowding_tax`` alerts among ``alerts`` (the latest per
+    model and round counts; alerts without a forecast are skipped)."""
+    forecasts: dict[tuple[str, int], dict[str, Any]] = {}
+    for a in alerts:
+        forecast = a.get("own_forecast")
+        if a.get("kind") != "crowding_tax" or not isinstance(forecast, dict):
+            continue
+        old, tax = forecast.get("contribution_at_old_stake"), forecast.get("tax")
+        if isinstance(old, int | float) and isinstance(tax, int | float) and math.isfinite(old) and math.isfinite(tax):
+            forecasts[(str(a.get("model")), int(a.get("round", -1)))] = {"old": float(old), "tax": float(tax)}
+    if not forecasts:
+        return MechanicalPart()
+    taxes = [f["tax"] for f in forecasts.values()]
+    relative = [f["tax"] / abs(f["old"]) for f in forecasts.values() if f["old"] != 0]
+    return MechanicalPart(
+        events=len(forecasts),
+        median_relative_change=float(np.median(relative)) if relative else None,
+        mean_tax=float(np.mean(taxes)),
+    )
+
+
+async def read_tax_forecasts(settings: Settings) -> list[dict[str, Any]]:
+    """Every ``crowding_tax`` alert on ``settings.topic("alerts")`` up to its end at call time."""
+    from streams.tail import tail
+
+    found: list[dict[str, Any]] = []
+    async for message in tail(settings, "alerts", from_beginning=True, until_end=True):
+        if message.is_json and isinstance(message.value, dict) and message.value.get("kind") == "crowding_tax":
+            found.append(message.value)
+    return found
+
+
 # --------------------------------------------------------------------------- headline
 
 
@@ -204,7 +261,7 @@ def _dose_key(low: float, high: float) -> str:
     return f"{low:g}_{hi}x"
 
 
-def headline_data(report: CrowdingReport) -> dict[str, float | int | None]:
+def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = None) -> dict[str, float | int | None]:
     """The headline figures as numbers (None when undefined) — the content of ``headline.json``.
 
     MMC figures use ``report.metric`` (today's MMC when the scores carry ``contribution``);
@@ -226,9 +283,12 @@ def headline_data(report: CrowdingReport) -> dict[str, float | int | None]:
       the jump until the rolling mean of MMC stops falling
       (:func:`scoring.crowding.settling_point`); ``stake_jump_dose_<low>_<high>x_*``: the
       same per bucket of stake multiple;
+    - ``stake_jump_mechanical_events``, ``stake_jump_mechanical_median_change``,
+      ``stake_jump_mechanical_mean_tax``: :class:`MechanicalPart` (0 / null when not given);
     - ``top10_turnover``: mean share per round of the 10 largest stakers that are new since
       the previous round; ``effective_models_last``: 1/HHI in the last round.
     """
+    mech = mechanical or MechanicalPart()
     events, events_2020 = report.events, report.events_2020
     deciles, deciles_2020 = report.cwmm_deciles, report.cwmm_deciles_2020
     conc = report.concentration
@@ -271,6 +331,9 @@ def headline_data(report: CrowdingReport) -> dict[str, float | int | None]:
         "stake_jump_mean_corr_before": events.mean_corr_before,
         "stake_jump_mean_corr_after": events.mean_corr_after,
         "stake_jump_settling_round": events.settling_round if events.settling_round >= 0 else None,
+        "stake_jump_mechanical_events": mech.events,
+        "stake_jump_mechanical_median_change": mech.median_relative_change,
+        "stake_jump_mechanical_mean_tax": mech.mean_tax,
         "top10_turnover": report.turnover.mean_turnover,
         "effective_models_last": float(conc.effective_number[-1]) if conc.effective_number.size else None,
     }
@@ -307,12 +370,12 @@ def _arrow(a: float | None, b: float | None, digits: int = 3) -> str:
     return f"{_fmt(a, digits)} → {_fmt(b, digits)}"
 
 
-def headline(report: CrowdingReport) -> list[HeadlineRow]:
+def headline(report: CrowdingReport, mechanical: MechanicalPart | None = None) -> list[HeadlineRow]:
     """The headline figures of ``report`` (:func:`headline_data`) beside the seed article's.
 
     MMC figures are given with ``report.metric`` (today's MMC) and the 2020 MMC beside it.
     """
-    d = headline_data(report)
+    d = headline_data(report, mechanical)
     ref = REFERENCE
     today = LABEL_TODAY if report.metric == "contribution" else LABEL_2020
 
@@ -415,8 +478,10 @@ def headline(report: CrowdingReport) -> list[HeadlineRow]:
         ),
         *dose_rows(),
         (
-            "mechanical part of the MMC change (stake counterfactual)",
-            "not from the scores topic: mmc whatif MODEL --stake OLD",
+            "mechanical part: MMC in the jump's round at the new stake vs re-scored at the old one "
+            "(the worker's forecast on each crowding_tax alert), median change · events",
+            "—" if not d["stake_jump_mechanical_events"]
+            else f"{_pct(d['stake_jump_mechanical_median_change'])} · {d['stake_jump_mechanical_events']}",
             "",
             "—",
         ),
@@ -582,6 +647,7 @@ def render_report(
     table: ScoreTable,
     out_dir: str | Path,
     title: str = "mmc-stream crowding report",
+    mechanical: MechanicalPart | None = None,
 ) -> ReportFiles:
     """Write the four charts (PNG), ``report.html`` and ``headline.json`` to ``out_dir``.
 
@@ -590,6 +656,7 @@ def render_report(
         table: the score table the report was computed from (the scatter plots its rows).
         out_dir: directory to write to (created if missing; files of the same names replaced).
         title: the page title.
+        mechanical: the events' mechanical part (:func:`mechanical_part` of the alerts), if read.
 
     Returns:
         :class:`ReportFiles` with the paths written.
@@ -602,9 +669,9 @@ def render_report(
     _chart_cwmm_trend(report, charts["cwmm_trend"])
     _chart_stake_jump_trajectory(report, charts["stake_jump_trajectory"])
     numbers = out / HEADLINE_FILE
-    numbers.write_bytes(orjson.dumps(headline_data(report), option=orjson.OPT_INDENT_2) + b"\n")
+    numbers.write_bytes(orjson.dumps(headline_data(report, mechanical), option=orjson.OPT_INDENT_2) + b"\n")
     page = out / HTML_FILE
-    page.write_text(_html(title, report.metric, headline(report), charts), encoding="utf-8")
+    page.write_text(_html(title, report.metric, headline(report, mechanical), charts), encoding="utf-8")
     return ReportFiles(html=page, charts=charts, headline_json=numbers)
 
 
@@ -677,21 +744,23 @@ class BuiltReport:
     headline: list[HeadlineRow]
     report: CrowdingReport
     messages_read: int
+    mechanical: MechanicalPart = field(default_factory=MechanicalPart)
 
     @property
     def headline_data(self) -> dict[str, float | int | None]:
         """The numbers written to ``headline.json``."""
-        return headline_data(self.report)
+        return headline_data(self.report, self.mechanical)
 
 
 async def build_report(settings: Settings, out_dir: str | Path) -> BuiltReport:
-    """Read ``scores`` up to its current end, compute the report (today's MMC, 2020 beside it),
-    render it to ``out_dir``."""
+    """Read ``scores`` (and the ``crowding_tax`` alerts, for the mechanical part) up to their
+    current ends, compute the report (today's MMC, 2020 beside it), render it to ``out_dir``."""
     latest = await read_score_messages(settings)
     table = score_table_from_messages(latest)
     report = crowding_report(table)
-    files = render_report(report, table, out_dir)
-    return BuiltReport(files, headline(report), report, latest.read)
+    mechanical = mechanical_part(await read_tax_forecasts(settings))
+    files = render_report(report, table, out_dir, mechanical=mechanical)
+    return BuiltReport(files, headline(report, mechanical), report, latest.read, mechanical)
 
 
 def headline_table(built: BuiltReport, title: str = "crowding headline") -> Table:

@@ -31,6 +31,10 @@ def test_demo_reproduces_the_articles_findings_from_the_stream(tmp_path: Path) -
     assert np.nanmean(report.trend.weighted_mean - report.trend.median) > 0
     # (4) MMC declines after ≥5× stake increases.
     assert report.events.n_events > 0 and report.events.median_relative_change < 0
+    # ... and the stake alone lowers it: the worker's forecast on each crowding_tax alert (the
+    # jump's round at the new stake vs re-scored at the old one), read back from mmc.alerts.
+    assert built.mechanical.events > 0 and built.mechanical.mean_tax is not None and built.mechanical.mean_tax < 0
+    assert built.headline_data["stake_jump_mechanical_events"] == built.mechanical.events
     # the files it names exist
     assert built.files.html.exists() and built.files.html.stat().st_size > 1000
     for png in built.files.charts.values():

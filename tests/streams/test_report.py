@@ -28,9 +28,11 @@ from streams.report import (
     CHART_FILES,
     HEADLINE_FILE,
     LatestScores,
+    MechanicalPart,
     build_report,
     headline,
     headline_data,
+    mechanical_part,
     render_report,
     score_table_from_messages,
 )
@@ -346,3 +348,40 @@ def test_build_report_from_the_scores_topic(
     written = orjson.loads((tmp_path / HEADLINE_FILE).read_bytes())
     assert written == headline_data(expected)
     assert all(key in written for key in HEADLINE_KEYS)
+
+
+# --------------------------------------------------------------------------- mechanical part
+
+
+def _tax_alert(model: str, round_number: int, old: float | None, new: float | None) -> dict[str, Any]:
+    forecast = None if old is None or new is None else {
+        "contribution_at_old_stake": old, "contribution_at_new_stake": new, "tax": new - old,
+    }
+    alert = {"kind": "crowding_tax", "model": model, "round": round_number}
+    return {**alert, "own_forecast": forecast} if forecast is not None else alert
+
+
+def test_mechanical_part_from_the_alerts_forecasts(tmp_path: Path) -> None:
+    """Median of tax / |MMC at the old stake| over the jumps with a forecast (latest per model and
+    round; other kinds, missing and non-finite forecasts skipped); it reaches headline.json."""
+    alerts = [
+        _tax_alert("a", 5, 0.010, 0.006),   # −40%
+        _tax_alert("b", 6, 0.020, 0.015),   # −25%
+        _tax_alert("c", 7, -0.010, -0.012),  # −20% (relative to |old|)
+        _tax_alert("c", 7, -0.010, -0.013),  # a repeat replaces it: −30%
+        _tax_alert("d", 8, 0.0, -0.001),    # no relative change (old is 0), counts in the mean tax
+        _tax_alert("e", 9, None, None),     # no forecast
+        _tax_alert("f", 9, float("nan"), 0.01),
+        {"kind": "corr_w_mm_spike", "model": "g", "round": 9, "own_forecast": {"contribution_at_old_stake": 1.0, "tax": 1.0}},
+    ]
+    part = mechanical_part(alerts)
+    assert part.events == 4
+    assert part.median_relative_change == pytest.approx(np.median([-0.4, -0.25, -0.3]))
+    assert part.mean_tax == pytest.approx(np.mean([-0.004, -0.005, -0.003, -0.001]))
+    assert mechanical_part([]) == MechanicalPart()
+    table = score_table_from_messages([])
+    files = render_report(crowding_report(table), table, tmp_path, mechanical=part)
+    written = orjson.loads(files.headline_json.read_bytes())
+    assert written["stake_jump_mechanical_events"] == 4
+    assert written["stake_jump_mechanical_median_change"] == pytest.approx(part.median_relative_change)
+    assert "-30% · 4" in files.html.read_text(encoding="utf-8")

@@ -529,7 +529,7 @@ def report(
     ),
 ) -> None:
     """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline."""
-    from streams.report import build_report, headline_table
+    from streams.report import alert_rates_line, build_report, headline_table
 
     settings = _settings_or_exit()
     began = time.perf_counter()
@@ -544,6 +544,7 @@ def report(
             highlight=False,
         )
     Console().print(headline_table(built))
+    Console().print(alert_rates_line(built), highlight=False)
     _stderr().print(
         f"read {built.messages_read:,} score updates in {time.perf_counter() - began:.1f} s; "
         f"wrote {built.files.html} and {len(built.files.charts)} charts",

@@ -32,7 +32,7 @@ from rich.table import Table
 from streams.admin import create_topics, redis_client
 from streams.errors import MmcStreamError
 from streams.replay import send_events
-from streams.report import BuiltReport, build_report, headline_table
+from streams.report import BuiltReport, alert_rates_line, build_report, headline_table
 from streams.settings import Settings
 from streams.simulation import SimulationConfig, simulate
 from streams.stack import EmbeddedStack
@@ -189,6 +189,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
             for log in logs:
                 log.close()
     console.print(headline_table(built, "crowding headline — computed by the service from its own stream"))
+    console.print(alert_rates_line(built), highlight=False)
     console.print(f"report: [bold]{built.files.html}[/bold]  charts: {', '.join(str(p) for p in built.files.charts.values())}")
     console.print(f"demo finished in {time.perf_counter() - began:.0f} s; broker, Redis and worker stopped.")
     return built

@@ -26,7 +26,7 @@ The event study's mechanical part (the MMC a model would have had at its old sta
 topic does not carry. The worker computes it when the jump happens and attaches it to the
 ``crowding_tax`` alert as ``own_forecast`` (the model's MMC in the jump's round at the new
 stake and re-scored at the old one): the report reads those from ``mmc.alerts``
-(:func:`read_tax_forecasts`) and gives their median relative change beside the measured one
+(:func:`read_alerts`) and gives their median relative change beside the measured one
 (:class:`MechanicalPart`). ``mmc whatif MODEL --stake S`` computes the same for any round whose
 rows Redis still keeps.
 """
@@ -214,15 +214,33 @@ def mechanical_part(alerts: Iterable[dict[str, Any]]) -> MechanicalPart:
     )
 
 
-async def read_tax_forecasts(settings: Settings) -> list[dict[str, Any]]:
-    """Every ``crowding_tax`` alert on ``settings.topic("alerts")`` up to its end at call time."""
+async def read_alerts(settings: Settings) -> list[dict[str, Any]]:
+    """Every alert on ``settings.topic("alerts")`` up to its end at call time, each once (a
+    message delivered twice has the same bytes)."""
     from streams.tail import tail
 
+    seen: set[bytes] = set()
     found: list[dict[str, Any]] = []
     async for message in tail(settings, "alerts", from_beginning=True, until_end=True):
-        if message.is_json and isinstance(message.value, dict) and message.value.get("kind") == "crowding_tax":
-            found.append(message.value)
+        if message.is_json and isinstance(message.value, dict):
+            raw = orjson.dumps(message.value, option=orjson.OPT_SORT_KEYS)
+            if raw not in seen:
+                seen.add(raw)
+                found.append(message.value)
     return found
+
+
+def alert_rates(alerts: Iterable[dict[str, Any]], model_rounds: int) -> dict[str, float]:
+    """Alerts per 100 model-rounds by ``kind`` and ``stage`` (keys ``<kind>`` and
+    ``<kind>.<stage>``); empty when there are no model-rounds."""
+    if model_rounds <= 0:
+        return {}
+    counts: dict[str, int] = {}
+    for a in alerts:
+        kind = str(a.get("kind"))
+        for key in (kind, f"{kind}.{a.get('stage')}"):
+            counts[key] = counts.get(key, 0) + 1
+    return {key: 100.0 * n / model_rounds for key, n in sorted(counts.items())}
 
 
 # --------------------------------------------------------------------------- headline
@@ -261,7 +279,9 @@ def _dose_key(low: float, high: float) -> str:
     return f"{low:g}_{hi}x"
 
 
-def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = None) -> dict[str, float | int | None]:
+def headline_data(
+    report: CrowdingReport, mechanical: MechanicalPart | None = None, rates: dict[str, float] | None = None
+) -> dict[str, float | int | None]:
     """The headline figures as numbers (None when undefined) — the content of ``headline.json``.
 
     MMC figures use ``report.metric`` (today's MMC when the scores carry ``contribution``);
@@ -286,7 +306,8 @@ def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = No
     - ``stake_jump_mechanical_events``, ``stake_jump_mechanical_median_change``,
       ``stake_jump_mechanical_mean_tax``: :class:`MechanicalPart` (0 / null when not given);
     - ``top10_turnover``: mean share per round of the 10 largest stakers that are new since
-      the previous round; ``effective_models_last``: 1/HHI in the last round.
+      the previous round; ``effective_models_last``: 1/HHI in the last round;
+    - ``alerts_per_100_model_rounds_<kind>``: :func:`alert_rates` by kind, when given.
     """
     mech = mechanical or MechanicalPart()
     events, events_2020 = report.events, report.events_2020
@@ -342,6 +363,9 @@ def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = No
         data[f"stake_jump_dose_{key}_events"] = int(events.dose_n_events[b])
         data[f"stake_jump_dose_{key}_median_mmc_change"] = float(events.dose_median_relative_change[b])
         data[f"stake_jump_dose_{key}_corr_change"] = float(events.dose_median_corr_relative_change[b])
+    for key, rate in (rates or {}).items():
+        if "." not in key:
+            data[f"alerts_per_100_model_rounds_{key}"] = rate
     return {key: _num(value) for key, value in data.items()}
 
 
@@ -648,6 +672,7 @@ def render_report(
     out_dir: str | Path,
     title: str = "mmc-stream crowding report",
     mechanical: MechanicalPart | None = None,
+    rates: dict[str, float] | None = None,
 ) -> ReportFiles:
     """Write the four charts (PNG), ``report.html`` and ``headline.json`` to ``out_dir``.
 
@@ -657,6 +682,7 @@ def render_report(
         out_dir: directory to write to (created if missing; files of the same names replaced).
         title: the page title.
         mechanical: the events' mechanical part (:func:`mechanical_part` of the alerts), if read.
+        rates: alerts per 100 model-rounds (:func:`alert_rates`), if read; into headline.json.
 
     Returns:
         :class:`ReportFiles` with the paths written.
@@ -669,7 +695,7 @@ def render_report(
     _chart_cwmm_trend(report, charts["cwmm_trend"])
     _chart_stake_jump_trajectory(report, charts["stake_jump_trajectory"])
     numbers = out / HEADLINE_FILE
-    numbers.write_bytes(orjson.dumps(headline_data(report, mechanical), option=orjson.OPT_INDENT_2) + b"\n")
+    numbers.write_bytes(orjson.dumps(headline_data(report, mechanical, rates), option=orjson.OPT_INDENT_2) + b"\n")
     page = out / HTML_FILE
     page.write_text(_html(title, report.metric, headline(report, mechanical), charts), encoding="utf-8")
     return ReportFiles(html=page, charts=charts, headline_json=numbers)
@@ -745,11 +771,13 @@ class BuiltReport:
     report: CrowdingReport
     messages_read: int
     mechanical: MechanicalPart = field(default_factory=MechanicalPart)
+    #: Alerts per 100 model-rounds by kind and by kind.stage (:func:`alert_rates`).
+    alert_rates: dict[str, float] = field(default_factory=dict)
 
     @property
     def headline_data(self) -> dict[str, float | int | None]:
         """The numbers written to ``headline.json``."""
-        return headline_data(self.report, self.mechanical)
+        return headline_data(self.report, self.mechanical, self.alert_rates)
 
 
 async def build_report(settings: Settings, out_dir: str | Path) -> BuiltReport:
@@ -758,9 +786,24 @@ async def build_report(settings: Settings, out_dir: str | Path) -> BuiltReport:
     latest = await read_score_messages(settings)
     table = score_table_from_messages(latest)
     report = crowding_report(table)
-    mechanical = mechanical_part(await read_tax_forecasts(settings))
-    files = render_report(report, table, out_dir, mechanical=mechanical)
-    return BuiltReport(files, headline(report, mechanical), report, latest.read, mechanical)
+    alerts = await read_alerts(settings)
+    mechanical = mechanical_part(alerts)
+    rates = alert_rates(alerts, report.n_observations)
+    files = render_report(report, table, out_dir, mechanical=mechanical, rates=rates)
+    return BuiltReport(files, headline(report, mechanical), report, latest.read, mechanical, rates)
+
+
+def alert_rates_line(built: BuiltReport) -> str:
+    """One line: alerts per 100 model-rounds by kind, each with its stages."""
+    rates = built.alert_rates
+    kinds = sorted(k for k in rates if "." not in k)
+    if not kinds:
+        return "alerts per 100 model-rounds: none fired"
+    parts = []
+    for kind in kinds:
+        stages = ", ".join(f"{k.split('.', 1)[1]} {v:.2f}" for k, v in rates.items() if k.startswith(f"{kind}.") and len(kind) < len(k))
+        parts.append(f"{kind} {rates[kind]:.2f}" + (f" ({stages})" if stages else ""))
+    return "alerts per 100 model-rounds: " + "; ".join(parts)
 
 
 def headline_table(built: BuiltReport, title: str = "crowding headline") -> Table:

@@ -35,6 +35,9 @@ def test_demo_reproduces_the_articles_findings_from_the_stream(tmp_path: Path) -
     # jump's round at the new stake vs re-scored at the old one), read back from mmc.alerts.
     assert built.mechanical.events > 0 and built.mechanical.mean_tax is not None and built.mechanical.mean_tax < 0
     assert built.headline_data["stake_jump_mechanical_events"] == built.mechanical.events
+    # every alert kind that fired is counted per 100 model-rounds, in headline.json too
+    assert built.alert_rates.get("crowding_tax", 0) > 0
+    assert built.headline_data["alerts_per_100_model_rounds_crowding_tax"] == built.alert_rates["crowding_tax"]
     # the files it names exist
     assert built.files.html.exists() and built.files.html.stat().st_size > 1000
     for png in built.files.charts.values():

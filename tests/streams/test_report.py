@@ -29,6 +29,7 @@ from streams.report import (
     HEADLINE_FILE,
     LatestScores,
     MechanicalPart,
+    alert_rates,
     build_report,
     headline,
     headline_data,
@@ -385,3 +386,18 @@ def test_mechanical_part_from_the_alerts_forecasts(tmp_path: Path) -> None:
     assert written["stake_jump_mechanical_events"] == 4
     assert written["stake_jump_mechanical_median_change"] == pytest.approx(part.median_relative_change)
     assert "-30% · 4" in files.html.read_text(encoding="utf-8")
+
+
+def test_alert_rates_per_100_model_rounds() -> None:
+    """By kind and by kind.stage, per 100 model-rounds; nothing without model-rounds."""
+    alerts = [
+        {"kind": "corr_w_mm_spike", "stage": "live"},
+        {"kind": "corr_w_mm_spike", "stage": "live"},
+        {"kind": "corr_w_mm_spike", "stage": "resolution"},
+        {"kind": "crowding_tax", "stage": "resolution"},
+    ]
+    assert alert_rates(alerts, 200) == {
+        "corr_w_mm_spike": 1.5, "corr_w_mm_spike.live": 1.0, "corr_w_mm_spike.resolution": 0.5,
+        "crowding_tax": 0.5, "crowding_tax.resolution": 0.5,
+    }
+    assert alert_rates(alerts, 0) == {}

@@ -5,7 +5,12 @@ Kinds (DESIGN §3):
 - ``corr_w_mm_spike`` — a model's CWMM rises above its own baseline (mean of its previous
   ``MMC_ALERT_CWMM_BASELINE_ROUNDS`` rounds with a CWMM) by ``MMC_ALERT_CWMM_SPIKE_SIGMAS`` of
   its own standard deviations and by at least ``MMC_ALERT_CWMM_SPIKE_DELTA``, or it enters the
-  round's top CWMM decile having been below the top decile of its previous round. Raised at a
+  penalised CWMM deciles of its round (decile ``MMC_ALERT_CWMM_PENALISED_DECILE`` or higher,
+  the article's 7–10) from below them (its baseline placed among its previous round's deciles;
+  its previous round's CWMM while it has no baseline), rising by at least
+  ``MMC_ALERT_CWMM_SPIKE_DELTA`` over where it stood. Each carries the model's stake,
+  its decile and the MMC (today's) the population has earned in that decile over the latest
+  ``MMC_ALERT_TREND_ROUNDS`` rounds (:func:`population_decile_mmc`). Raised at a
   round's first scored update (``stage: "resolution"``) and, provisionally, when a submission
   arrives against the round's running meta model (``stage: "live"``: it reflects the
   submissions received so far, so it depends on arrival order; every other output does not).
@@ -67,20 +72,54 @@ def cwmm_baseline(settings: Settings, history: dict[int, dict[str, Any]], before
     return float(np.mean(values)), float(np.std(values, ddof=1))
 
 
+def decile_of(value: float, edges: list[float | None] | None) -> int | None:
+    """Decile 1–10 of ``value`` among a round's CWMMs, from the round's nine decile edges
+    (its 10th … 90th percentiles); None without edges."""
+    if not edges or any(e is None for e in edges):
+        return None
+    return 1 + sum(1 for e in edges if e is not None and value >= e)
+
+
+def population_decile_mmc(trend: dict[int, dict[str, Any]], upto: int, recent: int) -> list[float | None]:
+    """Mean MMC (today's) per CWMM decile over the latest ``recent`` rounds up to ``upto`` that
+    have one (each round's ``mmc_mean_by_cwmm_decile``, averaged with equal weight per round)."""
+    rounds = [r for r in sorted(trend) if r <= upto and trend[r].get("mmc_mean_by_cwmm_decile")][-recent:]
+    out: list[float | None] = []
+    for d in range(10):
+        values = [v for r in rounds if (v := trend[r]["mmc_mean_by_cwmm_decile"][d]) is not None]
+        out.append(float(np.mean(values)) if values else None)
+    return out
+
+
 def cwmm_spike(
     settings: Settings,
     model: str,
     round_number: int,
     cwmm: float | None,
     history: dict[int, dict[str, Any]],
-    top_decile: float | None,
-    previous_top_decile: float | None,
+    edges: list[float | None] | None,
+    previous_edges: list[float | None] | None,
     stage: str = "resolution",
     day: int | None = None,
+    stake: float | None = None,
+    population: list[float | None] | None = None,
 ) -> dict[str, Any] | None:
-    """A ``corr_w_mm_spike`` alert for one model, or None."""
+    """A ``corr_w_mm_spike`` alert for one model, or None.
+
+    Arguments:
+        edges, previous_edges: the nine CWMM decile edges of this round and of the model's
+            previous round (``cwmm_decile_edges`` of their crowding figures); None when unknown.
+        stake: the model's stake in this round.
+        population: mean MMC per CWMM decile (:func:`population_decile_mmc`).
+    """
     if cwmm is None:
         return None
+    decile = decile_of(cwmm, edges)
+    context = {
+        "stake": stake,
+        "decile": decile,
+        "population_mmc": population[decile - 1] if population is not None and decile is not None else None,
+    }
     measured = cwmm_baseline(settings, history, round_number)
     baseline = measured[0] if measured is not None else None
     if measured is not None:
@@ -92,27 +131,39 @@ def cwmm_spike(
                 "corr_w_mm_spike", "warning",
                 f"{model}: correlation with the meta model {cwmm:.3f} in round {round_number} is "
                 f"{cwmm - mean:+.3f} above its baseline {mean:.3f}"
-                + (f" ({sigmas:.1f} of its own standard deviations)" if sigmas is not None else ""),
+                + (f" ({sigmas:.1f} of its own standard deviations)" if sigmas is not None else "")
+                + _decile_note(context),
                 round_number=round_number, model=model, value=cwmm, threshold=threshold,
-                stage=stage, day=day, baseline=mean, baseline_std=std, trigger="baseline",
+                stage=stage, day=day, baseline=mean, baseline_std=std, trigger="baseline", **context,
             )
+    # Where the model stood: its baseline (when it has one) rather than its last round alone, so
+    # that a model hovering at the boundary does not alert every time it steps across.
     previous = [r for r in sorted(history) if r < round_number]
-    prev_cwmm = history[previous[-1]].get("corr_w_mm") if previous else None
+    prev_cwmm = baseline if baseline is not None else (history[previous[-1]].get("corr_w_mm") if previous else None)
+    penalised = settings.alert_cwmm_penalised_decile
+    prev_decile = decile_of(float(prev_cwmm), previous_edges) if prev_cwmm is not None else None
     if (
-        top_decile is not None
-        and cwmm >= top_decile
-        and prev_cwmm is not None
-        and previous_top_decile is not None
-        and prev_cwmm < previous_top_decile
+        decile is not None and decile >= penalised and prev_decile is not None and prev_decile < penalised
+        and prev_cwmm is not None and cwmm >= float(prev_cwmm) + settings.alert_cwmm_spike_delta
     ):
+        edge = edges[penalised - 2] if edges is not None else None
         return alert(
             "corr_w_mm_spike", "info",
-            f"{model}: entered the top decile of correlation with the meta model "
-            f"({cwmm:.3f} ≥ {top_decile:.3f}) in round {round_number}",
-            round_number=round_number, model=model, value=cwmm, threshold=top_decile,
-            stage=stage, day=day, baseline=baseline, trigger="top_decile",
+            f"{model}: entered correlation-with-the-meta-model decile {decile} ({cwmm:.3f}) in round "
+            f"{round_number}, from decile {prev_decile}" + _decile_note(context),
+            round_number=round_number, model=model, value=cwmm, threshold=edge,
+            stage=stage, day=day, baseline=baseline, trigger="penalised_deciles", **context,
         )
     return None
+
+
+def _decile_note(context: dict[str, Any]) -> str:
+    parts = []
+    if context["stake"] is not None:
+        parts.append(f"stake {context['stake']:,.2f}")
+    if context["population_mmc"] is not None:
+        parts.append(f"MMC earned in decile {context['decile']} lately {context['population_mmc']:+.4f}")
+    return f"; {', '.join(parts)}" if parts else ""
 
 
 def crowding_tax(

@@ -500,11 +500,14 @@ class Processor:
         }
         trend = await self.state.get_trend()
         for record, event, cwmm in candidates:
+            # Against the latest scored rounds' deciles (this round has none before its targets).
             resolved = [r for r in trend if r < event.round]
-            top = trend[resolved[-1]].get("cwmm_p90") if resolved else None
-            previous_top = trend[resolved[-2]].get("cwmm_p90") if len(resolved) > 1 else None
+            edges = trend[resolved[-1]].get("cwmm_decile_edges") if resolved else None
+            previous_edges = trend[resolved[-2]].get("cwmm_decile_edges") if len(resolved) > 1 else None
+            population = alert_rules.population_decile_mmc(trend, event.round - 1, self.settings.alert_trend_rounds)
             alert = alert_rules.cwmm_spike(
-                self.settings, event.model, event.round, cwmm, histories[event.model], top, previous_top, stage="live"
+                self.settings, event.model, event.round, cwmm, histories[event.model], edges, previous_edges,
+                stage="live", population=population,  # the stake in force is not at hand here: null
             )
             if alert is not None:
                 found.append((record.timestamp_ms, alert))
@@ -768,13 +771,14 @@ class Processor:
         targets: NDArray[np.float64],
     ) -> list[dict[str, Any]]:
         s, r, day = self.settings, event.round, event.day
-        previous_top = trend_table.get(r - 1, {}).get("cwmm_p90")
+        previous_edges = trend_table.get(r - 1, {}).get("cwmm_decile_edges")
+        population = alert_rules.population_decile_mmc(trend_table, r, s.alert_trend_rounds)
         found: list[dict[str, Any]] = []
         for i, model in enumerate(models):
             cwmm = scores.corr_w_mm[i]
             spike = alert_rules.cwmm_spike(
                 s, model, r, float(cwmm) if np.isfinite(cwmm) else None, histories[model],
-                figures["cwmm_p90"], previous_top, day=day,
+                figures["cwmm_decile_edges"], previous_edges, day=day, stake=float(stakes[i]), population=population,
             )
             if spike is not None:
                 found.append(spike)

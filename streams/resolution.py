@@ -182,6 +182,7 @@ def round_figures(
         "median_cwmm": finite_or_none(median),
         "gap": finite_or_none(weighted - median),
         "cwmm_p90": finite_or_none(float(np.quantile(cwmm[ok], 0.9))) if ok.any() else None,
+        "cwmm_decile_edges": [finite_or_none(float(q)) for q in np.quantile(cwmm[ok], np.arange(1, 10) / 10)] if ok.any() else None,
         "hhi": finite_or_none(conc.hhi),
         "effective_models": finite_or_none(conc.effective_number),
         "top10_share": finite_or_none(conc.top_share),

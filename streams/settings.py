@@ -132,6 +132,15 @@ class Settings(BaseSettings):
         description="…and by at least this much (a model whose CWMM barely moves does not alert on a tiny jump).",
     )
     alert_cwmm_baseline_rounds: int = Field(10, ge=2, description="A model's latest rounds with a CWMM that make its baseline.")
+    alert_cwmm_penalised_decile: int = Field(
+        7, ge=2, le=10,
+        description=(
+            "A model entering this corr_w_mm decile of its round or a higher one (1 = lowest) from below it (its "
+            "baseline placed among the previous round's deciles), rising by at least alert_cwmm_spike_delta → "
+            "corr_w_mm_spike (trigger penalised_deciles; 1.0% of model-rounds on noise, tests/streams/test_alerts.py). "
+            "7: the article finds MMC flat over deciles 1–5 and falling from 7 to 10."
+        ),
+    )
     alert_stake_jump_ratio: float = Field(5.0, gt=1, description="Stake rising by this factor between rounds → crowding_tax.")
     alert_trend_rounds: int = Field(
         20, ge=3,

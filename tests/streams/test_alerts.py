@@ -66,6 +66,58 @@ def test_spike_false_positive_rate_on_noise_only_seasons() -> None:
     assert rate < 0.015
 
 
+EDGES = [0.1 * k for k in range(1, 10)]  # decile d starts at 0.1·(d−1)
+
+
+def test_spike_on_entering_the_penalised_deciles_carries_stake_decile_and_population_mmc() -> None:
+    """From decile 6 (0.55) to decile 8 (0.75) with no baseline spike: trigger penalised_deciles
+    (MMC_ALERT_CWMM_PENALISED_DECILE 7), with the stake and what decile 8 has earned lately."""
+    past = history([0.40, 0.70, 0.55])  # baseline 0.55 (decile 6), too noisy for a baseline spike
+    population = [0.01 - 0.001 * d for d in range(10)]
+    found = alerts.cwmm_spike(SETTINGS, "m1", 4, 0.75, past, EDGES, EDGES, stake=250.0, population=population)
+    assert found is not None and found["trigger"] == "penalised_deciles"
+    assert found["decile"] == 8 and found["stake"] == 250.0 and found["population_mmc"] == pytest.approx(0.003)
+    assert found["threshold"] == pytest.approx(0.6)  # decile 7's lower edge
+    assert "decile 8" in found["message"] and "stake 250.00" in found["message"]
+    # already in the penalised deciles last round, or still below them: nothing
+    assert alerts.cwmm_spike(SETTINGS, "m1", 4, 0.75, history([0.50, 0.80, 0.65]), EDGES, EDGES) is None
+    assert alerts.cwmm_spike(SETTINGS, "m1", 4, 0.58, past, EDGES, EDGES) is None
+    # unknown deciles (no scored round yet): no decile trigger, null context
+    assert alerts.cwmm_spike(SETTINGS, "m1", 4, 0.75, past, None, EDGES) is None
+
+
+def test_population_decile_mmc_averages_the_latest_rounds() -> None:
+    table = {
+        r: {"mmc_mean_by_cwmm_decile": [float(r)] * 9 + [None]} for r in range(1, 31)
+    }
+    means = alerts.population_decile_mmc(table, upto=25, recent=20)
+    assert means[0] == pytest.approx(np.mean(range(6, 26))) and means[9] is None
+    assert alerts.decile_of(0.05, EDGES) == 1 and alerts.decile_of(0.95, EDGES) == 10 and alerts.decile_of(0.35, EDGES) == 4
+    assert alerts.decile_of(0.3, None) is None
+
+
+def test_penalised_decile_entries_on_noise_only_seasons() -> None:
+    """Models whose CWMM moves at random around a persistent level (no crowding): the share of
+    model-rounds that enter deciles 7–10 from below and rise by the minimum jump is printed and
+    stays near 1% (without the baseline and the minimum jump, reshuffling alone fires ~10%)."""
+    rng = np.random.default_rng(11)
+    fired = checked = 0
+    for _ in range(SEASONS // 20):
+        n = 100
+        persistent = rng.standard_normal(n)
+        values = [list(0.4 + 0.05 * (persistent + 0.5 * rng.standard_normal(n))) for _ in range(30)]
+        edges = [list(np.quantile(v, np.arange(1, 10) / 10)) for v in values]
+        for m in range(n):
+            for r in range(2, 31):
+                checked += 1
+                past = {k: {"corr_w_mm": values[k - 1][m]} for k in range(max(1, r - SETTINGS.alert_cwmm_baseline_rounds), r)}
+                found = alerts.cwmm_spike(SETTINGS, "m", r, values[r - 1][m], past, edges[r - 1], edges[r - 2])
+                fired += found is not None and found["trigger"] == "penalised_deciles"
+    rate = fired / checked
+    print(f"corr_w_mm_spike penalised_deciles entries on reshuffling noise: {rate:.2%} of {checked:,} model-rounds")
+    assert 0 < rate < 0.02
+
+
 def test_trend_fires_on_the_article_signal_in_a_noisy_season() -> None:
     """Stake-weighted CWMM rising 0.004 per round and its gap over the median widening, with
     ±0.01 noise per round, over 20 rounds: fires, names both triggers, says the % change."""

@@ -159,9 +159,14 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
     out.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]mmc-stream demo")
     with EmbeddedStack() as stack:
+        season = config.season()
         settings = Settings(
             kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, app_id="mmc-demo",
             state_namespace="demo", web_enabled=False, kafka_security_protocol="PLAINTEXT",
+            # Every round resolving at once stays in memory (a demo round's rows are ~0.4 MB):
+            # target updates come day by day for ~resolution_days rounds in turn, and a smaller
+            # cache reloads each round's rows from Redis at every update.
+            round_cache_rounds=season.resolution_days + 4,
         )
         console.print(f"embedded stack up: broker {stack.kafka_bootstrap}, redis {stack.redis_url}", highlight=False)
         asyncio.run(create_topics(settings))

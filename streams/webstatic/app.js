@@ -213,7 +213,31 @@
     document.getElementById("trend-meta").textContent =
       last && isNum(last.gap) ? `gap ${signed(last.gap, 3)} in round ${last.round}` : "";
   }
-  const renderTrendSoon = batched(renderTrend);
+  const renderTrendSoon = batched(() => {
+    renderTrend();
+    renderDeciles();
+  });
+
+  /* MMC by CWMM decile in the round shown (the latest scored one on the window view). */
+  function renderDeciles() {
+    const rounds = [...board.trend.keys()].sort((a, b) => a - b);
+    const round = board.view === "window" ? rounds[rounds.length - 1] : board.view;
+    const f = board.trend.get(round) || {};
+    const deciles = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    mmcCharts.lineChart(document.getElementById("deciles-chart"), {
+      x: deciles,
+      series: [
+        {label: "MMC (today's)", values: (f.mmc_mean_by_cwmm_decile || []).slice(0, 10), cls: "s0"},
+        {label: "MMC 2020", values: (f.mmc_2020_mean_by_cwmm_decile || []).slice(0, 10), cls: "s1"},
+      ],
+      format: v => v.toFixed(4),
+      zero: true,
+      xLabel: "CWMM decile",
+      empty: "no scored round yet",
+    });
+    document.getElementById("deciles-meta").textContent =
+      round === undefined ? "" : `round ${round}${f.day !== undefined ? ` · day ${f.day}${f.final ? " · final" : ""}` : ""}`;
+  }
 
   async function loadBoardRows() {
     if (board.view === "window") {
@@ -240,6 +264,7 @@
     renderViewPicker();
     renderBoard();
     renderTrend();
+    renderDeciles();
     renderAlerts(document.getElementById("alerts"), board.alerts, "alerts-empty");
   }
 
@@ -250,6 +275,7 @@
     history.replaceState(null, "", url);
     await loadBoardRows();
     renderBoard();
+    renderDeciles();
   }
 
   const boardHandlers = {

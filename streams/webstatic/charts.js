@@ -5,6 +5,7 @@
  *     series: [{label: "CWMM", values: [0.3, null, 0.4], cls: "s0"}],
  *     format: v => v.toFixed(3),                     // y tick and tooltip format
  *     zero: true,                                    // draw y = 0
+ *     xLabel: "decile",                              // x axis label (default "round")
  *   });
  *
  * null values leave a gap. Colours come from CSS classes s0, s1, s2 … (style.css).
@@ -79,7 +80,7 @@
         d += `${pen ? "L" : "M"}${sx(x).toFixed(1)},${sy(v).toFixed(1)}`;
         pen = true;
         const dot = node("circle", {cx: sx(x).toFixed(1), cy: sy(v).toFixed(1), r: 3.2, "data-x": x, "data-value": v});
-        dot.appendChild(node("title", {}, `${s.label} · round ${x}: ${fmt(v)}`));
+        dot.appendChild(node("title", {}, `${s.label} · ${opts.xLabel || "round"} ${x}: ${fmt(v)}`));
         g.appendChild(dot);
       });
       g.insertBefore(node("path", {d, fill: "none"}), g.firstChild);

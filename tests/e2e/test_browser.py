@@ -129,6 +129,11 @@ def test_leaderboard_loads_then_a_streamed_update_appears_without_reload(
         "trend chart drawn"
     )
     assert browser.find_elements("css selector", "#alerts li.alert"), "alerts listed"
+    # the crowding panel: MMC by CWMM decile in the latest round, today's MMC and 2020 beside it
+    latest = max(f["round"] for f in http("GET", service.web_url + "/api/trend").json()["trend"])
+    assert browser.find_element("id", "deciles-meta").text.startswith(f"round {latest}")
+    for series in ("s0", "s1"):
+        assert browser.find_elements("css selector", f"#deciles-chart .series.{series} circle"), f"decile series {series} drawn"
     browser.execute_script("window.__sameDocument = 42")
 
     run_sync(produce(service.settings, service.withheld))

@@ -102,7 +102,7 @@ def test_penalised_decile_entries_on_noise_only_seasons() -> None:
     stays near 1% (without the baseline and the minimum jump, reshuffling alone fires ~10%)."""
     rng = np.random.default_rng(11)
     fired = checked = 0
-    for _ in range(SEASONS // 20):
+    for _ in range(SEASONS // 100):
         n = 100
         persistent = rng.standard_normal(n)
         values = [list(0.4 + 0.05 * (persistent + 0.5 * rng.standard_normal(n))) for _ in range(30)]

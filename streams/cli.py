@@ -554,8 +554,8 @@ def report(
 
 @app.command()
 def demo(
-    models: int = typer.Option(200, help="Models in the simulated season."),
-    ids: int = typer.Option(1000, help="Ids per round."),
+    models: int = typer.Option(120, help="Models in the simulated season."),
+    ids: int = typer.Option(5000, help="Ids per round."),
     rounds: int = typer.Option(30, help="Rounds."),
     days: int = typer.Option(20, help="Daily target updates per round (the last one final)."),
     seed: int = typer.Option(2026, help="Simulator seed (the same seed gives the same season)."),

@@ -1,7 +1,7 @@
 """The simulated season, scored with the scoring core alone (no broker), against the seed
 article's crowding findings (DESIGN §2.2; "MMC" is today's MMC, ``contribution``).
 
-The season is the demo's (streams/demo.py: 200 models × 1,000 ids × 30 rounds, 20-day
+The season is the demo's (streams/demo.py: 120 models × 5,000 ids × 30 rounds, 20-day
 resolution). The figures that hold for every seed tried are asserted here; docs/simulation.md
 lists every figure measured per seed, including those that do not hold yet.
 """
@@ -103,27 +103,32 @@ def _first_last(x: np.ndarray) -> tuple[float, float]:
 
 
 def check_findings(f: Figures) -> None:
+    """What holds at every seed measured (docs/simulation.md)."""
     # Realistic magnitudes.
     assert 0.005 <= f.mean_corr <= 0.04
-    # MMC is positive for the most original models and gone for the most crowded.
+    # MMC is positive for the most original models and lower for the most crowded.
     lowest, highest = f.mmc_by_cwmm_decile[0], f.mmc_by_cwmm_decile[-1]
-    assert lowest > 0 and highest < lowest / 3
+    assert lowest > 0 and highest < lowest
     # Stake-weighted CWMM rises over the season and pulls away from the median.
     sw_first, sw_last = _first_last(f.swmm_cwmm)
     gap_first, gap_last = _first_last(f.swmm_cwmm - f.median_cwmm)
     assert sw_last > sw_first
     assert gap_last > gap_first
-    # The money sits nearer the meta model (the article's +0.17; a weaker form holds here).
+    # The money sits nearer the meta model (the article's +0.17; ≥ +0.08 at every seed here).
     assert f.cwmm_top_stake_decile > f.cwmm_bottom_stake_decile + 0.05
-    # The event study: enough ≥5× reinvestments arise from good runs. (The CORR control, the
-    # median MMC change and the steepest-drop decile are measured, not asserted: at 1,000 ids
-    # they are within noise of their bounds — see docs/simulation.md.)
+    # The event study: enough ≥5× reinvestments arise from good runs, and CORR — which no stake
+    # moves — stays put around them (the control). (The median MMC change and the
+    # steepest-drop decile are measured, not asserted: see docs/simulation.md.)
     assert f.stake_jump_events >= 5
+    assert abs(f.corr_change) <= 0.15
 
 
 def test_default_season_reproduces_the_findings() -> None:
-    """The demo's season at its default seed."""
-    check_findings(season_figures(2026))
+    """The demo's season at its default seed; there the most crowded decile also keeps less
+    than a third of the most original decile's MMC (the article's criterion)."""
+    f = season_figures(2026)
+    check_findings(f)
+    assert f.mmc_by_cwmm_decile[-1] < f.mmc_by_cwmm_decile[0] / 3
 
 
 def test_the_checks_fail_without_a_crowd(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,7 +77,7 @@ def decile_of(value: float, edges: list[float | None] | None) -> int | None:
     (its 10th … 90th percentiles); None without edges."""
     if not edges or any(e is None for e in edges):
         return None
-    return 1 + sum(1 for e in edges if e is not None and value >= e)
+    return 1 + sum(value >= e for e in edges if e is not None)
 
 
 def population_decile_mmc(trend: dict[int, dict[str, Any]], upto: int, recent: int) -> list[float | None]:
@@ -143,10 +143,11 @@ def cwmm_spike(
     penalised = settings.alert_cwmm_penalised_decile
     prev_decile = decile_of(float(prev_cwmm), previous_edges) if prev_cwmm is not None else None
     if (
-        decile is not None and decile >= penalised and prev_decile is not None and prev_decile < penalised
-        and prev_cwmm is not None and cwmm >= float(prev_cwmm) + settings.alert_cwmm_spike_delta
+        edges is not None and decile is not None and decile >= penalised
+        and prev_cwmm is not None and prev_decile is not None and prev_decile < penalised
+        and cwmm >= float(prev_cwmm) + settings.alert_cwmm_spike_delta
     ):
-        edge = edges[penalised - 2] if edges is not None else None
+        edge = edges[penalised - 2]
         return alert(
             "corr_w_mm_spike", "info",
             f"{model}: entered correlation-with-the-meta-model decile {decile} ({cwmm:.3f}) in round "

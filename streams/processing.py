@@ -499,15 +499,18 @@ class Processor:
             for m, h in (await self.state.get_histories(sorted({event.model for _, event, _ in candidates}))).items()
         }
         trend = await self.state.get_trend()
+        population = {
+            r: alert_rules.population_decile_mmc(trend, r - 1, self.settings.alert_trend_rounds)
+            for r in {event.round for _, event, _ in candidates}
+        }
         for record, event, cwmm in candidates:
             # Against the latest scored rounds' deciles (this round has none before its targets).
             resolved = [r for r in trend if r < event.round]
             edges = trend[resolved[-1]].get("cwmm_decile_edges") if resolved else None
             previous_edges = trend[resolved[-2]].get("cwmm_decile_edges") if len(resolved) > 1 else None
-            population = alert_rules.population_decile_mmc(trend, event.round - 1, self.settings.alert_trend_rounds)
             alert = alert_rules.cwmm_spike(
                 self.settings, event.model, event.round, cwmm, histories[event.model], edges, previous_edges,
-                stage="live", population=population,  # the stake in force is not at hand here: null
+                stage="live", population=population[event.round],  # the stake in force is not at hand here: null
             )
             if alert is not None:
                 found.append((record.timestamp_ms, alert))

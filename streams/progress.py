@@ -182,7 +182,8 @@ class Barrier:
         waiting). After :data:`STARVED_POLLS` such empty answers in a row for a partition the
         catch-up goes on with the patient consumer from where it stands.
         """
-        if self.apply is None:
+        apply = self.apply
+        if apply is None:
             raise RuntimeError("Barrier.apply is not set")
         position, end = dict(begin), dict(listed_ends)
         open_parts: set[TopicPartition] = set(begin)
@@ -194,7 +195,7 @@ class Barrier:
             for tp in open_parts:
                 consumer.seek(tp, position[tp])
             try:
-                starved = await self._apply_ranges(consumer, topic, position, end, open_parts, logged, patient)
+                starved = await self._apply_ranges(consumer, apply, topic, position, end, open_parts, logged, patient)
             finally:
                 consumer.assign([])  # stop fetching until the next catch-up
             if starved:
@@ -205,6 +206,7 @@ class Barrier:
     async def _apply_ranges(
         self,
         consumer: AIOKafkaConsumer,
+        apply: Apply,
         topic: str,
         position: dict[TopicPartition, int],
         end: dict[TopicPartition, int],
@@ -214,9 +216,6 @@ class Barrier:
     ) -> bool:
         """Fetch and apply until every partition reached its end (``open_parts`` empty: False),
         or, on the quick consumer, until a partition starves (True). Updates the arguments."""
-        apply = self.apply
-        if apply is None:
-            raise RuntimeError("Barrier.apply is not set")
         starving = dict.fromkeys(open_parts, 0)
         while open_parts:
             # Short polls on the quick consumer: getmany only returns early for records, and an

@@ -159,9 +159,10 @@ async def recover_if_behind(settings: Settings) -> RebuildReport | None:
         renewing = asyncio.ensure_future(_renew(state))
         try:
             gaps = await behind(settings)
-            wipe = not await state.has_epoch() and not await state.is_empty()
+            epoch = await state.has_epoch()
+            wipe = not epoch and not await state.is_empty()
             if not gaps and not wipe:
-                if not await state.has_epoch():
+                if not epoch:
                     log.info("the state is empty and the groups are not ahead of it: the topics are read from where the groups stand")
                 return None
             described = ", ".join(f"{t}[{p}] {have}<{want}" for (t, p), (have, want) in list(gaps.items())[:8])

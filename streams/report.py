@@ -801,7 +801,7 @@ def alert_rates_line(built: BuiltReport) -> str:
         return "alerts per 100 model-rounds: none fired"
     parts = []
     for kind in kinds:
-        stages = ", ".join(f"{k.split('.', 1)[1]} {v:.2f}" for k, v in rates.items() if k.startswith(f"{kind}.") and len(kind) < len(k))
+        stages = ", ".join(f"{k.split('.', 1)[1]} {v:.2f}" for k, v in rates.items() if k.startswith(f"{kind}."))
         parts.append(f"{kind} {rates[kind]:.2f}" + (f" ({stages})" if stages else ""))
     return "alerts per 100 model-rounds: " + "; ".join(parts)
 

@@ -167,6 +167,8 @@ def round_figures(
     staked = ok & (stakes > 0)
     weighted = float(np.sum(stakes[staked] * cwmm[staked]) / np.sum(stakes[staked])) if staked.any() else float("nan")
     median = float(np.median(cwmm[ok])) if ok.any() else float("nan")
+    # The 10th … 90th percentiles: deciles 2–10 start there (the 90th is the top-decile threshold).
+    edges = [finite_or_none(float(q)) for q in np.quantile(cwmm[ok], np.arange(1, 10) / 10)] if ok.any() else None
     conc = stake_concentration(stakes)
     by_stake = cwmm_by_stake_decile(table)
     by_cwmm = mmc_by_cwmm_decile(table, metric="contribution")
@@ -181,8 +183,8 @@ def round_figures(
         "stake_weighted_cwmm": finite_or_none(weighted),
         "median_cwmm": finite_or_none(median),
         "gap": finite_or_none(weighted - median),
-        "cwmm_p90": finite_or_none(float(np.quantile(cwmm[ok], 0.9))) if ok.any() else None,
-        "cwmm_decile_edges": [finite_or_none(float(q)) for q in np.quantile(cwmm[ok], np.arange(1, 10) / 10)] if ok.any() else None,
+        "cwmm_p90": edges[-1] if edges is not None else None,
+        "cwmm_decile_edges": edges,
         "hhi": finite_or_none(conc.hhi),
         "effective_models": finite_or_none(conc.effective_number),
         "top10_share": finite_or_none(conc.top_share),

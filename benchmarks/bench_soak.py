@@ -216,6 +216,8 @@ class Soak:
     redis_start: float = 0.0
     redis_end: float = 0.0
     rounds_opened: int = 0
+    #: Redis bytes by key family (MEMORY USAGE) at the middle and at the end of the run: (elapsed, rounds opened, families)
+    families: list[tuple[float, int, dict[str, tuple[int, int]]]] = field(default_factory=list)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -324,10 +326,13 @@ class Soak:
         try:
             self.redis_start = await self._redis_mb(state)
             marks = {round(self.warmup), round(self.wl.duration)}
+            family_marks = {round(self.wl.duration / 2), round(self.wl.duration)}
             tick = 0
             while True:
                 applied = sum((await state.progress("submissions")).values())
                 self.progress.append((float(tick), applied))
+                if tick in family_marks:
+                    self.families.append((float(tick), self.rounds_opened, await key_families(state)))
                 if tick % round(self.sample_seconds) == 0 or tick in marks:
                     phase = "warm-up" if tick <= self.warmup else ("run" if tick <= self.wl.duration else "drain")
                     self.rss.append(RssRow(
@@ -384,6 +389,31 @@ class Soak:
                 return None
             await asyncio.sleep(0.05)
         return time.perf_counter() - start
+
+
+_ROUND_TAG = re.compile(r"\{r\d+\}")
+_MODEL_TAG = re.compile(r"\{m:[^}]*\}")
+_PARTITION = re.compile(r":live:\d+$")
+
+
+async def key_families(state: RedisState) -> dict[str, tuple[int, int]]:
+    """Keys and bytes (``MEMORY USAGE … SAMPLES 0``, every element counted) by key family.
+
+    A family is a key with its round (``{rN}``), model (``{m:NAME}``) and partition numbers
+    replaced, so the per-round keys add up to one line each.
+    """
+    keys = [k async for k in state.r.scan_iter(match=state.keys.everything(), count=1000)]
+    pipe = state.r.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    sizes = await pipe.execute() if keys else []
+    out: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for key, size in zip(keys, sizes, strict=True):
+        name = key.decode()[len(state.keys.ns) + 1:]
+        name = _PARTITION.sub(":live:P", _MODEL_TAG.sub("{m:NAME}", _ROUND_TAG.sub("{rN}", name)))
+        out[name][0] += 1
+        out[name][1] += int(size or 0)
+    return {name: (n, b) for name, (n, b) in out.items()}
 
 
 def rss_mb(pid: int | None) -> float | None:
@@ -529,9 +559,26 @@ def report_memory(s: Soak) -> None:
         print(f"  over the second half: Redis {second[0].redis_mb:.1f} → {second[-1].redis_mb:.1f} MB, {slope * 1024:+.0f} KB per round "
               f"opened; rounds' rows kept {min(kept)}–{max(kept)} (retention {s.settings.retention_rounds} closed rounds + "
               f"the rounds open or not final)")
+    report_families(s)
     brokers = [row.broker_mb for row in s.rss if not math.isnan(row.broker_mb)]
     if brokers:
         print(f"  broker (Tansu, memory storage) RSS: {brokers[0]:.1f} MB → {brokers[-1]:.1f} MB (keeps every record in memory)")
+
+
+def report_families(s: Soak) -> None:
+    """Redis bytes by key family at the middle and the end of the run, and the growth per round opened."""
+    if len(s.families) < 2:
+        return
+    (t0, r0, first), (t1, r1, last) = s.families[0], s.families[-1]
+    rounds = max(r1 - r0, 1)
+    print(f"  Redis by key family (MEMORY USAGE, SAMPLES 0) at {t0:.0f} s ({r0} rounds opened) and {t1:.0f} s ({r1} rounds opened):")
+    print("    family                          keys     KB at middle   KB at end   growth per round opened")
+    rows = sorted(set(first) | set(last), key=lambda f: -(last.get(f, (0, 0))[1] - first.get(f, (0, 0))[1]))
+    for fam in rows:
+        (k0, b0), (k1, b1) = first.get(fam, (0, 0)), last.get(fam, (0, 0))
+        print(f"    {fam:30s} {k0:5d}→{k1:<5d} {b0 / 1024:12.1f} {b1 / 1024:11.1f} {(b1 - b0) / 1024 / rounds:+15.1f} KB")
+    total0, total1 = sum(b for _, b in first.values()), sum(b for _, b in last.values())
+    print(f"    {'all keys':30s} {'':11s} {total0 / 1024:12.1f} {total1 / 1024:11.1f} {(total1 - total0) / 1024 / rounds:+15.1f} KB")
 
 
 def report_log(path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
@@ -155,6 +156,30 @@ def librdkafka_config(settings: Settings) -> KafkaClientOptions:
 def topic_names(settings: Settings) -> list[str]:
     """Full names of every topic the service uses, inputs first."""
     return [settings.topic(name) for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
+
+
+async def read_record(settings: Settings, topic: str, partition: int, offset: int) -> Any:
+    """The record at ``offset`` of input topic ``topic`` (short name), read with a group-less
+    consumer; ``LookupError`` when the log no longer holds it (its retention deleted it)."""
+    tp = TopicPartition(settings.topic(topic), partition)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 << 20, fetch_max_bytes=16 << 20)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        start = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not start <= offset < end:
+            raise LookupError(f"{settings.topic(topic)}[{partition}]@{offset} is not in the log ({start}..{end - 1})")
+        consumer.seek(tp, offset)
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
+            for record in batch.get(tp, []):
+                if record.offset == offset:
+                    return record
+                if record.offset > offset:
+                    raise LookupError(f"{settings.topic(topic)}[{partition}]@{offset} is gone (compacted)")
+    finally:
+        await consumer.stop()
 
 
 async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:

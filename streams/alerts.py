@@ -10,10 +10,14 @@ Kinds (DESIGN §3):
   its previous round's CWMM while it has no baseline), rising by at least
   ``MMC_ALERT_CWMM_SPIKE_DELTA`` over where it stood. Each carries the model's stake,
   its decile and the MMC (today's) the population has earned in that decile over the latest
-  ``MMC_ALERT_TREND_ROUNDS`` rounds (:func:`population_decile_mmc`). Raised at a
-  round's first scored update (``stage: "resolution"``) and, provisionally, when a submission
-  arrives against the round's running meta model (``stage: "live"``: it reflects the
-  submissions received so far, so it depends on arrival order; every other output does not).
+  ``MMC_ALERT_TREND_ROUNDS`` rounds (:func:`population_decile_mmc`). Raised when the round
+  closes (``stage: "close"``; CWMM needs no targets): the CWMMs are those of the round's meta
+  model at close (stakes frozen), the baseline is the model's CWMMs at its previous closes,
+  the deciles are the round's own and its previous round's at close, and the population's MMC
+  comes from the rounds whose first final update was stamped before the close — so a replay
+  raises the same alerts. Also raised provisionally when a submission arrives, against the
+  round's running meta model (``stage: "live"``: it reflects the submissions received so far,
+  so it depends on arrival order; every other output does not).
 - ``crowding_tax`` — a model's frozen stake rose ≥ ``MMC_ALERT_STAKE_JUMP_RATIO``× between
   adjacent rounds; attached: the model's own forecast (today's MMC in this round at the new
   stake vs re-scored at the old one) and the population's measured median change of today's
@@ -99,7 +103,7 @@ def cwmm_spike(
     history: dict[int, dict[str, Any]],
     edges: list[float | None] | None,
     previous_edges: list[float | None] | None,
-    stage: str = "resolution",
+    stage: str = "close",
     day: int | None = None,
     stake: float | None = None,
     population: list[float | None] | None = None,

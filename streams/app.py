@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -46,7 +46,7 @@ from streams.rebuild import PUBLISHING, recover_if_behind
 from streams.records import InputRecord
 from streams.settings import Settings
 from streams.state import RedisState
-from streams.transient import dependency_of, is_transient
+from streams.transient import is_transient, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ BATCHED_TOPICS = frozenset({"submissions", "stakes"})
 #: and redis-py's pool refuses more than 100 at a time (MaxConnectionsError, which would only be
 #: retried): stay well under it, leaving room for the barriers and the submissions consumer.
 CONCURRENT_MODELS = 32
-RETRY_MIN_SECONDS = 0.5
-RETRY_MAX_SECONDS = 10.0
 #: Exit status of a worker that stopped because a component failed (EX_SOFTWARE).
 EXIT_FAILED = 70
 #: Longest the clean shutdown of a failed worker may take before it exits anyway.
@@ -467,21 +465,6 @@ def describe(records: list[tuple[InputRecord, float]]) -> str:
     first, last = records[0][0], records[-1][0]
     span = f"{first.offset}" if first.offset == last.offset else f"{first.offset}..{last.offset}"
     return f"{first.topic}[{first.partition}]@{span}" + (f" (+{len(records) - 1})" if first.partition != last.partition else "")
-
-
-async def with_retry(call: Callable[[], Awaitable[Any]], doing: str = "a request") -> Any:
-    """Await ``call()`` until the infrastructure lets it through (backoff from RETRY_MIN_SECONDS to
-    RETRY_MAX_SECONDS); one log line per attempt names the dependency and what was being done."""
-    delay = RETRY_MIN_SECONDS
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("%s unavailable while %s (%s: %s); retrying in %.1f s", dependency_of(exc), doing, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 async def apply_in_order(runtime: Runtime, group: list[tuple[int, InputRecord, float, Any]]) -> list[str]:

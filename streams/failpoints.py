@@ -17,6 +17,7 @@ The places (each between two effects that a crash must not separate wrongly):
 ``targets.history_written``             an update's history and leaderboard are written, nothing sent
 ``targets.scores_sent``                 the outputs are sent, the round's scores not yet stored
 ``targets.alerts_sent``                 the round's alerts are sent, not yet marked as alerted
+``close.alerts_sent``                   a round's close-stage alerts are sent, not yet marked as raised
 ``agent.marked``                        an agent's batch is applied and marked (outside every handler)
 ======================================  ==========================================================
 
@@ -39,6 +40,7 @@ NAMES = (
     "targets.history_written",
     "targets.scores_sent",
     "targets.alerts_sent",
+    "close.alerts_sent",
     "agent.marked",
 )
 

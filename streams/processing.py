@@ -29,6 +29,7 @@ decisions wait for the other topics):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -48,6 +49,7 @@ from scoring.errors import ScoringError
 from scoring.rounds import PreparedRound, PreparedSubmission, g15_correlations, gaussian_ranks
 from streams import alerts as alert_rules
 from streams import failpoints
+from streams.admin import read_record
 from streams.errors import InvalidMessage
 from streams.outputs import Output, dead_letter, encode, json_output
 from streams.progress import Barrier
@@ -64,6 +66,7 @@ from streams.records import (
     refuse,
 )
 from streams.resolution import (
+    cwmm_decile_edges,
     history_entry,
     round_figures,
     score_messages,
@@ -73,7 +76,7 @@ from streams.resolution import (
 )
 from streams.settings import Settings
 from streams.state import RedisState, StakeEntry, SubmissionRow
-from streams.transient import is_transient
+from streams.transient import is_transient, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,9 @@ class Processor:
         self._history_cache: dict[str, dict[int, dict[str, Any]]] = {}
         self._stakes: dict[int, tuple[tuple[int, int], NDArray[np.float64]]] = {}
         self._bases_at_close: dict[int, asyncio.Task[None]] = {}
+        self._alerts_at_close: dict[int, asyncio.Task[None]] = {}
+        #: Serialises the close-stage alerts: each round's baseline reads the rounds before it.
+        self._close_alerts_lock = asyncio.Lock()
 
     # --- entry point ------------------------------------------------------------------------
     async def handle(self, record: InputRecord, received_at: float, decoded: Any = None) -> str:
@@ -160,6 +166,7 @@ class Processor:
                 outcome = await self._close(record, decoded)
                 if outcome == "applied":
                     self._prepare_basis_at_close(decoded.round, received_at)
+                self._raise_alerts_at_close(decoded.round, received_at)  # also on a redelivery: a crash may have cut them short
             elif isinstance(decoded, StakeUpdate):
                 outcome = await self._stake(record, decoded, received_at)
             elif isinstance(decoded, TargetsUpdate):
@@ -217,7 +224,7 @@ class Processor:
 
     # --- rounds -------------------------------------------------------------------------------
     async def _open(self, record: InputRecord, event: RoundOpen) -> str:
-        existing = await self.state.get_round(event.round)
+        existing = await self._round_info(event.round)
         if existing is not None:
             if existing.open_offset == record.offset:
                 return "unchanged"
@@ -465,9 +472,21 @@ class Processor:
             live[1:] += stake * g
 
     async def _round_info(self, round_number: int) -> Any:
-        """The stored round (None if never opened); its universe is read once per worker."""
+        """The stored round (None if never opened); its universe is read once per worker — from
+        the round's open record on the rounds topic once retention pruned it from the state."""
         cached = self._universes.get(round_number)
-        return await self.state.get_round(round_number, known_ids=cached[0] if cached else None)
+        info = await self.state.get_round(round_number, known_ids=cached[0] if cached else None)
+        if info is not None and info.ids is None:
+            m = await read_record(self.settings, "rounds", 0, info.open_offset)
+            opened = decode_input(
+                InputRecord(topic="rounds", partition=0, offset=m.offset, timestamp_ms=m.timestamp, key=m.key, value=m.value),
+                self.settings.max_message_bytes, self.settings.max_ids,
+            )
+            if not isinstance(opened, RoundOpen) or opened.round != round_number:
+                raise RuntimeError(f"rounds@{info.open_offset} is not round {round_number}'s open record")
+            info = dataclasses.replace(info, ids=tuple(opened.ids))
+            self._universe(info)  # cached: late records of a pruned round read the log once
+        return info
 
     async def _live_alerts(self, applied: list[tuple[InputRecord, Submission, PreparedRound]]) -> None:
         """Provisional CWMM of each applied submission against its round's running meta model."""
@@ -549,6 +568,8 @@ class Processor:
         clock.lap("barriers")
         targets = align_to_universe(event.targets, event.ids, self._universe(info), partial=True)
         await self._basis_at_close_done(event.round)
+        if not info.close_alerted:  # the close-stage alerts, should the worker have stopped before raising them
+            await self._close_alerts(event.round)
         models, prepared, stakes, fingerprint, samples = await self._round_inputs(event.round, info)
         clock.lap("load")
         complete = bool(np.isfinite(targets).all())
@@ -622,11 +643,92 @@ class Processor:
         if task is not None:
             await asyncio.wait([task])
 
+    async def settle(self) -> None:
+        """Wait until the basis and close-alert tasks started so far are done (tests, tools)."""
+        pending = [*self._bases_at_close.values(), *self._alerts_at_close.values()]
+        if pending:
+            await asyncio.wait(pending)
+
     def stop_background(self) -> None:
-        """Cancel the basis tasks still running (the worker stopping)."""
-        for task in self._bases_at_close.values():
-            task.cancel()
-        self._bases_at_close.clear()
+        """Cancel the basis and close-alert tasks still running (the worker stopping)."""
+        for tasks in (self._bases_at_close, self._alerts_at_close):
+            for task in tasks.values():
+                task.cancel()
+            tasks.clear()
+
+    # --- the close-stage alerts ------------------------------------------------------------
+    def _raise_alerts_at_close(self, r: int, received_at: float) -> None:
+        """Raise the round's close-stage ``corr_w_mm_spike`` alerts in the background.
+
+        CWMM needs no targets: the round's basis (its meta model, stakes frozen at close) gives
+        every model's CWMM at close. The task waits for the basis task and for the ``targets``
+        topic to be applied up to the close (the population's MMC by decile comes from the rounds
+        whose first final update was stamped before the close), then raises the alerts of every
+        closed round not alerted yet, in round order (:meth:`_close_alerts`). Should the worker
+        stop first, the round's first targets update raises them (its updates come after the
+        close), with the same bytes.
+        """
+        for done in [k for k, task in self._alerts_at_close.items() if task.done()]:
+            del self._alerts_at_close[done]
+        basis = self._bases_at_close.get(r)
+        task = asyncio.ensure_future(self._alerts_at_close_task(r, received_at, basis))
+        task.add_done_callback(_ignore_outcome)
+        self._alerts_at_close[r] = task
+
+    async def _alerts_at_close_task(self, r: int, received_at: float, basis: asyncio.Task[None] | None) -> None:
+        try:
+            if basis is not None:
+                await asyncio.wait([basis])
+            await with_retry(lambda: self.barrier.wait_for("targets", received_at), f"waiting for the targets before round {r}'s close")
+            await with_retry(lambda: self._close_alerts(r), f"raising round {r}'s close-stage alerts")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("round %d: raising the close-stage alerts failed; its first targets update raises them", r, exc_info=True)
+
+    async def _close_alerts(self, r: int) -> None:
+        """Raise the close-stage alerts of round ``r`` and of the closed rounds before it (within
+        the baseline's reach) not alerted yet, in round order, each once."""
+        s = self.settings
+        async with self._close_alerts_lock:
+            reach = close_alert_reach(s)
+            for rr in range(max(0, r - reach), r + 1):
+                info = await self._round_info(rr)
+                if info is not None and info.closed and not info.close_alerted:
+                    await self._close_alerts_of(rr, info)
+
+    async def _close_alerts_of(self, r: int, info: Any) -> None:
+        s = self.settings
+        try:
+            models, prepared, stakes, fingerprint, samples = await self._round_inputs(r, info)
+        except InvalidMessage:  # no submissions, or retention pruned them: nothing to measure
+            await self.state.put_close_cwmm(r, {})
+            return
+        basis = await self._basis(r, fingerprint, prepared, stakes, samples)
+        cwmm = basis.corr_w_mm
+        ok = np.isfinite(cwmm)
+        reach = close_alert_reach(s)
+        earlier = await self.state.get_close_cwmm(list(range(max(0, r - reach), r)))
+        finals = await self.state.get_finals()
+        resolved = {k: v for k, v in finals.items() if k < r and v["ts"] < info.close_ts}
+        population = alert_rules.population_decile_mmc(resolved, r, s.alert_trend_rounds)
+        edges = cwmm_decile_edges(cwmm)
+        previous_edges = cwmm_decile_edges(np.fromiter(earlier[r - 1].values(), dtype=float)) if r - 1 in earlier else None
+        found = []
+        for i in np.flatnonzero(ok):
+            model = models[i]
+            history = {rr: {"corr_w_mm": values[model]} for rr, values in earlier.items() if model in values}
+            spike = alert_rules.cwmm_spike(
+                s, model, r, float(cwmm[i]), history, edges, previous_edges,
+                stage="close", stake=float(stakes[i]), population=population,
+            )
+            if spike is not None:
+                found.append(spike)
+        await self._publish_alerts(found, info.close_ts)
+        failpoints.reached("close.alerts_sent")
+        await self.state.put_close_cwmm(r, {models[i]: float(cwmm[i]) for i in np.flatnonzero(ok)})
+        if found:
+            log.info("round %d: %d corr_w_mm_spike alerts at close", r, len(found))
 
     def _fingerprint(self, r: int, version: int, models: list[str], stakes: NDArray[np.float64]) -> str:
         """Identifies the basis inputs: the round's submission set (by version), stakes, draw settings."""
@@ -740,6 +842,8 @@ class Processor:
         clock.lap("leaderboard")
         figures = round_figures(r, event.day, event.final, models, stakes, scores)
         await self.state.put_trend(r, figures)
+        if event.final:  # the population's MMC by decile for later close-stage alerts (the first final counts)
+            await self.state.put_final(r, ts, figures["mmc_mean_by_cwmm_decile"])
         trend_table = await self.state.get_trend()
         trend = trend_figures(trend_table, upto=r, recent=s.alert_trend_rounds)
         crowding = {**figures, "trend": trend}
@@ -755,7 +859,7 @@ class Processor:
         clock.lap("send")
         await self.state.put_round_scores(r, {m: o.value for m, o in zip(models, outputs, strict=False)}, encode(crowding))
         if not info.alerted:
-            found = await self._round_alerts(event, models, stakes, scores, histories, figures, trend, trend_table, prepared, targets)
+            found = await self._round_alerts(event, models, stakes, scores, histories, figures, trend, prepared, targets)
             await self._publish_alerts(found, ts)
             failpoints.reached("targets.alerts_sent")
             await self.state.mark_round_alerted(r)
@@ -769,22 +873,11 @@ class Processor:
         histories: dict[str, dict[int, dict[str, Any]]],
         figures: dict[str, Any],
         trend: dict[str, Any],
-        trend_table: dict[int, dict[str, Any]],
         prepared: PreparedRound,
         targets: NDArray[np.float64],
     ) -> list[dict[str, Any]]:
         s, r, day = self.settings, event.round, event.day
-        previous_edges = trend_table.get(r - 1, {}).get("cwmm_decile_edges")
-        population = alert_rules.population_decile_mmc(trend_table, r, s.alert_trend_rounds)
         found: list[dict[str, Any]] = []
-        for i, model in enumerate(models):
-            cwmm = scores.corr_w_mm[i]
-            spike = alert_rules.cwmm_spike(
-                s, model, r, float(cwmm) if np.isfinite(cwmm) else None, histories[model],
-                figures["cwmm_decile_edges"], previous_edges, day=day, stake=float(stakes[i]), population=population,
-            )
-            if spike is not None:
-                found.append(spike)
         jumps = [
             (i, m) for i, m in enumerate(models)
             if (prev := histories[m].get(r - 1)) is not None
@@ -865,7 +958,13 @@ class Processor:
             return
         outputs = [json_output("alerts", a["model"] or str(a["round"]), a, ts) for a in found]
         await self.send(outputs)
-        await self.state.push_alerts([o.value for o in outputs])
+        await self.state.push_alerts([(o.timestamp_ms, o.value) for o in outputs])
+
+
+def close_alert_reach(settings: Settings) -> int:
+    """Rounds before a close whose CWMMs at close make a model's baseline: twice the baseline
+    rounds, so that a model that skipped some still has its latest ones."""
+    return 2 * settings.alert_cwmm_baseline_rounds
 
 
 class PhaseClock:

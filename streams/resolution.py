@@ -139,6 +139,15 @@ def standing_score(row: dict[str, Any]) -> float:
     return float(value) if value is not None else -1e9
 
 
+def cwmm_decile_edges(cwmm: NDArray[np.float64]) -> list[float | None] | None:
+    """The 10th … 90th percentiles of a round's CWMMs (NaN ignored): deciles 2–10 start there
+    (the 90th is the top-decile threshold); None when no model has one."""
+    ok = np.isfinite(cwmm)
+    if not ok.any():
+        return None
+    return [finite_or_none(float(q)) for q in np.quantile(cwmm[ok], np.arange(1, 10) / 10)]
+
+
 def round_figures(
     round_number: int,
     day: int,
@@ -167,8 +176,7 @@ def round_figures(
     staked = ok & (stakes > 0)
     weighted = float(np.sum(stakes[staked] * cwmm[staked]) / np.sum(stakes[staked])) if staked.any() else float("nan")
     median = float(np.median(cwmm[ok])) if ok.any() else float("nan")
-    # The 10th … 90th percentiles: deciles 2–10 start there (the 90th is the top-decile threshold).
-    edges = [finite_or_none(float(q)) for q in np.quantile(cwmm[ok], np.arange(1, 10) / 10)] if ok.any() else None
+    edges = cwmm_decile_edges(cwmm)
     conc = stake_concentration(stakes)
     by_stake = cwmm_by_stake_decile(table)
     by_cwmm = mmc_by_cwmm_decile(table, metric="contribution")

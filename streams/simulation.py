@@ -159,8 +159,11 @@ class SimulationConfig:
         jump_probability: chance per round that a staker on a good run makes its one large
             reinvestment.
         n_jumps: at most this many large reinvestments in the season.
-        jump_range: the reinvestment's stake multiple, uniform in this range (≥ 5× makes it
-            an event of the crowding-tax study).
+        jump_range: the reinvestment's stake multiple lies in this range (≥ 5× makes it an
+            event of the crowding-tax study).
+        jump_tail: 0: the multiple is uniform in ``jump_range``; above 0: Pareto with this tail
+            index from ``jump_range[0]``, capped at ``jump_range[1]`` (most reinvestments near
+            the low end, a few far above it).
         withdraw_probability: chance per round that a staker with a negative run withdraws.
         withdraw_share: the share of its stake it withdraws, uniform in this range.
         payout_corr_multiplier, payout_mmc_multiplier, payout_clip: the realised payout,
@@ -210,6 +213,7 @@ class SimulationConfig:
     jump_probability: float = 0.015
     n_jumps: int = 12
     jump_range: tuple[float, float] = (5.0, 30.0)
+    jump_tail: float = 0.0
     withdraw_probability: float = 0.1
     withdraw_share: tuple[float, float] = (0.1, 0.5)
     payout_corr_multiplier: float = 0.5
@@ -253,6 +257,7 @@ class SimulationConfig:
             "0 <= jump_probability <= 1": 0 <= self.jump_probability <= 1,
             "n_jumps >= 0": self.n_jumps >= 0,
             "1 <= jump_range, ordered": 1 <= self.jump_range[0] <= self.jump_range[1],
+            "jump_tail >= 0": self.jump_tail >= 0,
             "0 <= withdraw_probability <= 1": 0 <= self.withdraw_probability <= 1,
             "0 <= withdraw_share < 1, ordered": 0 <= self.withdraw_share[0] <= self.withdraw_share[1] < 1,
             "payout_clip > 0": self.payout_clip > 0,
@@ -570,7 +575,7 @@ class Simulation:
                 for m in rng.permutation(np.flatnonzero(good)):
                     if len(jumps) >= cfg.n_jumps:
                         break
-                    factor = float(rng.uniform(*cfg.jump_range))
+                    factor = self._jump_factor(rng)
                     after = math.ceil(previous[m] * factor * scale) / scale
                     stake[m] = after
                     jumped[m] = True
@@ -601,6 +606,13 @@ class Simulation:
         ):
             array.flags.writeable = False
         self._schedule = self._build_schedule()
+
+    def _jump_factor(self, rng: np.random.Generator) -> float:
+        """A large reinvestment's stake multiple (:attr:`SimulationConfig.jump_tail`)."""
+        low, high = self.config.jump_range
+        if self.config.jump_tail <= 0:
+            return float(rng.uniform(low, high))
+        return float(min(high, low * (1.0 - rng.random()) ** (-1.0 / self.config.jump_tail)))
 
     def _round_payouts(self, i: int, submitted: NDArray[np.bool_], stake: NDArray[np.float64]) -> NDArray[np.float64]:
         """Realised payout per model of round index ``i`` (NaN for models that skip it)."""

@@ -12,6 +12,7 @@ and every key of one model ``{m:NAME}``, so the layout works on Redis Cluster):
 ``ns:{r812}:targets``              hash: the latest scored targets (float64, NaN = missing), day, final
 ``ns:{r812}:scores``               hash model → latest published score message
 ``ns:{r812}:crowding``             latest crowding message of the round
+``ns:{r812}:closecwmm``            hash model → CWMM at close (what the close-stage alerts measured)
 ``ns:{m:NAME}:stakes``             sorted set of stake updates, scored by event time
 ``ns:{m:NAME}:history``            hash round → the model's latest scores in that round
 ``ns:rounds``                      sorted set of known rounds
@@ -20,7 +21,8 @@ and every key of one model ``{m:NAME}``, so the layout works on Redis Cluster):
 ``ns:leaderboard``                 sorted set model → rolling mean payout score
 ``ns:leaderboard:rows``            hash model → latest leaderboard message
 ``ns:trend``                       hash round → that round's crowding figures
-``ns:alerts``                      list of recent alerts (newest first, capped)
+``ns:finals``                      hash round → time of its first final update and the MMC by CWMM decile then
+``ns:alerts``                      sorted set of the latest alerts, scored by event time (capped)
 ``ns:{progress}:TOPIC``            hash partition → next offset processed (for barriers)
 ``ns:{progress}:watermark``        hash topic → highest event time processed
 ``ns:retention``                   hash: the retention policy in force and how far it has acted
@@ -33,10 +35,14 @@ their own offset; progress and watermarks only move forward.
 Retention (:meth:`RedisState.prune_rounds`, settings ``MMC_RETENTION_*``). A round's bulk — its
 rows, live sums, basis and targets — is deleted once the round is **final** (a final targets
 update was scored) **and expired**: ``retention_rounds`` rounds with a higher number have closed.
-Its scores and crowding figures go by the same rule with ``retention_score_rounds``. What stays of
-a pruned round: its ``round`` hash (marked ``rows_pruned`` / ``scores_pruned``), its universe, its
-trend figures and every model's history entry (histories keep each model's latest
-``history`` rounds). A round never final keeps everything.
+Its scores, crowding figures and CWMMs at close go by the same rule with ``retention_score_rounds``.
+The universe goes with the rows: a late record that needs it (a repeated open, a submission or
+targets update that must be checked against it) reads it back from the round's open record on
+the ``rounds`` topic (``open_offset``), so every decision is the same as when it was kept. What
+stays of a pruned round: its ``round`` hash (marked ``rows_pruned`` / ``scores_pruned``), its
+trend figures and first final update (``finals``) and every model's history entry (histories
+keep each model's latest ``history`` rounds): a few hundred bytes per round, whatever the
+number of models and ids. A round never final keeps everything.
 
 "Expired" is measured against the closes up to the close of the latest round a scored targets
 update was applied to (the ``reference`` field), not against the latest close applied: both the
@@ -170,16 +176,22 @@ class RoundInfo:
     """A round's lifecycle as stored."""
 
     round: int
-    ids: tuple[str, ...]
+    #: The universe; None once retention pruned it (read it back from the open record, ``open_offset``).
+    ids: tuple[str, ...] | None
     open_ts: int
     open_offset: int
     close_ts: int | None
     close_offset: int | None
     alerted: bool
+    #: The close-stage alerts were raised (or the round needed none): its CWMMs at close are stored.
+    close_alerted: bool = False
+
+    #: Size of the universe (also when ``ids`` is None).
+    universe_size: int = 0
 
     @property
     def n_ids(self) -> int:
-        return len(self.ids)
+        return len(self.ids) if self.ids is not None else self.universe_size
 
     @property
     def closed(self) -> bool:
@@ -321,6 +333,9 @@ class Keys:
     def crowding(self, r: int) -> str:
         return f"{self.ns}:{{r{r}}}:crowding"
 
+    def close_cwmm(self, r: int) -> str:
+        return f"{self.ns}:{{r{r}}}:closecwmm"
+
     def stakes(self, model: str) -> str:
         return f"{self.ns}:{{m:{model}}}:stakes"
 
@@ -344,6 +359,9 @@ class Keys:
 
     def trend(self) -> str:
         return f"{self.ns}:trend"
+
+    def finals(self) -> str:
+        return f"{self.ns}:finals"
 
     def alerts(self) -> str:
         return f"{self.ns}:alerts"
@@ -456,19 +474,19 @@ class RedisState:
             pipe.hgetall(self.keys.round(r))
             pipe.get(self.keys.ids(r))
             meta, ids = await pipe.execute()
-            if ids is None:
-                return None
-        if not meta:
+        if not meta or b"open_ts" not in meta:
             return None
         m = {k.decode(): v.decode() for k, v in meta.items()}
         return RoundInfo(
             round=r,
-            ids=known_ids if known_ids is not None else tuple(orjson.loads(ids)),
+            ids=known_ids if known_ids is not None else (tuple(orjson.loads(ids)) if ids is not None else None),
             open_ts=int(m["open_ts"]),
             open_offset=int(m["open_offset"]),
             close_ts=int(m["close_ts"]) if "close_ts" in m else None,
             close_offset=int(m["close_offset"]) if "close_offset" in m else None,
             alerted=m.get("alerted") == "1",
+            close_alerted=m.get("close_alerted") == "1",
+            universe_size=int(m.get("n_ids", 0)),
         )
 
     async def open_round(self, r: int, ids: tuple[str, ...], ts: int, offset: int) -> None:
@@ -755,16 +773,51 @@ class RedisState:
         raw = await self.r.hgetall(self.keys.trend())
         return {int(k): orjson.loads(v) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
 
-    async def push_alerts(self, alerts: list[bytes]) -> None:
+    async def put_final(self, r: int, ts: int, mmc_by_cwmm_decile: list[float | None]) -> None:
+        """Record the round's first final update: its record time and today's MMC by CWMM decile
+        then (a repeated or corrected final update later leaves it as it was)."""
+        await self.r.hsetnx(self.keys.finals(), str(r), orjson.dumps({"ts": ts, "mmc_mean_by_cwmm_decile": mmc_by_cwmm_decile}))
+
+    async def get_finals(self) -> dict[int, dict[str, Any]]:
+        raw = await self.r.hgetall(self.keys.finals())
+        return {int(k): orjson.loads(v) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+
+    async def put_close_cwmm(self, r: int, cwmm: Mapping[str, float]) -> None:
+        """Store the round's CWMMs at close and mark its close-stage alerts raised, at once
+        (nothing but the mark once retention pruned the round's scores)."""
+        pipe = self.r.pipeline(transaction=True)
+        if cwmm:
+            pipe.hset(self.keys.close_cwmm(r), mapping={m: repr(float(v)) for m, v in cwmm.items()})  # type: ignore[arg-type]
+            await self._drop_if_pruned(keys=[self.keys.round(r), self.keys.close_cwmm(r)], args=[SCORES_PRUNED], client=pipe)
+        pipe.hset(self.keys.round(r), "close_alerted", "1")
+        await pipe.execute()
+
+    async def get_close_cwmm(self, rounds: list[int]) -> dict[int, dict[str, float]]:
+        """CWMMs at close of ``rounds`` that have them stored."""
+        if not rounds:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for r in rounds:
+            pipe.hgetall(self.keys.close_cwmm(r))
+        out = {}
+        for r, raw in zip(rounds, await pipe.execute(), strict=True):
+            if raw:
+                out[r] = {k.decode(): float(v) for k, v in raw.items()}
+        return out
+
+    async def push_alerts(self, alerts: list[tuple[int, bytes]]) -> None:
+        """Keep ``(event time, alert)`` pairs among the latest ALERTS_KEPT alerts by event time
+        (ties by their bytes): the same set whatever order they were raised in."""
         if not alerts:
             return
         pipe = self.r.pipeline(transaction=False)
-        pipe.lpush(self.keys.alerts(), *alerts)
-        pipe.ltrim(self.keys.alerts(), 0, ALERTS_KEPT - 1)
+        pipe.zadd(self.keys.alerts(), {value: ts for ts, value in alerts})
+        pipe.zremrangebyrank(self.keys.alerts(), 0, -ALERTS_KEPT - 1)
         await pipe.execute()
 
     async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
-        return [orjson.loads(a) for a in await self.r.lrange(self.keys.alerts(), 0, limit - 1)]
+        """The latest ``limit`` alerts, newest (by event time) first."""
+        return [orjson.loads(a) for a in await self.r.zrevrange(self.keys.alerts(), 0, limit - 1)]
 
     # --- retention -----------------------------------------------------------------------------
     async def retention_policy(self) -> RetentionPolicy | None:
@@ -828,11 +881,12 @@ class RedisState:
         if rows_now or scores_now:
             pipe = self.r.pipeline(transaction=False)
             for r in rows_now:
-                bulk = [self.keys.subs(r), self.keys.basis(r), self.keys.targets(r)]
+                bulk = [self.keys.subs(r), self.keys.basis(r), self.keys.targets(r), self.keys.ids(r)]
                 bulk += [self.keys.live(r, p) for p in range(policy.partitions)]
                 await self._prune(keys=[self.keys.round(r), *bulk], args=[ROWS_PRUNED], client=pipe)
             for r in scores_now:
-                await self._prune(keys=[self.keys.round(r), self.keys.scores(r), self.keys.crowding(r)], args=[SCORES_PRUNED], client=pipe)
+                scored = [self.keys.scores(r), self.keys.crowding(r), self.keys.close_cwmm(r)]
+                await self._prune(keys=[self.keys.round(r), *scored], args=[SCORES_PRUNED], client=pipe)
             await pipe.execute()
         kept = [int(meta[r][0]) for r in rounds if meta[r][2] is None and r not in rows_now and meta[r][0] is not None]
         cut, removed = (await self._compact_all_stakes(min(kept))) if kept else (None, 0)

@@ -1,7 +1,7 @@
 """Which failures belong to the infrastructure (retry the record) rather than to the input.
 
 A record whose processing fails because Redis or Kafka did not answer is not at fault: the
-worker retries it with backoff (:func:`streams.app.with_retry`) and never dead-letters it.
+worker retries it with backoff (:func:`with_retry`) and never dead-letters it.
 Only a failure that is neither the input's (a typed refusal) nor the infrastructure's is a
 bug, refused ``internal_error``.
 
@@ -27,11 +27,22 @@ The exception's ``__cause__`` is looked at too (clients often wrap a socket erro
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import aiokafka.errors as kafka_errors
 import confluent_kafka
 import redis.exceptions as redis_errors
 
 from streams.errors import StateLost
+
+log = logging.getLogger(__name__)
+
+#: Backoff of :func:`with_retry`: from this delay, doubling, up to the next.
+RETRY_MIN_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
 
 _NETWORK = (ConnectionError, TimeoutError)
 #: The state lost under the worker: it restarts itself and rebuilds; until then the record waits.
@@ -95,3 +106,18 @@ def dependency_of(exc: BaseException) -> str:
         if isinstance(candidate, (kafka_errors.KafkaError, confluent_kafka.KafkaException)):
             return "Kafka"
     return "the network"
+
+
+async def with_retry(call: Callable[[], Awaitable[Any]], doing: str = "a request") -> Any:
+    """Await ``call()`` until the infrastructure lets it through (backoff from RETRY_MIN_SECONDS to
+    RETRY_MAX_SECONDS); one log line per attempt names the dependency and what was being done."""
+    delay = RETRY_MIN_SECONDS
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s unavailable while %s (%s: %s); retrying in %.1f s", dependency_of(exc), doing, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)

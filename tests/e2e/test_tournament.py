@@ -128,8 +128,13 @@ def test_scores_equal_batch_recomputation_bit_for_bit(
     at_old = scoring.score_round(preds, old, targets, round=4, salt=settings.seed_salt).contribution[i]
     assert jump["own_forecast"]["contribution_at_new_stake"] == pytest.approx(batch.contribution[i], abs=1e-12)
     assert jump["own_forecast"]["contribution_at_old_stake"] == pytest.approx(at_old, abs=1e-12)
+    # the crowd-copying spike is raised at close, against the meta model at close (no targets needed)
     spikes = [a for a in alerts if a["kind"] == "corr_w_mm_spike" and a["model"] == SPIKE_MODEL and a["round"] == 4]
-    assert "resolution" in {a["stage"] for a in spikes}, spikes
+    assert {a["stage"] for a in spikes} == {"close"}, spikes
+    models, stakes, batch = t.batch_scores(4, t.days, settings.seed_salt)
+    assert spikes[0]["value"] == pytest.approx(batch.corr_w_mm[models.index(SPIKE_MODEL)], abs=1e-12)
+    assert spikes[0]["stake"] == pytest.approx(stakes[models.index(SPIKE_MODEL)], abs=1e-12)
+    assert not [a for a in alerts if a["kind"] == "corr_w_mm_spike" and a["stage"] == "resolution"]
     assert kinds[("concentration", "resolution")] == len(t.rounds)
     assert kinds[("crowding_trend", "resolution")] >= 1
 

@@ -41,8 +41,8 @@ targets update that must be checked against it) reads it back from the round's o
 the ``rounds`` topic (``open_offset``), so every decision is the same as when it was kept. What
 stays of a pruned round: its ``round`` hash (marked ``rows_pruned`` / ``scores_pruned``), its
 trend figures and first final update (``finals``) and every model's history entry (histories
-keep each model's latest ``history`` rounds): a few hundred bytes per round, whatever the
-number of models and ids. A round never final keeps everything.
+keep each model's latest ``history`` rounds): about 2 KB per round, whatever the number of
+models and ids. A round never final keeps everything.
 
 "Expired" is measured against the closes up to the close of the latest round a scored targets
 update was applied to (the ``reference`` field), not against the latest close applied: both the

@@ -3,7 +3,8 @@ article's crowding findings (DESIGN §2.2; "MMC" is today's MMC, ``contribution`
 
 The season is the demo's (streams/demo.py: 120 models × 5,000 ids × 30 rounds, 20-day
 resolution). The figures that hold for every seed tried are asserted here; docs/simulation.md
-lists every figure measured per seed, including those that do not hold yet.
+lists every figure measured per seed, including those that do not hold at every seed — run
+``.venv/bin/python tests/scoring/test_season_findings.py 2026 1 2 3`` to print them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Figures:
     mmc_before: float
     mmc_after: float
     corr_change: float
+    clip_rate: float  # share of the simulator's payouts at ±clip
+    jump_shares: np.ndarray  # each ≥5× reinvestor's share of the total stake right after it
 
 
 def _deciles(x: np.ndarray) -> np.ndarray:
@@ -80,6 +83,8 @@ def season_figures(seed: int) -> Figures:
             before_corr += corr[b].tolist()
             after_corr += corr[a].tolist()
     drops = mmc_dec[:-1] - mmc_dec[1:]
+    paid = sim.payouts[np.isfinite(sim.payouts)]
+    shares = [j.stake_after / sim.stakes[sim.rounds.index(j.round)].sum() for j in sim.jumps]
     return Figures(
         mean_corr=float(np.mean(corr)),
         cwmm_top_stake_decile=float(np.median(cwmm[staked][d == 9])),
@@ -93,6 +98,8 @@ def season_figures(seed: int) -> Figures:
         mmc_before=float(np.mean(before_mmc)) if before_mmc else float("nan"),
         mmc_after=float(np.mean(after_mmc)) if after_mmc else float("nan"),
         corr_change=float(np.mean(after_corr) / np.mean(before_corr) - 1) if before_corr else float("nan"),
+        clip_rate=float(np.mean(np.abs(paid) >= sim.config.payout_clip - 1e-12)),
+        jump_shares=np.array(shares),
     )
 
 
@@ -106,29 +113,33 @@ def check_findings(f: Figures) -> None:
     """What holds at every seed measured (docs/simulation.md)."""
     # Realistic magnitudes.
     assert 0.005 <= f.mean_corr <= 0.04
-    # MMC is positive for the most original models and lower for the most crowded.
+    # MMC is positive for the most original models and lower for the most crowded, and it
+    # falls most steeply in the penalised deciles (the article: flat, then falling from 7).
     lowest, highest = f.mmc_by_cwmm_decile[0], f.mmc_by_cwmm_decile[-1]
     assert lowest > 0 and highest < lowest
+    assert f.steepest_drop_into_decile >= 6
     # Stake-weighted CWMM rises over the season and pulls away from the median.
     sw_first, sw_last = _first_last(f.swmm_cwmm)
     gap_first, gap_last = _first_last(f.swmm_cwmm - f.median_cwmm)
     assert sw_last > sw_first
     assert gap_last > gap_first
-    # The money sits nearer the meta model (the article's +0.17; ≥ +0.08 at every seed here).
-    assert f.cwmm_top_stake_decile > f.cwmm_bottom_stake_decile + 0.05
+    # The money sits nearer the meta model (the article's +0.17).
+    assert f.cwmm_top_stake_decile >= f.cwmm_bottom_stake_decile + 0.10
     # The event study: enough ≥5× reinvestments arise from good runs, and CORR — which no stake
-    # moves — stays put around them (the control). (The median MMC change and the
-    # steepest-drop decile are measured, not asserted: see docs/simulation.md.)
+    # moves — stays put around them (the control). (The median MMC change is asserted at the
+    # default seed only: with 12 events it is ±25% noise, see docs/simulation.md.)
     assert f.stake_jump_events >= 5
     assert abs(f.corr_change) <= 0.15
 
 
 def test_default_season_reproduces_the_findings() -> None:
     """The demo's season at its default seed; there the most crowded decile also keeps less
-    than a third of the most original decile's MMC (the article's criterion)."""
+    than a third of the most original decile's MMC, and the median MMC change after a ≥5×
+    reinvestment lies between −20% and −60% (the article's criteria)."""
     f = season_figures(2026)
     check_findings(f)
     assert f.mmc_by_cwmm_decile[-1] < f.mmc_by_cwmm_decile[0] / 3
+    assert -0.60 <= f.mmc_change_median <= -0.20
 
 
 def test_the_checks_fail_without_a_crowd(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +155,45 @@ def test_the_checks_fail_without_a_crowd(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_other_seeds_reproduce_the_findings(seed: int) -> None:
     """The same findings at other seeds."""
     check_findings(season_figures(seed))
+
+
+def _table(seeds: list[int]) -> None:
+    """Print docs/simulation.md's per-seed figures."""
+    rows: dict[str, list[str]] = {}
+    for seed in seeds:
+        f = season_figures(seed)
+        lo, hi = f.mmc_by_cwmm_decile[0], f.mmc_by_cwmm_decile[-1]
+        sw, gap = _first_last(f.swmm_cwmm), _first_last(f.swmm_cwmm - f.median_cwmm)
+        median = _first_last(f.median_cwmm)
+        figures = {
+            "mean CORR": f"{f.mean_corr:.3f}",
+            "mean MMC (CWMM deciles' means averaged)": f"{np.mean(f.mmc_by_cwmm_decile):.4f}",
+            "payouts at the clip": f"{f.clip_rate:.0%}",
+            "CWMM top − bottom stake decile": f"{f.cwmm_top_stake_decile - f.cwmm_bottom_stake_decile:+.3f}",
+            "MMC lowest / highest CWMM decile": f"{lo:.4f} / {hi:.4f}",
+            "steepest MMC drop into decile": str(f.steepest_drop_into_decile),
+            "stake-weighted CWMM, first → last fifth": f"{sw[0]:.3f} → {sw[1]:.3f}",
+            "gap stake-weighted − median": f"{gap[0]:.3f} → {gap[1]:.3f}",
+            "median CWMM, first → last fifth": f"{median[0]:.3f} → {median[1]:.3f}",
+            "≥5× events": str(f.stake_jump_events),
+            "median MMC change per event": f"{f.mmc_change_median:+.1%}",
+            "MMC before → after (pooled)": f"{f.mmc_before:.4f} → {f.mmc_after:.4f}",
+            "CORR change around the events": f"{f.corr_change:+.1%}",
+            "reinvestor's share of the stake after (median, max)": f"{np.median(f.jump_shares):.1%}, {np.max(f.jump_shares):.1%}",
+        }
+        for name, value in figures.items():
+            rows.setdefault(name, []).append(value)
+    print("| figure | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+    print("|---|" + "---|" * len(seeds))
+    for name, values in rows.items():
+        print(f"| {name} | " + " | ".join(values) + " |")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _table([int(a) for a in sys.argv[1:]] or [2026])

@@ -192,8 +192,72 @@ def test_the_basis_is_prepared_at_close_and_the_first_update_uses_it(settings: S
     at_close, prepared = run_sync(scenario(True))
     assert at_close == 1
     computed.clear()
-    # a worker that did not see the close being applied (started after it): no basis task
+    # a worker that did not see the close being applied (started after it): no basis task, no close-alert task
     monkeypatch.setattr(processing.Processor, "_prepare_basis_at_close", lambda self, r, received_at: None)
+    monkeypatch.setattr(processing.Processor, "_raise_alerts_at_close", lambda self, r, received_at: None)
     at_close, lazily = run_sync(scenario(False))
     assert at_close == 0 and len(computed) == 1
     assert len(prepared) == 5 and prepared == lazily  # four models' scores + the crowding figures, same bytes
+
+
+def _crowd_season() -> tuple[list[list[tuple[InputRecord, float]]], dict[int, tuple[InputRecord, float]]]:
+    """Three rounds of five staked models; m0 is original in rounds 1–2 and copies the crowd in
+    round 3 (a corr_w_mm_spike at round 3's close). Returns the inputs up to the closes and a
+    first targets update per round."""
+    rng = np.random.default_rng(11)
+    batches: list[list[tuple[InputRecord, float]]] = []
+    targets = {}
+    offsets = {"rounds": 0, "stakes": 0, "submissions": 0, "targets": 0}
+
+    def nxt(topic: str) -> int:
+        offsets[topic] += 1
+        return offsets[topic] - 1
+
+    for r in (1, 2, 3):
+        base = T0 + r * 86_400_000
+        ids = [f"r{r}n{i:03d}" for i in range(N_IDS)]
+        crowd = rng.normal(size=N_IDS)
+        batches.append([rec("rounds", nxt("rounds"), {"type": "open", "round": r, "ids": ids}, str(r), ts=base)])
+        if r == 1:
+            batches.append([rec("stakes", nxt("stakes"), {"model": f"m{i}", "stake": 10.0 + i}, f"m{i}", ts=base + 1 + i) for i in range(5)])
+        subs = []
+        for i in range(5):
+            weight = 0.0 if (i == 0 and r < 3) else (1.0 if i == 0 else 0.7)
+            values = weight * crowd + (1 - weight) * rng.normal(size=N_IDS) + 0.05 * rng.normal(size=N_IDS)
+            body = {"round": r, "model": f"m{i}", "predictions": values.tolist()}
+            subs.append(rec("submissions", nxt("submissions"), body, f"m{i}", ts=base + 10 + i))
+        batches.append(subs)
+        batches.append([rec("rounds", nxt("rounds"), {"type": "close", "round": r}, str(r), ts=base + 1000)])
+    for r in (1, 2, 3):
+        body = {"round": r, "day": 1, "final": False, "targets": rng.uniform(size=N_IDS).tolist()}
+        targets[r] = rec("targets", nxt("targets"), body, str(r), ts=T0 + 5 * 86_400_000 + r)
+    return batches, targets
+
+
+def test_close_stage_alerts_are_raised_at_close_or_else_by_the_first_targets_update(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crowd-copying model alerts at its round's close (stage close, before any targets); a
+    worker that never ran the close-alert task raises the very same alerts at the round's first
+    targets update."""
+    batches, targets = _crowd_season()
+
+    async def close_alerts(namespace: str, with_targets: bool) -> list[bytes]:
+        runtime = Runtime(settings.model_copy(update={"state_namespace": namespace}))
+        try:
+            for batch in batches:
+                await apply_unless_applied(runtime, batch)
+            if with_targets:
+                await apply_unless_applied(runtime, [targets[3]])
+            await (await runtime.processor()).settle()
+            assert runtime.state is not None
+            raised = await runtime.state.r.zrange(runtime.state.keys.alerts(), 0, -1)
+            return sorted(a for a in raised if orjson.loads(a)["stage"] == "close")
+        finally:
+            await runtime.stop()
+
+    at_close = run_sync(close_alerts(f"c1{settings.app_id[-8:]}", with_targets=False))
+    spikes = [a for a in map(orjson.loads, at_close) if a["model"] == "m0"]
+    assert [(a["kind"], a["round"], a["trigger"]) for a in spikes] == [("corr_w_mm_spike", 3, "baseline")]
+    assert spikes[0]["stake"] == 10.0 and spikes[0]["value"] > spikes[0]["baseline"] + 0.4
+    monkeypatch.setattr(processing.Processor, "_raise_alerts_at_close", lambda self, r, received_at: None)
+    assert run_sync(close_alerts(f"c2{settings.app_id[-8:]}", with_targets=False)) == []
+    assert run_sync(close_alerts(f"c3{settings.app_id[-8:]}", with_targets=True)) == at_close

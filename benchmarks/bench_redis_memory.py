@@ -21,7 +21,7 @@ After each step it reads ``INFO memory`` and prints, and at the end puts side by
 - the rows of one round alone: ``used_memory`` before and after its submissions, / (models × ids);
 - the whole Redis: ``used_memory`` at the end minus an empty server's, / (models × ids × rounds
   whose rows are kept) — everything the service stores, per prediction it keeps;
-- what still grows per round once retention holds (universe, round hash, trend entry).
+- what still grows per round once retention holds (round hash, trend entry).
 
 Usage: ``python benchmarks/bench_redis_memory.py [--models 2000] [--ids 6720] [--rounds 40]
 [--retention 30] [--days 20] [--redis-server PATH]``; ``--retention`` larger than ``--rounds``
@@ -236,8 +236,8 @@ async def breakdown(state: RedisState, kept: int, models: int, ids: int) -> None
     """MEMORY USAGE of every key at the end, by what it holds."""
     kinds = {
         ":subs": "rows", ":live:": "live sums", ":basis": "basis", ":targets": "targets", ":scores": "scores",
-        ":crowding": "crowding", ":ids": "universes", ":round": "round hashes", ":history": "histories",
-        ":stakes": "stake updates",
+        ":crowding": "crowding", ":closecwmm": "CWMMs at close", ":ids": "universes", ":round": "round hashes",
+        ":history": "histories", ":stakes": "stake updates",
     }
     sizes: dict[str, int] = {}
     counts: dict[str, int] = {}

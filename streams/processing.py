@@ -693,9 +693,9 @@ class Processor:
         async with self._close_alerts_lock:
             reach = close_alert_reach(s)
             for rr in range(max(0, r - reach), r + 1):
-                info = await self._round_info(rr)
-                if info is not None and info.closed and not info.close_alerted:
-                    await self._close_alerts_of(rr, info)
+                lifecycle = await self.state.get_round(rr, known_ids=())  # the flags only: no universe read
+                if lifecycle is not None and lifecycle.closed and not lifecycle.close_alerted:
+                    await self._close_alerts_of(rr, await self._round_info(rr))
 
     async def _close_alerts_of(self, r: int, info: Any) -> None:
         s = self.settings

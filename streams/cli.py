@@ -45,6 +45,21 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"mmc-stream {version('mmc-stream')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Streaming CORR/MMC scorer for a stake-weighted tournament (Kafka + Redis)."""
+
+
 def _stderr() -> Console:
     """A console on stderr (people) - stdout is kept for machine-readable lines."""
     return Console(stderr=True)

@@ -179,8 +179,8 @@ class Barrier:
         Fetches start on the quick consumer. A broker may answer a fetch with whatever it
         gathered within the fetch's wait (Tansu does: once a partition holds tens of MB, a 2 ms
         wait brings no records at all, every time, while the high watermark shows records
-        waiting). After :data:`STARVED_POLLS` such empty answers in a row for a partition the
-        catch-up goes on with the patient consumer from where it stands.
+        waiting). After :data:`STARVED_POLLS` such empty answers for a partition (in all, within
+        the catch-up) it goes on with the patient consumer from where it stands.
         """
         apply = self.apply
         if apply is None:
@@ -250,8 +250,10 @@ class Barrier:
                     open_parts.discard(tp)
                     continue
                 # An answer came (the high watermark moved on or is known) with no records
-                # although records wait: the broker gathered none within the fetch's wait.
-                starving[tp] = 0 if messages or highwater is None else starving[tp] + 1
+                # although records wait: the broker gathered none within the fetch's wait. Counted
+                # over the whole catch-up, not in a row: a broker that now and then brings a few
+                # records at that wait would otherwise keep the count from ever getting there.
+                starving[tp] += 0 if messages or highwater is None else 1
                 if not patient and starving[tp] >= STARVED_POLLS:
                     return True
         return False

@@ -1,11 +1,11 @@
 """A barrier catch-up over a long partition, through a real broker and Redis.
 
 The embedded broker answers a fetch with what it gathered within the fetch's wait: once a
-partition holds tens of MB, the catch-up consumer's 2 ms wait brings no records at all, on every
-fetch, while the high watermark shows them waiting. A catch-up that only ever fetched that way
-held every partition lock of its topic for good (the long soak stopped applying records after
-~30–40 rounds). These tests fill one partition past that point and check that a catch-up applies
-every record, once and in order.
+partition holds tens of MB, the catch-up consumer's 2 ms wait brings next to no records (most
+fetches none, now and then a few) while the high watermark shows thousands waiting. A catch-up
+that only ever fetched that way would hold every partition lock of its topic for good. These
+tests fill one partition past that point and check that a catch-up applies every record, once
+and in order.
 """
 
 from __future__ import annotations
@@ -94,9 +94,10 @@ def test_a_catch_up_applies_a_partition_whose_quick_fetches_bring_nothing(
     settings = make_settings(kafka_bootstrap=long_stack.kafka_bootstrap, redis_url=long_stack.redis_url)
     run_sync(_fill(settings, "rounds", RECORDS))
     got, highwater = run_sync(_quick_fetch_count(settings, "rounds"))
-    # The case is real: here a fetch with the quick wait brings nothing, with records waiting.
+    # The case is real: here fetches with the quick wait bring next to nothing (now and then a
+    # few records), with thousands waiting.
     assert highwater is not None and highwater >= RECORDS
-    assert got == 0, f"the broker answered a {QUICK_FETCH_WAIT_MS} ms fetch with {got} records: the case is not exercised"
+    assert got <= RECORDS // 100, f"five {QUICK_FETCH_WAIT_MS} ms fetches brought {got} records: the case is not exercised"
 
     with caplog.at_level(logging.DEBUG, logger="streams.progress"):
         seen, progress = run_sync(_catch_up(settings, "rounds"))

@@ -171,13 +171,15 @@ async def read_record(settings: Settings, topic: str, partition: int, offset: in
         if not start <= offset < end:
             raise LookupError(f"{settings.topic(topic)}[{partition}]@{offset} is not in the log ({start}..{end - 1})")
         consumer.seek(tp, offset)
-        while True:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
             for record in batch.get(tp, []):
                 if record.offset == offset:
                     return record
                 if record.offset > offset:
                     raise LookupError(f"{settings.topic(topic)}[{partition}]@{offset} is gone (compacted)")
+        raise TimeoutError(f"reading {settings.topic(topic)}[{partition}]@{offset}: no answer within 60 s")  # transient: retried
     finally:
         await consumer.stop()
 

@@ -477,11 +477,8 @@ class Processor:
         cached = self._universes.get(round_number)
         info = await self.state.get_round(round_number, known_ids=cached[0] if cached else None)
         if info is not None and info.ids is None:
-            m = await read_record(self.settings, "rounds", 0, info.open_offset)
-            opened = decode_input(
-                InputRecord(topic="rounds", partition=0, offset=m.offset, timestamp_ms=m.timestamp, key=m.key, value=m.value),
-                self.settings.max_message_bytes, self.settings.max_ids,
-            )
+            logged = InputRecord.fetched("rounds", await read_record(self.settings, "rounds", 0, info.open_offset))
+            opened = decode_input(logged, self.settings.max_message_bytes, self.settings.max_ids)
             if not isinstance(opened, RoundOpen) or opened.round != round_number:
                 raise RuntimeError(f"rounds@{info.open_offset} is not round {round_number}'s open record")
             info = dataclasses.replace(info, ids=tuple(opened.ids))
@@ -691,11 +688,8 @@ class Processor:
         the baseline's reach) not alerted yet, in round order, each once."""
         s = self.settings
         async with self._close_alerts_lock:
-            reach = close_alert_reach(s)
-            for rr in range(max(0, r - reach), r + 1):
-                lifecycle = await self.state.get_round(rr, known_ids=())  # the flags only: no universe read
-                if lifecycle is not None and lifecycle.closed and not lifecycle.close_alerted:
-                    await self._close_alerts_of(rr, await self._round_info(rr))
+            for rr in await self.state.closed_rounds_to_alert(range(max(0, r - close_alert_reach(s)), r + 1)):
+                await self._close_alerts_of(rr, await self._round_info(rr))
 
     async def _close_alerts_of(self, r: int, info: Any) -> None:
         s = self.settings
@@ -704,8 +698,10 @@ class Processor:
         except InvalidMessage:  # no submissions, or retention pruned them: nothing to measure
             await self.state.put_close_cwmm(r, {})
             return
-        basis = await self._basis(r, fingerprint, prepared, stakes, samples)
-        cwmm = basis.corr_w_mm
+        # The basis task stored the basis at close: its CWMMs alone are read, not its MBs of draws.
+        cwmm = await self.state.get_basis_field(r, fingerprint, "corr_w_mm", (prepared.n_models,))
+        if cwmm is None:
+            cwmm = (await self._basis(r, fingerprint, prepared, stakes, samples)).corr_w_mm
         ok = np.isfinite(cwmm)
         reach = close_alert_reach(s)
         earlier = await self.state.get_close_cwmm(list(range(max(0, r - reach), r)))

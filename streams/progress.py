@@ -240,8 +240,7 @@ class Barrier:
                     chunk = messages[first : first + CATCH_UP_BATCH]
                     now = time.monotonic()
                     records = [
-                        InputRecord(topic=topic, partition=tp.partition, offset=m.offset, timestamp_ms=m.timestamp, key=m.key, value=m.value)
-                        for m in chunk
+                        InputRecord.fetched(topic, m) for m in chunk
                     ]
                     outcomes = await apply([(record, now) for record in records])
                     await mark_applied(self.state, topic, applied_marks(records, outcomes))
@@ -253,7 +252,8 @@ class Barrier:
                 # although records wait: the broker gathered none within the fetch's wait. Counted
                 # over the whole catch-up, not in a row: a broker that now and then brings a few
                 # records at that wait would otherwise keep the count from ever getting there.
-                starving[tp] += 0 if messages or highwater is None else 1
+                if not messages and highwater is not None:
+                    starving[tp] += 1
                 if not patient and starving[tp] >= STARVED_POLLS:
                     return True
         return False

@@ -98,6 +98,11 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
 
+    @classmethod
+    def fetched(cls, topic: str, message: Any) -> InputRecord:
+        """A record fetched by an aiokafka consumer, under its topic's short name."""
+        return cls(topic, message.partition, message.offset, message.timestamp, message.key, message.value)
+
 
 @dataclass(frozen=True)
 class RoundOpen:

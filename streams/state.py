@@ -499,6 +499,15 @@ class RedisState:
     async def close_round(self, r: int, ts: int, offset: int) -> None:
         await self.r.hset(self.keys.round(r), mapping={"close_ts": ts, "close_offset": offset})
 
+    async def closed_rounds_to_alert(self, rounds: Iterable[int]) -> list[int]:
+        """Those of ``rounds`` that are closed and whose close-stage alerts are not raised yet, ascending."""
+        wanted = sorted(rounds)
+        pipe = self.r.pipeline(transaction=False)
+        for r in wanted:
+            pipe.hmget(self.keys.round(r), ["close_ts", "close_alerted"])
+        flags = await pipe.execute() if wanted else []
+        return [r for r, (closed, alerted) in zip(wanted, flags, strict=True) if closed is not None and alerted != b"1"]
+
     async def mark_round_alerted(self, r: int) -> None:
         await self.r.hset(self.keys.round(r), "alerted", "1")
 
@@ -656,6 +665,13 @@ class RedisState:
             "corr_w_mm": (n_models,),
         }
         return RoundBasis(**{name: _array(raw[name.encode()], shape) for name, shape in shapes.items()})
+
+    async def get_basis_field(self, r: int, fingerprint: str, name: str, shape: tuple[int, ...]) -> NDArray[np.float64] | None:
+        """One array of the stored basis (``corr_w_mm``, …) when it was stored under ``fingerprint``."""
+        stored, data = await self.r.hmget(self.keys.basis(r), ["fingerprint", name])
+        if stored is None or stored.decode() != fingerprint or data is None:
+            return None
+        return _array(data, shape)
 
     async def put_basis(self, r: int, fingerprint: str, basis: RoundBasis) -> None:
         mapping: dict[str, bytes] = {

@@ -233,24 +233,14 @@ async def run(args: argparse.Namespace, port: int) -> None:
 
 
 async def breakdown(state: RedisState, kept: int, models: int, ids: int) -> None:
-    """MEMORY USAGE of every key at the end, by what it holds."""
-    kinds = {
-        ":subs": "rows", ":live:": "live sums", ":basis": "basis", ":targets": "targets", ":scores": "scores",
-        ":crowding": "crowding", ":closecwmm": "CWMMs at close", ":ids": "universes", ":round": "round hashes",
-        ":history": "histories", ":stakes": "stake updates",
-    }
-    sizes: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    async for key in state.r.scan_iter(match=state.keys.everything(), count=1000):
-        name = key.decode()
-        kind = next((v for k, v in kinds.items() if k in name), "other")
-        sizes[kind] = sizes.get(kind, 0) + int(await state.r.memory_usage(key, samples=0) or 0)  # every field, not a sample
-        counts[kind] = counts.get(kind, 0) + 1
-    total = sum(sizes.values())
-    print("\nMEMORY USAGE (SAMPLES 0) by kind of key at the end; bytes per prediction kept = / models × ids × rounds' rows kept")
-    for kind in sorted(sizes, key=lambda k: -sizes[k]):
-        print(f"  {kind:14s} {counts[kind]:7,} keys {sizes[kind] / MiB:9.1f} MiB {sizes[kind] / (models * ids * kept):8.3f}")
-    print(f"  {'all':14s} {sum(counts.values()):7,} keys {total / MiB:9.1f} MiB {total / (models * ids * kept):8.3f}")
+    """MEMORY USAGE of every key at the end, by key family."""
+    families = await state.memory_by_family()
+    total = sum(b for _, b in families.values())
+    print("\nMEMORY USAGE (SAMPLES 0) by key family at the end; bytes per prediction kept = / models × ids × rounds' rows kept")
+    for name, (n, size) in sorted(families.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {name:22s} {n:7,} keys {size / MiB:9.1f} MiB {size / (models * ids * kept):8.3f}")
+    count = sum(n for n, _ in families.values())
+    print(f"  {'all':22s} {count:7,} keys {total / MiB:9.1f} MiB {total / (models * ids * kept):8.3f}")
 
 
 def main() -> None:

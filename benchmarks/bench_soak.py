@@ -334,7 +334,7 @@ class Soak:
                 applied = sum((await state.progress("submissions")).values())
                 self.progress.append((float(tick), applied))
                 if tick in family_marks:
-                    self.families.append((float(tick), self.rounds_opened, await key_families(state)))
+                    self.families.append((float(tick), self.rounds_opened, await state.memory_by_family()))
                 if tick % round(self.sample_seconds) == 0 or tick in marks:
                     phase = "warm-up" if tick <= self.warmup else ("run" if tick <= self.wl.duration else "drain")
                     self.rss.append(RssRow(
@@ -393,29 +393,6 @@ class Soak:
         return time.perf_counter() - start
 
 
-_ROUND_TAG = re.compile(r"\{r\d+\}")
-_MODEL_TAG = re.compile(r"\{m:[^}]*\}")
-_PARTITION = re.compile(r":live:\d+$")
-
-
-async def key_families(state: RedisState) -> dict[str, tuple[int, int]]:
-    """Keys and bytes (``MEMORY USAGE … SAMPLES 0``, every element counted) by key family.
-
-    A family is a key with its round (``{rN}``), model (``{m:NAME}``) and partition numbers
-    replaced, so the per-round keys add up to one line each.
-    """
-    keys = [k async for k in state.r.scan_iter(match=state.keys.everything(), count=1000)]
-    pipe = state.r.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-    sizes = await pipe.execute() if keys else []
-    out: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    for key, size in zip(keys, sizes, strict=True):
-        name = key.decode()[len(state.keys.ns) + 1:]
-        name = _PARTITION.sub(":live:P", _MODEL_TAG.sub("{m:NAME}", _ROUND_TAG.sub("{rN}", name)))
-        out[name][0] += 1
-        out[name][1] += int(size or 0)
-    return {name: (n, b) for name, (n, b) in out.items()}
 
 
 def rss_mb(pid: int | None) -> float | None:

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 import struct
 from collections.abc import Iterable, Mapping
@@ -298,6 +299,10 @@ def _array_bytes(a: NDArray[np.float64]) -> bytes:
 def _array(data: bytes, shape: tuple[int, ...]) -> NDArray[np.float64]:
     return np.frombuffer(data, dtype="<f8").astype(np.float64).reshape(shape)
 
+_ROUND_TAG = re.compile(r"\{r\d+\}")
+_MODEL_TAG = re.compile(r"\{m:[^}]*\}")
+_PARTITION = re.compile(r":live:\d+$")
+
 
 class Keys:
     """Builds every Redis key (no f-string keys anywhere else)."""
@@ -308,6 +313,12 @@ class Keys:
     def everything(self) -> str:
         """SCAN pattern of every key of the namespace."""
         return f"{self.ns}:*"
+
+    def family(self, key: str) -> str:
+        """A key's family: the key without the namespace, its round (``{rN}``), model
+        (``{m:NAME}``) and partition numbers (``:live:P``) — one line per kind of key."""
+        name = key[len(self.ns) + 1 :] if key.startswith(f"{self.ns}:") else key
+        return _PARTITION.sub(":live:P", _MODEL_TAG.sub("{m:NAME}", _ROUND_TAG.sub("{rN}", name)))
 
     def round(self, r: int) -> str:
         return f"{self.ns}:{{r{r}}}:round"
@@ -463,6 +474,22 @@ class RedisState:
         if batch:
             removed += await self.r.unlink(*batch)
         return removed
+
+    async def memory_by_family(self) -> dict[str, tuple[int, int]]:
+        """Keys and bytes by key family (:meth:`Keys.family`), from ``MEMORY USAGE … SAMPLES 0``
+        (every element counted, not a sample) — what the memory benchmarks print."""
+        keys = [k async for k in self.r.scan_iter(match=self.keys.everything(), count=1000)]
+        out: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            pipe = self.r.pipeline(transaction=False)
+            for key in batch:
+                pipe.memory_usage(key, samples=0)
+            for key, size in zip(batch, await pipe.execute(), strict=True):
+                family = self.keys.family(key.decode())
+                n, total = out.get(family, (0, 0))
+                out[family] = (n + 1, total + int(size or 0))
+        return out
 
     # --- rounds --------------------------------------------------------------------------
     async def get_round(self, r: int, known_ids: tuple[str, ...] | None = None) -> RoundInfo | None:

@@ -424,3 +424,22 @@ def test_prune_rounds_refuses_a_policy_that_keeps_nothing() -> None:
     state = RedisState.__new__(RedisState)
     with pytest.raises(ValueError):
         asyncio.run(state.prune_rounds(0, 1, 1, 1))
+
+
+def test_memory_by_family_groups_every_key_of_the_namespace(settings: Settings, redis: redis_sync.Redis) -> None:
+    """Per-round, per-model and per-partition keys fold into one family each; the byte counts
+    are Redis's own MEMORY USAGE; keys of another namespace are not counted."""
+    keys = Keys(settings.state_namespace)
+    assert keys.family(keys.live(12, 3)) == "{rN}:live:P"
+    assert keys.family(keys.history("alpha")) == "{m:NAME}:history"
+    assert keys.family(keys.watermark()) == "{progress}:watermark"
+    for r in (1, 2, 3):
+        redis.set(keys.scores(r), b"x" * (100 * r))
+    redis.set(keys.stakes("a"), b"y")
+    redis.set(keys.stakes("b"), b"y")
+    redis.set(Keys(settings.state_namespace + "-other").scores(1), b"z")
+    families = on_state(settings, lambda state: state.memory_by_family())
+    assert set(families) == {"{rN}:scores", "{m:NAME}:stakes"}
+    assert families["{rN}:scores"][0] == 3 and families["{m:NAME}:stakes"][0] == 2
+    expected = sum(int(redis.memory_usage(keys.scores(r), samples=0)) for r in (1, 2, 3))
+    assert families["{rN}:scores"][1] == expected

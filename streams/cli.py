@@ -2,7 +2,8 @@
 
 Every command reads its configuration from the ``MMC_*`` environment through
 :class:`streams.settings.Settings`. Machine-readable output goes to stdout, everything for
-a person (progress, errors) to stderr, so ``mmc stack > env.sh`` or ``eval`` work.
+a person (progress, errors) to stderr, so ``mmc stack > env.sh`` works; ``mmc stack --env-file``
+writes the same lines to a file once the stack is up, for a stack run in the background.
 
 ``mmc worker``, ``topics``, ``rebuild`` and ``web`` first wait for the services they use
 (Kafka; Redis too except for ``topics``), one log line per attempt, for up to
@@ -16,9 +17,11 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -128,15 +131,32 @@ def stack(
     with_topics: bool = typer.Option(
         True, "--topics/--no-topics", help="Create the service's topics once the broker is up."
     ),
+    env_file: Path | None = typer.Option(
+        None,
+        "--env-file",
+        dir_okay=False,
+        help="Also write the export lines to this file once the stack is up (replaced "
+        "atomically; removed when the stack stops), for '. FILE' in other shells.",
+    ),
 ) -> None:
-    """Run the embedded broker (Tansu) and Redis in the foreground until Ctrl-C.
+    """Run the embedded broker (Tansu) and Redis in the foreground until Ctrl-C or SIGTERM.
 
-    Prints ``export MMC_KAFKA_BOOTSTRAP=…`` and ``export MMC_REDIS_URL=…`` on stdout.
+    Prints ``export MMC_KAFKA_BOOTSTRAP=…`` and ``export MMC_REDIS_URL=…`` on stdout; with
+    ``--env-file FILE`` also writes them to FILE once the stack is up, so that
+    ``mmc stack --env-file .mmc.env &`` then ``. ./.mmc.env`` works from the same shell.
     """
     from streams.admin import create_topics
     from streams.stack import EmbeddedStack
 
     console = _stderr()
+    if env_file is not None:
+        # A file left by an earlier stack names ports nobody serves: whoever waits for the
+        # file must not find it before this stack is up.
+        try:
+            env_file.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _fail(f"cannot replace {env_file}: {exc}", code=2) from exc
+    written: str | None = None
     stop = threading.Event()
     received: list[int] = []
 
@@ -175,14 +195,24 @@ def stack(
                     highlight=False,
                 )
             if not stop.is_set():  # a signal while starting: stop without announcing
-                for name, value in running.env().items():
-                    sys.stdout.write(f"export {name}={shlex.quote(value)}\n")
+                exports = "".join(
+                    f"export {name}={shlex.quote(value)}\n" for name, value in running.env().items()
+                )
+                if env_file is not None:
+                    try:
+                        _write_atomically(env_file, exports)
+                    except OSError as exc:
+                        raise _fail(f"cannot write {env_file}: {exc}") from exc
+                    written = exports
+                sys.stdout.write(exports)
                 sys.stdout.flush()
                 console.print(
                     f"stack ready in {time.perf_counter() - began:.2f} s "
-                    f"(broker pid {running.pids['kafka']}, redis pid {running.pids['redis']}); "
-                    "Ctrl-C to stop",
+                    f"(broker pid {running.pids['kafka']}, redis pid {running.pids['redis']})"
+                    + (f"; wrote {env_file}: '. {_sourceable(env_file)}' in other shells" if written else "")
+                    + f"; Ctrl-C or 'kill {os.getpid()}' to stop",
                     highlight=False,
+                    soft_wrap=True,
                 )
             while not stop.wait(0.5):
                 running.check()
@@ -192,7 +222,43 @@ def stack(
             )
     except MmcStreamError as exc:
         raise _fail(str(exc)) from exc
+    finally:
+        if written is not None:
+            _remove_if_unchanged(env_file, written)
     console.print("stopped", highlight=False)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader finds either no file or all of it."""
+    path = path.absolute()
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as tmp:
+        tmp.write(text)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    try:
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        raise
+
+
+def _sourceable(path: Path) -> str:
+    """``path`` as ``.`` (POSIX ``source``) takes it: a bare name would be looked up in PATH."""
+    text = str(path)
+    return text if "/" in text else f"./{text}"
+
+
+def _remove_if_unchanged(path: Path | None, text: str) -> None:
+    """Remove the env file this stack wrote, unless something else has replaced it since."""
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            path.unlink()
 
 
 @app.command()

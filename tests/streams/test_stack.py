@@ -319,6 +319,56 @@ def test_mmc_stack_prints_exports_and_stops_clean(sig: signal.Signals, tmp_path:
     assert not list(tmp_path.glob("mmc-stack-*"))
 
 
+def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
+    """``mmc stack --env-file F &`` then ``. F``: another shell reaches the stack through F.
+
+    The file replaces whatever was there (a stale file from an earlier stack), holds the same
+    two lines as stdout, is there once the stack is up, and goes when the stack stops.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMC_")}
+    prefix = f"cli{uuid.uuid4().hex[:6]}."
+    env.update(TMPDIR=str(tmp_path), MMC_TOPIC_PREFIX=prefix, MMC_PARTITIONS="3")
+    env_file = tmp_path / ".mmc.env"
+    env_file.write_text("export MMC_KAFKA_BOOTSTRAP=127.0.0.1:1\n")  # left by an earlier stack
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "stack", "--env-file", str(env_file)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = _read_lines(process, 2, timeout=30)  # the file is written before stdout
+        assert env_file.read_text() == "".join(f"{line}\n" for line in lines)
+        assert not list(tmp_path.glob(".mmc.env.*")), "the temporary file is left over"
+        # What a newcomer's next shell does: source the file, run a command that needs it.
+        shell = subprocess.run(
+            ["bash", "-c", '. "$1" && exec "$2" -m streams topics', "bash", str(env_file), sys.executable],
+            cwd=REPO,
+            env={**env, "COLUMNS": "200", "NO_COLOR": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shell.returncode == 0, shell.stdout + shell.stderr
+        exported = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        assert f"topics on {exported['MMC_KAFKA_BOOTSTRAP']}" in shell.stdout
+        assert shell.stdout.count(f"{prefix}") == 9 and "exists" in shell.stdout, shell.stdout
+
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert stdout == ""
+    assert "SIGTERM: stopping" in stderr and stderr.rstrip().endswith("stopped"), stderr
+    assert f"wrote {env_file}" in stderr
+    assert not env_file.exists(), "the env file outlived its stack"
+
+
 def test_mmc_worker_without_the_app_says_so() -> None:
     """``mmc worker`` explains a missing ``streams.app`` instead of a traceback."""
     try:

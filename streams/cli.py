@@ -190,9 +190,10 @@ def stack(
                 )
                 created = asyncio.run(create_topics(stack_settings))
                 console.print(
-                    f"topics: {len(created)} with prefix {settings.topic_prefix!r}, "
-                    f"{settings.partitions} partitions each",
+                    f"topics: {len(created)} with prefix {settings.topic_prefix!r}; "
+                    f"{_partition_counts(settings)}",
                     highlight=False,
+                    soft_wrap=True,
                 )
             if not stop.is_set():  # a signal while starting: stop without announcing
                 exports = "".join(
@@ -226,6 +227,20 @@ def stack(
         if written is not None:
             _remove_if_unchanged(env_file, written)
     console.print("stopped", highlight=False)
+
+
+def _partition_counts(settings: Settings) -> str:
+    """Each topic's partition count, as created: ``rounds, targets: 1 partition; submissions, …: 4 partitions each``."""
+    from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS, partitions_for
+
+    by_count: dict[int, list[str]] = {}
+    for name in (*INPUT_TOPICS, *OUTPUT_TOPICS):
+        by_count.setdefault(partitions_for(settings, name), []).append(name)
+    return "; ".join(
+        f"{', '.join(names)}: {count} partition{'' if count == 1 else 's'}"
+        + (" each" if len(names) > 1 else "")
+        for count, names in sorted(by_count.items())
+    )
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -267,7 +282,7 @@ def topics() -> None:
 
     Waits for the broker first (up to MMC_STARTUP_TIMEOUT_SECONDS; exit status 3 if it does not answer).
     """
-    from streams.admin import create_topics
+    from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS, create_topics, partitions_for
 
     settings = _settings_or_exit()
     _wait_for_dependencies(settings, redis=False)
@@ -276,11 +291,12 @@ def topics() -> None:
     except MmcStreamError as exc:
         raise _fail(str(exc)) from exc
     table = Table(title=f"topics on {settings.kafka_bootstrap}")
-    table.add_column("topic")
+    table.add_column("topic", no_wrap=True)
     table.add_column("partitions", justify="right")
     table.add_column("state")
-    for name, state in outcome.items():
-        table.add_row(name, str(settings.partitions), state)
+    for name in (*INPUT_TOPICS, *OUTPUT_TOPICS):
+        topic = settings.topic(name)
+        table.add_row(topic, str(partitions_for(settings, name)), outcome[topic])
     Console().print(table)
 
 

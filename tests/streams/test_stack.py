@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -354,7 +355,14 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
         assert shell.returncode == 0, shell.stdout + shell.stderr
         exported = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert f"topics on {exported['MMC_KAFKA_BOOTSTRAP']}" in shell.stdout
-        assert shell.stdout.count(f"{prefix}") == 9 and "exists" in shell.stdout, shell.stdout
+        rows = dict(
+            (m.group(1), (int(m.group(2)), m.group(3)))
+            for m in re.finditer(rf"{re.escape(prefix)}(\w+)\W+(\d+)\W+(\w+)", shell.stdout)
+        )
+        assert rows == {  # each topic's true partition count (rounds and targets have one)
+            name: (1 if name in ("rounds", "targets") else 3, "exists")
+            for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)
+        }, shell.stdout
 
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=20)
@@ -366,6 +374,10 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
     assert stdout == ""
     assert "SIGTERM: stopping" in stderr and stderr.rstrip().endswith("stopped"), stderr
     assert f"wrote {env_file}" in stderr
+    assert (
+        f"topics: 9 with prefix '{prefix}'; rounds, targets: 1 partition each; "
+        "submissions, stakes, scores, leaderboard, crowding, alerts, deadletter: 3 partitions each"
+    ) in stderr, stderr
     assert not env_file.exists(), "the env file outlived its stack"
 
 

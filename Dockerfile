@@ -60,11 +60,13 @@ ENV PATH=/opt/mmc/bin:${PATH} \
 WORKDIR /var/lib/mmc
 USER ${MMC_UID}:${MMC_UID}
 
-# Faust's web server (MMC_WEB_PORT): `/` answers {"status": "OK"} once the worker has joined
-# its group and started its agents, which makes it the worker's health check.
-EXPOSE 6066
+# The worker's own web server (Faust's, MMC_WORKER_WEB_PORT): `/` answers {"status": "OK"} once
+# the worker has joined its group and started its agents, which makes it the health check of
+# the default command. `mmc web` listens on MMC_WEB_PORT (8080); a container running it checks
+# that port instead (docker-compose.yml does).
+EXPOSE 6066 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ.get('MMC_WEB_PORT', '6066'), timeout=4)"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ.get('MMC_WORKER_WEB_PORT', '6066'), timeout=4)"]
 
 ENTRYPOINT ["mmc"]
 CMD ["worker"]

@@ -280,7 +280,7 @@ def faust_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=256,
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,
-        web_port=settings.web_port,
+        web_port=settings.worker_web_port,
         web_host=settings.web_host,
         producer_max_request_size=8 << 20,
         consumer_max_fetch_size=16 << 20,
@@ -305,7 +305,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     own consumer (:mod:`streams.ingest`); and the runtime they all use."""
     app = faust_app(settings)
     runtime = Runtime(settings)
-    app.page("/metrics")(worker_metrics_page(runtime))  # on Faust's web server (MMC_WEB_ENABLED)
+    app.page("/metrics")(worker_metrics_page(runtime))  # on Faust's web server (MMC_WEB_ENABLED, MMC_WORKER_WEB_PORT)
     app.page("/health")(worker_health_page(runtime))
     for name in INPUT_TOPICS:
         if name != "submissions":

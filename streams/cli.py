@@ -361,8 +361,9 @@ def web(
     """Serve the live leaderboard page, the JSON API (/api/...) and /metrics until Ctrl-C.
 
     A separate process from the workers: it reads Redis and follows the output topics with its
-    own consumer (no group), so it scales on its own (see streams.web). Workers also listen on
-    MMC_WEB_PORT when MMC_WEB_ENABLED: on one machine give one of them another port.
+    own consumer (no group), so it scales on its own (see streams.web). It listens on
+    MMC_WEB_PORT (default 8080); workers serve their health and metrics on another port,
+    MMC_WORKER_WEB_PORT (default 6066), so both run side by side.
     """
     settings = _settings_or_exit()
     _wait_for_dependencies(settings)  # before importing the web server, which takes seconds

@@ -3,7 +3,7 @@
 Every process builds its own :class:`~prometheus_client.CollectorRegistry` (no module-level
 default registry: tests run several workers' worth of metrics in one process).
 
-Worker — ``GET /metrics`` on the Faust web server (``MMC_WEB_ENABLED``, ``MMC_WEB_PORT``):
+Worker — ``GET /metrics`` on the Faust web server (``MMC_WEB_ENABLED``, ``MMC_WORKER_WEB_PORT``):
 
 - ``mmc_input_messages_total{topic, outcome}`` — input records handled; ``outcome`` is
   ``applied`` (changed the state), ``unchanged`` (a redelivery) or ``refused`` (dead letter);
@@ -12,7 +12,7 @@ Worker — ``GET /metrics`` on the Faust web server (``MMC_WEB_ENABLED``, ``MMC_
 - ``mmc_resolution_latency_seconds`` — histogram: a targets record handed to the agent →
   every output of that update (scores, leaderboard, crowding, alerts) acknowledged.
 
-``mmc web`` — ``GET /metrics`` on its own port:
+``mmc web`` — ``GET /metrics`` on its own port (``MMC_WEB_PORT``):
 
 - ``mmc_web_requests_total{route, method, status}``, ``mmc_web_request_duration_seconds{route}``;
 - ``mmc_web_live_clients`` — open ``/api/stream`` connections;

@@ -13,7 +13,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Connection, topic, scoring and alert settings (environment prefix ``MMC_``)."""
+    """Connection, topic, scoring and alert settings (environment prefix ``MMC_``).
+
+    Two web servers, two ports, so that a worker and ``mmc web`` run side by side on one machine:
+
+    - ``MMC_WORKER_WEB_PORT`` (default 6066): each worker's own server (Faust's), with ``/``
+      and ``/health`` for health checks and ``/metrics``; off with ``MMC_WEB_ENABLED=false``.
+      Several workers on one machine need one port each.
+    - ``MMC_WEB_PORT`` (default 8080): ``mmc web``, the live page, ``/api/...`` and its own
+      ``/metrics`` (``mmc web --port`` overrides it; 0 picks a free port).
+
+    Both bind ``MMC_WEB_HOST``. ``MMC_WEB_PORT`` used to set the worker's port as well (both
+    defaulted to 6066): a deployment that set it for its workers sets ``MMC_WORKER_WEB_PORT``
+    instead (at the default 6066, nothing changes for them).
+    """
 
     model_config = SettingsConfigDict(env_prefix="MMC_", frozen=True, extra="forbid")
 
@@ -168,9 +181,14 @@ class Settings(BaseSettings):
     startup_retry_max_seconds: float = Field(10.0, gt=0, description="Longest pause between two start-up attempts (the backoff doubles from 0.5 s up to this).")
 
     # --- Web -------------------------------------------------------------------------------
-    web_enabled: bool = Field(True, description="Serve the web page, HTTP API and metrics from the worker.")
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(6066, ge=0, le=65535)
+    web_enabled: bool = Field(
+        True, description="Run the worker's own web server (Faust's: / and /health for health checks, /metrics) on MMC_WORKER_WEB_PORT."
+    )
+    web_host: str = Field("127.0.0.1", description="Bind address of both web servers, the worker's and `mmc web`'s (0.0.0.0 in containers).")
+    worker_web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's own web server (MMC_WEB_ENABLED); one per worker on a machine.")
+    web_port: int = Field(
+        8080, ge=0, le=65535, description="Port of `mmc web` (the live page, /api/..., /metrics); `mmc web --port` overrides it, 0 picks a free one."
+    )
     web_live_max_clients: int = Field(
         500, ge=1,
         description=(

@@ -115,9 +115,11 @@ def test_health_checks(services: dict[str, Any]) -> None:
     redis_test = " ".join(services["redis"]["healthcheck"]["test"])
     assert "redis-cli" in redis_test and "ping" in redis_test
     assert "REDISCLI_AUTH" in redis_test or "-a" in redis_test.split()  # with auth
-    for name in ("worker", "web"):
+    for name, port in (("worker", "worker_web_port"), ("web", "web_port")):  # each its own port, with its default
         check = services[name]["healthcheck"]
-        assert not check.get("disable") and "MMC_WEB_PORT" in " ".join(check["test"]), name
+        default = Settings.model_fields[port].default
+        assert not check.get("disable") and f"os.environ.get('MMC_{port.upper()}', '{default}')" in " ".join(check["test"]), name
+    assert services["web"]["ports"] == ["127.0.0.1:{0}:{0}".format(Settings.model_fields["web_port"].default)]
     assert services["topics"]["healthcheck"] == {"disable": True}
 
 
@@ -212,11 +214,12 @@ def test_dockerfile_is_multi_stage_and_runs_mmc_as_non_root() -> None:
 
 
 def test_dockerfile_health_check_uses_the_web_port() -> None:
-    """HEALTHCHECK asks Faust's web server on MMC_WEB_PORT (default = the EXPOSEd port)."""
+    """HEALTHCHECK asks the worker's (Faust's) web server on MMC_WORKER_WEB_PORT, with its
+    default; both web servers' default ports are EXPOSEd."""
     instructions = dict(dockerfile_instructions(DOCKERFILE))
-    assert "MMC_WEB_PORT" in instructions["HEALTHCHECK"]
-    assert f"'{Settings().web_port}'" in instructions["HEALTHCHECK"]
-    assert instructions["EXPOSE"] == str(Settings().web_port)
+    defaults = Settings.model_fields
+    assert f"os.environ.get('MMC_WORKER_WEB_PORT', '{defaults['worker_web_port'].default}')" in instructions["HEALTHCHECK"]
+    assert set(instructions["EXPOSE"].split()) == {str(defaults[name].default) for name in ("worker_web_port", "web_port")}
 
 
 def test_dockerfile_mmc_names_are_settings() -> None:

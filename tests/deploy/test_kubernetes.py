@@ -324,14 +324,17 @@ def test_worker_resources_come_from_the_benchmark(rendered: Docs, kustomization:
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_probes_use_the_web_port_of_the_settings(rendered: Docs, kustomization: str) -> None:
-    """Probes hit the container port that MMC_WEB_PORT opens, with the web server enabled."""
+    """Probes hit the container port the pod's web server opens: a worker's MMC_WORKER_WEB_PORT
+    (with its web server enabled), `mmc web`'s MMC_WEB_PORT."""
     docs = rendered[kustomization]
     settings = settings_of(config_of(docs))
     assert settings.web_enabled and settings.web_host == "0.0.0.0"
+    port_of = {WORKER: settings.worker_web_port, WEB: settings.web_port}
+    assert len(pod_specs(docs)) == len(port_of)
     for name, pod in pod_specs(docs):
         for container in pod["containers"]:
             ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-            assert ports == {"http": settings.web_port}, name
+            assert ports == {"http": port_of[name]}, name
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if probe in container:
                     assert container[probe]["httpGet"]["port"] == "http", (name, probe)

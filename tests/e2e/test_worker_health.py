@@ -42,7 +42,7 @@ def test_health_is_ok_while_every_component_runs(make_settings: Callable[..., Se
     """A running worker answers 200 ``{"status": "ok", "problems": []}`` at /health."""
     settings = make_settings()
     port = free_port()
-    proc = start_worker(settings, tmp_path / "worker.log", MMC_WEB_ENABLED="true", MMC_WEB_PORT=str(port))
+    proc = start_worker(settings, tmp_path / "worker.log", MMC_WEB_ENABLED="true", MMC_WORKER_WEB_PORT=str(port))
     try:
         deadline = time.monotonic() + 90
         answer = None

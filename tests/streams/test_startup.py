@@ -264,7 +264,7 @@ def test_worker_waits_for_a_redis_that_starts_late_then_serves(make_settings: Ca
     redis_port, web_port = free_port(), free_port()
     settings = make_settings(redis_url=f"redis://127.0.0.1:{redis_port}/0", startup_timeout_seconds=60)
     log = tmp_path / "worker.log"
-    proc = start_mmc(["worker"], mmc_env(settings, MMC_WEB_ENABLED="true", MMC_WEB_PORT=str(web_port)), log)
+    proc = start_mmc(["worker"], mmc_env(settings, MMC_WEB_ENABLED="true", MMC_WORKER_WEB_PORT=str(web_port)), log)
     try:
         wait_for_text(log, rf"waiting for Redis at 127\.0\.0\.1:{redis_port}: connection refused", proc, timeout=30)
         time.sleep(1.0)  # a second round of waiting

@@ -200,7 +200,7 @@ def live_service(settings: Settings, t: Tournament, log_dir: Path) -> Iterator[L
     want = expected_counts(t, withheld)
     worker_port = free_port()
     run_sync(produce(settings, sent))
-    env = {"MMC_WEB_ENABLED": "true", "MMC_WEB_HOST": "127.0.0.1", "MMC_WEB_PORT": str(worker_port)}
+    env = {"MMC_WEB_ENABLED": "true", "MMC_WEB_HOST": "127.0.0.1", "MMC_WORKER_WEB_PORT": str(worker_port)}
     with workers(settings, 1, log_dir=log_dir, **env):
 
         def done(received: list[Received]) -> bool:

@@ -1,0 +1,137 @@
+"""A worker and ``mmc web`` as a newcomer runs them: from one shell's environment, side by side.
+
+A worker (with its own web server on) and ``mmc web`` start from the same ``MMC_*``
+environment, on the real broker and Redis, and score a small tournament: both must come up
+(each on its own port) and answer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.admin import create_topics
+from streams.app import faust_app
+from streams.settings import Settings
+from streams.stack import free_port
+from tests.conftest import StackEnv, run_sync
+from tests.e2e.harness import Received, collect, produce, stop_workers
+from tests.e2e.tournament import Tournament, build, expected_counts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_worker_and_mmc_web_have_separate_port_settings_and_defaults() -> None:
+    """MMC_WORKER_WEB_PORT is the worker's (Faust's) port, MMC_WEB_PORT `mmc web`'s; the
+    defaults differ, so both run on one machine without setting anything."""
+    fields = Settings.model_fields
+    assert fields["worker_web_port"].default == 6066
+    assert fields["web_port"].default == 8080
+    settings = Settings(worker_web_port=7001, web_port=7002, app_id=f"ports-{uuid.uuid4().hex[:6]}")
+    assert faust_app(settings).conf.web_port == 7001
+
+
+def get(url: str) -> tuple[int, Any]:
+    """Status and JSON body of GET ``url`` (an HTTP error's too)."""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read() or b"null")
+
+
+def wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> tuple[int, Any]:
+    """The first answer of ``url``; fails if ``proc`` exits first or nothing answers in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+        try:
+            return get(url)
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer within {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@dataclass
+class SideBySide:
+    settings: Settings
+    tournament: Tournament
+    received: list[Received]
+    worker_url: str
+    web_url: str
+    worker_log: Path
+    web_log: Path
+
+
+@pytest.fixture(scope="module")
+def side_by_side(stack_env: StackEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SideBySide]:
+    """One worker and ``mmc web`` started from one environment; a small tournament scored."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap=stack_env.kafka_bootstrap,
+        redis_url=stack_env.redis_url,
+        topic_prefix=f"s{tag}.",
+        app_id=f"mmc-side-{tag}",
+        state_namespace=f"s{tag}",
+        web_enabled=True,
+        web_host="127.0.0.1",
+        worker_web_port=free_port(),
+        web_port=free_port(),
+    )
+    run_sync(create_topics(settings))
+    log_dir = tmp_path_factory.mktemp("side-by-side")
+    # The one environment both commands run in, as after `. ./.mmc.env` in a shell.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MMC_")}
+    env.update(settings.to_env())
+    t = build(n_models=12, n_ids=100, n_rounds=3, days=2)
+    procs: list[subprocess.Popen[bytes]] = []
+    worker_log, web_log = log_dir / "worker.log", log_dir / "web.log"
+    try:
+        for command, log in (("worker", worker_log), ("web", web_log)):
+            with log.open("wb") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "streams", command], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            procs.append(proc)
+        worker, web = procs
+        worker_url = f"http://127.0.0.1:{settings.worker_web_port}"
+        web_url = f"http://127.0.0.1:{settings.web_port}"
+        assert wait_for(worker_url + "/health", worker, worker_log, timeout=120)[0] == 200
+        assert wait_for(web_url + "/api/health", web, web_log, timeout=60)[0] == 200
+        run_sync(produce(settings, t.events))
+        want = expected_counts(t)
+
+        def done(received: list[Received]) -> bool:
+            have = Counter(m.topic for m in received)
+            return all(have[k] >= v for k, v in want.items())
+
+        received = run_sync(collect(settings, ["scores", "crowding", "deadletter", "leaderboard"], done, timeout=180))
+        assert done(received), f"outputs missing: {Counter(m.topic for m in received)} vs {want}"
+        time.sleep(1.0)  # the worker's log lines of the last update
+        yield SideBySide(settings, t, received, worker_url, web_url, worker_log, web_log)
+    finally:
+        stop_workers(procs)
+
+
+def test_a_worker_and_mmc_web_run_side_by_side(side_by_side: SideBySide) -> None:
+    """Both started from the same environment, both serve: the worker its /health, `mmc web`
+    the leaderboard the worker computed; neither ran into the other's port."""
+    status, health = get(side_by_side.worker_url + "/health")
+    assert (status, health) == (200, {"status": "ok", "problems": []})
+    status, board = get(side_by_side.web_url + "/api/leaderboard")
+    assert status == 200
+    assert {row["model"] for row in board["rows"]} == {m for (_, m) in side_by_side.tournament.accepted}, board
+    for log in (side_by_side.worker_log, side_by_side.web_log):
+        text = log.read_text(errors="replace")
+        assert "address already in use" not in text.lower() and "Traceback" not in text, text[-3000:]

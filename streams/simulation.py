@@ -39,15 +39,17 @@ Population and stakes (behaviour, keyed on time and payouts only):
   crowd share.
 - :attr:`~SimulationConfig.zero_stake_fraction` of the models never stake.
 - **payouts are reinvested**: when one of a staker's rounds resolves, its stake is multiplied
-  by ``(1 + payout)``; the payout is :func:`scoring.payout_score` of the round's final CORR and
+  by ``(1 + payout)``. The payout is Numerai's, ``clip(payout_factor · (0.5·CORR + 2·MMC),
+  ±0.05)`` (:attr:`~SimulationConfig.payout_factor`), of the round's final CORR and
   contribution, from :func:`scoring.score_round` with the stakes in force at that round's close.
+  Participants judge their runs by the payout score (:func:`scoring.payout_score`, no factor).
   The season starts mid-tournament: the rounds that resolve during the season's first weeks
   were played before it (simulated the same way, not emitted).
-- **withdrawals**: a staker whose mean payout over its last
+- **withdrawals**: a staker whose mean payout score over its last
   :attr:`~SimulationConfig.run_length` resolved rounds is negative withdraws, with probability
   :attr:`~SimulationConfig.withdraw_probability` per round, a share of its stake drawn from
   :attr:`~SimulationConfig.withdraw_share`.
-- **large reinvestments**: a staker on a good run (mean payout over its last ``run_length``
+- **large reinvestments**: a staker on a good run (mean payout score over its last ``run_length``
   resolved rounds ≥ :attr:`~SimulationConfig.run_threshold`) multiplies its stake by a factor
   drawn from :attr:`~SimulationConfig.jump_range` with probability
   :attr:`~SimulationConfig.jump_probability` per round — once per participant, at most
@@ -166,8 +168,11 @@ class SimulationConfig:
             the low end, a few far above it).
         withdraw_probability: chance per round that a staker with a negative run withdraws.
         withdraw_share: the share of its stake it withdraws, uniform in this range.
-        payout_corr_multiplier, payout_mmc_multiplier, payout_clip: the realised payout,
+        payout_corr_multiplier, payout_mmc_multiplier, payout_clip: the payout score,
             :func:`scoring.payout_score` of the round's CORR and contribution.
+        payout_factor: the realised payout (the share of its stake a participant is paid) is
+            ``clip(payout_factor · (0.5·CORR + 2·MMC), ±payout_clip)``, as Numerai's, whose
+            factor is ``min(1, 72,000 NMR / total stake at risk)``; fixed here.
 
     Submissions and targets:
         resubmit_fraction: chance that a model submits twice in a round (the later counts).
@@ -219,6 +224,7 @@ class SimulationConfig:
     payout_corr_multiplier: float = 0.5
     payout_mmc_multiplier: float = 2.0
     payout_clip: float = 0.05
+    payout_factor: float = 1.0
 
     resubmit_fraction: float = 0.1
     skip_fraction: float = 0.02
@@ -261,6 +267,7 @@ class SimulationConfig:
             "0 <= withdraw_probability <= 1": 0 <= self.withdraw_probability <= 1,
             "0 <= withdraw_share < 1, ordered": 0 <= self.withdraw_share[0] <= self.withdraw_share[1] < 1,
             "payout_clip > 0": self.payout_clip > 0,
+            "0 < payout_factor <= 1": 0 < self.payout_factor <= 1,
             "0 <= resubmit_fraction <= 1": 0 <= self.resubmit_fraction <= 1,
             "0 <= skip_fraction < 1": 0 <= self.skip_fraction < 1,
             "1 <= prediction_decimals <= 15": 1 <= self.prediction_decimals <= 15,
@@ -354,8 +361,12 @@ class Simulation:
         arrival: round index at which each model starts submitting (0 for incumbents).
         submitted: whether the model submits to the round.
         resubmitted: whether it submits twice (the second replaces the first).
-        payouts: realised payout score per round (NaN when the round is not scored in-season
-            or the model did not submit).
+        payout_scores: payout score per round, :func:`scoring.payout_score` of its CORR and
+            contribution (NaN when the round is not scored in-season or the model did not
+            submit): what a participant judges its run by.
+        payouts: realised payout per round as a share of the stake,
+            ``clip(payout_factor · (0.5·CORR + 2·contribution), ±payout_clip)``: what the stake
+            grows by (NaN as above).
         jumps: the large reinvestments (≥ ``jump_range[0]``× between adjacent rounds) that
             happened, by round then model.
     """
@@ -368,6 +379,7 @@ class Simulation:
     submitted: NDArray[np.bool_] = field(init=False)
     resubmitted: NDArray[np.bool_] = field(init=False)
     payouts: NDArray[np.float64] = field(init=False)
+    payout_scores: NDArray[np.float64] = field(init=False)
     jumps: tuple[StakeJump, ...] = field(init=False)
     arrival: NDArray[np.int64] = field(init=False)
 
@@ -539,9 +551,12 @@ class Simulation:
         incumbent_stake = np.where(models.arrival == 0, models.initial_stake, 0.0)
 
         # Payouts of every round, indexed by round index + past.
+        # Payout scores (what a participant judges its run by) and realised payouts (what its
+        # stake grows by) of every round, indexed by round index + past.
+        score = np.full((past + rounds, n), np.nan)
         paid = np.full((past + rounds, n), np.nan)
         for i in range(-past, 0):
-            paid[i + past] = self._round_payouts(i, past_submitted[i + past], incumbent_stake)
+            score[i + past], paid[i + past] = self._round_payouts(i, past_submitted[i + past], incumbent_stake)
 
         stakes = np.zeros((rounds, n))
         stake = incumbent_stake.copy()
@@ -557,7 +572,7 @@ class Simulation:
                     stake = np.round(stake * (1 + np.nan_to_num(paid[i + past])), cfg.stake_decimals)
                 # Each participant's run: mean payout over its last `run_length` resolved rounds.
                 last = j - lag
-                window = paid[max(0, last + past - cfg.run_length + 1) : last + past + 1]
+                window = score[max(0, last + past - cfg.run_length + 1) : last + past + 1]
                 counted = np.isfinite(window).sum(axis=0)
                 run = np.where(
                     counted >= max(1, cfg.run_length // 2),
@@ -587,7 +602,7 @@ class Simulation:
             stakes[j] = stake
             resubmitted[j] &= submitted[j]
             if j + lag < rounds:  # resolves in the season: its payout is reinvested
-                paid[j + past] = self._round_payouts(j, submitted[j], stake)
+                score[j + past], paid[j + past] = self._round_payouts(j, submitted[j], stake)
 
         self.arrival = models.arrival
         self.submitted = submitted
@@ -595,11 +610,13 @@ class Simulation:
         self.stakes = stakes
         self.crowd_share = np.broadcast_to(models.crowd_share, (rounds, n)).copy()
         self.payouts = paid[past:].copy()
+        self.payout_scores = score[past:].copy()
         self.jumps = tuple(sorted(jumps, key=lambda e: (e.round, e.model)))
         for array in (
             self.stakes,
             self.crowd_share,
             self.payouts,
+            self.payout_scores,
             self.submitted,
             self.resubmitted,
             self.arrival,
@@ -614,24 +631,24 @@ class Simulation:
             return float(rng.uniform(low, high))
         return float(min(high, low * (1.0 - rng.random()) ** (-1.0 / self.config.jump_tail)))
 
-    def _round_payouts(self, i: int, submitted: NDArray[np.bool_], stake: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Realised payout per model of round index ``i`` (NaN for models that skip it)."""
+    def _round_payouts(
+        self, i: int, submitted: NDArray[np.bool_], stake: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Payout score and realised payout per model of round index ``i`` (NaN for models that skip it)."""
         cfg = self.config
         rows = np.flatnonzero(submitted)
-        out = np.full(cfg.n_models, np.nan)
+        score = np.full(cfg.n_models, np.nan)
+        paid = np.full(cfg.n_models, np.nan)
         if rows.size == 0 or not (stake[rows] > 0).any():
-            return out
+            return score, paid
         data = self._round_data(i)
         scores = scoring.score_round(data.predictions[rows], stake[rows], data.targets[-1], round=abs(self.config.start_round + i))
-        contribution = np.nan_to_num(scores.contribution)
-        out[rows] = scoring.payout_score(
-            np.nan_to_num(scores.corr),
-            contribution,
-            corr_multiplier=cfg.payout_corr_multiplier,
-            mmc_multiplier=cfg.payout_mmc_multiplier,
-            clip=cfg.payout_clip,
-        )
-        return out
+        corr, contribution = np.nan_to_num(scores.corr), np.nan_to_num(scores.contribution)
+        multipliers = {"corr_multiplier": cfg.payout_corr_multiplier, "mmc_multiplier": cfg.payout_mmc_multiplier, "clip": cfg.payout_clip}
+        score[rows] = scoring.payout_score(corr, contribution, **multipliers)
+        # Numerai's payout: clip(payout_factor · (0.5·CORR + 2·MMC), ±0.05), the factor inside the clip.
+        paid[rows] = scoring.payout_score(cfg.payout_factor * corr, cfg.payout_factor * contribution, **multipliers)
+        return score, paid
 
     # --- rounds ------------------------------------------------------------------------------
 

@@ -283,6 +283,33 @@ def test_stakes_follow_realised_payouts(small_season: tuple[Simulation, list[Sim
     assert (paid != 0).mean() > 0.9 and np.abs(paid).max() <= cfg.payout_clip
 
 
+def test_realised_payouts_scale_the_payout_score_inside_the_clip() -> None:
+    """The stake grows by ``clip(payout_factor · (0.5·CORR + 2·MMC), ±clip)``; runs are judged
+    on the payout score (the factor 1 makes both the same)."""
+    base = SimulationConfig.small(n_models=30, n_ids=200, n_rounds=8, resolution_days=2, n_jumps=0)
+    full, scaled = Simulation(base), Simulation(dataclasses.replace(base, payout_factor=0.25))
+    assert np.array_equal(full.payouts, full.payout_scores, equal_nan=True)
+    first = np.isfinite(scaled.payout_scores[0])
+    assert first.any()
+    # Round index 0 is played with the same stakes in both seasons: same scores, a quarter paid.
+    np.testing.assert_array_equal(scaled.payout_scores[0], full.payout_scores[0])
+    unclipped = first & (np.abs(full.payout_scores[0]) < base.payout_clip)
+    np.testing.assert_allclose(scaled.payouts[0, unclipped], 0.25 * full.payout_scores[0, unclipped], atol=1e-15)
+    assert np.nanmax(np.abs(scaled.payouts)) <= base.payout_clip
+
+
+def test_pareto_jump_multiples_stay_in_range_and_crowd_at_the_low_end() -> None:
+    """``jump_tail`` > 0 draws the multiple from a Pareto tail from ``jump_range[0]``, capped at
+    ``jump_range[1]``: most near the low end, none outside."""
+    sim = Simulation(SimulationConfig.small(n_models=4, n_ids=20, n_rounds=2, n_jumps=0, jump_range=(5.0, 30.0), jump_tail=2.0))
+    rng = np.random.default_rng(0)
+    factors = np.array([sim._jump_factor(rng) for _ in range(4000)])
+    assert factors.min() >= 5.0 and factors.max() <= 30.0
+    # P(X > 10) = (5/10)^2 = 1/4 for a Pareto tail of index 2; uniform in 5..30 gives 4/5.
+    assert abs((factors > 10).mean() - 0.25) < 0.03
+    assert (factors == 30.0).mean() == pytest.approx((5 / 30) ** 2, abs=0.01)
+
+
 def test_predictions_do_not_depend_on_stakes() -> None:
     """Same seed, stakes scaled or jumps removed: every model's predictions are identical, round
     by round (the crowding tax can only come from the meta model moving)."""

@@ -62,6 +62,11 @@ EXIT_FAILED = 70
 FAIL_GRACE_SECONDS = 20.0
 #: How often a worker checks that Redis still holds its state (the epoch key).
 EPOCH_CHECK_SECONDS = 1.0
+#: Client libraries whose INFO lines are start-up and consumer-group chatter, several of them
+#: multi-line tables (Faust formats aiokafka's subscriptions and assignments as tables, on every
+#: rebalance and whenever a paused topic resumes). Below DEBUG the worker's log keeps only their
+#: warnings and errors, so that at INFO it reads one line per scored update.
+CHATTY_LIBRARIES = ("aiokafka", "faust", "mode")
 
 
 class Runtime:
@@ -321,9 +326,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         await submissions.run()
 
     @app.task
-    async def _quiet_client_logs() -> None:
+    async def _ready() -> None:
         # Faust sets up the log handlers as the worker starts; throttle the client libraries there.
+        # App tasks start once the worker has joined its group (Faust's own "Ready" line is
+        # among the start-up lines quiet_libraries holds back).
         throttle_root_handlers()
+        web = f"http://{settings.web_host}:{settings.worker_web_port}" if settings.web_enabled else "off"
+        log.info("worker ready: group %s, topics %s*, web server %s", settings.app_id, settings.topic_prefix, web)
 
     @app.timer(EPOCH_CHECK_SECONDS)
     async def _watch_state() -> None:
@@ -480,8 +489,23 @@ async def apply_in_order(runtime: Runtime, group: list[tuple[int, InputRecord, f
     return outcomes
 
 
+def quiet_libraries(loglevel: str | int) -> None:
+    """Below DEBUG, show only warnings and errors of :data:`CHATTY_LIBRARIES` (Faust's logging
+    set-up keeps the levels of existing loggers)."""
+    level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
+    if not isinstance(level, int) or level <= logging.DEBUG:
+        return
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Create the topics, then run one Faust worker in the foreground until SIGINT/SIGTERM."""
+    """Create the topics, then run one Faust worker in the foreground until SIGINT/SIGTERM.
+
+    At ``info`` the log has the worker's own lines (one per scored update) and the client
+    libraries' warnings and errors; ``debug`` shows everything.
+    """
+    quiet_libraries(loglevel)
     asyncio.run(create_topics(settings))
     asyncio.run(recover_if_behind(settings))
     app, runtime = create_app(settings)

@@ -2,12 +2,14 @@
 
 A worker (with its own web server on) and ``mmc web`` start from the same ``MMC_*``
 environment, on the real broker and Redis, and score a small tournament: both must come up
-(each on its own port) and answer.
+(each on its own port) and answer, and the worker's log must read one line per scored update.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +26,7 @@ import orjson
 import pytest
 
 from streams.admin import create_topics
-from streams.app import faust_app
+from streams.app import CHATTY_LIBRARIES, faust_app, quiet_libraries
 from streams.settings import Settings
 from streams.stack import free_port
 from tests.conftest import StackEnv, run_sync
@@ -135,3 +137,54 @@ def test_a_worker_and_mmc_web_run_side_by_side(side_by_side: SideBySide) -> None
     for log in (side_by_side.worker_log, side_by_side.web_log):
         text = log.read_text(errors="replace")
         assert "address already in use" not in text.lower() and "Traceback" not in text, text[-3000:]
+
+
+#: A line of a library's log table (Faust draws aiokafka's subscriptions and assignments as
+#: ``+----+`` / ``| topic |`` tables; terminaltables' other styles use box-drawing characters).
+TABLE_LINE = re.compile(r"^\s*(\+[-+=]|\|[ \w]|[┌┐└┘├┤┬┴┼│─╭╮╰╯║═╔╗╚╝])")
+
+
+def test_the_worker_log_is_one_line_per_scored_update(side_by_side: SideBySide) -> None:
+    """At INFO the worker's log has its own lines - one per scored update - and no library
+    tables or start-up chatter between them."""
+    lines = side_by_side.worker_log.read_text(errors="replace").splitlines()
+    text = "\n".join(lines)
+    assert not [line for line in lines if TABLE_LINE.match(line)], text[-3000:]
+    for chatter in ("Updating subscribed topics", "Subscribed to topic", "Setting newly assigned partitions", "Starting...", "Joined group"):
+        assert chatter not in text, (chatter, text[-3000:])
+    updates = {(r, d) for r, d, _, _ in side_by_side.tournament.target_updates}
+    scored = {(int(m.group(1)), int(m.group(2))) for line in lines if (m := re.search(r"round (\d+) day (\d+)(?: final)?: \d+ models scored", line))}
+    assert scored == updates, text[-3000:]
+    assert sum("worker ready: group " in line for line in lines) == 1, text[-3000:]
+    # Every line is a log record of its own: no continuation lines (tables, tracebacks).
+    assert all(line.startswith("[") for line in lines if line.strip()), text[-3000:]
+
+
+@pytest.fixture
+def saved_levels() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in CHATTY_LIBRARIES] + [logging.getLogger()]
+    levels = [logger.level for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("saved_levels")
+def test_quiet_libraries_keeps_their_warnings_and_errors() -> None:
+    """At INFO the chatty libraries' INFO lines go, their warnings and errors stay; the
+    service's own INFO lines stay; at DEBUG nothing is held back."""
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.getLogger().setLevel(logging.INFO)
+    quiet_libraries("info")
+    for name in ("aiokafka.consumer.subscription_state", "aiokafka.consumer.group_coordinator", "faust.worker", "mode.services"):
+        logger = logging.getLogger(name)
+        assert not logger.isEnabledFor(logging.INFO), name
+        assert logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR), name
+    assert logging.getLogger("streams.processing").isEnabledFor(logging.INFO)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    quiet_libraries("debug")
+    assert all(logging.getLogger(name).level == logging.NOTSET for name in CHATTY_LIBRARIES)

@@ -41,10 +41,13 @@ from streams.settings import Settings, load_settings
 
 app = typer.Typer(
     name="mmc",
-    help="Streaming CORR/MMC scorer for a stake-weighted tournament (Kafka + Redis).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help, as click lays it out: flags without type tags, paragraphs rewrapped to the
+    # terminal, nothing split mid-word at 80 columns, and no markup to escape. Help texts are
+    # plain text: no RST double backquotes (tests/streams/test_cli.py checks every command).
+    rich_markup_mode=None,
 )
 
 
@@ -60,7 +63,11 @@ def _version(value: bool) -> None:
 def _main(
     _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    """Streaming CORR/MMC scorer for a stake-weighted tournament (Kafka + Redis)."""
+    """Streaming CORR/MMC scorer for a stake-weighted tournament (Kafka + Redis).
+
+    Every command reads its configuration from MMC_* environment variables (.env.example
+    lists them all); each command's --help names the ones it reads.
+    """
 
 
 def _stderr() -> Console:
@@ -141,9 +148,17 @@ def stack(
 ) -> None:
     """Run the embedded broker (Tansu) and Redis in the foreground until Ctrl-C or SIGTERM.
 
-    Prints ``export MMC_KAFKA_BOOTSTRAP=…`` and ``export MMC_REDIS_URL=…`` on stdout; with
-    ``--env-file FILE`` also writes them to FILE once the stack is up, so that
-    ``mmc stack --env-file .mmc.env &`` then ``. ./.mmc.env`` works from the same shell.
+    Prints 'export MMC_KAFKA_BOOTSTRAP=…' and 'export MMC_REDIS_URL=…' on stdout. With
+    --env-file FILE it also writes them to FILE once both answer, and removes FILE when it
+    stops. In the background:
+
+    \b
+      mmc stack --env-file .mmc.env &
+      . ./.mmc.env        # once the file is there; in any shell
+
+    Reads MMC_TOPIC_PREFIX, MMC_PARTITIONS and MMC_REPLICATION_FACTOR (for the topics it
+    creates). The broker is plaintext and Redis has no password, whatever MMC_KAFKA_* and
+    MMC_REDIS_* say.
     """
     from streams.admin import create_topics
     from streams.stack import EmbeddedStack
@@ -280,7 +295,12 @@ def _remove_if_unchanged(path: Path | None, text: str) -> None:
 def topics() -> None:
     """Create the service's topics on the configured broker (existing ones are kept).
 
-    Waits for the broker first (up to MMC_STARTUP_TIMEOUT_SECONDS; exit status 3 if it does not answer).
+    Waits for the broker first (up to MMC_STARTUP_TIMEOUT_SECONDS; exit status 3 if it does
+    not answer).
+
+    Reads MMC_KAFKA_BOOTSTRAP and the other MMC_KAFKA_* settings (security), MMC_TOPIC_PREFIX,
+    MMC_PARTITIONS, MMC_REPLICATION_FACTOR, MMC_STARTUP_TIMEOUT_SECONDS and
+    MMC_STARTUP_RETRY_MAX_SECONDS.
     """
     from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS, create_topics, partitions_for
 
@@ -304,7 +324,14 @@ def topics() -> None:
 def worker() -> None:
     """Run a scoring worker (Faust) against the configured broker and Redis.
 
-    Waits for both first (up to MMC_STARTUP_TIMEOUT_SECONDS; exit status 3 if one does not answer).
+    Waits for both first (up to MMC_STARTUP_TIMEOUT_SECONDS; exit status 3 if one does not
+    answer), then logs one line per scored update. Its own web server (/health, /metrics)
+    listens on MMC_WORKER_WEB_PORT (default 6066) unless MMC_WEB_ENABLED=false. Start several
+    to share the partitions (on one machine, give each its own MMC_WORKER_WEB_PORT).
+
+    Reads every MMC_* setting (.env.example lists them), above all MMC_KAFKA_BOOTSTRAP,
+    MMC_REDIS_URL, MMC_TOPIC_PREFIX, MMC_APP_ID (its consumer group), MMC_STATE_NAMESPACE,
+    MMC_WEB_ENABLED, MMC_WEB_HOST and MMC_WORKER_WEB_PORT.
     """
     settings = _settings_or_exit()
     if importlib.util.find_spec("streams.app") is None:
@@ -341,6 +368,10 @@ def rebuild(
     Applies every input record the state has not applied (all of them after --wipe or a lost
     Redis), in the worker's own code path; the worker does the same by itself at start-up
     when it finds the state behind its groups' committed offsets.
+
+    Reads MMC_KAFKA_* and MMC_REDIS_* (connections), MMC_TOPIC_PREFIX, MMC_APP_ID (whose
+    committed offsets --publish unfinished uses), MMC_STATE_NAMESPACE, the scoring and alert
+    settings as the workers do, and MMC_STARTUP_TIMEOUT_SECONDS.
     """
     settings = _settings_or_exit()
     _wait_for_dependencies(settings)
@@ -364,6 +395,10 @@ def web(
     own consumer (no group), so it scales on its own (see streams.web). It listens on
     MMC_WEB_PORT (default 8080); workers serve their health and metrics on another port,
     MMC_WORKER_WEB_PORT (default 6066), so both run side by side.
+
+    Reads MMC_WEB_HOST, MMC_WEB_PORT, MMC_WEB_LIVE_* (live clients), MMC_KAFKA_* and
+    MMC_REDIS_* (connections), MMC_TOPIC_PREFIX, MMC_STATE_NAMESPACE and
+    MMC_STARTUP_TIMEOUT_SECONDS.
     """
     settings = _settings_or_exit()
     _wait_for_dependencies(settings)  # before importing the web server, which takes seconds
@@ -382,7 +417,7 @@ def web(
 
 
 class TopicName(StrEnum):
-    """Short names of every topic ``mmc tail`` can read."""
+    """Short names of every topic `mmc tail` can read."""
 
     scores = "scores"
     alerts = "alerts"
@@ -393,6 +428,13 @@ class TopicName(StrEnum):
     submissions = "submissions"
     stakes = "stakes"
     targets = "targets"
+
+
+def _topic_name(value: str) -> str:
+    """``mmc tail``'s TOPIC argument: one of :class:`TopicName`."""
+    if value not in TopicName.__members__:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(TopicName)}")
+    return value
 
 
 def _send_with_progress(
@@ -466,6 +508,9 @@ def simulate(
     """Simulate a tournament season and write it to a file (--out) or the topics (--send).
 
     Same options and seed give the same events, byte for byte. Prints a summary on stderr.
+
+    With --send, reads MMC_KAFKA_* (connection), MMC_TOPIC_PREFIX, MMC_PARTITIONS and
+    MMC_REPLICATION_FACTOR (it creates missing topics); --out alone reads no MMC_* setting.
     """
     from streams.simulation import Simulation, SimulationConfig
 
@@ -535,10 +580,14 @@ def simulate(
 @app.command()
 def replay(
     file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="A JSON Lines event file (mmc simulate --out)."
+        ..., exists=True, dir_okay=False, metavar="FILE", help="A JSON Lines event file (mmc simulate --out)."
     ),
 ) -> None:
-    """Send an event file to the configured broker's input topics, with progress per topic."""
+    """Send an event file to the configured broker's input topics, with progress per topic.
+
+    Reads MMC_KAFKA_* (connection), MMC_TOPIC_PREFIX, MMC_PARTITIONS and
+    MMC_REPLICATION_FACTOR (it creates missing topics).
+    """
     from streams.replay import count_events, read_events
 
     settings = _settings_or_exit()
@@ -557,8 +606,11 @@ def replay(
 
 @app.command()
 def tail(
-    topic: TopicName = typer.Argument(
-        ..., help="Topic short name (the prefix comes from MMC_TOPIC_PREFIX)."
+    topic: str = typer.Argument(
+        ...,
+        metavar="TOPIC",
+        callback=_topic_name,
+        help=f"One of {', '.join(TopicName)} (the prefix comes from MMC_TOPIC_PREFIX).",
     ),
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="Start at the oldest message, not the newest."
@@ -574,7 +626,11 @@ def tail(
         False, "--json", help="One JSON object per line (for jq), not the compact view."
     ),
 ) -> None:
-    """Print a topic's messages, one compact line each, until Ctrl-C (or --limit / --until-end)."""
+    """Print a topic's messages, one compact line each, until Ctrl-C (or --limit / --until-end).
+
+    Reads MMC_KAFKA_* (connection) and MMC_TOPIC_PREFIX; with --group also
+    MMC_BROKER_SESSION_TIMEOUT and MMC_BROKER_HEARTBEAT_INTERVAL.
+    """
     import orjson
 
     from streams.tail import describe
@@ -589,7 +645,7 @@ def tail(
         shown = 0
         async for message in tail_topic(
             settings,
-            topic.value,
+            topic,
             from_beginning=from_beginning,
             limit=limit,
             group=group,
@@ -626,7 +682,10 @@ def report(
         Path("report"), "--out", help="Directory for report.html and the PNG charts."
     ),
 ) -> None:
-    """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline."""
+    """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline.
+
+    Reads MMC_KAFKA_* (connection) and MMC_TOPIC_PREFIX (the scores and alerts topics).
+    """
     from streams.report import alert_rates_line, build_report, headline_table
 
     settings = _settings_or_exit()
@@ -662,7 +721,12 @@ def demo(
         Path("out/demo"), "--out", help="Directory for the report, charts and worker logs."
     ),
 ) -> None:
-    """The main job on the embedded stack: a simulated season streamed live, then the crowding report."""
+    """The main job on the embedded stack: a simulated season streamed live, then the crowding report.
+
+    Starts its own broker and Redis, so it reads no connection setting; the other MMC_*
+    settings of the environment (MMC_TOPIC_PREFIX, MMC_PARTITIONS, the scoring and alert
+    thresholds) apply to it and to its workers.
+    """
     from streams.demo import DemoConfig, run_demo
 
     config = DemoConfig(
@@ -682,7 +746,7 @@ def demo(
 
 @app.command()
 def whatif(
-    model: str = typer.Argument(..., help="Model id."),
+    model: str = typer.Argument(..., metavar="MODEL", help="Model id."),
     stake_multiplier: float | None = typer.Option(
         None, "--stake-multiplier", "-k", min=0, help="Multiply the model's stake by K."
     ),
@@ -695,8 +759,11 @@ def whatif(
 ) -> None:
     """A model's recent MMC, contribution and CWMM had its stake been K× or X (from the service's state).
 
-    Both sides use the deployment's bootstrap settings (MMC_MMC_DRAWS, MMC_MMC_FRACTION), so
-    the actual side is the MMC the service published.
+    Both sides use the deployment's bootstrap settings, so the actual side is the MMC the
+    service published.
+
+    Reads MMC_REDIS_* (connection), MMC_STATE_NAMESPACE, and MMC_MMC_DRAWS, MMC_MMC_FRACTION,
+    MMC_SEED_SALT and MMC_MAX_MISSING_RATIO (give them the workers' values).
     """
     from streams.whatif import mean_change, mechanical, stake_whatif
 

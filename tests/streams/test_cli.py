@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from importlib.metadata import version
+from pathlib import Path
 
+import pytest
+from typer.main import get_command
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.cli import TopicName, app
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_version_prints_the_installed_package_version() -> None:
@@ -18,3 +28,56 @@ def test_version_prints_the_installed_package_version() -> None:
 def test_subcommands_still_run_beside_the_version_option() -> None:
     result = CliRunner().invoke(app, ["tail", "--help"])
     assert result.exit_code == 0 and "tail" in result.stdout
+
+
+# --- help texts ----------------------------------------------------------------------------------
+
+COMMANDS = sorted(get_command(app).commands)  # type: ignore[attr-defined]
+SETTING_NAMES = {f"MMC_{name.upper()}" for name in Settings.model_fields}
+
+
+def help_text(*command: str) -> str:
+    """``mmc COMMAND --help`` as a person sees it in an 80-column terminal."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MMC_")}
+    env.update(COLUMNS="80", NO_COLOR="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", *command, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)], ids=lambda c: " ".join(c) or "mmc")
+def test_help_is_clean_at_80_columns(command: list[str]) -> None:
+    """No type tags on flags, no raw markup, nothing wider than the terminal."""
+    text = help_text(*command)
+    assert "<bool>" not in text and "``" not in text, text
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    cmd = get_command(app)
+    if command:
+        cmd = cmd.commands[command[0]]  # type: ignore[attr-defined]
+    for param in cmd.params:
+        if getattr(param, "is_flag", False):  # a flag takes no value: nothing after its name
+            for opt in (*param.opts, *param.secondary_opts):
+                assert opt in text and not re.search(rf"{re.escape(opt)} <", text), (opt, text)
+
+
+def test_tail_help_names_every_topic_whole() -> None:
+    text = help_text("tail")
+    for name in TopicName:
+        assert re.search(rf"(?<![\w-]){name}(?![\w-])", text), (name, text)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_says_which_settings_it_reads(command: str) -> None:
+    """A paragraph names the MMC_* variables the command reads; each is a setting (a name
+    ending in * stands for the settings it starts)."""
+    text = " ".join(help_text(command).split())
+    assert re.search(r"\b[Rr]eads\b", text), text
+    named = set(re.findall(r"MMC_[A-Z_]+\*?", text))
+    assert named, text
+    for name in named:
+        if name.endswith("*"):
+            assert any(setting.startswith(name[:-1]) for setting in SETTING_NAMES), name
+        else:
+            assert name in SETTING_NAMES, name

@@ -765,7 +765,7 @@ def whatif(
     Reads MMC_REDIS_* (connection), MMC_STATE_NAMESPACE, and MMC_MMC_DRAWS, MMC_MMC_FRACTION,
     MMC_SEED_SALT and MMC_MAX_MISSING_RATIO (give them the workers' values).
     """
-    from streams.whatif import mean_change, mechanical, stake_whatif
+    from streams.whatif import mean_change, mechanical, stake_whatif, whatif_table
 
     if (stake_multiplier is None) == (stake is None):
         raise _fail("give exactly one of --stake-multiplier K and --stake X")
@@ -775,33 +775,7 @@ def whatif(
     except MmcStreamError as exc:
         raise _fail(str(exc)) from exc
     change = f"stake × {stake_multiplier:g}" if stake is None else f"stake = {stake:,.2f}"
-    table = Table(title=f"{model}: {change}, everything else equal")
-    for name in (
-        "round",
-        "stake",
-        "what-if stake",
-        "MMC (today's: contribution)",
-        "what-if MMC (today's)",
-        "MMC 2020 (bootstrap)",
-        "what-if MMC 2020",
-        "CWMM",
-        "what-if CWMM",
-    ):
-        table.add_column(name, justify="right")
-    for row in rows:
-        cf = row.counterfactual
-        table.add_row(
-            str(row.round),
-            f"{cf.stake:,.2f}",
-            f"{cf.stake_whatif:,.2f}",
-            f"{cf.contribution:+.4f}",
-            f"{cf.contribution_whatif:+.4f}",
-            f"{cf.mmc:+.4f}",
-            f"{cf.mmc_whatif:+.4f}",
-            f"{cf.corr_w_mm:.3f}",
-            f"{cf.corr_w_mm_whatif:.3f}",
-        )
-    Console().print(table)
+    Console().print(whatif_table(model, rows, change))
     if rows:
         d_mmc, d_contribution = mean_change(rows)
         _stderr().print(

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from rich import box
+from rich.table import Table
 
 import scoring
 from scoring.counterfactual import MechanicalPart, mechanical_part
@@ -91,3 +93,34 @@ def mean_change(rows: list[WhatIfRow]) -> tuple[float, float]:
 def mechanical(rows: list[WhatIfRow]) -> MechanicalPart:
     """Mean ``actual − what-if`` over the rounds: at the stake before a jump, its mechanical part."""
     return mechanical_part(r.counterfactual for r in rows)
+
+
+def whatif_table(model: str, rows: list[WhatIfRow], change: str) -> Table:
+    """The rounds as a table that fits 80 columns: per round the actual stake, then each score
+    actual and at the what-if stake (``change`` names it, in the title: ``stake × 5``)."""
+    table = Table(
+        title=f"{model}: {change}, everything else equal",
+        caption="MMC: today's (contribution); MMC 2020: the bootstrap definition; CWMM: correlation with the meta model",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 1),
+        collapse_padding=True,
+    )
+    table.add_column("round", justify="right", no_wrap=True)
+    table.add_column("stake", justify="right", no_wrap=True)
+    for name in ("MMC", "MMC 2020", "CWMM"):
+        table.add_column(f"{name}\nactual", justify="right", no_wrap=True)
+        table.add_column(f"{name}\nwhat-if", justify="right", no_wrap=True)
+    for row in rows:
+        cf = row.counterfactual
+        table.add_row(
+            str(row.round),
+            f"{cf.stake:,.2f}",
+            f"{cf.contribution:+.4f}",
+            f"{cf.contribution_whatif:+.4f}",
+            f"{cf.mmc:+.4f}",
+            f"{cf.mmc_whatif:+.4f}",
+            f"{cf.corr_w_mm:.3f}",
+            f"{cf.corr_w_mm_whatif:.3f}",
+        )
+    return table

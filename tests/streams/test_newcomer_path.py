@@ -1,12 +1,14 @@
-"""A worker and ``mmc web`` as a newcomer runs them: from one shell's environment, side by side.
+"""The README's path through the CLI, as a newcomer takes it, from one shell's environment.
 
 A worker (with its own web server on) and ``mmc web`` start from the same ``MMC_*``
 environment, on the real broker and Redis, and score a small tournament: both must come up
 (each on its own port) and answer, and the worker's log must read one line per scored update.
+Then ``mmc whatif`` and ``mmc tail`` are asked about it in an 80-column terminal.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -24,14 +26,17 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 
+from scoring.counterfactual import StakeCounterfactual
 from streams.admin import create_topics
 from streams.app import CHATTY_LIBRARIES, faust_app, quiet_libraries
 from streams.settings import Settings
 from streams.stack import free_port
+from streams.whatif import WhatIfRow, stake_whatif, whatif_table
 from tests.conftest import StackEnv, run_sync
 from tests.e2e.harness import Received, collect, produce, stop_workers
-from tests.e2e.tournament import Tournament, build, expected_counts
+from tests.e2e.tournament import SPIKE_MODEL, Tournament, build, expected_counts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,6 +75,7 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float)
 @dataclass
 class SideBySide:
     settings: Settings
+    env: dict[str, str]
     tournament: Tournament
     received: list[Received]
     worker_url: str
@@ -121,7 +127,7 @@ def side_by_side(stack_env: StackEnv, tmp_path_factory: pytest.TempPathFactory) 
         received = run_sync(collect(settings, ["scores", "crowding", "deadletter", "leaderboard"], done, timeout=180))
         assert done(received), f"outputs missing: {Counter(m.topic for m in received)} vs {want}"
         time.sleep(1.0)  # the worker's log lines of the last update
-        yield SideBySide(settings, t, received, worker_url, web_url, worker_log, web_log)
+        yield SideBySide(settings, env, t, received, worker_url, web_url, worker_log, web_log)
     finally:
         stop_workers(procs)
 
@@ -188,3 +194,56 @@ def test_quiet_libraries_keeps_their_warnings_and_errors() -> None:
         logging.getLogger(name).setLevel(logging.NOTSET)
     quiet_libraries("debug")
     assert all(logging.getLogger(name).level == logging.NOTSET for name in CHATTY_LIBRARIES)
+
+
+def mmc(side_by_side: SideBySide, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mmc ARGS`` in the newcomer's shell, an 80-column terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        cwd=REPO,
+        env={**side_by_side.env, "COLUMNS": "80", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def whatif_figures(row: WhatIfRow) -> list[str]:
+    """The figures ``mmc whatif`` prints for a round, as it formats them."""
+    cf = row.counterfactual
+    return [
+        f"{cf.stake:,.2f}",
+        *(f"{x:+.4f}" for x in (cf.contribution, cf.contribution_whatif, cf.mmc, cf.mmc_whatif)),
+        f"{cf.corr_w_mm:.3f}",
+        f"{cf.corr_w_mm_whatif:.3f}",
+    ]
+
+
+def test_whatif_table_fits_80_columns_whatever_the_stake() -> None:
+    """Stakes up to hundreds of millions and a long model id: every cell whole at 80 columns."""
+    rows = [
+        WhatIfRow(812 + i, StakeCounterfactual(3, 5.0, 123_456_789.12 * (i + 1), 617_283_945.6 * (i + 1), 0.01234, -0.00567, 0.0213, -0.0345, 0.812, 0.934))
+        for i in range(3)
+    ]
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(whatif_table("a_rather_long_model_id_0123456789", rows, "stake × 5"))
+    text = console.export_text()
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines()), text
+    for row in rows:
+        (line,) = [line for line in text.splitlines() if line.lstrip().startswith(str(row.round))]
+        assert line.split() == [str(row.round), *whatif_figures(row)], line
+
+
+def test_mmc_whatif_at_80_columns_prints_every_figure(side_by_side: SideBySide) -> None:
+    """``mmc whatif MODEL -k 5`` on the scored tournament: one line per round with the stake and
+    the six scores in full (no "…"), the ones the service's state gives."""
+    result = mmc(side_by_side, "whatif", SPIKE_MODEL, "--stake-multiplier", "5", "--rounds", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines()), text
+    rows = run_sync(stake_whatif(side_by_side.settings, SPIKE_MODEL, 5.0, 3))
+    assert [row.round for row in rows] == side_by_side.tournament.rounds[-3:]
+    for row in rows:
+        (line,) = [line for line in text.splitlines() if line.split()[:1] == [str(row.round)]]
+        assert line.split() == [str(row.round), *whatif_figures(row)], text
+    assert "mean change: MMC (today's: contribution)" in result.stderr

@@ -623,10 +623,14 @@ def tail(
         False, "--until-end", help="Stop once caught up with the topic's current end."
     ),
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per line (for jq), not the compact view."
+        False, "--json", help="Each message whole, as one JSON object per line (for jq): its value as sent, "
+        "with topic, partition, offset, timestamp, key and headers.",
     ),
 ) -> None:
     """Print a topic's messages, one compact line each, until Ctrl-C (or --limit / --until-end).
+
+    A line is the event time, the topic, the key and the topic's main fields, floats to 4
+    significant digits (lists as their length); --json prints every message whole.
 
     Reads MMC_KAFKA_* (connection) and MMC_TOPIC_PREFIX; with --group also
     MMC_BROKER_SESSION_TIMEOUT and MMC_BROKER_HEARTBEAT_INTERVAL.
@@ -639,7 +643,11 @@ def tail(
     settings = _settings_or_exit()
     if until_end and group is not None:
         raise _fail("--until-end reads without a group; drop --group", code=2)
-    console = Console(soft_wrap=False)
+    # In a terminal one line per message, cut at its width; into a pipe or file, whole lines.
+    console = Console()
+    fit: dict[str, Any] = (
+        {"no_wrap": True, "overflow": "ellipsis", "crop": True} if sys.stdout.isatty() else {"soft_wrap": True}
+    )
 
     async def run() -> int:
         shown = 0
@@ -664,7 +672,7 @@ def tail(
                 sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
                 sys.stdout.flush()
             else:
-                console.print(describe(message))
+                console.print(describe(message), **fit)
             shown += 1
         return shown
 

@@ -18,6 +18,7 @@ the previous member's session to time out (``MMC_BROKER_SESSION_TIMEOUT``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,6 @@ from streams.settings import Settings
 
 #: How long one poll waits for records before checking whether the end is reached.
 POLL_TIMEOUT_MS = 500
-#: Lists longer than this are shortened when a message is shown on one line.
-SHOWN_LIST_ITEMS = 3
 
 
 @dataclass(frozen=True)
@@ -219,31 +218,92 @@ async def _partitions(settings: Settings, name: str) -> list[int]:
 
 # --------------------------------------------------------------------------- one-line display
 
+#: The fields the compact view shows for each topic, in this order (``--json`` shows all of
+#: them). A field equal to the message's key (the model of a score, the round of a round
+#: event) is left out: the key is on the line already.
+MAIN_FIELDS: dict[str, tuple[str, ...]] = {
+    "rounds": ("type", "round", "ids"),
+    "submissions": ("round", "model", "predictions", "ids"),
+    "stakes": ("model", "stake", "round"),
+    "targets": ("round", "day", "final", "targets", "ids"),
+    "scores": ("round", "day", "final", "model", "stake", "corr", "mmc", "contribution", "corr_w_mm", "payout"),
+    "leaderboard": (
+        "rank", "model", "rounds", "mmc_mean", "contribution_mean", "corr_mean", "corr_w_mm_mean", "payout_mean", "stake",
+    ),
+    "crowding": (
+        "round", "day", "final", "n_models", "stake_weighted_cwmm", "median_cwmm", "gap", "hhi", "effective_models",
+        "top10_share", "mean_mmc", "mean_contribution",
+    ),
+    "alerts": ("kind", "severity", "model", "round", "day", "stage", "value", "threshold", "message"),
+}
+#: Significant digits of a float in the compact view (an integer part keeps all its digits).
+SIGNIFICANT_DIGITS = 4
+#: Characters of a value that is not JSON (a dead letter's original bytes) shown in the compact view.
+SHOWN_TEXT_CHARS = 40
 
-def shorten(value: Any, items: int = SHOWN_LIST_ITEMS) -> Any:
-    """``value`` with every list longer than ``items`` cut to its head and a count marker."""
+
+def compact_number(x: float) -> str:
+    """``x`` to :data:`SIGNIFICANT_DIGITS` significant digits, without exponent or trailing
+    zeros: 0.0123456 → ``0.01235``, -1.5 → ``-1.5``, 123456.7 → ``123457``."""
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    decimals = SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(x)))
+    if decimals <= 0:
+        return f"{x:.0f}"
+    text = f"{x:.{decimals}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def compact_value(value: Any) -> str:
+    """A JSON value as the compact view shows it: floats rounded, lists as their length,
+    objects as their keys' count, text quoted when it has spaces."""
+    if isinstance(value, bool) or value is None:
+        return orjson.dumps(value).decode()
+    if isinstance(value, float):
+        return compact_number(value)
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, list):
-        head = [shorten(v, items) for v in value[:items]]
-        return head + [f"…{len(value)} items"] if len(value) > items else head
+        return f"[{len(value)} items]"
     if isinstance(value, dict):
-        return {k: shorten(v, items) for k, v in value.items()}
-    return value
+        return f"{{{len(value)} fields}}"
+    text = str(value)
+    return orjson.dumps(text).decode() if not text or any(c.isspace() for c in text) else text
+
+
+def short_topic_name(topic: str) -> str | None:
+    """The short name (``scores``) of a full topic name (``mmc.scores``), if it is one of the service's."""
+    names = [name for name in MAIN_FIELDS if topic.endswith(name)]
+    return max(names, key=len) if names else None
 
 
 def describe(message: TailedMessage) -> Text:
-    """One compact line for a person: time, partition@offset, key, value (lists cut), headers."""
+    """One compact line for a person: event time, topic, key, then the topic's main fields
+    (:data:`MAIN_FIELDS`; every top-level field for another topic) with floats rounded to
+    :data:`SIGNIFICANT_DIGITS` significant digits, then the headers (a dead letter's reason)."""
     when = dt.datetime.fromtimestamp(message.timestamp_ms / 1000, tz=dt.UTC)
-    line = Text(no_wrap=True, overflow="ellipsis")
-    line.append(
-        when.strftime("%Y-%m-%d %H:%M:%S.") + f"{message.timestamp_ms % 1000:03d}", style="dim"
-    )
-    line.append(f" p{message.partition}@{message.offset} ", style="dim")
+    line = Text()
+    line.append(when.strftime("%Y-%m-%d %H:%M:%S"), style="dim")
+    line.append(f" {message.topic} ", style="dim")
     line.append(message.key if message.key is not None else "∅", style="bold cyan")
-    line.append(" ")
-    if message.is_json:
-        line.append(orjson.dumps(shorten(message.value)).decode())
+    if message.is_json and isinstance(message.value, dict):
+        short = short_topic_name(message.topic)
+        names = MAIN_FIELDS.get(short, tuple(message.value)) if short else tuple(message.value)
+        for name in names:
+            if name not in message.value:
+                continue
+            value = message.value[name]
+            if message.key is not None and not isinstance(value, (dict, list)) and str(value) == message.key:
+                continue
+            line.append(f" {name}=", style="dim")
+            line.append(compact_value(value))
+    elif message.is_json:
+        line.append(f" {compact_value(message.value)}")
     else:
-        line.append(repr(message.value), style="yellow")
+        text = message.value if len(message.value) <= SHOWN_TEXT_CHARS else message.value[:SHOWN_TEXT_CHARS] + "…"
+        line.append(f" {text!r}", style="yellow")
     for name, text in message.headers:
         line.append(f" {name}={text}", style="magenta")
     return line

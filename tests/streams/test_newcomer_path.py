@@ -247,3 +247,31 @@ def test_mmc_whatif_at_80_columns_prints_every_figure(side_by_side: SideBySide) 
         (line,) = [line for line in text.splitlines() if line.split()[:1] == [str(row.round)]]
         assert line.split() == [str(row.round), *whatif_figures(row)], text
     assert "mean change: MMC (today's: contribution)" in result.stderr
+
+
+def test_mmc_tail_shows_compact_lines_and_json_on_request(side_by_side: SideBySide) -> None:
+    """``mmc tail scores``: one line per message - topic, key (the model), the main fields with
+    floats to 4 significant digits; ``--json``: every message whole, its value as the worker
+    sent it (full precision)."""
+    scores = {(m.key.decode(), m.value) for m in side_by_side.received if m.topic == "scores" and m.key}
+    result = mmc(side_by_side, "tail", "scores", "--from-beginning", "--limit", "5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5, result.stdout
+    topic = side_by_side.settings.topic("scores")
+    models = {key for key, _ in scores}
+    for line in lines:
+        fields = line.split()
+        assert fields[2] == topic and fields[3] in models, line
+        assert [f.split("=")[0] for f in fields[4:]] == ["round", "day", "final", "stake", "corr", "mmc", "contribution", "corr_w_mm", "payout"], line
+        for field in fields[4:]:
+            number = field.split("=")[1]
+            assert len(re.sub(r"^-?0\.0*|[-.]", "", number)) <= 6, line  # 4 significant digits (an integer part keeps its own)
+    result = mmc(side_by_side, "tail", "scores", "--from-beginning", "--limit", "5", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len(shown) == 5
+    for message in shown:
+        assert message["topic"] == topic
+        assert (message["key"], orjson.dumps(message["value"])) in {(key, orjson.dumps(orjson.loads(value))) for key, value in scores}
+    assert any(len(repr(message["value"]["corr"])) > 12 for message in shown)  # the raw floats, not rounded

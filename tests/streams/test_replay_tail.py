@@ -28,7 +28,7 @@ from streams.replay import (
 )
 from streams.settings import Settings
 from streams.simulation import TOPICS, SimEvent, SimulationConfig, simulate
-from streams.tail import TailedMessage, describe, shorten, tail
+from streams.tail import TailedMessage, compact_number, describe, tail
 from tests.conftest import run_sync
 
 SHORT = SimulationConfig.small(n_models=12, n_ids=40, n_rounds=4, n_jumps=2, resolution_days=3)
@@ -180,9 +180,43 @@ def test_send_refuses_other_topics(settings: Settings) -> None:
         run_sync(send_events(settings, [SimEvent("scores", "m", 1, {"x": 1})]))
 
 
-def test_shorten_cuts_long_lists() -> None:
-    """The compact view cuts long lists to their head and a count."""
-    assert shorten({"ids": list(range(10)), "a": [1]}) == {"ids": [0, 1, 2, "…10 items"], "a": [1]}
+@pytest.mark.parametrize(
+    ("x", "shown"),
+    [
+        (0.012345678901234567, "0.01235"),
+        (-0.0034567890123456789, "-0.003457"),
+        (0.8123456789012345, "0.8123"),
+        (123.45678901234567, "123.5"),
+        (123456.7, "123457"),
+        (2.0, "2"),
+        (0.5, "0.5"),
+        (-1.234e-05, "-0.00001234"),
+        (0.0, "0"),
+        (float("nan"), "nan"),
+    ],
+)
+def test_compact_numbers_have_four_significant_digits(x: float, shown: str) -> None:
+    assert compact_number(x) == shown
+
+
+def test_compact_view_is_one_line_of_the_main_fields() -> None:
+    """A score: time, topic, key, its main fields in order (the model is the key, so left out),
+    floats rounded, the rest (percentiles, id counts) only in --json."""
+    value = {
+        "round": 812, "day": 3, "final": False, "model": "m07", "stake": 120.50000000000001,
+        "corr": 0.012345678901234567, "mmc": -0.0034567890123456789, "contribution": None,
+        "corr_w_mm": 0.8123456789012345, "payout": 0.0071234567890123456, "percentiles": {"corr": 0.5},
+        "n_ids_scored": 400, "n_ids_missing": 0,
+    }
+    message = TailedMessage("mmc.scores", 2, 41, 1_767_225_600_000, "m07", value, True, ())
+    assert describe(message).plain == (
+        "2026-01-01 00:00:00 mmc.scores m07 round=812 day=3 final=false stake=120.5 corr=0.01235 "
+        "mmc=-0.003457 contribution=null corr_w_mm=0.8123 payout=0.007123"
+    )
+    opened = TailedMessage("t1.rounds", 0, 0, 1_767_225_600_000, "812", {"type": "open", "round": 812, "ids": ["a"] * 2000}, True, ())
+    assert describe(opened).plain == "2026-01-01 00:00:00 t1.rounds 812 type=open ids=[2000 items]"
+    alert = TailedMessage("mmc.alerts", 0, 5, 1_767_225_600_000, "m07", {"kind": "crowding_tax", "model": "m07", "message": "stake rose 8×"}, True, ())
+    assert describe(alert).plain == '2026-01-01 00:00:00 mmc.alerts m07 kind=crowding_tax message="stake rose 8×"'
 
 
 # --------------------------------------------------------------------------- CLI

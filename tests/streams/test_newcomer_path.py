@@ -4,6 +4,10 @@ A worker (with its own web server on) and ``mmc web`` start from the same ``MMC_
 environment, on the real broker and Redis, and score a small tournament: both must come up
 (each on its own port) and answer, and the worker's log must read one line per scored update.
 Then ``mmc whatif`` and ``mmc tail`` are asked about it in an 80-column terminal.
+
+The README itself: every ``.venv/bin/mmc`` line of its "Running the pieces yourself" section
+names a real command with options that command's ``--help`` lists; it stays under 15 KB; and
+every relative link in it and in ``docs/`` leads to a file (and heading) that exists.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -275,3 +280,192 @@ def test_mmc_tail_shows_compact_lines_and_json_on_request(side_by_side: SideBySi
         assert message["topic"] == topic
         assert (message["key"], orjson.dumps(message["value"])) in {(key, orjson.dumps(orjson.loads(value))) for key, value in scores}
     assert any(len(repr(message["value"]["corr"])) > 12 for message in shown)  # the raw floats, not rounded
+
+
+# --- the README's commands and links ---------------------------------------------------------
+
+README = REPO / "README.md"
+#: The section of the README whose commands a newcomer copies into a shell.
+PIECES_HEADING = "## Running the pieces yourself"
+#: How the README spells the command: the console script `make` installs into `.venv`.
+MMC_AS_PRINTED = ".venv/bin/mmc"
+#: Markdown files whose relative links must resolve.
+LINKED_PAGES = [README, REPO / "deploy" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def readme_section(heading: str) -> str:
+    """The README's text from ``heading`` to the next heading of the same level."""
+    text = README.read_text()
+    match = re.search(rf"^{re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"README.md has no section {heading!r}"
+    return match.group(1)
+
+
+def shell_blocks(markdown: str) -> list[str]:
+    """The bodies of the fenced ``sh`` code blocks of ``markdown``."""
+    return re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", markdown, re.M | re.S)
+
+
+@dataclass(frozen=True)
+class MmcLine:
+    """One ``.venv/bin/mmc`` command of a README line: its subcommand, the options it passes
+    and the options and commands its trailing comment mentions."""
+
+    line: str
+    command: str
+    options: tuple[str, ...]
+    mentioned_options: tuple[str, ...]
+    mentioned_commands: tuple[str, ...]
+
+
+#: An option as typed: ``--long`` (``=value`` cut off) or ``-x``.
+OPTION = re.compile(r"^(--[a-z][a-z0-9-]*|-[a-zA-Z])(?:=.*)?$")
+
+
+def mmc_lines(block: str) -> list[MmcLine]:
+    """Every mmc command in a shell block; a line's comment (after `` #``) is parsed apart."""
+    found = []
+    for line in block.splitlines():
+        code, _, comment = line.partition(" #")
+        if code.lstrip().startswith("#"):
+            code, comment = "", code
+        lexer = shlex.shlex(code, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+        # one command per run of words between shell operators (&, &&, |, ;)
+        commands: list[list[str]] = [[]]
+        for word in words:
+            if word and set(word) <= set("&|;"):
+                commands.append([])
+            else:
+                commands[-1].append(word)
+        for command in commands:
+            if not command or not command[0].endswith("mmc"):
+                continue
+            assert command[0] == MMC_AS_PRINTED, f"spelled {command[0]!r}, not {MMC_AS_PRINTED!r}: {line}"
+            assert len(command) > 1 and not command[1].startswith("-"), f"no subcommand: {line}"
+            found.append(
+                MmcLine(
+                    line=line.strip(),
+                    command=command[1],
+                    options=tuple(m.group(1) for word in command[2:] if (m := OPTION.match(word))),
+                    mentioned_options=tuple(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", comment)),
+                    mentioned_commands=tuple(re.findall(r"`mmc ([a-z]+)", comment)),
+                )
+            )
+    return found
+
+
+def pieces_commands() -> list[MmcLine]:
+    return [line for block in shell_blocks(readme_section(PIECES_HEADING)) for line in mmc_lines(block)]
+
+
+def mmc_script() -> list[str]:
+    """The console script as the README prints it, else the one installed beside this Python."""
+    for script in (REPO / MMC_AS_PRINTED, Path(sys.executable).with_name("mmc")):
+        if script.exists():
+            return [str(script)]
+    return [sys.executable, "-m", "streams"]
+
+
+@pytest.fixture(scope="module")
+def mmc_help() -> dict[str, str]:
+    """``mmc --help`` (key ``""``) and ``mmc COMMAND --help`` of every command the README's
+    section runs or mentions, run side by side; a command whose help fails maps to its error."""
+    wanted = {""} | {c for line in pieces_commands() for c in (line.command, *line.mentioned_commands)}
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    procs = {
+        name: subprocess.Popen(
+            [*mmc_script(), *([name] if name else []), "--help"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for name in sorted(wanted)
+    }
+    helps = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=120)
+        helps[name] = out if proc.returncode == 0 else f"exit {proc.returncode}: {out}"
+    return helps
+
+
+def listed_commands(top_help: str) -> set[str]:
+    """The command names of ``mmc --help``'s Commands section."""
+    section = top_help.split("Commands:", 1)[1]
+    return {m.group(1) for m in re.finditer(r"^\s{2}([a-z][a-z-]*)\s", section, re.M)}
+
+
+def test_the_readme_runs_every_piece_with_mmc() -> None:
+    """The section shows the stack, a worker, the simulator and a replay, tail and the web page."""
+    commands = {line.command for line in pieces_commands()}
+    assert {"stack", "worker", "simulate", "replay", "tail", "web"} <= commands, commands
+    assert any(line.command == "stack" and "--env-file" in line.options for line in pieces_commands())
+
+
+@pytest.mark.parametrize("line", pieces_commands(), ids=lambda line: line.line.split(" #")[0].strip())
+def test_each_readme_command_is_a_real_command_with_real_options(line: MmcLine, mmc_help: dict[str, str]) -> None:
+    """``mmc COMMAND`` is one of ``mmc --help``'s commands, its ``--help`` runs, and every option
+    on the line — and every option or command its comment mentions — is one that help lists."""
+    commands = listed_commands(mmc_help[""])
+    for command in (line.command, *line.mentioned_commands):
+        assert command in commands, f"`mmc {command}` is not a command ({sorted(commands)}): {line.line}"
+    text = mmc_help[line.command]
+    assert text.startswith(f"Usage: mmc {line.command}"), text
+    for option in (*line.options, *line.mentioned_options):
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), f"`mmc {line.command}` has no {option}:\n{text}"
+
+
+def test_readme_is_at_most_15_kb() -> None:
+    """The README stays a page for users (15,000 bytes at most); the rest lives in docs/."""
+    size = README.stat().st_size
+    assert size <= 15_000, f"README.md is {size:,} bytes"
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown`` (lower case, punctuation dropped,
+    spaces as hyphens, ``-1``, ``-2`` … on repeats)."""
+    anchors: set[str] = set()
+    seen: Counter[str] = Counter()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", strip_fences(markdown), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower().replace("`", "")).replace(" ", "-")
+        anchors.add(slug if not seen[slug] else f"{slug}-{seen[slug]}")
+        seen[slug] += 1
+    return anchors
+
+
+def strip_fences(markdown: str) -> str:
+    """``markdown`` without its fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)
+
+
+def strip_code(markdown: str) -> str:
+    """``markdown`` without fenced code blocks and inline code spans (their brackets are not links)."""
+    return re.sub(r"`[^`\n]*`", "", strip_fences(markdown))
+
+
+def relative_links(markdown: str) -> list[str]:
+    """Targets of the Markdown links and images of ``markdown`` that are not URLs."""
+    targets = re.findall(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", strip_code(markdown))
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.I)]
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_leads_to_an_existing_file(page: Path) -> None:
+    """Each relative link of the page names a file or directory of the repository, and a
+    ``#fragment`` into a Markdown page names one of its headings."""
+    broken = []
+    for target in relative_links(page.read_text()):
+        path, _, fragment = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists() or not resolved.is_relative_to(REPO):
+            broken.append(f"{target}: no such file")
+        elif fragment and resolved.suffix == ".md" and fragment not in heading_anchors(resolved.read_text()):
+            broken.append(f"{target}: no heading #{fragment} in {resolved.relative_to(REPO)}")
+    assert not broken, f"{page.relative_to(REPO)}: " + "; ".join(broken)
+
+
+def test_the_link_checks_find_what_they_should() -> None:
+    """The helpers above on a hand-made page: links found (not in code), anchors as GitHub makes them."""
+    page = "# A `b` c!\n## A b c\n[x](docs/a.md#s) ![i](p.png) [u](https://e.org) `[no](t.md)`\n```sh\n[no](u.md)\n```\n"
+    assert relative_links(page) == ["docs/a.md#s", "p.png"]
+    assert heading_anchors(page) == {"a-b-c", "a-b-c-1"}
+    line = mmc_lines(".venv/bin/mmc tail scores --limit=5 -k 2 &   # --json for `mmc replay` too\nuntil [ -f x ]; do sleep 1; done\n")
+    assert line == [MmcLine(".venv/bin/mmc tail scores --limit=5 -k 2 &   # --json for `mmc replay` too", "tail", ("--limit", "-k"), ("--json",), ("replay",))]

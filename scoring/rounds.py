@@ -287,7 +287,7 @@ def sorted_dots_many(
 ) -> list[NDArray[np.float64]]:
     """:func:`sorted_dots` for several (vector, kinds) in one pass over the orders.
 
-    How the 67 million gathers of a 10,000 × 6,720 round are kept cheap (README §Performance
+    How the 67 million gathers of a 10,000 × 6,720 round are kept cheap (docs/performance.md
     has the measured effect of each; `make bench` prints the one-thread ratio):
 
     - two vectors are gathered together as the real and imaginary parts of one complex vector

@@ -2,7 +2,7 @@
 
 Submissions are the volume (one ~130 KB record per model and round), and the worker's Python
 work runs one thread at a time (the GIL), so whatever the consumer costs in Python comes
-straight off ingestion. Faust's per-message machinery cost the worker ~0.66 ms of CPU per
+straight off ingestion. Faust's per-message machinery costs the worker ~0.66 ms of CPU per
 submission, a plain aiokafka consumer (fetch parsing and CRC checks in the event loop's thread)
 ~0.32 ms; librdkafka fetches, checks and queues records in its own C threads, off the GIL, for
 ~0.08 ms of CPU per submission in all (``make bench-stream`` measures the three side by side).
@@ -325,8 +325,8 @@ class SubmissionConsumer:
         self, consumer: Consumer, committing: ThreadPoolExecutor, records: Records, prepared: SubmissionBatch, generation: int
     ) -> None:
         """Apply a batch, then hand its offsets to the committing thread without waiting: commits
-        leave in apply order, and one that the broker is slow to answer (they were seen to take
-        up to 1.4 s on the embedded broker) does not hold up the next batch."""
+        leave in apply order, and one that the broker is slow to answer (up to 1.4 s on the
+        embedded broker) does not hold up the next batch."""
         async with self._applying:
             if generation != self._generation:
                 prepared.discard()
@@ -385,9 +385,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "queued.max.messages.kbytes": PREFETCH_KBYTES,
         # How long librdkafka stops fetching a partition once its prefetch queue is over
         # PREFETCH_KBYTES (its default: 1,000 ms). The worker drains that queue (~500 submissions)
-        # in well under a second, so with the default it then sat idle for the rest of the
-        # second: per-batch timings showed a ~0.45 s gap with nothing to apply after every ~500
-        # submissions (make bench-stream runs the worker with both, README §Performance).
+        # in well under a second, so with the default it sits idle for the rest of the second:
+        # per-batch timings show a ~0.45 s gap with nothing to apply after every ~500
+        # submissions (make bench-stream runs the worker with both, docs/performance.md).
         "fetch.queue.backoff.ms": settings.ingest_fetch_backoff_ms,
         # A record larger than a fetch is still returned whole (KIP-74); our own size limit
         # (MMC_MAX_MESSAGE_BYTES) refuses oversize ones with a reason.

@@ -92,9 +92,9 @@ LIVE_TOTALS_CACHED = 16
 LIVE_REFRESH_SECONDS = 1.0
 
 #: Threads a batch of submissions is decoded and ranked on, a piece each. Decoding holds the GIL
-#: (simdjson), sorting does not (numpy): with one thread, it was busy all the time while the event
-#: loop idled half of it (py-spy, 10,000 submissions); two: 1,471–1,670/s against 1,372–1,534/s
-#: for one, three alternating runs of 10,000 submissions.
+#: (simdjson), sorting does not (numpy): one thread is busy all the time while the event loop
+#: idles half of it; two give 1,471–1,670/s against 1,372–1,534/s for one (three alternating
+#: runs of 10,000 submissions).
 RANK_THREADS = 2
 #: A submission record's place in its topic: (partition, offset).
 RecordKey = tuple[int, int]

@@ -23,7 +23,7 @@ watermark is the highest event time of the records *taken into the state*: a ref
 never moves it, and a record stamped further ahead of the worker's clock than
 ``MMC_MAX_CLOCK_SKEW_SECONDS`` is refused ``clock_skew`` before anything else, so a producer
 with a wrong clock cannot move it for good. (A rounds producer that stamps events out of
-order within that bound breaks the assumption; the lifecycle rules in the README say so.)
+order within that bound breaks the assumption; the lifecycle rules in docs/semantics.md say so.)
 
 Catch-ups nest without cycles: rounds needs nothing; stakes need rounds; submissions need
 rounds and stakes (the stake in force is stored with each row); targets need rounds,

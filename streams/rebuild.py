@@ -22,7 +22,7 @@ Retention: rebuilding needs every input record whose effect is still in the stat
 practice the input topics must keep data for as long as the state is meant to hold it
 (the leaderboard's window of ``MMC_LEADERBOARD_WINDOW`` rounds plus the rounds still open or
 resolving). ``streams.admin.create_topics`` creates the input topics with unlimited
-retention (``retention.ms=-1``) for this reason; see README §Reliability.
+retention (``retention.ms=-1``) for this reason; see docs/operations.md, "Retention and recovery".
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ class Settings(BaseSettings):
     - ``MMC_WEB_PORT`` (default 8080): ``mmc web``, the live page, ``/api/...`` and its own
       ``/metrics`` (``mmc web --port`` overrides it; 0 picks a free port).
 
-    Both bind ``MMC_WEB_HOST``. ``MMC_WEB_PORT`` used to set the worker's port as well (both
-    defaulted to 6066): a deployment that set it for its workers sets ``MMC_WORKER_WEB_PORT``
-    instead (at the default 6066, nothing changes for them).
+    Both bind ``MMC_WEB_HOST``. ``MMC_WEB_PORT`` is read by ``mmc web`` only: a worker's port is
+    ``MMC_WORKER_WEB_PORT`` alone.
     """
 
     model_config = SettingsConfigDict(env_prefix="MMC_", frozen=True, extra="forbid")

@@ -3,7 +3,7 @@ processes, a real broker and a real Redis (a stack of this module's own, so that
 broker or flushing Redis disturbs no other test).
 
 Every case streams the small tournament of :mod:`tests.e2e.tournament` with the fault in it
-and then checks what the README promises (:func:`tests.e2e.test_faults.check_trial`): every
+and then checks what docs/operations.md promises (:func:`tests.e2e.test_faults.check_trial`): every
 valid input's scores present and bit-identical to the batch recomputation, every invalid
 input on ``deadletter`` exactly once with its reason — so a valid input refused
 ``internal_error`` (or anything else) fails the case — and no update with two different

@@ -37,7 +37,7 @@ def test_trend_figures_turnover_and_ends_by_hand() -> None:
         1: {"stake_weighted_cwmm": 0.30, "median_cwmm": 0.25, "top10_stakers": ["a", "b"]},
         2: {"stake_weighted_cwmm": 0.40, "median_cwmm": 0.30, "top10_stakers": ["a", "c"]},
         3: {"stake_weighted_cwmm": 0.45, "median_cwmm": 0.30, "top10_stakers": ["d", "e"]},
-        4: {"stake_weighted_cwmm": None, "median_cwmm": None},  # stored before the list existed
+        4: {"stake_weighted_cwmm": None, "median_cwmm": None},  # an entry without the top-10 list
     }
     out = trend_figures(trend, upto=3, recent=2)
     assert out["top10_turnover"] == [None, 0.5, 1.0]

@@ -763,7 +763,7 @@ DEEP_VALUES = {
     "arrays_open": b"[" * DEPTH,
     "arrays": nest(b"1", DEPTH, "array"),
     "objects": nest(b"1", DEPTH, "object"),
-    "arrays_with_nan": nest(b"NaN", DEPTH, "array"),  # the stdlib fallback parser used to raise RecursionError
+    "arrays_with_nan": nest(b"NaN", DEPTH, "array"),  # the stdlib fallback parser must not raise RecursionError
     "objects_with_infinity": nest(b"Infinity", DEPTH, "object"),
     "stake_with_deep_field": b'{"model":"m1","stake":1,"x":' + nest(b"[]", DEPTH, "array") + b"}",
     "stake_with_deep_nan_field": b'{"model":"m1","stake":1,"x":' + nest(b"NaN", DEPTH, "array") + b"}",
@@ -783,7 +783,7 @@ def test_deep_nesting_is_refused_not_a_recursion_error(name: str, topic: str) ->
 
 
 def test_duplicate_unhashable_ids_are_refused_as_duplicates() -> None:
-    """Duplicate arrays/objects in "ids" used to crash the refusal message (unhashable type)."""
+    """Duplicate arrays/objects in "ids" are refused ``duplicate_ids`` or ``bad_id``; unhashable values do not break the refusal."""
     for ids in ([[1], [1]], [{"a": 1}, {"a": 1}], [[[]], [[]], "x"]):
         for topic, doc, key in (
             ("rounds", {"type": "open", "round": 1, "ids": ids}, b"1"),

@@ -217,7 +217,7 @@ def test_fast_path_reads_number_spellings_as_the_general_path(text: bytes) -> No
     ],
 )
 def test_fast_path_leaves_anything_unusual_to_the_general_path(text: bytes, key: str, expected: object) -> None:
-    """The fast path only accepts; what it is not sure of is decided as before (same reason)."""
+    """The fast path only accepts; what it is not sure of is decided by the general path (same reason)."""
     rec = record("submissions", text, key)
     assert fast_submission(rec, 1 << 20) is None
     outcome = same_decoding(rec)

@@ -56,7 +56,7 @@ DEFAULT_DOSE_EDGES: tuple[float, ...] = (10.0, 20.0)
 DEFAULT_SETTLE_SPAN = 3
 
 # "First" and "last" of a per-round series: the mean over this fraction of its rounds.
-DEFAULT_ENDS_FRACTION = 0.1
+DEFAULT_ENDS_FRACTION = 0.2
 
 #: The MMC columns a crowding analytic can use, and how a label names each.
 METRIC_LABELS: dict[str, str] = {
@@ -1152,7 +1152,7 @@ def series_ends(values: ArrayLike, fraction: float = DEFAULT_ENDS_FRACTION) -> t
 
     Over the ``n`` finite values in round order, ``k = max(1, ⌈fraction · n⌉)``; "first" is
     the mean of the first ``k`` and "last" the mean of the last ``k`` (NaN, NaN when
-    ``n = 0``). With the default 10%, a 600-round season compares its first and last 60
+    ``n = 0``). With the default 20% (a fifth), a 600-round season compares its first and last 120
     rounds — a level, not one noisy round.
 
     Arguments:
@@ -1247,7 +1247,7 @@ def crowding_report(
         window: event-study rounds on each side (default 20).
         top: how many largest stakes the concentration share and the turnover count (10).
         metric: the MMC of the MMC figures (default: today's MMC when the table has it).
-        ends_fraction: share of the rounds averaged at each end of a trend (default 10%).
+        ends_fraction: share of the rounds averaged at each end of a trend (default 20%: a fifth).
 
     Returns:
         :class:`CrowdingReport`; ``report.to_dict()`` is ready for ``orjson.dumps``.

@@ -48,13 +48,16 @@ ALERTS_SHOWN = 6
 #: (a steeper era gradient), crowd shares are less dispersed within an era, the targets have
 #: Numerai's bucket shares (5/20/50/20/5%: half the ids in the middle bucket, so a round's
 #: contribution is ~0.63× as noisy as with equal shares) and follow the signal a little more
-#: closely (CORR ~0.03).
+#: closely (CORR ~0.03); a participant is paid half its payout score (Numerai's payout factor,
+#: ``min(1, 72,000 NMR / total stake at risk)``, well below 1 today), so realised payouts
+#: rarely reach the ±5% clip and stakes compound at a realistic pace.
 DEMO_SEASON: dict[str, Any] = {
     "crowd_weight": 0.85,
     "newcomer_crowd_weight": 0.2,
     "crowd_concentration": 20.0,
     "target_buckets": (0.05, 0.2, 0.5, 0.2, 0.05),
     "target_signal_corr": 0.09,
+    "payout_factor": 0.5,
 }
 
 

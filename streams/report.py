@@ -18,7 +18,7 @@ computed beside it and shown as a second column / series, labelled "MMC 2020 (bo
 The ``mmc.crowding`` topic is not read: its per-round figures come from the same scores, and
 the report recomputes everything across rounds from the scores themselves.
 
-"First" and "last" of a trend are the mean of its first and last 10% of rounds
+"First" and "last" of a trend are the mean of its first and last fifth of the rounds
 (:func:`scoring.crowding.series_ends`), not single rounds.
 
 The event study's mechanical part (the MMC a model would have had at its old stake, from
@@ -295,7 +295,7 @@ def headline_data(
       most negative step of those means (None when no step is negative);
     - ``swmm_cwmm_first`` / ``_last``, ``median_cwmm_first`` / ``_last``, ``gap_cwmm_*``:
       the stake-weighted mean, unweighted median and their gap, averaged over the first /
-      last 10% of rounds; ``*_change``: ``(last − first) / |first|``;
+      last fifth of the rounds; ``*_change``: ``(last − first) / |first|``;
     - ``stake_jump_events``: ≥5× stake increases between adjacent rounds;
       ``stake_jump_median_mmc_change``: median relative MMC change (20 rounds after vs
       before); ``stake_jump_mean_mmc_before`` / ``_after``; ``stake_jump_corr_change``:
@@ -457,19 +457,19 @@ def headline(report: CrowdingReport, mechanical: MechanicalPart | None = None) -
             ref["steepest_drop_into_decile"],
         ),
         (
-            "stake-weighted mean corr_w_mm, first → last 10% of rounds",
+            "stake-weighted mean corr_w_mm, first → last fifth of rounds",
             f"{_arrow(d['swmm_cwmm_first'], d['swmm_cwmm_last'])} ({_pct(d['swmm_cwmm_change'])})",
             "",
             f"{ref['swmm_cwmm']} (+44%)",
         ),
         (
-            "unweighted median corr_w_mm, first → last 10% of rounds",
+            "unweighted median corr_w_mm, first → last fifth of rounds",
             f"{_arrow(d['median_cwmm_first'], d['median_cwmm_last'])} ({_pct(d['median_cwmm_change'])})",
             "",
             f"{ref['median_cwmm']} (+32%)",
         ),
         (
-            "stake-weighted − median gap, first → last 10% of rounds",
+            "stake-weighted − median gap, first → last fifth of rounds",
             _arrow(d["gap_cwmm_first"], d["gap_cwmm_last"]),
             "",
             "0.07 → 0.13",
@@ -743,7 +743,7 @@ figure img {{ width: 100%; }} figcaption {{ font-size: .85em; color: #555; }}
 <p>Each model's latest score per round (final when resolved) from the <code>scores</code> topic.
 MMC is {e(METRIC_LABELS[metric])}, the MMC the seed article measured and payouts use; the second
 column gives the MMC figures with the {e(LABEL_2020)} MMC (<code>mmc</code>), beside it. "First"
-and "last" are the means over the first and last 10% of rounds. The event study: ≥5× stake
+and "last" are the means over the first and last fifth of the rounds. The event study: ≥5× stake
 increases between adjacent rounds, 20 rounds before vs the 20 from the jump round on; the
 settling point is the first round after the jump from which the rolling mean of MMC never falls
 lower. Its mechanical part (the MMC at the old stake) needs the rounds' predictions, which the

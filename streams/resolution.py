@@ -228,7 +228,7 @@ def trend_figures(trend: dict[int, dict[str, Any]], upto: int, recent: int) -> d
 
     - slopes: least squares per round number; ``recent_weighted_slope`` covers the latest
       ``recent`` rounds (the crowding_trend alert);
-    - ``*_first`` / ``*_last``: the mean of the first / last 10% of the rounds with a value
+    - ``*_first`` / ``*_last``: the mean of the first / last fifth of the rounds with a value
       (at least one round; :func:`scoring.crowding.series_ends`), ``*_change`` the relative
       change ``(last − first) / |first|``;
     - ``top10_turnover``: per round, the share of its 10 largest stakers that were not among

@@ -44,3 +44,21 @@ def test_demo_reproduces_the_articles_findings_from_the_stream(tmp_path: Path) -
         assert png.exists() and png.stat().st_size > 5000
     html = built.files.html.read_text()
     assert all(png.name in html for png in built.files.charts.values())
+
+
+@pytest.mark.slow
+def test_the_demo_season_meets_the_articles_criteria_from_the_stream(tmp_path: Path) -> None:
+    """``make demo``'s own season (default seed), scored by a real worker and read back from the
+    output topics: every criterion of the article that docs/simulation.md lists, on headline.json."""
+    console = Console(file=open(tmp_path / "demo.txt", "w"), width=120)  # noqa: SIM115
+    d = run_demo(DemoConfig(out_dir=tmp_path), console=console).headline_data
+    assert 0.005 <= d["mean_corr"] <= 0.04
+    assert 0.002 <= d["mean_mmc"] <= 0.01
+    assert d["cwmm_top_stake_decile"] >= d["cwmm_bottom_stake_decile"] + 0.10
+    assert d["mmc_lowest_cwmm_decile"] > 0 and d["mmc_highest_cwmm_decile"] < d["mmc_lowest_cwmm_decile"] / 3
+    assert d["steepest_drop_into_decile"] >= 6
+    assert d["swmm_cwmm_last"] > d["swmm_cwmm_first"]
+    assert d["swmm_cwmm_last"] - d["median_cwmm_last"] > d["swmm_cwmm_first"] - d["median_cwmm_first"]
+    assert d["stake_jump_events"] >= 5
+    assert -0.60 <= d["stake_jump_median_mmc_change"] <= -0.20
+    assert abs(d["stake_jump_corr_change"]) <= 0.15

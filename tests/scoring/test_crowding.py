@@ -697,10 +697,12 @@ def test_top_staker_turnover_by_hand() -> None:
 
 
 def test_series_ends_by_hand() -> None:
-    """20 values: first/last 10% are the first/last 2 (NaN skipped); tiny series use one value."""
+    """20 values: the first/last fifth (default) are the first/last 4, 10% the first/last 2 (NaN
+    skipped); tiny series use one value."""
     values = np.arange(1.0, 21.0)
-    values[0] = NAN  # 19 finite: k = ⌈1.9⌉ = 2
-    assert series_ends(values) == (pytest.approx(2.5), pytest.approx(19.5))  # (2+3)/2, (19+20)/2
+    values[0] = NAN  # 19 finite: k = ⌈3.8⌉ = 4 by default, ⌈1.9⌉ = 2 at 10%
+    assert series_ends(values) == (pytest.approx(3.5), pytest.approx(18.5))  # (2+3+4+5)/4, (17+…+20)/4
+    assert series_ends(values, 0.1) == (pytest.approx(2.5), pytest.approx(19.5))  # (2+3)/2, (19+20)/2
     assert series_ends([0.25, 0.3, 0.33]) == (0.25, 0.33)
     assert all(math.isnan(x) for x in series_ends([NAN]))
     assert percent_change(0.25, 0.33) == pytest.approx(0.32)

@@ -81,3 +81,18 @@ def test_each_command_says_which_settings_it_reads(command: str) -> None:
             assert any(setting.startswith(name[:-1]) for setting in SETTING_NAMES), name
         else:
             assert name in SETTING_NAMES, name
+
+
+def test_mmc_demo_defaults_are_the_demo_season() -> None:
+    """`mmc demo` without options runs DemoConfig's season (the calibrated one), not a copy of it."""
+    import inspect
+
+    from streams.cli import demo
+    from streams.demo import DemoConfig
+
+    defaults = {name: p.default.default for name, p in inspect.signature(demo).parameters.items()}
+    config = DemoConfig()
+    assert (defaults["models"], defaults["ids"], defaults["rounds"], defaults["days"], defaults["seed"]) == (
+        config.n_models, config.n_ids, config.n_rounds, config.resolution_days, config.seed,
+    )
+    assert (defaults["workers"], defaults["out"]) == (config.workers, config.out_dir)

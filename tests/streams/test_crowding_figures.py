@@ -42,7 +42,7 @@ def test_trend_figures_turnover_and_ends_by_hand() -> None:
     out = trend_figures(trend, upto=3, recent=2)
     assert out["top10_turnover"] == [None, 0.5, 1.0]
     assert out["mean_top10_turnover"] == pytest.approx(0.75)
-    # 3 rounds: the first/last 10% is one round each
+    # 3 rounds: the first/last fifth is one round each
     assert (out["stake_weighted_cwmm_first"], out["stake_weighted_cwmm_last"]) == (0.30, 0.45)
     assert out["stake_weighted_cwmm_change"] == pytest.approx(0.5)
     assert out["median_cwmm_change"] == pytest.approx(0.2)

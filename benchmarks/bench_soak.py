@@ -337,10 +337,17 @@ class Soak:
                     self.families.append((float(tick), self.rounds_opened, await state.memory_by_family()))
                 if tick % round(self.sample_seconds) == 0 or tick in marks:
                     phase = "warm-up" if tick <= self.warmup else ("run" if tick <= self.wl.duration else "drain")
-                    self.rss.append(RssRow(
-                        float(tick), phase, rss_mb(self.worker.pid) or math.nan, applied,
-                        await self._redis_mb(state), rss_mb(self.broker_pid) or math.nan, await self._rows_kept(state),
-                    ))
+                    self.rss.append(
+                        RssRow(
+                            float(tick),
+                            phase,
+                            rss_mb(self.worker.pid) or math.nan,
+                            applied,
+                            await self._redis_mb(state),
+                            rss_mb(self.broker_pid) or math.nan,
+                            await self._rows_kept(state),
+                        )
+                    )
                 if tick > 0 and tick % round(self.status_seconds) == 0:
                     self._status(tick, applied)
                 if self.worker.poll() is not None:
@@ -356,8 +363,11 @@ class Soak:
     def _status(self, tick: int, applied: int) -> None:
         resolved = sum(1 for u in self.updates.values() if u.latency is not None)
         rss = self.rss[-1].worker_mb if self.rss else math.nan
-        print(f"  [{tick:5d} s] submissions sent {len(self.submission_times):,}, applied {applied:,}; "
-              f"target updates sent {len(self.updates)}, resolved {resolved}; worker RSS {rss:.0f} MB", flush=True)
+        print(
+            f"  [{tick:5d} s] submissions sent {len(self.submission_times):,}, applied {applied:,}; "
+            f"target updates sent {len(self.updates)}, resolved {resolved}; worker RSS {rss:.0f} MB",
+            flush=True,
+        )
 
     @staticmethod
     async def _redis_mb(state: RedisState) -> float:
@@ -391,8 +401,6 @@ class Soak:
                 return None
             await asyncio.sleep(0.05)
         return time.perf_counter() - start
-
-
 
 
 def rss_mb(pid: int | None) -> float | None:
@@ -465,8 +473,10 @@ def report_rates(s: Soak, window: float) -> None:
         print(f"  {a:5.0f}–{b:<5.0f} {offered:8.1f} {applied:9.1f} {backlog:12d} {counts}          {lat_text}")
     total = len(s.submission_times)
     by_end = applied_at(s.progress, wl.duration)
-    print(f"  overall: offered {total / wl.duration:.1f}/s ({total:,} sent), applied by the end of the run "
-          f"{by_end / wl.duration:.1f}/s ({by_end:,}); backlog at the end {total - by_end:,}")
+    print(
+        f"  overall: offered {total / wl.duration:.1f}/s ({total:,} sent), applied by the end of the run "
+        f"{by_end / wl.duration:.1f}/s ({by_end:,}); backlog at the end {total - by_end:,}"
+    )
 
 
 def report_latency(s: Soak) -> None:
@@ -485,8 +495,10 @@ def report_latency(s: Soak) -> None:
         print(f"  trend: median of the first third {early:.2f} s, of the last third {late:.2f} s")
     missing = [u for u in updates if u.latency is None]
     if missing:
-        print(f"  NOT resolved: {len(missing)} of {len(updates)} updates (e.g. round {missing[0].round} day {missing[0].day}: "
-              f"{missing[0].seen} of {missing[0].expected} scores)")
+        print(
+            f"  NOT resolved: {len(missing)} of {len(updates)} updates (e.g. round {missing[0].round} day {missing[0].day}: "
+            f"{missing[0].seen} of {missing[0].expected} scores)"
+        )
     mismatched = [u for ts, u in s.updates.items() if ts in s.crowding_models and s.crowding_models[ts] != expected_models(s, u)]
     if mismatched:
         print(f"  note: {len(mismatched)} updates scored a different number of models than submitted (crowding n_models)")
@@ -514,30 +526,40 @@ def report_memory(s: Soak) -> None:
         after = [row for row in run if row.elapsed >= warm.elapsed]
         slope = np.polyfit([r.elapsed / 60 for r in after], [r.worker_mb for r in after], 1)[0] if len(after) >= 2 else math.nan
         peak = max(r.worker_mb for r in after)
-        print(f"  worker RSS growth after warm-up: {growth:+.1%}  ({warm.worker_mb:.1f} MB at {warm.elapsed:.0f} s → "
-              f"{end.worker_mb:.1f} MB at {end.elapsed:.0f} s; slope {slope:+.1f} MB/min, peak {peak:.1f} MB)"
-              f"   (target < {RSS_GROWTH_TARGET:.0%}: {verdict})")
+        print(
+            f"  worker RSS growth after warm-up: {growth:+.1%}  ({warm.worker_mb:.1f} MB at {warm.elapsed:.0f} s → "
+            f"{end.worker_mb:.1f} MB at {end.elapsed:.0f} s; slope {slope:+.1f} MB/min, peak {peak:.1f} MB)"
+            f"   (target < {RSS_GROWTH_TARGET:.0%}: {verdict})"
+        )
         half = next(row for row in run if row.elapsed >= wl.duration / 2)
         if half is not end:
-            print(f"  for context, over the second half of the run: {half.worker_mb:.1f} MB at {half.elapsed:.0f} s → "
-                  f"{end.worker_mb:.1f} MB ({(end.worker_mb - half.worker_mb) / half.worker_mb:+.1%})")
+            print(
+                f"  for context, over the second half of the run: {half.worker_mb:.1f} MB at {half.elapsed:.0f} s → "
+                f"{end.worker_mb:.1f} MB ({(end.worker_mb - half.worker_mb) / half.worker_mb:+.1%})"
+            )
         first_done = wl.target_at(1, wl.days)
         if warm.elapsed < first_done:
-            print(f"  note: the warm-up ends before round 1's last target update ({first_done:.0f} s), so the growth includes "
-                  "the first resolutions' one-off allocations; run longer for a meaningful figure")
+            print(
+                f"  note: the warm-up ends before round 1's last target update ({first_done:.0f} s), so the growth includes "
+                "the first resolutions' one-off allocations; run longer for a meaningful figure"
+            )
     grown = s.redis_end - s.redis_start
     per_round = grown / max(s.rounds_opened, 1)
     peak_redis = max((row.redis_mb for row in s.rss), default=math.nan)
-    print(f"  Redis used_memory: {s.redis_start:.1f} MB at start → {s.redis_end:.1f} MB at end, peak {peak_redis:.1f} MB "
-          f"({grown:+.1f} MB, {per_round:.2f} MB per round opened over the whole run)")
+    print(
+        f"  Redis used_memory: {s.redis_start:.1f} MB at start → {s.redis_end:.1f} MB at end, peak {peak_redis:.1f} MB "
+        f"({grown:+.1f} MB, {per_round:.2f} MB per round opened over the whole run)"
+    )
     second = [row for row in run if row.elapsed >= wl.duration / 2]
     if len(second) >= 2 and wl.round_seconds > 0:
         rounds_between = (second[-1].elapsed - second[0].elapsed) / wl.round_seconds
         slope = (second[-1].redis_mb - second[0].redis_mb) / max(rounds_between, 1e-9)
         kept = [row.rows_kept for row in second]
-        print(f"  over the second half: Redis {second[0].redis_mb:.1f} → {second[-1].redis_mb:.1f} MB, {slope * 1024:+.0f} KB per round "
-              f"opened; rounds' rows kept {min(kept)}–{max(kept)} (retention {s.settings.retention_rounds} closed rounds + "
-              f"the rounds open or not final)")
+        print(
+            f"  over the second half: Redis {second[0].redis_mb:.1f} → {second[-1].redis_mb:.1f} MB, {slope * 1024:+.0f} KB per round "
+            f"opened; rounds' rows kept {min(kept)}–{max(kept)} (retention {s.settings.retention_rounds} closed rounds + "
+            f"the rounds open or not final)"
+        )
     report_families(s)
     brokers = [row.broker_mb for row in s.rss if not math.isnan(row.broker_mb)]
     if brokers:
@@ -579,25 +601,29 @@ def report_log(path: Path) -> None:
     for text, n in sorted(examples.items(), key=lambda kv: -kv[1])[:8]:
         print(f"    {n:5d} × {text.decode(errors='replace')}")
     if phases:
-        print("  resolution phases from the worker's log, mean / max ms: "
-              + ", ".join(f"{k} {np.mean(v):.0f} / {max(v):.0f}" for k, v in phases.items()))
+        print("  resolution phases from the worker's log, mean / max ms: " + ", ".join(f"{k} {np.mean(v):.0f} / {max(v):.0f}" for k, v in phases.items()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the run (default 10; 1 for a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="length of the run in rounds instead (× --round-seconds)")
-    parser.add_argument("--retention", type=int, default=10,
-                        help="the worker's MMC_RETENTION_ROUNDS: later closes after which a final round's rows go (default 10)")
+    parser.add_argument(
+        "--retention", type=int, default=10, help="the worker's MMC_RETENTION_ROUNDS: later closes after which a final round's rows go (default 10)"
+    )
     parser.add_argument("--score-retention", type=int, default=20, help="the worker's MMC_RETENTION_SCORE_ROUNDS (default 20)")
-    parser.add_argument("--history", type=int, default=25,
-                        help="the worker's MMC_HISTORY_ROUNDS: rounds of each model's history kept (default 25, so that "
-                             "histories stop growing within a 60-round run)")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=25,
+        help="the worker's MMC_HISTORY_ROUNDS: rounds of each model's history kept (default 25, so that histories stop growing within a 60-round run)",
+    )
     parser.add_argument("--models", type=int, default=300, help="models submitting to each round (default 300)")
     parser.add_argument("--ids", type=int, default=2000, help="ids per round (default 2,000)")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="a new round opens every this many s (default 20)")
-    parser.add_argument("--submit-seconds", type=float, default=None,
-                        help="submissions window after each open; the round closes at its end (default 60%% of --round-seconds)")
+    parser.add_argument(
+        "--submit-seconds", type=float, default=None, help="submissions window after each open; the round closes at its end (default 60%% of --round-seconds)"
+    )
     parser.add_argument("--days", type=int, default=3, help="daily target updates per round, the last one final (default 3)")
     parser.add_argument("--target-gap", type=float, default=5.0, help="s from the close to day 1 and between days (default 5)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of submissions and stakes (default 4)")
@@ -622,22 +648,33 @@ def main() -> None:
         parser.error("need --minutes > 0, --models ≥ 2, --ids ≥ 10, --days ≥ 1, --target-gap > 0, --sample-seconds ≥ 1")
     wl = Workload(args.models, args.ids, round_seconds, submit, args.days, args.target_gap, args.minutes * 60, args.seed)
     began = time.perf_counter()
-    print(f"machine: {os.cpu_count()} cores; one worker, {args.partitions} partitions, embedded Tansu + redis-server; "
-          f"retention: rows of {args.retention} closed rounds, scores of {max(args.retention, args.score_retention)}, "
-          f"histories of {args.history} rounds")
-    print(f"workload: {wl.duration:.0f} s; a round every {round_seconds:g} s ({wl.rounds} rounds), {args.models:,} models × "
-          f"{args.ids:,} ids, submissions for {submit:g} s then close, stakes for the next round after each close, "
-          f"{args.days} target updates {args.target_gap:g} s apart; at most {wl.live_rounds} rounds live at once")
+    print(
+        f"machine: {os.cpu_count()} cores; one worker, {args.partitions} partitions, embedded Tansu + redis-server; "
+        f"retention: rows of {args.retention} closed rounds, scores of {max(args.retention, args.score_retention)}, "
+        f"histories of {args.history} rounds"
+    )
+    print(
+        f"workload: {wl.duration:.0f} s; a round every {round_seconds:g} s ({wl.rounds} rounds), {args.models:,} models × "
+        f"{args.ids:,} ids, submissions for {submit:g} s then close, stakes for the next round after each close, "
+        f"{args.days} target updates {args.target_gap:g} s apart; at most {wl.live_rounds} rounds live at once"
+    )
     planned = time.perf_counter()
     # A steady workload: every model plays from the first round (no arrivals during the season),
     # so the state a round needs is the same size all along and any growth is the service's.
     config = SimulationConfig(
-        n_models=args.models, n_ids=args.ids, n_rounds=wl.rounds, resolution_days=args.days, seed=args.seed, arrival_fraction=0.0,
+        n_models=args.models,
+        n_ids=args.ids,
+        n_rounds=wl.rounds,
+        resolution_days=args.days,
+        seed=args.seed,
+        arrival_fraction=0.0,
     )
     sim = Simulation(config)
     per_round = int(sim.submitted.sum() + sim.resubmitted.sum()) / wl.rounds
-    print(f"  simulator planned in {time.perf_counter() - planned:.1f} s: {per_round:.0f} submissions per round → offered "
-          f"{per_round / submit:.1f}/s while a round is open, {per_round / round_seconds:.1f}/s on average")
+    print(
+        f"  simulator planned in {time.perf_counter() - planned:.1f} s: {per_round:.0f} submissions per round → offered "
+        f"{per_round / submit:.1f}/s while a round is open, {per_round / round_seconds:.1f}/s on average"
+    )
     with EmbeddedStack() as stack:
         settings = bench_settings(stack, args.partitions).model_copy(
             update={"retention_rounds": args.retention, "retention_score_rounds": args.score_retention, "history_rounds": args.history}
@@ -662,15 +699,18 @@ def main() -> None:
         print(f"  the backlog was NOT drained within {args.drain_timeout:.0f} s after the run")
     else:
         total = sum(state.sent.values())
-        print(f"  every record sent ({total:,}: {', '.join(f'{k} {v:,}' for k, v in sorted(state.sent.items()))}) "
-              f"applied and every update's scores consumed {drained:.1f} s after the run")
+        print(
+            f"  every record sent ({total:,}: {', '.join(f'{k} {v:,}' for k, v in sorted(state.sent.items()))}) "
+            f"applied and every update's scores consumed {drained:.1f} s after the run"
+        )
     report_latency(state)
     report_memory(state)
-    print(f"\n## dead letters: {sum(state.deadletters.values())}"
-          + (f" ({', '.join(f'{k} {v}' for k, v in state.deadletters.most_common())})" if state.deadletters else ""))
+    print(
+        f"\n## dead letters: {sum(state.deadletters.values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in state.deadletters.most_common())})" if state.deadletters else "")
+    )
     report_log(log_path)
-    print(f"\nworker stopped with exit code {code} in {stopped:.1f} s; broker and Redis stopped; "
-          f"total wall time {time.perf_counter() - began:.0f} s")
+    print(f"\nworker stopped with exit code {code} in {stopped:.1f} s; broker and Redis stopped; total wall time {time.perf_counter() - began:.0f} s")
 
 
 if __name__ == "__main__":

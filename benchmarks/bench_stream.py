@@ -147,8 +147,13 @@ def bench_settings(stack: EmbeddedStack, partitions: int = 4) -> Settings:
     """Settings on ``stack`` with fresh topics, consumer group and Redis namespace (a random tag), web off."""
     tag = uuid.uuid4().hex[:6]
     return Settings(
-        kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, topic_prefix=f"b{tag}.",
-        app_id=f"bench-{tag}", state_namespace=f"b{tag}", partitions=partitions, web_enabled=False,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        redis_url=stack.redis_url,
+        topic_prefix=f"b{tag}.",
+        app_id=f"bench-{tag}",
+        state_namespace=f"b{tag}",
+        partitions=partitions,
+        web_enabled=False,
         max_message_bytes=8 << 20,
     )
 
@@ -223,7 +228,11 @@ def faust_alone(settings: Settings, count: int) -> tuple[float, float]:
     env = {**os.environ, **settings.to_env(), "MMC_APP_ID": f"{settings.app_id}-count", "MMC_BENCH_COUNT": str(count)}
     done = subprocess.run(
         [sys.executable, os.path.join(HERE, "faust_count.py"), "worker", "-l", "warn"],
-        env=env, capture_output=True, text=True, timeout=1800, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     # Faust's worker logs what the agent prints (to stderr, as a warning).
     lines = [line.split("COUNTED ", 1)[1].split() for line in (done.stdout + done.stderr).splitlines() if "COUNTED " in line]
@@ -261,9 +270,7 @@ async def aiokafka_alone(settings: Settings, count: int) -> tuple[float, float]:
     """A bare aiokafka consumer (no group, every partition) reading ``count`` submissions, the
     worker's fetch sizes: (records per second, CPU ms per record of this process), timed from
     the first record."""
-    consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20
-    )
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False, max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
     try:
         topic = settings.topic("submissions")
@@ -354,11 +361,22 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
     rd_rate, rd_cpu = librdkafka_alone(settings, n_models)
     alone_rate, alone_cpu = asyncio.run(processing_alone(fresh_topics(stack), inputs, subs))
     return {
-        "ingest": ingest, "worker_cpu": worker_cpu, "broker_cpu": broker_cpu,
-        "default_backoff": default_rate, "default_backoff_cpu": default_cpu,
-        "alone": alone_rate, "alone_cpu": alone_cpu, "count": count_rate, "count_cpu": count_cpu,
-        "aiokafka": aiokafka_rate, "aiokafka_cpu": aiokafka_cpu, "librdkafka": rd_rate, "librdkafka_cpu": rd_cpu,
-        "basis": basis_ready, "day1": day1, "day2": day2,
+        "ingest": ingest,
+        "worker_cpu": worker_cpu,
+        "broker_cpu": broker_cpu,
+        "default_backoff": default_rate,
+        "default_backoff_cpu": default_cpu,
+        "alone": alone_rate,
+        "alone_cpu": alone_cpu,
+        "count": count_rate,
+        "count_cpu": count_cpu,
+        "aiokafka": aiokafka_rate,
+        "aiokafka_cpu": aiokafka_cpu,
+        "librdkafka": rd_rate,
+        "librdkafka_cpu": rd_cpu,
+        "basis": basis_ready,
+        "day1": day1,
+        "day2": day2,
     }
 
 
@@ -382,16 +400,26 @@ def main() -> None:
             r = results[n]
             print(f"  ingestion: {r['ingest']:8.0f} submissions/s per worker   (target ≥ 1,000/s)")
             print(f"    CPU per submission meanwhile: worker process {r['worker_cpu']:.2f} ms, broker {r['broker_cpu']:.2f} ms")
-            print(f"    the same worker, librdkafka's default fetch.queue.backoff.ms (1 s): {r['default_backoff']:6.0f}/s,"
-                  f" {r['default_backoff_cpu']:.2f} ms CPU each  ({r['default_backoff'] / r['ingest']:.2f}× the worker)")
-            print(f"    the same submissions, the worker's processing alone (from memory, no consumer): {r['alone']:6.0f}/s,"
-                  f" {r['alone_cpu']:.2f} ms CPU each  ({r['alone'] / r['ingest']:.2f}× the worker)")
-            print(f"    the same submissions, a Faust agent that only counts them (not the worker's path): {r['count']:6.0f}/s,"
-                  f" {r['count_cpu']:.2f} ms CPU each  ({r['count'] / r['ingest']:.2f}× the worker)")
-            print(f"    the same submissions, a bare aiokafka consumer: {r['aiokafka']:6.0f}/s,"
-                  f" {r['aiokafka_cpu']:.2f} ms CPU each  ({r['aiokafka'] / r['ingest']:.2f}× the worker)")
-            print(f"    the same submissions, a bare librdkafka consumer (the worker's consumer):           {r['librdkafka']:6.0f}/s,"
-                  f" {r['librdkafka_cpu']:.2f} ms CPU each  ({r['librdkafka'] / r['ingest']:.2f}× the worker)")
+            print(
+                f"    the same worker, librdkafka's default fetch.queue.backoff.ms (1 s): {r['default_backoff']:6.0f}/s,"
+                f" {r['default_backoff_cpu']:.2f} ms CPU each  ({r['default_backoff'] / r['ingest']:.2f}× the worker)"
+            )
+            print(
+                f"    the same submissions, the worker's processing alone (from memory, no consumer): {r['alone']:6.0f}/s,"
+                f" {r['alone_cpu']:.2f} ms CPU each  ({r['alone'] / r['ingest']:.2f}× the worker)"
+            )
+            print(
+                f"    the same submissions, a Faust agent that only counts them (not the worker's path): {r['count']:6.0f}/s,"
+                f" {r['count_cpu']:.2f} ms CPU each  ({r['count'] / r['ingest']:.2f}× the worker)"
+            )
+            print(
+                f"    the same submissions, a bare aiokafka consumer: {r['aiokafka']:6.0f}/s,"
+                f" {r['aiokafka_cpu']:.2f} ms CPU each  ({r['aiokafka'] / r['ingest']:.2f}× the worker)"
+            )
+            print(
+                f"    the same submissions, a bare librdkafka consumer (the worker's consumer):           {r['librdkafka']:6.0f}/s,"
+                f" {r['librdkafka_cpu']:.2f} ms CPU each  ({r['librdkafka'] / r['ingest']:.2f}× the worker)"
+            )
             print(f"  close produced → the round's basis stored (the worker prepares it at close): {r['basis']:6.2f} s")
             print(f"  resolution latency, first update (basis prepared at close): {r['day1']:6.2f} s   (target ≤ 3 s at 10,000)")
             print(f"  resolution latency, next update:                                {r['day2']:6.2f} s   (target ≤ 3 s at 10,000)")

@@ -36,9 +36,7 @@ def sample_size(n_stakers: int, fraction: float = DEFAULT_FRACTION) -> int:
     return max(1, int(round(fraction * n_stakers)))
 
 
-def bootstrap_samples(
-    n_stakers: int, draws: int = DEFAULT_DRAWS, fraction: float = DEFAULT_FRACTION, seed: int = 0
-) -> NDArray[np.int64]:
+def bootstrap_samples(n_stakers: int, draws: int = DEFAULT_DRAWS, fraction: float = DEFAULT_FRACTION, seed: int = 0) -> NDArray[np.int64]:
     """Bootstrap draws of stakers, with replacement.
 
     Arguments:

@@ -98,11 +98,12 @@ def stake_counterfactual(
         if not np.isfinite(multiplier) or multiplier < 0:
             raise ScoringError(f"multiplier must be a finite number >= 0, got {multiplier}")
         whatif[model_index] = s[model_index] * multiplier
-    actual = score_prepared(
-        rows, s, targets, round_samples(s, round, salt, draws, fraction), max_missing_ratio=max_missing_ratio
-    )
+    actual = score_prepared(rows, s, targets, round_samples(s, round, salt, draws, fraction), max_missing_ratio=max_missing_ratio)
     moved = score_prepared(
-        rows, whatif, targets, round_samples(whatif, round, salt, draws, fraction),
+        rows,
+        whatif,
+        targets,
+        round_samples(whatif, round, salt, draws, fraction),
         max_missing_ratio=max_missing_ratio,
     )
     i = model_index

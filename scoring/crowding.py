@@ -116,12 +116,8 @@ class ScoreTable:
         mmc = _as_float_column(self.mmc, "mmc")
         has_contribution = self.contribution is not None
         has_corr = self.corr is not None
-        contribution = (
-            _as_float_column(self.contribution, "contribution")
-            if has_contribution
-            else np.full(mmc.size, np.nan)
-        )
-        corr = _as_float_column(self.corr, "corr") if has_corr else np.full(mmc.size, np.nan)
+        contribution = _as_float_column(self.contribution, "contribution") if self.contribution is not None else np.full(mmc.size, np.nan)
+        corr = _as_float_column(self.corr, "corr") if self.corr is not None else np.full(mmc.size, np.nan)
         lengths = {
             "rounds": rounds.size,
             "models": models.size,
@@ -158,8 +154,7 @@ class ScoreTable:
             sorted_pair = np.sort(pair)
             dup = int(sorted_pair[1:][sorted_pair[1:] == sorted_pair[:-1]][0])
             raise InvalidScoreTable(
-                f"(round, model) appears more than once, e.g. round "
-                f"{round_ids[dup % round_ids.size]} model {model_ids[dup // round_ids.size]!r}"
+                f"(round, model) appears more than once, e.g. round {round_ids[dup % round_ids.size]} model {model_ids[dup // round_ids.size]!r}"
             )
 
         for name, value in (
@@ -279,9 +274,7 @@ def _as_float_column(values: ArrayLike, name: str) -> NDArray[np.float64]:
 # --------------------------------------------------------------------------- grouping
 
 
-def _group_medians(
-    groups: NDArray[np.intp], values: NDArray[np.float64], n_groups: int
-) -> NDArray[np.float64]:
+def _group_medians(groups: NDArray[np.intp], values: NDArray[np.float64], n_groups: int) -> NDArray[np.float64]:
     """Median of ``values`` per group id in ``0..n_groups-1`` (NaN for an empty group).
 
     One lexsort by (group, value); the median of a group of ``c`` sorted values is the mean
@@ -298,16 +291,12 @@ def _group_medians(
     return medians
 
 
-def _group_sums(
-    groups: NDArray[np.intp], values: NDArray[np.float64], n_groups: int
-) -> NDArray[np.float64]:
+def _group_sums(groups: NDArray[np.intp], values: NDArray[np.float64], n_groups: int) -> NDArray[np.float64]:
     """Sum of ``values`` per group id in ``0..n_groups-1`` (0 for an empty group)."""
     return np.asarray(np.bincount(groups, weights=values, minlength=n_groups), dtype=np.float64)
 
 
-def _group_means(
-    groups: NDArray[np.intp], values: NDArray[np.float64], n_groups: int
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+def _group_means(groups: NDArray[np.intp], values: NDArray[np.float64], n_groups: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Mean of ``values`` per group id (NaN for an empty group) and the group sizes."""
     counts = np.bincount(groups, minlength=n_groups).astype(np.int64)
     sums = _group_sums(groups, values, n_groups)
@@ -823,9 +812,7 @@ def _nan_median(values: NDArray[np.float64]) -> float:
     return float(np.median(finite)) if finite.size else math.nan
 
 
-def _paired_means(
-    before: NDArray[np.float64], after: NDArray[np.float64]
-) -> tuple[float, float]:
+def _paired_means(before: NDArray[np.float64], after: NDArray[np.float64]) -> tuple[float, float]:
     """Means of ``before`` and ``after`` over the entries where both are finite (NaN if none)."""
     ok = np.isfinite(before) & np.isfinite(after)
     if not ok.any():
@@ -833,9 +820,7 @@ def _paired_means(
     return float(before[ok].mean()), float(after[ok].mean())
 
 
-def settling_point(
-    trajectory: ArrayLike, window: int, span: int = DEFAULT_SETTLE_SPAN
-) -> tuple[NDArray[np.float64], int]:
+def settling_point(trajectory: ArrayLike, window: int, span: int = DEFAULT_SETTLE_SPAN) -> tuple[NDArray[np.float64], int]:
     """The settling point of a post-event MMC trajectory.
 
     ``trajectory`` holds the mean MMC at offsets ``k = −window .. window`` (index
@@ -949,15 +934,11 @@ def stake_jump_events(
     model_s = table.model_index[order]
     round_s = table.rounds[order]
     stake_s = table.stakes[order]
+    assert table.corr is not None  # filled with NaN on construction when not given
     columns = (mmc_column[order], table.corr[order])
 
     previous_stake = stake_s[:-1]
-    is_event = (
-        (model_s[1:] == model_s[:-1])
-        & (round_s[1:] - round_s[:-1] == 1)
-        & (previous_stake > 0)
-        & (stake_s[1:] >= ratio * previous_stake)
-    )
+    is_event = (model_s[1:] == model_s[:-1]) & (round_s[1:] - round_s[:-1] == 1) & (previous_stake > 0) & (stake_s[1:] >= ratio * previous_stake)
     at = np.flatnonzero(is_event) + 1
     at = at[np.lexsort((model_s[at], round_s[at]))]  # report by round, then model
     n_events = at.size
@@ -1262,7 +1243,7 @@ def crowding_report(
         n_models=int(table.model_ids.size),
         n_rounds=int(table.round_ids.size),
         metric=metric,
-        mean_corr=_nan_mean(table.corr),
+        mean_corr=_nan_mean(table.corr) if table.corr is not None else math.nan,
         mean_mmc=_nan_mean(mmc),
         mean_mmc_2020=_nan_mean(table.mmc),
         stake_deciles=cwmm_by_stake_decile(table, stakers_only=True),

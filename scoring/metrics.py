@@ -30,9 +30,7 @@ def contribution_target_scale(targets: NDArray[np.float64]) -> float:
     return CONTRIBUTION_TARGET_SCALE if bool(((targets >= 0) & (targets <= 1)).all()) else 1.0
 
 
-def numerai_corr(
-    preds: ArrayLike, targets: ArrayLike, max_missing_ratio: float = DEFAULT_MAX_MISSING_RATIO
-) -> NDArray[np.float64]:
+def numerai_corr(preds: ArrayLike, targets: ArrayLike, max_missing_ratio: float = DEFAULT_MAX_MISSING_RATIO) -> NDArray[np.float64]:
     """CORR, Numerai's canonical correlation (numerai-tools ``numerai_corr``).
 
     1. center the targets on 0 (over the ids that have one) and drop ids without a target;

@@ -90,9 +90,7 @@ def _new_groups(ordered: NDArray[np.float64]) -> NDArray[np.bool_]:
     return new_group
 
 
-def _exact_within_runs(
-    x: NDArray[np.float64], order: NDArray[np.intp], unsure: NDArray[np.bool_]
-) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+def _exact_within_runs(x: NDArray[np.float64], order: NDArray[np.intp], unsure: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """``order`` and ``new_group`` made exact inside the runs of equal truncated keys.
 
     A run is a position and the ``unsure`` positions right after it; only its positions move.

@@ -92,9 +92,7 @@ class PreparedSubmission:
 
     def to_bytes(self) -> bytes:
         """Little-endian ``order`` followed by ``new_group`` packed 8 per byte."""
-        return self.order.astype(self.order.dtype.newbyteorder("<"), copy=False).tobytes() + np.packbits(
-            self.new_group
-        ).tobytes()
+        return self.order.astype(self.order.dtype.newbyteorder("<"), copy=False).tobytes() + np.packbits(self.new_group).tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, n_ids: int) -> PreparedSubmission:
@@ -243,9 +241,7 @@ def gaussian_ranks(prepared: PreparedRound, pow_1_5: bool = False) -> NDArray[np
     return scatter_rows(prepared.order, sorted_values(prepared, tables, tables.g15 if pow_1_5 else tables.g))
 
 
-def g15_correlations(
-    prepared: PreparedRound, vector: NDArray[np.float64], g15_centered_norm: NDArray[np.float64] | None = None
-) -> NDArray[np.float64]:
+def g15_correlations(prepared: PreparedRound, vector: NDArray[np.float64], g15_centered_norm: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
     """Pearson correlation of every row's ``G^1.5`` (tie-kept) with ``vector`` — the CWMM when
     ``vector`` is the meta model; NaN where either is constant.
 

@@ -43,9 +43,7 @@ def as_stakes(stakes: ArrayLike, n_models: int) -> NDArray[np.float64]:
     return s
 
 
-def as_targets(
-    targets: ArrayLike, n_ids: int, max_missing_ratio: float = DEFAULT_MAX_MISSING_RATIO
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+def as_targets(targets: ArrayLike, n_ids: int, max_missing_ratio: float = DEFAULT_MAX_MISSING_RATIO) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Targets as float64 plus the mask of ids that have one (NaN = not resolved yet).
 
     Raises :class:`TooManyMissingTargets` when more than ``max_missing_ratio`` of the ids
@@ -60,7 +58,6 @@ def as_targets(
     n_present = int(present.sum())
     if n_present < 2 or n_present < (1.0 - max_missing_ratio) * n_ids:
         raise TooManyMissingTargets(
-            f"{n_ids - n_present} of {n_ids} targets are missing "
-            f"(at most {max_missing_ratio:.0%} may be, and at least 2 must be present)"
+            f"{n_ids - n_present} of {n_ids} targets are missing (at most {max_missing_ratio:.0%} may be, and at least 2 must be present)"
         )
     return t, present

@@ -61,6 +61,7 @@ def partitions_for(settings: Settings, name: str) -> int:
     """Partition count of the topic with short name ``name``."""
     return 1 if name in SINGLE_PARTITION_TOPICS else settings.partitions
 
+
 #: Kafka error code for a topic that already exists (CreateTopics).
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -106,21 +107,13 @@ def kafka_client_options(settings: Settings) -> KafkaClientOptions:
         try:
             options["ssl_context"] = create_ssl_context(**ssl_files)
         except (OSError, ValueError) as exc:
-            raise ConfigurationError(
-                f"cannot build the Kafka TLS context from MMC_KAFKA_SSL_* files: {exc}"
-            ) from exc
+            raise ConfigurationError(f"cannot build the Kafka TLS context from MMC_KAFKA_SSL_* files: {exc}") from exc
     elif any(ssl_files.values()):
-        raise ConfigurationError(
-            f"MMC_KAFKA_SSL_* files are set but MMC_KAFKA_SECURITY_PROTOCOL={protocol}; "
-            "use SSL or SASL_SSL, or unset the files"
-        )
+        raise ConfigurationError(f"MMC_KAFKA_SSL_* files are set but MMC_KAFKA_SECURITY_PROTOCOL={protocol}; use SSL or SASL_SSL, or unset the files")
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         password = settings.kafka_sasl_password
         if not settings.kafka_sasl_username or password is None:
-            raise ConfigurationError(
-                f"MMC_KAFKA_SECURITY_PROTOCOL={protocol} needs MMC_KAFKA_SASL_USERNAME "
-                "and MMC_KAFKA_SASL_PASSWORD"
-            )
+            raise ConfigurationError(f"MMC_KAFKA_SECURITY_PROTOCOL={protocol} needs MMC_KAFKA_SASL_USERNAME and MMC_KAFKA_SASL_PASSWORD")
         # aiokafka takes the SCRAM credentials in the sasl_plain_* arguments too.
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
         options["sasl_plain_username"] = settings.kafka_sasl_username
@@ -142,8 +135,11 @@ def librdkafka_config(settings: Settings) -> KafkaClientOptions:
     protocol = settings.kafka_security_protocol
     config = KafkaClientOptions({"bootstrap.servers": settings.kafka_bootstrap, "security.protocol": protocol.lower()})
     if protocol in ("SSL", "SASL_SSL"):
-        for key, path in (("ssl.ca.location", settings.kafka_ssl_cafile), ("ssl.certificate.location", settings.kafka_ssl_certfile),
-                          ("ssl.key.location", settings.kafka_ssl_keyfile)):
+        for key, path in (
+            ("ssl.ca.location", settings.kafka_ssl_cafile),
+            ("ssl.certificate.location", settings.kafka_ssl_certfile),
+            ("ssl.key.location", settings.kafka_ssl_keyfile),
+        ):
             if path:
                 config[key] = path
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
@@ -223,18 +219,13 @@ async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:
                     outcome[topic] = "exists"
                 else:
                     message = rest[0] if rest else None
-                    raise ConfigurationError(
-                        f"the broker refused topic {topic!r} (Kafka error {error_code}"
-                        f"{': ' + message if message else ''})"
-                    )
+                    raise ConfigurationError(f"the broker refused topic {topic!r} (Kafka error {error_code}{': ' + message if message else ''})")
             existing = [t for t, state in outcome.items() if state == "exists"]
             if existing:
                 expected = {settings.topic(n): partitions_for(settings, n) for n in short_names}
                 await _check_partitions(admin, {t: expected[t] for t in existing})
         except KafkaError as exc:
-            raise ConfigurationError(
-                f"cannot create topics on {settings.kafka_bootstrap}: {exc!r}"
-            ) from exc
+            raise ConfigurationError(f"cannot create topics on {settings.kafka_bootstrap}: {exc!r}") from exc
     finally:
         await admin.close()
     log.info(
@@ -247,18 +238,11 @@ async def create_topics(settings: Settings) -> dict[str, TopicOutcome]:
 async def _check_partitions(admin: AIOKafkaAdminClient, expected: dict[str, int]) -> None:
     """Raise :class:`ConfigurationError` if an existing topic's partition count differs."""
     wrong = {
-        meta["topic"]: len(meta["partitions"])
-        for meta in await admin.describe_topics(list(expected))
-        if len(meta["partitions"]) != expected[meta["topic"]]
+        meta["topic"]: len(meta["partitions"]) for meta in await admin.describe_topics(list(expected)) if len(meta["partitions"]) != expected[meta["topic"]]
     }
     if wrong:
-        listing = ", ".join(
-            f"{topic} has {count}, expected {expected[topic]}" for topic, count in sorted(wrong.items())
-        )
-        raise ConfigurationError(
-            f"existing topics have the wrong partition count ({listing}): "
-            "set MMC_PARTITIONS to match or recreate the topics"
-        )
+        listing = ", ".join(f"{topic} has {count}, expected {expected[topic]}" for topic, count in sorted(wrong.items()))
+        raise ConfigurationError(f"existing topics have the wrong partition count ({listing}): set MMC_PARTITIONS to match or recreate the topics")
 
 
 def redis_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
@@ -276,9 +260,7 @@ def redis_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
         options.setdefault("password", settings.redis_password.get_secret_value())
     if settings.redis_ssl_ca_certs:
         if scheme != "rediss":
-            raise ConfigurationError(
-                "MMC_REDIS_SSL_CA_CERTS is set but MMC_REDIS_URL is not rediss://"
-            )
+            raise ConfigurationError("MMC_REDIS_SSL_CA_CERTS is set but MMC_REDIS_URL is not rediss://")
         options.setdefault("ssl_ca_certs", settings.redis_ssl_ca_certs)
     return redis.asyncio.Redis.from_url(settings.redis_url, **options)
 
@@ -454,9 +436,7 @@ def _hide_secrets(text: str, settings: Settings) -> str:
     return text
 
 
-async def _wait_until_answers(
-    settings: Settings, service: str, address: str, setting: str, cause_of: Callable[[float], Awaitable[str | None]]
-) -> None:
+async def _wait_until_answers(settings: Settings, service: str, address: str, setting: str, cause_of: Callable[[float], Awaitable[str | None]]) -> None:
     """Call ``cause_of(timeout)`` until it returns ``None``, backing off between attempts.
 
     Logs one warning per failed attempt (service, address, cause, pause); raises

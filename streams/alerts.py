@@ -132,13 +132,22 @@ def cwmm_spike(
         if cwmm > threshold:
             sigmas = (cwmm - mean) / std if std > 0 else None
             return alert(
-                "corr_w_mm_spike", "warning",
+                "corr_w_mm_spike",
+                "warning",
                 f"{model}: correlation with the meta model {cwmm:.3f} in round {round_number} is "
                 f"{cwmm - mean:+.3f} above its baseline {mean:.3f}"
                 + (f" ({sigmas:.1f} of its own standard deviations)" if sigmas is not None else "")
                 + _decile_note(context),
-                round_number=round_number, model=model, value=cwmm, threshold=threshold,
-                stage=stage, day=day, baseline=mean, baseline_std=std, trigger="baseline", **context,
+                round_number=round_number,
+                model=model,
+                value=cwmm,
+                threshold=threshold,
+                stage=stage,
+                day=day,
+                baseline=mean,
+                baseline_std=std,
+                trigger="baseline",
+                **context,
             )
     # Where the model stood: its baseline (when it has one) rather than its last round alone, so
     # that a model hovering at the boundary does not alert every time it steps across.
@@ -147,17 +156,29 @@ def cwmm_spike(
     penalised = settings.alert_cwmm_penalised_decile
     prev_decile = decile_of(float(prev_cwmm), previous_edges) if prev_cwmm is not None else None
     if (
-        edges is not None and decile is not None and decile >= penalised
-        and prev_cwmm is not None and prev_decile is not None and prev_decile < penalised
+        edges is not None
+        and decile is not None
+        and decile >= penalised
+        and prev_cwmm is not None
+        and prev_decile is not None
+        and prev_decile < penalised
         and cwmm >= float(prev_cwmm) + settings.alert_cwmm_spike_delta
     ):
         edge = edges[penalised - 2]
         return alert(
-            "corr_w_mm_spike", "info",
+            "corr_w_mm_spike",
+            "info",
             f"{model}: entered correlation-with-the-meta-model decile {decile} ({cwmm:.3f}) in round "
             f"{round_number}, from decile {prev_decile}" + _decile_note(context),
-            round_number=round_number, model=model, value=cwmm, threshold=edge,
-            stage=stage, day=day, baseline=baseline, trigger="penalised_deciles", **context,
+            round_number=round_number,
+            model=model,
+            value=cwmm,
+            threshold=edge,
+            stage=stage,
+            day=day,
+            baseline=baseline,
+            trigger="penalised_deciles",
+            **context,
         )
     return None
 
@@ -201,10 +222,18 @@ def crowding_tax(
         )
     extra = {"own_forecast": forecast} if forecast is not None else {}
     return alert(
-        "crowding_tax", "warning",
+        "crowding_tax",
+        "warning",
         f"{model}: stake rose {ratio:.1f}× to {stake:,.2f} in round {round_number}{own}{measured}",
-        round_number=round_number, model=model, value=ratio, threshold=settings.alert_stake_jump_ratio,
-        day=day, stake=stake, previous_stake=previous_stake, population=population, **extra,
+        round_number=round_number,
+        model=model,
+        value=ratio,
+        threshold=settings.alert_stake_jump_ratio,
+        day=day,
+        stake=stake,
+        previous_stake=previous_stake,
+        population=population,
+        **extra,
     )
 
 
@@ -251,13 +280,21 @@ def crowding_trend(settings: Settings, round_number: int, trend: dict[str, Any],
     first, last = points[0][1], points[-1][1]
     change = (last - first) / abs(first) if first else None
     return alert(
-        "crowding_trend", "warning",
+        "crowding_trend",
+        "warning",
         f"stake-weighted correlation with the meta model {weighted[0]:+.4f} per round (t = {_t(weighted[1])}) and its gap "
         f"over the median {gap[0]:+.4f} per round (t = {_t(gap[1])}) over rounds {int(rounds[0])}–{int(rounds[-1])}"
         + (f"; stake-weighted CWMM {first:.3f} → {last:.3f} ({change:+.0%})" if change is not None else ""),
-        round_number=round_number, value=weighted[0], threshold=settings.alert_trend_min_t, day=day,
-        trigger="+".join(triggers), weighted_slope=weighted[0], weighted_t=_finite(weighted[1]),
-        gap_slope=gap[0], gap_t=_finite(gap[1]), window=[int(rounds[0]), int(rounds[-1])],
+        round_number=round_number,
+        value=weighted[0],
+        threshold=settings.alert_trend_min_t,
+        day=day,
+        trigger="+".join(triggers),
+        weighted_slope=weighted[0],
+        weighted_t=_finite(weighted[1]),
+        gap_slope=gap[0],
+        gap_t=_finite(gap[1]),
+        window=[int(rounds[0]), int(rounds[-1])],
         median_slope=trend.get("median_slope"),
     )
 
@@ -276,8 +313,11 @@ def concentration(settings: Settings, round_number: int, effective_models: float
     if effective_models is None or effective_models <= 0 or effective_models >= settings.alert_min_effective_models:
         return None
     return alert(
-        "concentration", "warning",
-        f"round {round_number}: stake is concentrated in the equivalent of {effective_models:.1f} models "
-        f"(threshold {settings.alert_min_effective_models:g})",
-        round_number=round_number, value=effective_models, threshold=settings.alert_min_effective_models, day=day,
+        "concentration",
+        "warning",
+        f"round {round_number}: stake is concentrated in the equivalent of {effective_models:.1f} models (threshold {settings.alert_min_effective_models:g})",
+        round_number=round_number,
+        value=effective_models,
+        threshold=settings.alert_min_effective_models,
+        day=day,
     )

@@ -135,15 +135,12 @@ def _wait_for_dependencies(settings: Settings, *, kafka: bool = True, redis: boo
 def stack(
     kafka_port: int = typer.Option(0, help="Broker port; 0 picks a free one."),
     redis_port: int = typer.Option(0, help="Redis port; 0 picks a free one."),
-    with_topics: bool = typer.Option(
-        True, "--topics/--no-topics", help="Create the service's topics once the broker is up."
-    ),
+    with_topics: bool = typer.Option(True, "--topics/--no-topics", help="Create the service's topics once the broker is up."),
     env_file: Path | None = typer.Option(
         None,
         "--env-file",
         dir_okay=False,
-        help="Also write the export lines to this file once the stack is up (replaced "
-        "atomically; removed when the stack stops), for '. FILE' in other shells.",
+        help="Also write the export lines to this file once the stack is up (replaced atomically; removed when the stack stops), for '. FILE' in other shells.",
     ),
 ) -> None:
     """Run the embedded broker (Tansu) and Redis in the foreground until Ctrl-C or SIGTERM.
@@ -205,15 +202,12 @@ def stack(
                 )
                 created = asyncio.run(create_topics(stack_settings))
                 console.print(
-                    f"topics: {len(created)} with prefix {settings.topic_prefix!r}; "
-                    f"{_partition_counts(settings)}",
+                    f"topics: {len(created)} with prefix {settings.topic_prefix!r}; {_partition_counts(settings)}",
                     highlight=False,
                     soft_wrap=True,
                 )
             if not stop.is_set():  # a signal while starting: stop without announcing
-                exports = "".join(
-                    f"export {name}={shlex.quote(value)}\n" for name, value in running.env().items()
-                )
+                exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in running.env().items())
                 if env_file is not None:
                     try:
                         _write_atomically(env_file, exports)
@@ -252,18 +246,14 @@ def _partition_counts(settings: Settings) -> str:
     for name in (*INPUT_TOPICS, *OUTPUT_TOPICS):
         by_count.setdefault(partitions_for(settings, name), []).append(name)
     return "; ".join(
-        f"{', '.join(names)}: {count} partition{'' if count == 1 else 's'}"
-        + (" each" if len(names) > 1 else "")
-        for count, names in sorted(by_count.items())
+        f"{', '.join(names)}: {count} partition{'' if count == 1 else 's'}" + (" each" if len(names) > 1 else "") for count, names in sorted(by_count.items())
     )
 
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader finds either no file or all of it."""
     path = path.absolute()
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as tmp:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
         tmp.write(text)
         tmp.flush()
         os.fsync(tmp.fileno())
@@ -340,9 +330,7 @@ def worker() -> None:
     try:
         from streams.app import run_worker
     except ImportError as exc:
-        raise _fail(
-            f"the worker is not available: cannot import streams.app.run_worker ({exc})"
-        ) from exc
+        raise _fail(f"the worker is not available: cannot import streams.app.run_worker ({exc})") from exc
     try:
         run_worker(settings)
     except MmcStreamError as exc:  # topic creation or recovery, before Faust takes over
@@ -359,7 +347,8 @@ class PublishMode(StrEnum):
 def rebuild(
     wipe: bool = typer.Option(False, "--wipe", help="Delete every key of MMC_STATE_NAMESPACE first (rebuild from scratch)."),
     publish: PublishMode = typer.Option(
-        PublishMode.unfinished, "--publish",
+        PublishMode.unfinished,
+        "--publish",
         help="Outputs to send: 'unfinished' (records at/after the worker groups' committed offsets), 'all' or 'none'.",
     ),
 ) -> None:
@@ -437,9 +426,7 @@ def _topic_name(value: str) -> str:
     return value
 
 
-def _send_with_progress(
-    settings: Settings, events: Iterable[Any], totals: dict[str, int]
-) -> dict[str, int]:
+def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[str, int]) -> dict[str, int]:
     """Create the topics, then send ``events`` with one progress bar per topic (on stderr)."""
     from rich.progress import (
         BarColumn,
@@ -460,10 +447,7 @@ def _send_with_progress(
         TimeRemainingColumn(),
         console=_stderr(),
     ) as progress:
-        tasks = {
-            topic: progress.add_task(settings.topic(topic), total=total)
-            for topic, total in totals.items()
-        }
+        tasks = {topic: progress.add_task(settings.topic(topic), total=total) for topic, total in totals.items()}
 
         def advance(topic: str, n: int) -> None:
             if topic not in tasks:
@@ -475,12 +459,8 @@ def _send_with_progress(
 
 @app.command()
 def simulate(
-    out: Path | None = typer.Option(
-        None, "--out", help="Write the events to this JSON Lines file."
-    ),
-    send: bool = typer.Option(
-        False, "--send", help="Send the events to the configured broker's input topics."
-    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the events to this JSON Lines file."),
+    send: bool = typer.Option(False, "--send", help="Send the events to the configured broker's input topics."),
     small: bool = typer.Option(
         False,
         "--small",
@@ -489,21 +469,11 @@ def simulate(
     models: int | None = typer.Option(None, "--models", help="Models (default 300)."),
     rounds: int | None = typer.Option(None, "--rounds", help="Rounds (default 40)."),
     ids: int | None = typer.Option(None, "--ids", help="Ids per round (default 2,000)."),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Random seed (default 2026): same seed, same events."
-    ),
-    start_round: int | None = typer.Option(
-        None, "--start-round", help="Number of the first round (default 1)."
-    ),
-    jumps: int | None = typer.Option(
-        None, "--jumps", help="Models with a 5-20× stake jump (default 12)."
-    ),
-    crowd_weight: float | None = typer.Option(
-        None, "--crowd-weight", help="Mean share of the crowd signal in a model (default 0.6)."
-    ),
-    early_nulls: float | None = typer.Option(
-        None, "--early-nulls", help="Share of ids without a target on day 1 (default 0)."
-    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 2026): same seed, same events."),
+    start_round: int | None = typer.Option(None, "--start-round", help="Number of the first round (default 1)."),
+    jumps: int | None = typer.Option(None, "--jumps", help="Models with a 5-20× stake jump (default 12)."),
+    crowd_weight: float | None = typer.Option(None, "--crowd-weight", help="Mean share of the crowd signal in a model (default 0.6)."),
+    early_nulls: float | None = typer.Option(None, "--early-nulls", help="Share of ids without a target on day 1 (default 0)."),
 ) -> None:
     """Simulate a tournament season and write it to a file (--out) or the topics (--send).
 
@@ -569,8 +539,7 @@ def simulate(
             sent_began = time.perf_counter()
             sent = _send_with_progress(settings, simulation.events(), totals)
             console.print(
-                f"sent {sum(sent.values()):,} events to {settings.kafka_bootstrap} in "
-                f"{time.perf_counter() - sent_began:.1f} s",
+                f"sent {sum(sent.values()):,} events to {settings.kafka_bootstrap} in {time.perf_counter() - sent_began:.1f} s",
                 highlight=False,
             )
     except (MmcStreamError, OSError) as exc:
@@ -579,9 +548,7 @@ def simulate(
 
 @app.command()
 def replay(
-    file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, metavar="FILE", help="A JSON Lines event file (mmc simulate --out)."
-    ),
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="FILE", help="A JSON Lines event file (mmc simulate --out)."),
 ) -> None:
     """Send an event file to the configured broker's input topics, with progress per topic.
 
@@ -597,9 +564,7 @@ def replay(
     except MmcStreamError as exc:
         raise _fail(str(exc)) from exc
     _stderr().print(
-        f"sent {sum(sent.values()):,} events "
-        f"({', '.join(f'{topic} {n:,}' for topic, n in sorted(sent.items()))}) "
-        f"in {time.perf_counter() - began:.1f} s",
+        f"sent {sum(sent.values()):,} events ({', '.join(f'{topic} {n:,}' for topic, n in sorted(sent.items()))}) in {time.perf_counter() - began:.1f} s",
         highlight=False,
     )
 
@@ -612,19 +577,14 @@ def tail(
         callback=_topic_name,
         help=f"One of {', '.join(TopicName)} (the prefix comes from MMC_TOPIC_PREFIX).",
     ),
-    from_beginning: bool = typer.Option(
-        False, "--from-beginning", help="Start at the oldest message, not the newest."
-    ),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest message, not the newest."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after this many messages."),
-    group: str | None = typer.Option(
-        None, "--group", help="Join this consumer group and commit (resumes later)."
-    ),
-    until_end: bool = typer.Option(
-        False, "--until-end", help="Stop once caught up with the topic's current end."
-    ),
+    group: str | None = typer.Option(None, "--group", help="Join this consumer group and commit (resumes later)."),
+    until_end: bool = typer.Option(False, "--until-end", help="Stop once caught up with the topic's current end."),
     as_json: bool = typer.Option(
-        False, "--json", help="Each message whole, as one JSON object per line (for jq): its value as sent, "
-        "with topic, partition, offset, timestamp, key and headers.",
+        False,
+        "--json",
+        help="Each message whole, as one JSON object per line (for jq): its value as sent, with topic, partition, offset, timestamp, key and headers.",
     ),
 ) -> None:
     """Print a topic's messages, one compact line each, until Ctrl-C (or --limit / --until-end).
@@ -645,9 +605,7 @@ def tail(
         raise _fail("--until-end reads without a group; drop --group", code=2)
     # In a terminal one line per message, cut at its width; into a pipe or file, whole lines.
     console = Console()
-    fit: dict[str, Any] = (
-        {"no_wrap": True, "overflow": "ellipsis", "crop": True} if sys.stdout.isatty() else {"soft_wrap": True}
-    )
+    fit: dict[str, Any] = {"no_wrap": True, "overflow": "ellipsis", "crop": True} if sys.stdout.isatty() else {"soft_wrap": True}
 
     async def run() -> int:
         shown = 0
@@ -686,9 +644,7 @@ def tail(
 
 @app.command()
 def report(
-    out: Path = typer.Option(
-        Path("report"), "--out", help="Directory for report.html and the PNG charts."
-    ),
+    out: Path = typer.Option(Path("report"), "--out", help="Directory for report.html and the PNG charts."),
 ) -> None:
     """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline.
 
@@ -704,15 +660,13 @@ def report(
         raise _fail(str(exc)) from exc
     if built.report.n_observations == 0:
         _stderr().print(
-            f"[yellow]no scores on {settings.topic('scores')} yet[/yellow] - is a worker running? "
-            f"(empty charts written to {out})",
+            f"[yellow]no scores on {settings.topic('scores')} yet[/yellow] - is a worker running? (empty charts written to {out})",
             highlight=False,
         )
     Console().print(headline_table(built))
     Console().print(alert_rates_line(built), highlight=False)
     _stderr().print(
-        f"read {built.messages_read:,} score updates in {time.perf_counter() - began:.1f} s; "
-        f"wrote {built.files.html} and {len(built.files.charts)} charts",
+        f"read {built.messages_read:,} score updates in {time.perf_counter() - began:.1f} s; wrote {built.files.html} and {len(built.files.charts)} charts",
         highlight=False,
     )
 
@@ -725,9 +679,7 @@ def demo(
     days: int = typer.Option(20, help="Daily target updates per round (the last one final)."),
     seed: int = typer.Option(2026, help="Simulator seed (the same seed gives the same season)."),
     workers: int = typer.Option(1, help="Worker processes sharing the partitions."),
-    out: Path = typer.Option(
-        Path("out/demo"), "--out", help="Directory for the report, charts and worker logs."
-    ),
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Directory for the report, charts and worker logs."),
 ) -> None:
     """The main job on the embedded stack: a simulated season streamed live, then the crowding report.
 
@@ -755,13 +707,12 @@ def demo(
 @app.command()
 def whatif(
     model: str = typer.Argument(..., metavar="MODEL", help="Model id."),
-    stake_multiplier: float | None = typer.Option(
-        None, "--stake-multiplier", "-k", min=0, help="Multiply the model's stake by K."
-    ),
+    stake_multiplier: float | None = typer.Option(None, "--stake-multiplier", "-k", min=0, help="Multiply the model's stake by K."),
     stake: float | None = typer.Option(
-        None, "--stake", min=0,
-        help="Set the model's stake to X (works for a model with no stake; after a jump from S, "
-        "--stake S gives the jump's mechanical part).",
+        None,
+        "--stake",
+        min=0,
+        help="Set the model's stake to X (works for a model with no stake; after a jump from S, --stake S gives the jump's mechanical part).",
     ),
     rounds: int = typer.Option(5, min=1, help="How many of the model's latest scored rounds."),
 ) -> None:
@@ -787,21 +738,18 @@ def whatif(
     if rows:
         d_mmc, d_contribution = mean_change(rows)
         _stderr().print(
-            f"mean change: MMC (today's: contribution) {d_contribution:+.4f}, "
-            f"MMC 2020 (bootstrap) {d_mmc:+.4f} over {len(rows)} rounds",
+            f"mean change: MMC (today's: contribution) {d_contribution:+.4f}, MMC 2020 (bootstrap) {d_mmc:+.4f} over {len(rows)} rounds",
             highlight=False,
         )
         if stake is not None and all(r.counterfactual.stake > stake for r in rows):
             part = mechanical(rows)
             _stderr().print(
-                f"mechanical part of the larger stake (actual − at {stake:,.2f}): "
-                f"MMC (today's) {part.contribution:+.4f}, MMC 2020 {part.mmc:+.4f}",
+                f"mechanical part of the larger stake (actual − at {stake:,.2f}): MMC (today's) {part.contribution:+.4f}, MMC 2020 {part.mmc:+.4f}",
                 highlight=False,
             )
         if stake is None and all(r.counterfactual.stake == 0 for r in rows):
             _stderr().print(
-                "the model had no stake in these rounds: a multiple of zero is still zero; "
-                "ask with --stake X instead",
+                "the model had no stake in these rounds: a multiple of zero is still zero; ask with --stake X instead",
                 highlight=False,
             )
 

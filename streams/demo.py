@@ -85,16 +85,29 @@ class DemoConfig:
         if self.simulation is not None:
             return self.simulation
         return SimulationConfig(
-            n_models=self.n_models, n_ids=self.n_ids, n_rounds=self.n_rounds,
-            resolution_days=self.resolution_days, seed=self.seed, **DEMO_SEASON,
+            n_models=self.n_models,
+            n_ids=self.n_ids,
+            n_rounds=self.n_rounds,
+            resolution_days=self.resolution_days,
+            seed=self.seed,
+            **DEMO_SEASON,
         )
 
 
 def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="live leaderboard (rolling window)", expand=True)
     # MMC is today's (correlation contribution, the one in the payout); MMC 2020 the bootstrap one.
-    for name, justify in (("#", "right"), ("model", "left"), ("CORR", "right"), ("MMC", "right"), ("MMC 2020", "right"),
-                          ("CWMM", "right"), ("payout", "right"), ("stake", "right"), ("rounds", "right")):
+    for name, justify in (
+        ("#", "right"),
+        ("model", "left"),
+        ("CORR", "right"),
+        ("MMC", "right"),
+        ("MMC 2020", "right"),
+        ("CWMM", "right"),
+        ("payout", "right"),
+        ("stake", "right"),
+        ("rounds", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
 
     def f(x: float | None, digits: int = 4) -> str:
@@ -102,9 +115,15 @@ def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
 
     for i, row in enumerate(rows, 1):
         table.add_row(
-            str(i), row["model"], f(row.get("corr_mean")), f(row.get("contribution_mean")), f(row.get("mmc_mean")),
+            str(i),
+            row["model"],
+            f(row.get("corr_mean")),
+            f(row.get("contribution_mean")),
+            f(row.get("mmc_mean")),
             f(row.get("corr_w_mm_mean"), 3),
-            f(row.get("payout_mean")), f"{row.get('stake', 0.0):,.1f}", str(row.get("rounds", 0)),
+            f(row.get("payout_mean")),
+            f"{row.get('stake', 0.0):,.1f}",
+            str(row.get("rounds", 0)),
         )
     return table
 
@@ -124,8 +143,14 @@ class WorkerDied(MmcStreamError):
 
 
 async def _watch(
-    settings: Settings, progress: Progress, resolved_task: int, n_targets: int, live: Live,
-    sending: asyncio.Task[Any], procs: list[subprocess.Popen[bytes]], log_dir: Path,
+    settings: Settings,
+    progress: Progress,
+    resolved_task: int,
+    n_targets: int,
+    live: Live,
+    sending: asyncio.Task[Any],
+    procs: list[subprocess.Popen[bytes]],
+    log_dir: Path,
 ) -> None:
     """Redraw the leaderboard and alerts until every target update has been applied."""
     state = RedisState(redis_client(settings), settings.state_namespace)
@@ -185,8 +210,12 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
     with EmbeddedStack() as stack:
         season = config.season()
         settings = Settings(
-            kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, app_id="mmc-demo",
-            state_namespace="demo", web_enabled=False, kafka_security_protocol="PLAINTEXT",
+            kafka_bootstrap=stack.kafka_bootstrap,
+            redis_url=stack.redis_url,
+            app_id="mmc-demo",
+            state_namespace="demo",
+            web_enabled=False,
+            kafka_security_protocol="PLAINTEXT",
             # Every round resolving at once stays in memory (a demo round's rows are ~0.4 MB):
             # target updates come day by day for ~resolution_days rounds in turn, and a smaller
             # cache reloads each round's rows from Redis at every update.
@@ -196,10 +225,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
         asyncio.run(create_topics(settings))
         env = {**os.environ, **settings.to_env()}
         logs = [open(out / f"worker{i}.log", "wb") for i in range(config.workers)]  # noqa: SIM115
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-            for log in logs
-        ]
+        procs = [subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
         console.print(f"{config.workers} worker(s) started (logs in {out}/worker*.log)", highlight=False)
         try:
             asyncio.run(_stream(settings, config, console, procs))

@@ -321,9 +321,7 @@ class SubmissionConsumer:
             except TimeoutError:
                 return
 
-    async def _apply_and_commit(
-        self, consumer: Consumer, committing: ThreadPoolExecutor, records: Records, prepared: SubmissionBatch, generation: int
-    ) -> None:
+    async def _apply_and_commit(self, consumer: Consumer, committing: ThreadPoolExecutor, records: Records, prepared: SubmissionBatch, generation: int) -> None:
         """Apply a batch, then hand its offsets to the committing thread without waiting: commits
         leave in apply order, and one that the broker is slow to answer (up to 1.4 s on the
         embedded broker) does not hold up the next batch."""
@@ -402,8 +400,12 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 def as_input_record(message: Message) -> InputRecord:
     """A fetched submissions record as the processor takes it (timestamp in ms, as produced)."""
     return InputRecord(
-        topic="submissions", partition=message.partition(), offset=message.offset(),
-        timestamp_ms=message.timestamp()[1], key=message.key(), value=message.value(),
+        topic="submissions",
+        partition=message.partition(),
+        offset=message.offset(),
+        timestamp_ms=message.timestamp()[1],
+        key=message.key(),
+        value=message.value(),
     )
 
 

@@ -73,9 +73,7 @@ class StateGauges:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.rounds_known = Gauge("mmc_rounds_known", "Rounds ever opened.", registry=registry)
-        self.rounds_open = Gauge(
-            "mmc_rounds_open", "Rounds opened and not closed yet.", registry=registry
-        )
+        self.rounds_open = Gauge("mmc_rounds_open", "Rounds opened and not closed yet.", registry=registry)
         self.round_memory = Gauge(
             "mmc_redis_round_memory_bytes",
             "Redis MEMORY USAGE summed over the round's keys.",
@@ -87,9 +85,7 @@ class StateGauges:
             "Scrapes whose read of the Redis state failed.",
             registry=registry,
         )
-        self.used_memory = Gauge(
-            "mmc_redis_used_memory_bytes", "Redis INFO memory used_memory.", registry=registry
-        )
+        self.used_memory = Gauge("mmc_redis_used_memory_bytes", "Redis INFO memory used_memory.", registry=registry)
         self.maxmemory = Gauge(
             "mmc_redis_maxmemory_bytes",
             "Redis INFO memory maxmemory (0: no limit); writes are refused beyond it.",
@@ -217,9 +213,7 @@ class WebMetrics:
             ["route"],
             registry=self.registry,
         )
-        self.live_clients = Gauge(
-            "mmc_web_live_clients", "Open /api/stream connections.", registry=self.registry
-        )
+        self.live_clients = Gauge("mmc_web_live_clients", "Open /api/stream connections.", registry=self.registry)
         self.live_dropped = Counter(
             "mmc_web_live_dropped",
             "Live clients dropped, by reason: buffer (too far behind), write_timeout (not reading).",

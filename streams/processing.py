@@ -430,9 +430,7 @@ class Processor:
         self._known_models.update(new_models)
         return applied
 
-    def _decide_submission(
-        self, record: InputRecord, event: Submission, info: Any, existing: SubmissionRow | None
-    ) -> tuple[str, NDArray[np.float64] | None]:
+    def _decide_submission(self, record: InputRecord, event: Submission, info: Any, existing: SubmissionRow | None) -> tuple[str, NDArray[np.float64] | None]:
         """One submission against the round and the model's current row: (outcome, values to store or None)."""
         if info.closed and record.timestamp_ms > info.close_ts:
             raise refuse("round_closed", f"round {event.round} closed before this submission")
@@ -511,22 +509,25 @@ class Processor:
         if not candidates:
             return
         histories = {
-            m: latest_rounds(h, self._history_keep)
-            for m, h in (await self.state.get_histories(sorted({event.model for _, event, _ in candidates}))).items()
+            m: latest_rounds(h, self._history_keep) for m, h in (await self.state.get_histories(sorted({event.model for _, event, _ in candidates}))).items()
         }
         trend = await self.state.get_trend()
-        population = {
-            r: alert_rules.population_decile_mmc(trend, r - 1, self.settings.alert_trend_rounds)
-            for r in {event.round for _, event, _ in candidates}
-        }
+        population = {r: alert_rules.population_decile_mmc(trend, r - 1, self.settings.alert_trend_rounds) for r in {event.round for _, event, _ in candidates}}
         for record, event, cwmm in candidates:
             # Against the latest scored rounds' deciles (this round has none before its targets).
             resolved = [r for r in trend if r < event.round]
             edges = trend[resolved[-1]].get("cwmm_decile_edges") if resolved else None
             previous_edges = trend[resolved[-2]].get("cwmm_decile_edges") if len(resolved) > 1 else None
             alert = alert_rules.cwmm_spike(
-                self.settings, event.model, event.round, cwmm, histories[event.model], edges, previous_edges,
-                stage="live", population=population[event.round],  # the stake in force is not at hand here: null
+                self.settings,
+                event.model,
+                event.round,
+                cwmm,
+                histories[event.model],
+                edges,
+                previous_edges,
+                stage="live",
+                population=population[event.round],  # the stake in force is not at hand here: null
             )
             if alert is not None:
                 found.append((record.timestamp_ms, alert))
@@ -572,9 +573,7 @@ class Processor:
         complete = bool(np.isfinite(targets).all())
         basis = await self._basis(event.round, fingerprint, prepared, stakes, samples) if complete else None
         clock.lap("basis")
-        scores = scoring.score_prepared(
-            prepared, stakes, targets, samples, basis=basis, max_missing_ratio=self.settings.max_missing_ratio
-        )
+        scores = scoring.score_prepared(prepared, stakes, targets, samples, basis=basis, max_missing_ratio=self.settings.max_missing_ratio)
         clock.lap("score")
         await self._publish_round(record, event, info, models, stakes, scores, clock, prepared, targets)
         await self.state.put_targets(event.round, event.day, event.final, targets)
@@ -587,9 +586,7 @@ class Processor:
         locks: see streams.progress on lock order)."""
         await asyncio.gather(self.barrier.wait_for("submissions", received_at), self.barrier.wait_for("stakes", received_at))
 
-    async def _round_inputs(
-        self, r: int, info: Any
-    ) -> tuple[list[str], PreparedRound, NDArray[np.float64], str, NDArray[np.int64]]:
+    async def _round_inputs(self, r: int, info: Any) -> tuple[list[str], PreparedRound, NDArray[np.float64], str, NDArray[np.int64]]:
         """A closed round's models, prepared rows, frozen stakes, basis fingerprint and bootstrap draws."""
         version, models, prepared = await self._round_rows(r, info.n_ids, info.close_ts)
         stakes = await self._frozen_stakes(r, version, models, info.close_ts)
@@ -715,8 +712,16 @@ class Processor:
             model = models[i]
             history = {rr: {"corr_w_mm": values[model]} for rr, values in earlier.items() if model in values}
             spike = alert_rules.cwmm_spike(
-                s, model, r, float(cwmm[i]), history, edges, previous_edges,
-                stage="close", stake=float(stakes[i]), population=population,
+                s,
+                model,
+                r,
+                float(cwmm[i]),
+                history,
+                edges,
+                previous_edges,
+                stage="close",
+                stake=float(stakes[i]),
+                population=population,
             )
             if spike is not None:
                 found.append(spike)
@@ -795,9 +800,7 @@ class Processor:
         self._stakes.clear()
         self._live_totals.clear()
 
-    async def _basis(
-        self, r: int, fingerprint: str, prepared: PreparedRound, stakes: NDArray[np.float64], samples: NDArray[np.int64]
-    ) -> scoring.RoundBasis:
+    async def _basis(self, r: int, fingerprint: str, prepared: PreparedRound, stakes: NDArray[np.float64], samples: NDArray[np.int64]) -> scoring.RoundBasis:
         basis = await self.state.get_basis(r, fingerprint, prepared.n_models, prepared.n_ids, samples.shape[0])
         if basis is None:
             # on a thread: ~1.3 s at 10,000 models (numpy releases the GIL) that the event loop keeps serving
@@ -844,10 +847,7 @@ class Processor:
         trend = trend_figures(trend_table, upto=r, recent=s.alert_trend_rounds)
         crowding = {**figures, "trend": trend}
         outputs = [json_output("scores", m, msg, ts) for m, msg in zip(models, messages, strict=True)]
-        outputs += [
-            json_output("leaderboard", m, {**rows[m], "rank": rank, "n_models": board}, ts)
-            for m, rank in zip(models, ranks, strict=True)
-        ]
+        outputs += [json_output("leaderboard", m, {**rows[m], "rank": rank, "n_models": board}, ts) for m, rank in zip(models, ranks, strict=True)]
         outputs.append(json_output("crowding", str(r), crowding, ts))
         clock.lap("crowding")
         await self.send(outputs)
@@ -875,10 +875,9 @@ class Processor:
         s, r, day = self.settings, event.round, event.day
         found: list[dict[str, Any]] = []
         jumps = [
-            (i, m) for i, m in enumerate(models)
-            if (prev := histories[m].get(r - 1)) is not None
-            and prev.get("stake", 0) > 0
-            and stakes[i] >= s.alert_stake_jump_ratio * prev["stake"]
+            (i, m)
+            for i, m in enumerate(models)
+            if (prev := histories[m].get(r - 1)) is not None and prev.get("stake", 0) > 0 and stakes[i] >= s.alert_stake_jump_ratio * prev["stake"]
         ]
         if jumps:
             population = await self._population_jump_effect()

@@ -126,8 +126,10 @@ class Barrier:
         consumer = self._consumers.get((topic, patient))
         if consumer is None:
             consumer = AIOKafkaConsumer(
-                **kafka_client_options(self.settings), enable_auto_commit=False,
-                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20,
+                **kafka_client_options(self.settings),
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=16 << 20,
+                fetch_max_bytes=64 << 20,
                 fetch_max_wait_ms=PATIENT_FETCH_WAIT_MS if patient else QUICK_FETCH_WAIT_MS,
             )
             await consumer.start()
@@ -199,8 +201,7 @@ class Barrier:
             finally:
                 consumer.assign([])  # stop fetching until the next catch-up
             if starved:
-                log.debug("%s: fetches with a %d ms wait bring no records; going on with a %d ms wait",
-                          topic, QUICK_FETCH_WAIT_MS, PATIENT_FETCH_WAIT_MS)
+                log.debug("%s: fetches with a %d ms wait bring no records; going on with a %d ms wait", topic, QUICK_FETCH_WAIT_MS, PATIENT_FETCH_WAIT_MS)
                 patient = True
 
     async def _apply_ranges(
@@ -239,9 +240,7 @@ class Barrier:
                 for first in range(0, len(messages), CATCH_UP_BATCH):
                     chunk = messages[first : first + CATCH_UP_BATCH]
                     now = time.monotonic()
-                    records = [
-                        InputRecord.fetched(topic, m) for m in chunk
-                    ]
+                    records = [InputRecord.fetched(topic, m) for m in chunk]
                     outcomes = await apply([(record, now) for record in records])
                     await mark_applied(self.state, topic, applied_marks(records, outcomes))
                     position[tp] = chunk[-1].offset + 1

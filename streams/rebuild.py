@@ -66,8 +66,7 @@ class RebuildReport:
     def summary(self) -> str:
         topics = ", ".join(f"{t} {n:,}" for t, n in self.applied.items())
         return (
-            f"applied {sum(self.applied.values()):,} records ({topics}); "
-            f"published {self.published:,} outputs, withheld {self.withheld:,}; {self.seconds:.1f} s"
+            f"applied {sum(self.applied.values()):,} records ({topics}); published {self.published:,} outputs, withheld {self.withheld:,}; {self.seconds:.1f} s"
         )
 
 
@@ -102,11 +101,7 @@ async def behind(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
         progress = {topic: await state.progress(topic) for topic in INPUT_TOPICS}
     finally:
         await state.close()
-    return {
-        (topic, p): (progress[topic].get(p, 0), offset)
-        for (topic, p), offset in sorted(committed.items())
-        if progress[topic].get(p, 0) < offset
-    }
+    return {(topic, p): (progress[topic].get(p, 0), offset) for (topic, p), offset in sorted(committed.items()) if progress[topic].get(p, 0) < offset}
 
 
 async def rebuild(settings: Settings, publish: Publish = "unfinished", wipe: bool = False) -> RebuildReport:
@@ -168,7 +163,8 @@ async def recover_if_behind(settings: Settings) -> RebuildReport | None:
             described = ", ".join(f"{t}[{p}] {have}<{want}" for (t, p), (have, want) in list(gaps.items())[:8])
             log.warning(
                 "state is behind the committed offsets (%s)%s: rebuilding from the input topics",
-                described, "; its epoch is gone, so it is wiped first" if wipe else "",
+                described,
+                "; its epoch is gone, so it is wiped first" if wipe else "",
             )
             report = await rebuild(settings, publish="unfinished", wipe=wipe)
             log.warning("rebuilt: %s", report.summary())

@@ -371,9 +371,7 @@ def _parse(value: bytes) -> Any:
     return parser.parse(value)
 
 
-def align_to_universe(
-    values: NDArray[np.float64], ids: tuple[str, ...] | None, universe_index: dict[str, int], partial: bool
-) -> NDArray[np.float64]:
+def align_to_universe(values: NDArray[np.float64], ids: tuple[str, ...] | None, universe_index: dict[str, int], partial: bool) -> NDArray[np.float64]:
     """Place ``values`` on the round's universe order.
 
     Arguments:

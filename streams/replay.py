@@ -169,15 +169,11 @@ async def send_events(
         await producer.start()
     except KafkaError as exc:
         await producer.stop()
-        raise ReplayError(
-            f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}"
-        ) from exc
+        raise ReplayError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
     try:
         for event in events:
             if event.topic not in allowed:
-                raise ReplayError(
-                    f"event for topic {event.topic!r}: only {sorted(allowed)} may be sent"
-                )
+                raise ReplayError(f"event for topic {event.topic!r}: only {sorted(allowed)} may be sent")
             future = await producer.send(
                 settings.topic(event.topic),
                 value=orjson.dumps(event.value, option=orjson.OPT_SERIALIZE_NUMPY),
@@ -190,9 +186,7 @@ async def send_events(
         await producer.flush()
         await settle()
     except KafkaError as exc:
-        raise ReplayError(
-            f"the broker at {settings.kafka_bootstrap} refused records: {exc!r}"
-        ) from exc
+        raise ReplayError(f"the broker at {settings.kafka_bootstrap} refused records: {exc!r}") from exc
     finally:
         await producer.stop()
     return sent

@@ -279,9 +279,7 @@ def _dose_key(low: float, high: float) -> str:
     return f"{low:g}_{hi}x"
 
 
-def headline_data(
-    report: CrowdingReport, mechanical: MechanicalPart | None = None, rates: dict[str, float] | None = None
-) -> dict[str, float | int | None]:
+def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = None, rates: dict[str, float] | None = None) -> dict[str, float | int | None]:
     """The headline figures as numbers (None when undefined) — the content of ``headline.json``.
 
     MMC figures use ``report.metric`` (today's MMC when the scores carry ``contribution``);
@@ -489,8 +487,7 @@ def headline(report: CrowdingReport, mechanical: MechanicalPart | None = None) -
         ),
         (
             "CORR after a ≥5× stake increase (control): median change · mean before → after",
-            f"{_pct(d['stake_jump_corr_change'])} · "
-            f"{_arrow(d['stake_jump_mean_corr_before'], d['stake_jump_mean_corr_after'], 4)}",
+            f"{_pct(d['stake_jump_corr_change'])} · {_arrow(d['stake_jump_mean_corr_before'], d['stake_jump_mean_corr_after'], 4)}",
             "",
             ref["stake_jump_corr_change"],
         ),
@@ -504,8 +501,7 @@ def headline(report: CrowdingReport, mechanical: MechanicalPart | None = None) -
         (
             "mechanical part: MMC in the jump's round at the new stake vs re-scored at the old one "
             "(the worker's forecast on each crowding_tax alert), median change · events",
-            "—" if not d["stake_jump_mechanical_events"]
-            else f"{_pct(d['stake_jump_mechanical_median_change'])} · {d['stake_jump_mechanical_events']}",
+            "—" if not d["stake_jump_mechanical_events"] else f"{_pct(d['stake_jump_mechanical_median_change'])} · {d['stake_jump_mechanical_events']}",
             "",
             "—",
         ),
@@ -539,9 +535,7 @@ def _figure() -> tuple[Figure, Axes]:
 
 
 def _no_data(axes: Axes) -> None:
-    axes.text(
-        0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes, color="grey"
-    )
+    axes.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes, color="grey")
 
 
 def _chart_cwmm_by_stake(report: CrowdingReport, table: ScoreTable, path: Path) -> None:
@@ -550,14 +544,9 @@ def _chart_cwmm_by_stake(report: CrowdingReport, table: ScoreTable, path: Path) 
     keep = ~np.isnan(table.corr_w_mm) & (table.stakes > 0)
     stakes, cwmm = table.stakes[keep], table.corr_w_mm[keep]
     if stakes.size:
-        axes.scatter(
-            stakes, cwmm, s=4, alpha=0.2, color="tab:blue", linewidths=0, label="model-rounds"
-        )
+        axes.scatter(stakes, cwmm, s=4, alpha=0.2, color="tab:blue", linewidths=0, label="model-rounds")
         deciles = decile_of(stakes)
-        centres = [
-            float(np.median(stakes[deciles == d])) if (deciles == d).any() else math.nan
-            for d in range(10)
-        ]
+        centres = [float(np.median(stakes[deciles == d])) if (deciles == d).any() else math.nan for d in range(10)]
         medians = report.stake_deciles.median_corr_w_mm
         axes.plot(centres, medians, "o-", color="tab:red", label="median per stake decile")
         axes.set_xscale("log")
@@ -567,8 +556,7 @@ def _chart_cwmm_by_stake(report: CrowdingReport, table: ScoreTable, path: Path) 
     axes.set_xlabel("stake (NMR, log scale)")
     axes.set_ylabel("corr_w_mm")
     axes.set_title(
-        f"corr_w_mm vs stake — top stake decile {_fmt(report.stake_deciles.top_median)}, "
-        f"bottom {_fmt(report.stake_deciles.bottom_median)}",
+        f"corr_w_mm vs stake — top stake decile {_fmt(report.stake_deciles.top_median)}, bottom {_fmt(report.stake_deciles.bottom_median)}",
         fontsize="medium",
     )
     figure.savefig(path)
@@ -582,9 +570,7 @@ def _chart_mmc_by_cwmm_decile(report: CrowdingReport, path: Path) -> None:
         x = deciles.decile + 1
         today = METRIC_LABELS[deciles.metric]
         bars = axes.bar(x - 0.2, np.nan_to_num(deciles.mean_mmc), width=0.4, color="tab:green", label=today)
-        axes.bar(
-            x + 0.2, np.nan_to_num(deciles_2020.mean_mmc), width=0.4, color="tab:grey", alpha=0.6, label=LABEL_2020
-        )
+        axes.bar(x + 0.2, np.nan_to_num(deciles_2020.mean_mmc), width=0.4, color="tab:grey", alpha=0.6, label=LABEL_2020)
         axes.bar_label(bars, labels=[f"n={c}" for c in deciles.count], fontsize="x-small", padding=2)
         axes.axhline(0, color="black", linewidth=0.8)
         axes.set_xticks(x)
@@ -602,9 +588,7 @@ def _chart_cwmm_trend(report: CrowdingReport, path: Path) -> None:
     figure, axes = _figure()
     trend = report.trend
     if np.isfinite(trend.median).any():
-        axes.plot(
-            trend.round, trend.weighted_mean, "-", color="tab:red", label="stake-weighted mean"
-        )
+        axes.plot(trend.round, trend.weighted_mean, "-", color="tab:red", label="stake-weighted mean")
         axes.plot(trend.round, trend.median, "-", color="tab:blue", label="unweighted median")
         axes.legend(fontsize="small")
     else:
@@ -612,8 +596,7 @@ def _chart_cwmm_trend(report: CrowdingReport, path: Path) -> None:
     axes.set_xlabel("round")
     axes.set_ylabel("corr_w_mm")
     axes.set_title(
-        f"Crowding trend — slopes/round: weighted {_fmt(trend.weighted_mean_slope, 4)}, "
-        f"median {_fmt(trend.median_slope, 4)}",
+        f"Crowding trend — slopes/round: weighted {_fmt(trend.weighted_mean_slope, 4)}, median {_fmt(trend.median_slope, 4)}",
         fontsize="medium",
     )
     figure.savefig(path)
@@ -631,36 +614,49 @@ def _chart_stake_jump_trajectory(report: CrowdingReport, path: Path) -> None:
         axes.set_zorder(counts.get_zorder() + 1)
         axes.patch.set_visible(False)
         axes.plot(
-            events.trajectory_offset, events.trajectory_mean_mmc, "o-", color="tab:purple",
-            markersize=3, label=METRIC_LABELS[events.metric],
+            events.trajectory_offset,
+            events.trajectory_mean_mmc,
+            "o-",
+            color="tab:purple",
+            markersize=3,
+            label=METRIC_LABELS[events.metric],
         )
         axes.plot(
-            events_2020.trajectory_offset, events_2020.trajectory_mean_mmc, "-", color="tab:grey",
-            linewidth=1, label=LABEL_2020,
+            events_2020.trajectory_offset,
+            events_2020.trajectory_mean_mmc,
+            "-",
+            color="tab:grey",
+            linewidth=1,
+            label=LABEL_2020,
         )
         axes.plot(
-            events.trajectory_offset, events.settling_rolling_mmc, "--", color="tab:purple",
-            linewidth=1, label=f"{events.settle_span}-round rolling mean",
+            events.trajectory_offset,
+            events.settling_rolling_mmc,
+            "--",
+            color="tab:purple",
+            linewidth=1,
+            label=f"{events.settle_span}-round rolling mean",
         )
         if events.settling_round >= 0:
             axes.axvline(events.settling_round, color="tab:purple", linestyle=":", linewidth=1)
         axes.plot(
-            events.trajectory_offset, events.trajectory_mean_corr / 10, "-", color="tab:orange",
-            linewidth=1, label="CORR ÷ 10 (control)",
+            events.trajectory_offset,
+            events.trajectory_mean_corr / 10,
+            "-",
+            color="tab:orange",
+            linewidth=1,
+            label="CORR ÷ 10 (control)",
         )
         axes.axvline(0, color="black", linestyle="--", linewidth=0.8)
         axes.axhline(0, color="black", linewidth=0.5)
         axes.legend(fontsize="x-small", loc="lower left")
     else:
         _no_data(axes)
-    axes.set_xlabel(
-        f"rounds relative to a ≥{events.ratio:g}× stake increase (0 = first round at the new stake)"
-    )
+    axes.set_xlabel(f"rounds relative to a ≥{events.ratio:g}× stake increase (0 = first round at the new stake)")
     axes.set_ylabel("mean MMC")
     settled = f", settles at +{events.settling_round}" if events.settling_round >= 0 else ""
     axes.set_title(
-        f"MMC around stake jumps — {events.n_events} events, median change "
-        f"{_pct(events.median_relative_change)}{settled}",
+        f"MMC around stake jumps — {events.n_events} events, median change {_pct(events.median_relative_change)}{settled}",
         fontsize="medium",
     )
     figure.savefig(path)
@@ -703,10 +699,7 @@ def render_report(
 
 _CAPTIONS = {
     "cwmm_by_stake": "1. corr_w_mm vs stake (stakers; red: median per stake decile).",
-    "mmc_by_cwmm_decile": (
-        f"2. Mean MMC per decile of correlation with the meta model: {LABEL_TODAY}, "
-        f"{LABEL_2020} beside it (grey)."
-    ),
+    "mmc_by_cwmm_decile": (f"2. Mean MMC per decile of correlation with the meta model: {LABEL_TODAY}, {LABEL_2020} beside it (grey)."),
     "cwmm_trend": "3. Stake-weighted mean vs unweighted median corr_w_mm, per round.",
     "stake_jump_trajectory": (
         f"4. Mean MMC by round relative to a ≥5× stake increase: {LABEL_TODAY} with its rolling "
@@ -718,15 +711,9 @@ _CAPTIONS = {
 def _html(title: str, metric: str, rows: list[HeadlineRow], charts: dict[str, Path]) -> str:
     """The report page: headline table, then the charts by relative file name."""
     e = html.escape
-    table_rows = "\n".join(
-        f"<tr><td>{e(r.label)}</td><td>{e(r.value)}</td><td>{e(r.value_2020)}</td>"
-        f"<td>{e(r.reference)}</td></tr>"
-        for r in rows
-    )
+    table_rows = "\n".join(f"<tr><td>{e(r.label)}</td><td>{e(r.value)}</td><td>{e(r.value_2020)}</td><td>{e(r.reference)}</td></tr>" for r in rows)
     figures = "\n".join(
-        f'<figure><img src="{e(path.name)}" alt="{e(_CAPTIONS[name])}">'
-        f"<figcaption>{e(_CAPTIONS[name])}</figcaption></figure>"
-        for name, path in charts.items()
+        f'<figure><img src="{e(path.name)}" alt="{e(_CAPTIONS[name])}"><figcaption>{e(_CAPTIONS[name])}</figcaption></figure>' for name, path in charts.items()
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>

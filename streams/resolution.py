@@ -201,9 +201,7 @@ def round_figures(
         "mmc_2020_mean_by_cwmm_decile": [finite_or_none(x) for x in by_cwmm_2020.mean_mmc],
         "top10_stakers": top_stakers(models, stakes, DEFAULT_TOP_STAKES),
         "mean_mmc": finite_or_none(float(np.nanmean(scores.mmc))) if np.isfinite(scores.mmc).any() else None,
-        "mean_contribution": finite_or_none(float(np.nanmean(scores.contribution)))
-        if np.isfinite(scores.contribution).any()
-        else None,
+        "mean_contribution": finite_or_none(float(np.nanmean(scores.contribution))) if np.isfinite(scores.contribution).any() else None,
     }
 
 

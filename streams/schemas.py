@@ -136,9 +136,7 @@ def _check(filename: str, value: Any) -> None:
         _validator(filename).validate(value)
     except jsonschema_rs.ValidationError as error:
         keyword = str(error.schema_path[-1]) if error.schema_path else ""
-        raise SchemaViolation(
-            filename, _pointer(error.instance_path), keyword, str(error.message)[:_MESSAGE_CHARS]
-        ) from None
+        raise SchemaViolation(filename, _pointer(error.instance_path), keyword, str(error.message)[:_MESSAGE_CHARS]) from None
 
 
 def _pointer(path: Any) -> str:
@@ -167,9 +165,7 @@ def _reason(schema: dict[str, Any], doc: Mapping[str, Any], error: Any) -> tuple
         return "missing_field", f"field {field!r} is required"
     if keyword == "type" and instance is None and "x-mmc-null-reason" in subschema:
         return subschema["x-mmc-null-reason"], f"{where} is null; a finite number is required"
-    reason = subschema.get("x-mmc-reasons", {}).get(keyword) or _DEFAULT_REASONS.get(
-        keyword, "bad_field"
-    )
+    reason = subschema.get("x-mmc-reasons", {}).get(keyword) or _DEFAULT_REASONS.get(keyword, "bad_field")
     if keyword == "type":
         wanted = subschema["type"]
         wanted_text = " or ".join(wanted) if isinstance(wanted, list) else wanted

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
 
     # --- Ingestion -------------------------------------------------------------------------
     ingest_batch_size: int = Field(
-        256, ge=1,
+        256,
+        ge=1,
         description=(
             "Submissions/stakes an agent takes at once: one barrier check and one Redis round trip serve the batch "
             "(throughput vs. memory: ~130 KB per 6,720-id submission)."
@@ -64,7 +65,8 @@ class Settings(BaseSettings):
     )
     ingest_batch_seconds: float = Field(0.05, gt=0, description="Longest an agent waits to fill a batch (added latency when the stream is sparse).")
     ingest_fetch_backoff_ms: int = Field(
-        10, ge=0,
+        10,
+        ge=0,
         description=(
             "How long the submissions consumer (librdkafka's fetch.queue.backoff.ms) stops fetching a partition once its "
             "prefetch queue is full; librdkafka's own default, 1,000, left the worker idle for most of each second."
@@ -75,14 +77,16 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Inputs larger than this go to the dead-letter topic (oversize).")
     max_ids: int = Field(100_000, ge=1, description="Largest universe a round may open with.")
     deadletter_max_bytes: int = Field(
-        1024 * 1024, ge=1024,
+        1024 * 1024,
+        ge=1024,
         description=(
             "Largest value a dead letter carries: a refused input larger than this is dead-lettered as its first "
             "bytes, with its original size and SHA-256 in headers (so a dead letter always fits the broker's limit)."
         ),
     )
     max_clock_skew_seconds: float = Field(
-        3600.0, gt=0,
+        3600.0,
+        gt=0,
         description=(
             "An input stamped further than this ahead of the worker's clock is refused clock_skew before it touches "
             "the state (one future-stamped record would otherwise move the rounds watermark for good). Kafka 4's "
@@ -97,7 +101,8 @@ class Settings(BaseSettings):
     max_missing_ratio: float = Field(0.2, ge=0, lt=1, description="Updates with more missing targets are not scored.")
     leaderboard_window: int = Field(20, ge=1, description="Rounds in the rolling leaderboard window.")
     history_rounds: int = Field(
-        60, ge=1,
+        60,
+        ge=1,
         description=(
             "A model's latest scored rounds that leaderboard rows and alerts look at (at least the leaderboard window "
             "and the CWMM baseline + 1, and more than the rounds resolving at once); Redis keeps no more than this."
@@ -109,7 +114,8 @@ class Settings(BaseSettings):
 
     # --- Retention -------------------------------------------------------------------------
     retention_rounds: int = Field(
-        30, ge=1,
+        30,
+        ge=1,
         description=(
             "A round's rows, live sums, basis and targets (its bulk: ~2.2–2.4 bytes per prediction in Redis) are deleted "
             "from Redis once its final targets update is scored AND this many later rounds have closed (closes counted "
@@ -120,7 +126,8 @@ class Settings(BaseSettings):
         ),
     )
     retention_score_rounds: int = Field(
-        100, ge=1,
+        100,
+        ge=1,
         description=(
             "The same rule for a round's stored scores and crowding figures (what the web API serves per round; "
             "~0.45 KB per model): kept for this many later closes (at least retention_rounds). The crowding trend, "
@@ -133,19 +140,23 @@ class Settings(BaseSettings):
     # round) and its top-to-bottom stake-decile spread is ~0.17, so fixed raw thresholds either
     # fire on noise or never; the rules below measure against each series' own noise.
     alert_cwmm_spike_sigmas: float = Field(
-        3.0, gt=0,
+        3.0,
+        gt=0,
         description=(
             "corr_w_mm above the model's own baseline mean by this many of its own standard deviations "
             "(over alert_cwmm_baseline_rounds rounds) → corr_w_mm_spike (1.1% of noise-only model-rounds, tests/streams/test_alerts.py)."
         ),
     )
     alert_cwmm_spike_delta: float = Field(
-        0.05, ge=0,
+        0.05,
+        ge=0,
         description="…and by at least this much (a model whose CWMM barely moves does not alert on a tiny jump).",
     )
     alert_cwmm_baseline_rounds: int = Field(10, ge=2, description="A model's latest rounds with a CWMM that make its baseline.")
     alert_cwmm_penalised_decile: int = Field(
-        7, ge=2, le=10,
+        7,
+        ge=2,
+        le=10,
         description=(
             "A model entering this corr_w_mm decile of its round or a higher one (1 = lowest) from below it (its "
             "baseline placed among the previous round's deciles), rising by at least alert_cwmm_spike_delta → "
@@ -155,7 +166,8 @@ class Settings(BaseSettings):
     )
     alert_stake_jump_ratio: float = Field(5.0, gt=1, description="Stake rising by this factor between rounds → crowding_tax.")
     alert_trend_rounds: int = Field(
-        20, ge=3,
+        20,
+        ge=3,
         description="Rounds in the window of the crowding_trend test (the article's rise takes hundreds; fewer than 20 is noise).",
     )
     alert_trend_min_t: float = Field(
@@ -170,7 +182,8 @@ class Settings(BaseSettings):
 
     # --- Start-up --------------------------------------------------------------------------
     startup_timeout_seconds: float = Field(
-        60.0, ge=0,
+        60.0,
+        ge=0,
         description=(
             "How long `mmc worker`, `topics`, `rebuild` and `web` wait at start for Kafka and Redis to answer (retrying "
             "with exponential backoff, one log line per attempt) before exiting with status 3 and one line naming the "
@@ -180,16 +193,15 @@ class Settings(BaseSettings):
     startup_retry_max_seconds: float = Field(10.0, gt=0, description="Longest pause between two start-up attempts (the backoff doubles from 0.5 s up to this).")
 
     # --- Web -------------------------------------------------------------------------------
-    web_enabled: bool = Field(
-        True, description="Run the worker's own web server (Faust's: / and /health for health checks, /metrics) on MMC_WORKER_WEB_PORT."
-    )
+    web_enabled: bool = Field(True, description="Run the worker's own web server (Faust's: / and /health for health checks, /metrics) on MMC_WORKER_WEB_PORT.")
     web_host: str = Field("127.0.0.1", description="Bind address of both web servers, the worker's and `mmc web`'s (0.0.0.0 in containers).")
     worker_web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's own web server (MMC_WEB_ENABLED); one per worker on a machine.")
     web_port: int = Field(
         8080, ge=0, le=65535, description="Port of `mmc web` (the live page, /api/..., /metrics); `mmc web --port` overrides it, 0 picks a free one."
     )
     web_live_max_clients: int = Field(
-        500, ge=1,
+        500,
+        ge=1,
         description=(
             "Open /api/stream connections one `mmc web` serves; one more is answered 503 (too_many_live_clients) "
             "with Retry-After. Each costs a file descriptor, tens of KB in the process (its handler and at most one "
@@ -199,7 +211,8 @@ class Settings(BaseSettings):
         ),
     )
     web_live_client_buffer_bytes: int = Field(
-        4 * 1024 * 1024, ge=64 * 1024,
+        4 * 1024 * 1024,
+        ge=64 * 1024,
         description=(
             "How far (bytes of events not yet written) a live client may fall behind the output topics before it is "
             "dropped (its browser reconnects and reloads). Above the burst of one scored update of a few thousand "
@@ -208,7 +221,8 @@ class Settings(BaseSettings):
         ),
     )
     web_live_socket_buffer_bytes: int = Field(
-        128 * 1024, ge=0,
+        128 * 1024,
+        ge=0,
         description=(
             "Kernel send buffer (SO_SNDBUF) of each live stream's socket; 0 leaves it to the kernel, whose autotuning "
             "let a client that stops reading hold over 1 MB of kernel memory. 128 KiB (the kernel doubles it) still "
@@ -216,7 +230,8 @@ class Settings(BaseSettings):
         ),
     )
     web_live_write_timeout_seconds: float = Field(
-        10.0, gt=0,
+        10.0,
+        gt=0,
         description=(
             "Longest a live client's socket may take to accept what was written to it; a client that stops reading "
             "is dropped after this, so no unread data stays in the server's buffers longer. A browser that reads "

@@ -631,9 +631,7 @@ class Simulation:
             return float(rng.uniform(low, high))
         return float(min(high, low * (1.0 - rng.random()) ** (-1.0 / self.config.jump_tail)))
 
-    def _round_payouts(
-        self, i: int, submitted: NDArray[np.bool_], stake: NDArray[np.float64]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def _round_payouts(self, i: int, submitted: NDArray[np.bool_], stake: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Payout score and realised payout per model of round index ``i`` (NaN for models that skip it)."""
         cfg = self.config
         rows = np.flatnonzero(submitted)

@@ -191,28 +191,18 @@ class EmbeddedStack:
     @property
     def pids(self) -> dict[str, int]:
         """Process ids of the running servers (``kafka``, ``redis``)."""
-        return {
-            name: child.process.pid
-            for name, child in self._children.items()
-            if child.process is not None
-        }
+        return {name: child.process.pid for name, child in self._children.items() if child.process is not None}
 
     @property
     def running(self) -> bool:
         """Whether the stack is started and both servers are still alive."""
-        return self._started and all(
-            child.process is not None and child.process.poll() is None
-            for child in self._children.values()
-        )
+        return self._started and all(child.process is not None and child.process.poll() is None for child in self._children.values())
 
     def check(self) -> None:
         """Raise :class:`StackError` if a server of a started stack has exited."""
         for child in self._children.values():
             if child.process is not None and child.process.poll() is not None:
-                raise StackError(
-                    f"{child.name} (pid {child.process.pid}) exited with status "
-                    f"{child.process.returncode}:\n{child.log_tail()}"
-                )
+                raise StackError(f"{child.name} (pid {child.process.pid}) exited with status {child.process.returncode}:\n{child.log_tail()}")
 
     def start(self) -> EmbeddedStack:
         """Start both servers and wait until they answer; return ``self``.
@@ -368,9 +358,7 @@ class EmbeddedStack:
                     waiting.remove(child)  # start() spawns it again on a fresh port
                 elif time.perf_counter() - child.spawned_at > self.startup_timeout:
                     raise StackError(
-                        f"{child.name} ({child.argv[0]}) did not answer on "
-                        f"{self.host}:{child.port} within {self.startup_timeout:.0f} s:\n"
-                        f"{child.log_tail()}"
+                        f"{child.name} ({child.argv[0]}) did not answer on {self.host}:{child.port} within {self.startup_timeout:.0f} s:\n{child.log_tail()}"
                     )
             if waiting:
                 time.sleep(0.05)

@@ -210,11 +210,7 @@ class SubmissionRow:
     prepared: bytes
 
     def encode(self) -> bytes:
-        return (
-            _ROW_ORDER.pack(self.timestamp_ms, self.offset)
-            + _ROW_REST.pack(self.partition, self.live_weight)
-            + self.prepared
-        )
+        return _ROW_ORDER.pack(self.timestamp_ms, self.offset) + _ROW_REST.pack(self.partition, self.live_weight) + self.prepared
 
     @classmethod
     def decode(cls, data: bytes) -> SubmissionRow:
@@ -298,6 +294,7 @@ def _array_bytes(a: NDArray[np.float64]) -> bytes:
 
 def _array(data: bytes, shape: tuple[int, ...]) -> NDArray[np.float64]:
     return np.frombuffer(data, dtype="<f8").astype(np.float64).reshape(shape)
+
 
 _ROUND_TAG = re.compile(r"\{r\d+\}")
 _MODEL_TAG = re.compile(r"\{m:[^}]*\}")
@@ -542,9 +539,7 @@ class RedisState:
         return [int(x) for x in await self.r.zrange(self.keys.rounds(), 0, -1)]
 
     # --- submissions ---------------------------------------------------------------------
-    async def put_submissions(
-        self, rows: Mapping[tuple[int, str], SubmissionRow], lives: Mapping[tuple[int, int], NDArray[np.float64]]
-    ) -> None:
+    async def put_submissions(self, rows: Mapping[tuple[int, str], SubmissionRow], lives: Mapping[tuple[int, int], NDArray[np.float64]]) -> None:
         """Store submissions with their partitions' new live meta-model sums.
 
         One transaction per round (a round's keys share a hash slot): a round's rows and its live
@@ -704,8 +699,14 @@ class RedisState:
         mapping: dict[str, bytes] = {
             name: _array_bytes(getattr(basis, name))
             for name in (
-                "stakes", "meta_model", "meta_gauss", "draws_centered",
-                "g_meta", "u_draws", "g15_centered_norm", "corr_w_mm",
+                "stakes",
+                "meta_model",
+                "meta_gauss",
+                "draws_centered",
+                "g_meta",
+                "u_draws",
+                "g15_centered_norm",
+                "corr_w_mm",
             )
         }
         mapping["fingerprint"] = fingerprint.encode()
@@ -731,9 +732,7 @@ class RedisState:
 
         The last write of a scored targets update: the round is final for retention from here on.
         """
-        await self._put_targets(
-            keys=[self.keys.round(r), self.keys.targets(r)], args=[day, int(final), _array_bytes(targets)]
-        )
+        await self._put_targets(keys=[self.keys.round(r), self.keys.targets(r)], args=[day, int(final), _array_bytes(targets)])
         policy = await self.retention_policy()
         if policy is not None:
             close_ts = await self.r.hget(self.keys.round(r), "close_ts")
@@ -936,7 +935,10 @@ class RedisState:
         if rows_now or scores_now or removed:
             log.info(
                 "retention: rows of rounds %s and scores of rounds %s pruned; %d stake updates before %s compacted",
-                list(rows_now), list(scores_now), removed, cut,
+                list(rows_now),
+                list(scores_now),
+                removed,
+                cut,
             )
         return RetentionReport(rows_now, scores_now, cut, removed)
 

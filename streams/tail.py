@@ -77,9 +77,7 @@ def decode_record(record: ConsumerRecord[bytes, bytes]) -> TailedMessage:
         key=None if record.key is None else record.key.decode("utf-8", "replace"),
         value=value,
         is_json=is_json,
-        headers=tuple(
-            (name, data.decode("utf-8", "replace")) for name, data in record.headers or ()
-        ),
+        headers=tuple((name, data.decode("utf-8", "replace")) for name, data in record.headers or ()),
     )
 
 
@@ -118,14 +116,9 @@ async def tail(
     try:
         partitions = await _partitions(settings, name)
     except KafkaError as exc:
-        raise ConfigurationError(
-            f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}"
-        ) from exc
+        raise ConfigurationError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
     if not partitions:
-        raise ConfigurationError(
-            f"topic {name!r} does not exist on {settings.kafka_bootstrap}: "
-            "check MMC_TOPIC_PREFIX or create the topics with `mmc topics`"
-        )
+        raise ConfigurationError(f"topic {name!r} does not exist on {settings.kafka_bootstrap}: check MMC_TOPIC_PREFIX or create the topics with `mmc topics`")
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings),
         group_id=group,
@@ -139,9 +132,7 @@ async def tail(
         try:
             await consumer.start()
         except KafkaError as exc:
-            raise ConfigurationError(
-                f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}"
-            ) from exc
+            raise ConfigurationError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
         # Where to start and stop, per partition, from the high watermark of the first fetch
         # response (None until it arrives) — not from ListOffsets: the embedded Tansu answers
         # ListOffsets(latest) with the last batch's base offset + 1, short of the real end, so
@@ -228,11 +219,29 @@ MAIN_FIELDS: dict[str, tuple[str, ...]] = {
     "targets": ("round", "day", "final", "targets", "ids"),
     "scores": ("round", "day", "final", "model", "stake", "corr", "mmc", "contribution", "corr_w_mm", "payout"),
     "leaderboard": (
-        "rank", "model", "rounds", "mmc_mean", "contribution_mean", "corr_mean", "corr_w_mm_mean", "payout_mean", "stake",
+        "rank",
+        "model",
+        "rounds",
+        "mmc_mean",
+        "contribution_mean",
+        "corr_mean",
+        "corr_w_mm_mean",
+        "payout_mean",
+        "stake",
     ),
     "crowding": (
-        "round", "day", "final", "n_models", "stake_weighted_cwmm", "median_cwmm", "gap", "hhi", "effective_models",
-        "top10_share", "mean_mmc", "mean_contribution",
+        "round",
+        "day",
+        "final",
+        "n_models",
+        "stake_weighted_cwmm",
+        "median_cwmm",
+        "gap",
+        "hhi",
+        "effective_models",
+        "top10_share",
+        "mean_mmc",
+        "mean_contribution",
     ),
     "alerts": ("kind", "severity", "model", "round", "day", "stage", "value", "threshold", "message"),
 }

@@ -82,8 +82,7 @@ SORT_KEYS = ("payout", "corr", "mmc", "contribution", "corr_w_mm", "stake", "mod
 HTML_HEADERS = {
     "Cache-Control": "no-cache",
     # Everything the page needs is served from here: no CDN, no inline script.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -93,9 +92,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiError(Exception):
     """An HTTP error with a stable code, rendered as JSON by :func:`errors_as_json`."""
 
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -109,13 +106,7 @@ class ApiError(Exception):
 def sse_frame(event: str, data: bytes) -> bytes:
     """One server-sent event; a multi-line value becomes several ``data:`` lines (joined by the client)."""
     lines = data.splitlines() or [b""]
-    return (
-        b"event: "
-        + event.encode()
-        + b"\n"
-        + b"".join(b"data: " + line + b"\n" for line in lines)
-        + b"\n"
-    )
+    return b"event: " + event.encode() + b"\n" + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
 class LiveClient:
@@ -181,8 +172,7 @@ class LiveFeed:
             raise ApiError(
                 503,
                 "too_many_live_clients",
-                f"this server streams to {limit} live clients already; retry in "
-                f"{LIVE_RETRY_AFTER_SECONDS} s or use another replica",
+                f"this server streams to {limit} live clients already; retry in {LIVE_RETRY_AFTER_SECONDS} s or use another replica",
                 headers={"Retry-After": str(LIVE_RETRY_AFTER_SECONDS)},
             )
         client = LiveClient(transport)
@@ -340,9 +330,7 @@ class LiveFeed:
         finally:
             await consumer.stop()
 
-    async def _partitions(
-        self, consumer: AIOKafkaConsumer, topics: list[str]
-    ) -> list[TopicPartition]:
+    async def _partitions(self, consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
         """Every partition of ``topics``, waiting until the topics exist."""
         while True:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata of unsubscribed topics
@@ -442,9 +430,7 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
             metrics.duration.labels(route).observe(time.perf_counter() - began)
 
 
-def json_response(
-    value: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY),
         status=status,
@@ -453,12 +439,8 @@ def json_response(
     )
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return json_response(
-        {"error": {"status": status, "code": code, "message": message}}, status, headers
-    )
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": {"status": status, "code": code, "message": message}}, status, headers)
 
 
 @web.middleware
@@ -477,14 +459,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(exc.status, code, exc.reason)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         log.warning("%s %s: Redis unavailable: %r", request.method, request.path, exc)
-        return error_response(
-            503, "redis_unavailable", "the state store (Redis) is unreachable; retry shortly"
-        )
+        return error_response(503, "redis_unavailable", "the state store (Redis) is unreachable; retry shortly")
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
-        return error_response(
-            500, "internal_error", "the server failed on this request; see its log"
-        )
+        return error_response(500, "internal_error", "the server failed on this request; see its log")
 
 
 # --------------------------------------------------------------------------- parameters
@@ -504,9 +482,7 @@ def _model(request: web.Request) -> str:
 def _round(request: web.Request) -> int:
     raw = request.match_info["round"]
     if not ROUND_PATTERN.fullmatch(raw) or int(raw) >= 2**53:
-        raise ApiError(
-            400, "bad_round", f"round {raw[:40]!r} is not a non-negative integer below 2^53"
-        )
+        raise ApiError(400, "bad_round", f"round {raw[:40]!r} is not a non-negative integer below 2^53")
     return int(raw)
 
 
@@ -554,9 +530,7 @@ async def api_leaderboard(request: web.Request) -> web.Response:
     rows = await state.leaderboard(limit)
     _, size = await state.ranks([])
     ranked = [{**row, "rank": i, "n_models": size} for i, row in enumerate(rows, start=1)]
-    return json_response(
-        {"window": request.app[SETTINGS].leaderboard_window, "n_models": size, "rows": ranked}
-    )
+    return json_response({"window": request.app[SETTINGS].leaderboard_window, "n_models": size, "rows": ranked})
 
 
 async def api_model(request: web.Request) -> web.Response:
@@ -614,11 +588,7 @@ async def api_rounds(request: web.Request) -> web.Response:
 def _sort_key(key: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
     def by(row: dict[str, Any]) -> tuple[int, Any]:
         value = row.get(key)
-        return (
-            (1, 0)
-            if value is None or (isinstance(value, float) and math.isnan(value))
-            else (0, value)
-        )
+        return (1, 0) if value is None or (isinstance(value, float) and math.isnan(value)) else (0, value)
 
     return by
 
@@ -784,9 +754,7 @@ def _component(name: str, filename: str) -> dict[str, Any]:
     return repoint(schema)  # type: ignore[no-any-return]
 
 
-def _ok(
-    description: str, schema: dict[str, Any], media: str = "application/json"
-) -> dict[str, Any]:
+def _ok(description: str, schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
     return {"200": {"description": description, "content": {media: {"schema": schema}}}}
 
 
@@ -851,19 +819,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "day": {"type": "integer"},
             "final": {"type": "boolean"},
             "stake": {"type": "number"},
-            **{
-                m: {"type": ["number", "null"]}
-                for m in ("corr", "mmc", "contribution", "corr_w_mm", "payout")
-            },
+            **{m: {"type": ["number", "null"]} for m in ("corr", "mmc", "contribution", "corr_w_mm", "payout")},
         },
     }
     standing_row = deepcopy(_component("LeaderboardRow", OUTPUT_SCHEMAS["leaderboard"]))
     for name in ("rank", "n_models"):
         standing_row["properties"].pop(name)
         standing_row["required"].remove(name)
-    standing_row["description"] = (
-        "The model's rolling standing computed from its history (as on the leaderboard topic, without rank)."
-    )
+    standing_row["description"] = "The model's rolling standing computed from its history (as on the leaderboard topic, without rank)."
     paths: dict[str, Any] = {
         "/": {"get": {"summary": "Live leaderboard page", "tags": ["pages"], "responses": html}},
         "/models/{model}": {
@@ -1038,9 +1001,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         {
                             "type": "object",
                             "required": ["trend"],
-                            "properties": {
-                                "trend": {"type": "array", "items": ref("RoundFigures")}
-                            },
+                            "properties": {"trend": {"type": "array", "items": ref("RoundFigures")}},
                         },
                     ),
                     **_errors(503),
@@ -1077,9 +1038,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "503": {
                         "description": "Too many live clients (too_many_live_clients): retry after Retry-After seconds",
                         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                        },
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                     },
                 },
             }
@@ -1102,9 +1061,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     round_figures = deepcopy(_component("Crowding", OUTPUT_SCHEMAS["crowding"]))
     round_figures["properties"].pop("trend")
     round_figures["required"].remove("trend")
-    round_figures["description"] = (
-        "A round's crowding figures at its latest scored update (the crowding message without its trend)."
-    )
+    round_figures["description"] = "A round's crowding figures at its latest scored update (the crowding message without its trend)."
     return {
         "openapi": "3.1.0",
         "info": {
@@ -1174,29 +1131,21 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
 
 def _retarget(schema: dict[str, Any], old: str, new: str) -> dict[str, Any]:
     """Re-point a copied component's internal refs from ``old`` to ``new``."""
-    raw = orjson.dumps(schema).replace(
-        f"#/components/schemas/{old}/".encode(), f"#/components/schemas/{new}/".encode()
-    )
+    raw = orjson.dumps(schema).replace(f"#/components/schemas/{old}/".encode(), f"#/components/schemas/{new}/".encode())
     return orjson.loads(raw)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- running
 
 
-async def serve(
-    settings: Settings, host: str, port: int, ready: Callable[[str], None] | None = None
-) -> None:
+async def serve(settings: Settings, host: str, port: int, ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
     app = create_web_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=3.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = (
-        site._server.sockets[0].getsockname()
-        if site._server and site._server.sockets
-        else (host, port)
-    )  # type: ignore[union-attr]  # noqa: SLF001
+    bound = site._server.sockets[0].getsockname() if site._server and site._server.sockets else (host, port)  # type: ignore[union-attr]  # noqa: SLF001
     url = f"http://{host}:{bound[1]}"
     log.info(
         "serving %s (Redis namespace %r, topics %s*)",
@@ -1223,11 +1172,5 @@ def run_web(
     ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run the web server in the foreground (``mmc web``)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    asyncio.run(
-        serve(
-            settings, host or settings.web_host, settings.web_port if port is None else port, ready
-        )
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings, host or settings.web_host, settings.web_port if port is None else port, ready))

@@ -41,9 +41,7 @@ class WhatIfRow:
     counterfactual: scoring.StakeCounterfactual
 
 
-async def stake_whatif(
-    settings: Settings, model: str, multiplier: float | None, rounds: int = 5, stake: float | None = None
-) -> list[WhatIfRow]:
+async def stake_whatif(settings: Settings, model: str, multiplier: float | None, rounds: int = 5, stake: float | None = None) -> list[WhatIfRow]:
     """The counterfactual for ``model`` over its latest ``rounds`` scored rounds (oldest first).
 
     Give exactly one of ``multiplier`` (stake × k) and ``stake`` (stake set to X).
@@ -71,9 +69,17 @@ async def stake_whatif(
             stakes = await state.stakes_at(models, info.close_ts, r)
             try:
                 cf = scoring.stake_counterfactual(
-                    prepared, stakes, targets, models.index(model), multiplier, round=r,
-                    salt=settings.seed_salt, max_missing_ratio=settings.max_missing_ratio,
-                    stake=stake, draws=settings.mmc_draws, fraction=settings.mmc_fraction,
+                    prepared,
+                    stakes,
+                    targets,
+                    models.index(model),
+                    multiplier,
+                    round=r,
+                    salt=settings.seed_salt,
+                    max_missing_ratio=settings.max_missing_ratio,
+                    stake=stake,
+                    draws=settings.mmc_draws,
+                    fraction=settings.mmc_fraction,
                 )
             except scoring.ScoringError as exc:
                 raise MmcStreamError(f"round {r}: {exc}") from None

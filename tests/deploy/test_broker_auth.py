@@ -52,9 +52,7 @@ NO_EMBEDDED_SASL = (
 )
 
 
-def _wait_for_port(
-    host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 10.0
-) -> None:
+def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """Block until ``host:port`` accepts TCP connections (a Kafka request would need auth)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -193,9 +191,7 @@ async def _round_trip(settings: Settings) -> bytes:
         await producer.send_and_wait(topic, b'{"ping": 1}', key=b"m1")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, **options, group_id=f"{settings.app_id}-auth", auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(topic, **options, group_id=f"{settings.app_id}-auth", auto_offset_reset="earliest")
     await consumer.start()
     try:
         message = await asyncio.wait_for(consumer.getone(), timeout=30)
@@ -210,9 +206,7 @@ def test_secured_round_trip_with_kafka_client_options() -> None:
     if configured.kafka_security_protocol == "PLAINTEXT":
         pytest.skip(NO_EMBEDDED_SASL)
     tag = uuid.uuid4().hex[:8]
-    settings = configured.model_copy(
-        update={"topic_prefix": f"t{tag}.", "app_id": f"mmc-test-{tag}"}
-    )
+    settings = configured.model_copy(update={"topic_prefix": f"t{tag}.", "app_id": f"mmc-test-{tag}"})
     assert asyncio.run(_round_trip(settings)) == b'{"ping": 1}'
     if configured.kafka_security_protocol.startswith("SASL_"):
         wrong = settings.model_copy(update={"kafka_sasl_password": "not-the-password"})

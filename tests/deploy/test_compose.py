@@ -85,9 +85,7 @@ def test_kafka_runs_kraft_with_an_in_network_listener(services: dict[str, Any]) 
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert not any("ZOOKEEPER" in key for key in env)
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    advertised = {
-        entry.split("://", 1)[1] for entry in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-    }
+    advertised = {entry.split("://", 1)[1] for entry in env["KAFKA_ADVERTISED_LISTENERS"].split(",")}
     for name in MMC_SERVICES:
         bootstrap = services[name]["environment"]["MMC_KAFKA_BOOTSTRAP"]
         assert set(bootstrap.split(",")) <= advertised, name
@@ -103,9 +101,7 @@ def test_redis_requires_the_password_of_the_settings(services: dict[str, Any]) -
     assert '--requirepass "$$MMC_REDIS_PASSWORD"' in command
     password = redis["environment"]["MMC_REDIS_PASSWORD"]
     assert password.startswith("${MMC_REDIS_PASSWORD:?")  # compose refuses to start without it
-    assert all(
-        services[name]["environment"]["MMC_REDIS_PASSWORD"] == password for name in MMC_SERVICES
-    )
+    assert all(services[name]["environment"]["MMC_REDIS_PASSWORD"] == password for name in MMC_SERVICES)
 
 
 def test_health_checks(services: dict[str, Any]) -> None:
@@ -145,17 +141,10 @@ def test_every_mmc_name_is_a_setting() -> None:
     """Container MMC_* variables are Settings fields; only MMC_WORKERS is compose-only."""
     text = COMPOSE.read_text()
     compose = yaml.safe_load(text)
-    container_names = {
-        key
-        for service in compose["services"].values()
-        for key in service.get("environment", {})
-        if key.startswith("MMC_")
-    }
+    container_names = {key for service in compose["services"].values() for key in service.get("environment", {}) if key.startswith("MMC_")}
     assert container_names - SETTING_ENV_NAMES == set()
     interpolated = {match.group(1) for match in _INTERPOLATION.finditer(text)}
-    assert {
-        name for name in interpolated if name.startswith("MMC_")
-    } - SETTING_ENV_NAMES == COMPOSE_ONLY
+    assert {name for name in interpolated if name.startswith("MMC_")} - SETTING_ENV_NAMES == COMPOSE_ONLY
     assert mmc_names_in(text) - SETTING_ENV_NAMES == COMPOSE_ONLY
 
 
@@ -170,9 +159,7 @@ def test_mmc_containers_get_valid_settings(services: dict[str, Any]) -> None:
             **dotenv,
             **{k: interpolate(str(v), dotenv) for k, v in service["environment"].items()},
         }
-        settings = Settings.model_validate(
-            {k.removeprefix("MMC_").lower(): v for k, v in env.items()}
-        )
+        settings = Settings.model_validate({k.removeprefix("MMC_").lower(): v for k, v in env.items()})
         assert settings.kafka_bootstrap == "kafka:9092", name
         assert settings.redis_url == "redis://redis:6379/0", name
         assert settings.redis_password is not None
@@ -200,9 +187,7 @@ def test_dockerfile_is_multi_stage_and_runs_mmc_as_non_root() -> None:
     instructions = dockerfile_instructions(DOCKERFILE)
     stages = [args for keyword, args in instructions if keyword == "FROM"]
     assert len(stages) >= 2 and any("AS builder" in stage for stage in stages)
-    args = dict(
-        arg.split("=", 1) for keyword, arg in instructions if keyword == "ARG" and "=" in arg
-    )
+    args = dict(arg.split("=", 1) for keyword, arg in instructions if keyword == "ARG" and "=" in arg)
     base = args["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11[\w.-]*-slim[\w.-]*", base), base
     runtime = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM") :]
@@ -229,15 +214,7 @@ def test_dockerfile_mmc_names_are_settings() -> None:
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     """Local env files, the virtualenv, git and Faust data directories never reach the build."""
-    patterns = {
-        line.strip()
-        for line in DOCKERIGNORE.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+    patterns = {line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".env", ".venv", ".git", "*-data", "tests"} <= patterns
-    copied = [
-        arg.split()[0]
-        for keyword, arg in dockerfile_instructions(DOCKERFILE)
-        if keyword == "COPY" and "--from" not in arg
-    ]
+    copied = [arg.split()[0] for keyword, arg in dockerfile_instructions(DOCKERFILE) if keyword == "COPY" and "--from" not in arg]
     assert not any(source.rstrip("/") in patterns for source in copied)

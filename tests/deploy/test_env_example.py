@@ -90,9 +90,7 @@ def test_loads_from_the_process_environment(clean_env: pytest.MonkeyPatch) -> No
     for name, value in assignments(ENV_EXAMPLE):
         clean_env.setenv(name, value)
     from_env = Settings()
-    assert {n: plain(getattr(from_env, n)) for n in Settings.model_fields} == {
-        n: plain(getattr(from_file, n)) for n in Settings.model_fields
-    }
+    assert {n: plain(getattr(from_env, n)) for n in Settings.model_fields} == {n: plain(getattr(from_file, n)) for n in Settings.model_fields}
 
 
 def test_environment_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
@@ -115,9 +113,7 @@ def test_unknown_init_argument_is_refused() -> None:
         Settings(partition=8)  # type: ignore[call-arg]
 
 
-def test_unknown_name_in_an_env_file_is_refused(
-    clean_env: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_unknown_name_in_an_env_file_is_refused(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A dotenv file with an unknown MMC_* name is refused (so is any other unknown name)."""
     env_file = tmp_path / "settings.env"
     env_file.write_text("MMC_PARTITION=8\n")

@@ -58,9 +58,7 @@ def settings_of(config: dict[str, str]) -> Settings:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_builtin_kinds_validate_against_kubernetes_schemas(
-    rendered: Docs, kustomization: str, version: str
-) -> None:
+def test_builtin_kinds_validate_against_kubernetes_schemas(rendered: Docs, kustomization: str, version: str) -> None:
     """Every built-in manifest passes strict schema validation for old and new Kubernetes."""
     docs = [doc for doc in rendered[kustomization] if doc["kind"] not in CUSTOM_KINDS]
     assert docs
@@ -219,9 +217,7 @@ def test_scaled_object_has_keda_structure(rendered: Docs, kustomization: str) ->
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_scaled_object_scales_the_worker_on_submission_lag(
-    rendered: Docs, kustomization: str
-) -> None:
+def test_scaled_object_scales_the_worker_on_submission_lag(rendered: Docs, kustomization: str) -> None:
     """KEDA targets the worker Deployment and reads the lag of the workers' group on submissions."""
     docs = rendered[kustomization]
     scaled = scaled_object(docs)
@@ -285,9 +281,7 @@ def test_scaler_security_matches_the_workers(rendered: Docs, kustomization: str)
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_containers_are_pinned_probed_sized_and_unprivileged(
-    rendered: Docs, kustomization: str
-) -> None:
+def test_containers_are_pinned_probed_sized_and_unprivileged(rendered: Docs, kustomization: str) -> None:
     """Every container: tagged image, probes, requests/limits, non-root, read-only root fs."""
     for name, pod in pod_specs(rendered[kustomization]):
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -314,9 +308,7 @@ def test_containers_are_pinned_probed_sized_and_unprivileged(
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_worker_resources_come_from_the_benchmark(rendered: Docs, kustomization: str) -> None:
     """Workers request 2 CPU / 4Gi and may use 8Gi (a 10,000 x 6,720 round close holds ~1.5 GB)."""
-    (container,) = one(rendered[kustomization], "Deployment", WORKER)["spec"]["template"]["spec"][
-        "containers"
-    ]
+    (container,) = one(rendered[kustomization], "Deployment", WORKER)["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["worker"]
     assert container["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
     assert container["resources"]["limits"] == {"memory": "8Gi"}
@@ -369,9 +361,7 @@ def test_every_mmc_name_is_a_setting(rendered: Docs, kustomization: str) -> None
         for container in pod["containers"]:
             names |= {env["name"] for env in container.get("env", [])}
     for auth in find(docs, "TriggerAuthentication"):
-        names |= {
-            ref["key"] for ref in auth["spec"]["secretTargetRef"] if ref["name"] == "mmc-secrets"
-        }
+        names |= {ref["key"] for ref in auth["spec"]["secretTargetRef"] if ref["name"] == "mmc-secrets"}
     assert names, "no configuration found"
     assert names - SETTING_ENV_NAMES == set()
 
@@ -381,11 +371,7 @@ def test_config_map_holds_valid_non_secret_settings(rendered: Docs, kustomizatio
     """The ConfigMap loads as Settings and carries no secret setting."""
     config = config_of(rendered[kustomization])
     settings_of(config)  # raises on an invalid value
-    secret_fields = {
-        f"MMC_{name.upper()}"
-        for name, field in Settings.model_fields.items()
-        if "SecretStr" in str(field.annotation)
-    }
+    secret_fields = {f"MMC_{name.upper()}" for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)}
     assert secret_fields and not secret_fields & config.keys()
 
 
@@ -394,11 +380,7 @@ def test_pods_read_the_config_map_and_the_secret(rendered: Docs, kustomization: 
     """Every mmc container takes its settings from mmc-config and mmc-secrets through envFrom."""
     for name, pod in pod_specs(rendered[kustomization]):
         for container in pod["containers"]:
-            sources = {
-                (kind, ref["name"])
-                for source in container["envFrom"]
-                for kind, ref in source.items()
-            }
+            sources = {(kind, ref["name"]) for source in container["envFrom"] for kind, ref in source.items()}
             assert sources == {("configMapRef", "mmc-config"), ("secretRef", "mmc-secrets")}, name
 
 
@@ -419,9 +401,7 @@ def test_overlay_ships_no_secret(rendered: Docs) -> None:
 
 def test_base_is_namespace_agnostic(rendered: Docs) -> None:
     """No object of the base names a namespace."""
-    assert [
-        doc["metadata"]["name"] for doc in rendered["base"] if "namespace" in doc["metadata"]
-    ] == []
+    assert [doc["metadata"]["name"] for doc in rendered["base"] if "namespace" in doc["metadata"]] == []
 
 
 def test_overlay_sets_namespace_image_and_sasl_ssl(rendered: Docs) -> None:

@@ -67,9 +67,7 @@ def test_librdkafka_config_refuses_what_the_aiokafka_options_refuse() -> None:
         librdkafka_config(Settings(kafka_security_protocol="SASL_PLAINTEXT"))
 
 
-def test_logging_the_options_does_not_leak(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_logging_the_options_does_not_leak(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     """A log record that formats the settings or options holds no password."""
     log = logging.getLogger("mmc.test")
     with caplog.at_level(logging.DEBUG, logger="mmc.test"):

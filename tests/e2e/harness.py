@@ -93,10 +93,7 @@ async def produce(settings: Settings, events: Iterable[Event]) -> None:
     producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5, max_request_size=32 << 20)
     await producer.start()
     try:
-        futures = [
-            await producer.send(settings.topic(e.topic), value=e.value, key=e.key, timestamp_ms=e.timestamp_ms)
-            for e in events
-        ]
+        futures = [await producer.send(settings.topic(e.topic), value=e.value, key=e.key, timestamp_ms=e.timestamp_ms) for e in events]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -49,9 +49,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.skip(f"headless Chromium not installed ({', '.join(missing)} missing): {APT_HINT}")
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="the browser test needs the selenium package"
-    )
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs the selenium package")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -86,9 +84,7 @@ def screenshot_dir(tmp_path: Path) -> Path:
 def wait_for(driver: Any, condition: Any, what: str, timeout: float = WAIT) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        condition, message=f"waited {timeout} s for {what}"
-    )
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message=f"waited {timeout} s for {what}")
 
 
 def board_rows(driver: Any) -> dict[str, dict[str, str]]:
@@ -106,28 +102,20 @@ def board_rows(driver: Any) -> dict[str, dict[str, str]]:
     )
 
 
-def test_leaderboard_loads_then_a_streamed_update_appears_without_reload(
-    browser: Any, service: LiveService, tmp_path: Path
-) -> None:
+def test_leaderboard_loads_then_a_streamed_update_appears_without_reload(browser: Any, service: LiveService, tmp_path: Path) -> None:
     """The page shows every model's standing; a new target update shows up live, with no reload."""
     t = service.tournament
     (event,) = service.withheld
     update = orjson.loads(event.value)
     browser.get(service.web_url + "/")
     wait_for(browser, lambda d: len(board_rows(d)) == len(t.models), "the leaderboard rows")
-    wait_for(
-        browser, lambda d: d.execute_script("return window.mmcLive.connected"), "the live stream"
-    )
+    wait_for(browser, lambda d: d.execute_script("return window.mmcLive.connected"), "the live stream")
     before = http("GET", service.web_url + "/api/leaderboard", {"limit": 1000}).json()["rows"]
     shown = board_rows(browser)
     for row in before:
-        assert float(shown[row["model"]]["payout_mean"]) == pytest.approx(
-            row["payout_mean"], rel=1e-12
-        )
+        assert float(shown[row["model"]]["payout_mean"]) == pytest.approx(row["payout_mean"], rel=1e-12)
         assert shown[row["model"]]["rank"] == str(row["rank"])
-    assert browser.find_elements("css selector", "#trend-chart .series.s0 circle"), (
-        "trend chart drawn"
-    )
+    assert browser.find_elements("css selector", "#trend-chart .series.s0 circle"), "trend chart drawn"
     assert browser.find_elements("css selector", "#alerts li.alert"), "alerts listed"
     # the crowding panel: MMC by CWMM decile in the latest round, today's MMC and 2020 beside it
     latest = max(f["round"] for f in http("GET", service.web_url + "/api/trend").json()["trend"])
@@ -147,9 +135,7 @@ def test_leaderboard_loads_then_a_streamed_update_appears_without_reload(
     after = http("GET", service.web_url + "/api/leaderboard", {"limit": 1000}).json()["rows"]
     shown = board_rows(browser)
     for row in after:
-        assert float(shown[row["model"]]["payout_mean"]) == pytest.approx(
-            row["payout_mean"], rel=1e-12
-        )
+        assert float(shown[row["model"]]["payout_mean"]) == pytest.approx(row["payout_mean"], rel=1e-12)
     assert after != before
     assert browser.execute_script("return window.mmcLive.byTopic.leaderboard") >= len(t.models)
     wait_for(
@@ -166,9 +152,7 @@ def test_round_view_and_sorting(browser: Any, service: LiveService) -> None:
     """?round=r shows the round's scores; clicking CORR sorts by it, twice reverses."""
     r = service.tournament.rounds[0]
     browser.get(f"{service.web_url}/?round={r}")
-    wait_for(
-        browser, lambda d: len(board_rows(d)) == len(service.tournament.models), "the round's rows"
-    )
+    wait_for(browser, lambda d: len(board_rows(d)) == len(service.tournament.models), "the round's rows")
     assert browser.find_element("id", "board-title").text == f"Round {r}"
     header = browser.find_element("css selector", '#board th[data-key="corr"]')
     header.click()

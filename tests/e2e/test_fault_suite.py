@@ -154,9 +154,7 @@ def add_oversize(t: Tournament) -> dict[tuple[str, int], bytes]:
     return originals
 
 
-def test_oversize_records_on_every_topic_are_dead_lettered_truncated_and_nothing_is_held_up(
-    fault_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
+def test_oversize_records_on_every_topic_are_dead_lettered_truncated_and_nothing_is_held_up(fault_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """20 MB and 8.4 MB records on each input topic: one truncated dead letter each, every score right."""
     t = build(n_models=16, n_ids=200, n_rounds=3, days=2, seed=5)
     originals = add_oversize(t)
@@ -219,9 +217,7 @@ def test_broker_paused_two_minutes_mid_season(fault_stack: EmbeddedStack, fault_
 
 
 # --- (c) a record stamped in 2100 ----------------------------------------------------------------
-def test_records_stamped_in_2100_are_refused_clock_skew_and_do_not_poison_the_watermark(
-    fault_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
+def test_records_stamped_in_2100_are_refused_clock_skew_and_do_not_poison_the_watermark(fault_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """A refused and a well-formed rounds record stamped in 2100, early in the log: both refused
     ``clock_skew``; every later round event and target update is decided as without them."""
     t = build(n_models=16, n_ids=200, n_rounds=3, days=2, seed=5)
@@ -252,9 +248,7 @@ def cpu_hog() -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.parametrize("when", ["into_a_running_worker", "before_the_worker_starts"])
-def test_a_whole_season_at_once_loses_no_update_and_fails_no_basis_task(
-    fault_settings: Callable[..., Settings], tmp_path: Path, when: str
-) -> None:
+def test_a_whole_season_at_once_loses_no_update_and_fails_no_basis_task(fault_settings: Callable[..., Settings], tmp_path: Path, when: str) -> None:
     """Eight overlapping rounds sent at once, a round cache of two rounds, a CPU hog on one core:
     every update scored right, no basis task failed, nothing refused ``internal_error``."""
     t = build(n_models=24, n_ids=300, n_rounds=8, days=2, seed=21)

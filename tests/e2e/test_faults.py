@@ -79,9 +79,7 @@ def kill_plan(rng: random.Random) -> list[tuple[str, Any]]:
     return [*failpoints, ("wall", rng.uniform(0.05, 1.0))]
 
 
-def run_phase(
-    settings: Settings, client: redis_sync.Redis, want: dict[str, int], action: tuple[str, Any] | None, log: Path
-) -> str:
+def run_phase(settings: Settings, client: redis_sync.Redis, want: dict[str, int], action: tuple[str, Any] | None, log: Path) -> str:
     """Run one worker until every input is applied ("done") or it is killed ("killed")."""
     env = {"MMC_FAILPOINTS": action[1]} if action and action[0] == "failpoint" else {}
     proc = start_worker(settings, log, **env)
@@ -121,11 +119,7 @@ def outputs_complete(t: Tournament) -> Callable[[list[Received]], bool]:
     def done(received: list[Received]) -> bool:
         have = distinct(received)
         scores = {(v["round"], v["day"], v["model"]) for v in (orjson.loads(val) for _, val in have["scores"])}
-        letters = {
-            (m.headers["mmc.error.topic"], m.headers["mmc.error.partition"], m.headers["mmc.error.offset"])
-            for m in received
-            if m.topic == "deadletter"
-        }
+        letters = {(m.headers["mmc.error.topic"], m.headers["mmc.error.partition"], m.headers["mmc.error.offset"]) for m in received if m.topic == "deadletter"}
         return len(scores) >= want["scores"] and len(letters) >= want["deadletter"]
 
     return done
@@ -152,9 +146,7 @@ def check_trial(settings: Settings, client: redis_sync.Redis, t: Tournament, rec
         elif m.topic == "crowding":
             v = m.json()
             per_update[("crowding", (v["round"], v["day"]))].add(m.value)
-    assert per_update and all(len(values) == 1 for values in per_update.values()), [
-        k for k, v in per_update.items() if len(v) > 1
-    ][:5]
+    assert per_update and all(len(values) == 1 for values in per_update.values()), [k for k, v in per_update.items() if len(v) > 1][:5]
 
     keys = Keys(settings.state_namespace)
     for (r, model), (ts, _) in t.accepted.items():
@@ -206,9 +198,7 @@ def _trials() -> int:
 
 
 @pytest.mark.parametrize("seed", range(_trials()))
-def test_killed_workers_lose_nothing(
-    make_settings: Callable[..., Settings], small_tournament: Tournament, tmp_path: Path, seed: int
-) -> None:
+def test_killed_workers_lose_nothing(make_settings: Callable[..., Settings], small_tournament: Tournament, tmp_path: Path, seed: int) -> None:
     """kill -9 during ingestion and resolution, restart: every input accounted for, every score right."""
     kills = run_trial(make_settings, small_tournament, seed, tmp_path)
     assert kills >= 1, "the trial never killed a worker: its plan missed every window"
@@ -216,17 +206,13 @@ def test_killed_workers_lose_nothing(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(100, 100 + FULL_TRIALS))
-def test_killed_workers_lose_nothing_full_run(
-    make_settings: Callable[..., Settings], small_tournament: Tournament, tmp_path: Path, seed: int
-) -> None:
+def test_killed_workers_lose_nothing_full_run(make_settings: Callable[..., Settings], small_tournament: Tournament, tmp_path: Path, seed: int) -> None:
     """The full run: 20 more seeded trials."""
     kills = run_trial(make_settings, small_tournament, seed, tmp_path)
     assert kills >= 1
 
 
-def test_reordered_and_repeated_inputs_give_the_documented_result(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
+def test_reordered_and_repeated_inputs_give_the_documented_result(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """A stake update after the close, targets before the close, a target day sent twice, a submission sent twice."""
     t = build(n_models=10, n_ids=150, n_rounds=3, days=1, seed=9)
     r, model = 1, "m03"
@@ -299,11 +285,7 @@ def snapshot(client: redis_sync.Redis, settings: Settings) -> dict[bytes, Any]:
 
 
 def comparable(received: list[Received]) -> set[tuple[str, bytes | None, bytes, int]]:
-    return {
-        (m.topic, m.key, m.value, m.timestamp_ms)
-        for m in received
-        if not (m.topic == "alerts" and m.json()["stage"] == "live")
-    }
+    return {(m.topic, m.key, m.value, m.timestamp_ms) for m in received if not (m.topic == "alerts" and m.json()["stage"] == "live")}
 
 
 def test_lost_redis_is_rebuilt_from_the_topics_with_identical_state_and_outputs(
@@ -325,9 +307,7 @@ def test_lost_redis_is_rebuilt_from_the_topics_with_identical_state_and_outputs(
         # Redis loses the namespace; `mmc rebuild --publish all` rebuilds it and re-sends every output
         client.delete(*client.scan_iter(match=Keys(settings.state_namespace).everything()))
         marks = run_sync(end_offsets(settings, OUTPUTS))
-        done = subprocess.run(
-            [sys.executable, "-m", "streams", "rebuild", "--publish", "all"], env=env, capture_output=True, text=True, timeout=300
-        )
+        done = subprocess.run([sys.executable, "-m", "streams", "rebuild", "--publish", "all"], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "rebuilt namespace" in done.stdout
         assert snapshot(client, settings) == before

@@ -78,10 +78,7 @@ async def send_all(s: Settings, records: list[tuple[str, bytes | None, bytes | N
     await producer.start()
     try:
         ts = int(time.time() * 1000)
-        futures = [
-            await producer.send(s.topic(topic), value=value, key=key, timestamp_ms=ts + i)
-            for i, (topic, key, value) in enumerate(records)
-        ]
+        futures = [await producer.send(s.topic(topic), value=value, key=key, timestamp_ms=ts + i) for i, (topic, key, value) in enumerate(records)]
         meta = await asyncio.gather(*futures)
         return [(topic, m.partition, m.offset, ts + i) for (topic, _, _), m, i in zip(records, meta, range(len(records)), strict=True)]
     finally:
@@ -126,8 +123,9 @@ def run_hostile_batches(make_settings: Callable[..., Settings], tmp_path: Path, 
             time.sleep(0.05)
         received = run_sync(collect(s, ["deadletter", "scores"], lambda rec: False, timeout=1.5, start=marks))
         letters = {
-            (m.headers["mmc.error.topic"].decode(), int(m.headers["mmc.error.partition"]), int(m.headers["mmc.error.offset"])):
-            m.headers["mmc.error.reason"].decode()
+            (m.headers["mmc.error.topic"].decode(), int(m.headers["mmc.error.partition"]), int(m.headers["mmc.error.offset"])): m.headers[
+                "mmc.error.reason"
+            ].decode()
             for m in received
             if m.topic == "deadletter"
         }

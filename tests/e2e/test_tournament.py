@@ -53,9 +53,7 @@ def tournament() -> Tournament:
     return build()
 
 
-def test_scores_equal_batch_recomputation_bit_for_bit(
-    make_settings: Callable[..., Settings], tournament: Tournament, tmp_path: Path
-) -> None:
+def test_scores_equal_batch_recomputation_bit_for_bit(make_settings: Callable[..., Settings], tournament: Tournament, tmp_path: Path) -> None:
     """Every score message equals scoring.score_round recomputed in batch; bad inputs land on the dead-letter topic."""
     settings = tournament_settings(make_settings)
     t = tournament
@@ -180,9 +178,7 @@ def _comparable(received: list[Received], prefix: str) -> set[tuple[str, bytes |
     return out
 
 
-def test_two_workers_and_a_replay_give_the_same_outputs(
-    make_settings: Callable[..., Settings], tournament: Tournament, tmp_path: Path
-) -> None:
+def test_two_workers_and_a_replay_give_the_same_outputs(make_settings: Callable[..., Settings], tournament: Tournament, tmp_path: Path) -> None:
     """One worker, two workers sharing the partitions, and a replay into fresh state publish identical bytes."""
     one = tournament_settings(make_settings)
     two = tournament_settings(make_settings)
@@ -201,9 +197,7 @@ def test_two_workers_and_a_replay_give_the_same_outputs(
     assert _comparable(replayed, one.topic_prefix) == _comparable(first, one.topic_prefix)
 
 
-def test_live_alert_flags_a_crowding_submission_before_the_round_resolves(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
+def test_live_alert_flags_a_crowding_submission_before_the_round_resolves(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """A model that starts copying the meta model is flagged when its submission arrives, before any targets."""
     settings = tournament_settings(make_settings)
     t = build(n_models=12, n_ids=200, n_rounds=4, days=1, seed=3)
@@ -214,11 +208,14 @@ def test_live_alert_flags_a_crowding_submission_before_the_round_resolves(
         finals = sum(1 for (r, _) in t.accepted if r <= 3)
         run_sync(collect(settings, ["scores"], lambda rec: len(rec) >= finals, timeout=120))
         run_sync(produce(settings, [e for e in rest if e.topic != "targets"]))
-        found = run_sync(collect(
-            settings, ["alerts"],
-            lambda rec: any(m.json()["stage"] == "live" and m.json()["model"] == SPIKE_MODEL for m in rec),
-            timeout=60,
-        ))
+        found = run_sync(
+            collect(
+                settings,
+                ["alerts"],
+                lambda rec: any(m.json()["stage"] == "live" and m.json()["model"] == SPIKE_MODEL for m in rec),
+                timeout=60,
+            )
+        )
     live = [m.json() for m in found if m.json()["stage"] == "live" and m.json()["model"] == SPIKE_MODEL]
     assert live and live[0]["kind"] == "corr_w_mm_spike" and live[0]["round"] == 4
     assert live[0]["value"] > live[0]["threshold"]

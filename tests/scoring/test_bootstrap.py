@@ -15,10 +15,10 @@ from tests.scoring.oracles import literal_mmc, neutralize_with_constant
 from tests.scoring.test_metrics import random_round
 
 # DESIGN §2.1, from the 2020 forum thread "MMC Calculation 'Punishes' Originality".
-TARGET = np.array([0, 0, 0, 0, .25, .25, .25, .25, .5, .5, .5, .5, .75, .75, .75, .75, 1, 1, 1, 1])
-META = np.array([1, 0, .25, 1, .5, .75, .5, .5, 1, .75, .75, 0, 0, .25, .25, 1, 0, .25, .5, .75])
-HI = np.array([1, 0, .25, 1, .25, .75, .5, .5, 1, .75, .75, 0, 0, .25, .25, 1, 0, .5, .5, .75])
-LO = np.array([1, 1, .75, 0, .5, .25, .5, .25, 0, .5, .25, 1, 1, .75, .75, 0, 0, .75, .5, .25])
+TARGET = np.array([0, 0, 0, 0, 0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 0.5, 0.75, 0.75, 0.75, 0.75, 1, 1, 1, 1])
+META = np.array([1, 0, 0.25, 1, 0.5, 0.75, 0.5, 0.5, 1, 0.75, 0.75, 0, 0, 0.25, 0.25, 1, 0, 0.25, 0.5, 0.75])
+HI = np.array([1, 0, 0.25, 1, 0.25, 0.75, 0.5, 0.5, 1, 0.75, 0.75, 0, 0, 0.25, 0.25, 1, 0, 0.5, 0.5, 0.75])
+LO = np.array([1, 1, 0.75, 0, 0.5, 0.25, 0.5, 0.25, 0, 0.5, 0.25, 1, 1, 0.75, 0.75, 0, 0, 0.75, 0.5, 0.25])
 
 
 @pytest.mark.parametrize("user, expected", [(HI, 0.10854089742787426), (LO, -0.43709712747981727)])
@@ -77,8 +77,7 @@ def test_mmc_matches_literal_per_user_loop(seed: int) -> None:
     """The matrix form equals the literal §2.1 loop with the same draws (ties included)."""
     preds, stakes, targets = random_round(seed, n_models=12, n_ids=120)
     samples = bootstrap_samples(int((stakes > 0).sum()), seed=seed)
-    np.testing.assert_allclose(mmc(preds, stakes, targets, samples=samples),
-                               literal_mmc(preds, stakes, targets, samples), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(mmc(preds, stakes, targets, samples=samples), literal_mmc(preds, stakes, targets, samples), atol=1e-12, rtol=0)
 
 
 def test_mmc_draws_from_the_round_seed_when_samples_are_omitted() -> None:
@@ -97,8 +96,7 @@ def test_mmc_of_a_single_staker_is_zero_for_itself() -> None:
     stakes[3] = 5.0
     out = mmc(preds, stakes, targets, round=1)
     assert out[3] == pytest.approx(0.0, abs=1e-12)
-    np.testing.assert_allclose(out, literal_mmc(preds, stakes, targets, bootstrap_samples(1, seed=round_seed(1))),
-                               atol=1e-12)
+    np.testing.assert_allclose(out, literal_mmc(preds, stakes, targets, bootstrap_samples(1, seed=round_seed(1))), atol=1e-12)
 
 
 def test_mmc_without_stakers_is_nan() -> None:
@@ -120,5 +118,4 @@ def test_mmc_with_missing_targets_equals_mmc_on_the_kept_ids() -> None:
     samples = bootstrap_samples(int((stakes > 0).sum()), seed=7)
     targets[::10] = np.nan
     keep = ~np.isnan(targets)
-    np.testing.assert_allclose(mmc(preds, stakes, targets, samples=samples),
-                               literal_mmc(preds[:, keep], stakes, targets[keep], samples), atol=1e-12)
+    np.testing.assert_allclose(mmc(preds, stakes, targets, samples=samples), literal_mmc(preds[:, keep], stakes, targets[keep], samples), atol=1e-12)

@@ -88,10 +88,7 @@ def test_mechanical_part_is_actual_minus_at_the_old_stake() -> None:
     i = int(np.flatnonzero(stakes > 0)[0])
     jumped = stakes.copy()
     jumped[i] *= 6
-    cfs = [
-        stake_counterfactual(preds, jumped, targets, i, None, round=r, stake=float(stakes[i]))
-        for r in (1, 2)
-    ]
+    cfs = [stake_counterfactual(preds, jumped, targets, i, None, round=r, stake=float(stakes[i])) for r in (1, 2)]
     part = mechanical_part(cfs)
     want = np.mean([c.contribution - c.contribution_whatif for c in cfs])
     assert part.contribution == pytest.approx(want) and part.n_rounds_contribution == 2

@@ -279,9 +279,7 @@ def test_decile_tables_and_trend_match_pandas_groupby(seed: int) -> None:
     assert result_mmc.count.tolist() == expected["size"].astype(int).tolist()
 
     sub = df[df.cwmm.notna()].assign(weighted=lambda f: f.stake * f.cwmm)
-    by_round = sub.groupby("round").agg(
-        weighted=("weighted", "sum"), stake=("stake", "sum"), median=("cwmm", "median")
-    )
+    by_round = sub.groupby("round").agg(weighted=("weighted", "sum"), stake=("stake", "sum"), median=("cwmm", "median"))
     weighted_mean = by_round.weighted / by_round.stake
     trend = cwmm_trend(table)
     assert trend.round.tolist() == by_round.index.tolist()
@@ -347,9 +345,7 @@ def test_stake_concentration_rejects_bad_stakes() -> None:
         stake_concentration([1.0], top=0)
 
 
-stake_lists = st.lists(
-    st.one_of(st.just(0.0), st.floats(1e-3, 1e6)), min_size=1, max_size=60
-).filter(lambda stakes: any(s > 0 for s in stakes))
+stake_lists = st.lists(st.one_of(st.just(0.0), st.floats(1e-3, 1e6)), min_size=1, max_size=60).filter(lambda stakes: any(s > 0 for s in stakes))
 
 
 @settings(max_examples=200)
@@ -496,16 +492,12 @@ def test_stake_jump_events_match_a_literal_loop(seed: int) -> None:
     expected.sort()
     result = stake_jump_events(table, window=window)
     assert len(expected) >= 3  # the random table does produce events
-    assert list(zip(result.round.tolist(), result.model.tolist(), strict=True)) == [
-        (r, m) for r, m, _, _ in expected
-    ]
+    assert list(zip(result.round.tolist(), result.model.tolist(), strict=True)) == [(r, m) for r, m, _, _ in expected]
     np.testing.assert_allclose(result.mmc_before, [e[2] for e in expected], rtol=1e-12)
     np.testing.assert_allclose(result.mmc_after, [e[3] for e in expected], rtol=1e-12)
     changes = [(a - b) / abs(b) for _, _, b, a in expected if b == b and a == a and b != 0]
     assert result.median_relative_change == pytest.approx(np.median(changes))
-    assert result.trajectory_count[window] == sum(
-        1 for r, m, _, _ in expected if not math.isnan(history[m][r][1])
-    )
+    assert result.trajectory_count[window] == sum(1 for r, m, _, _ in expected if not math.isnan(history[m][r][1]))
 
 
 # --------------------------------------------------------------------------- table and report
@@ -683,9 +675,16 @@ def test_stake_jump_events_report_the_settling_point() -> None:
 def test_top_staker_turnover_by_hand() -> None:
     """top=2: round 1 {a, b}; round 2 {a, c} (half new); round 3 {d, e} (all new); ties by id."""
     rows = [
-        (1, "a", 9.0, 0.5, 0.0), (1, "b", 8.0, 0.5, 0.0), (1, "c", 1.0, 0.5, 0.0),
-        (2, "a", 9.0, 0.5, 0.0), (2, "b", 1.0, 0.5, 0.0), (2, "c", 5.0, 0.5, 0.0),
-        (3, "a", 1.0, 0.5, 0.0), (3, "d", 7.0, 0.5, 0.0), (3, "e", 7.0, 0.5, 0.0), (3, "f", 7.0, 0.5, 0.0),
+        (1, "a", 9.0, 0.5, 0.0),
+        (1, "b", 8.0, 0.5, 0.0),
+        (1, "c", 1.0, 0.5, 0.0),
+        (2, "a", 9.0, 0.5, 0.0),
+        (2, "b", 1.0, 0.5, 0.0),
+        (2, "c", 5.0, 0.5, 0.0),
+        (3, "a", 1.0, 0.5, 0.0),
+        (3, "d", 7.0, 0.5, 0.0),
+        (3, "e", 7.0, 0.5, 0.0),
+        (3, "f", 7.0, 0.5, 0.0),
     ]
     result = top_staker_turnover(make_table(rows), top=2)
     assert result.round.tolist() == [1, 2, 3]

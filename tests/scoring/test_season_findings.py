@@ -130,8 +130,7 @@ def _table(seeds: list[int]) -> None:
             "MMC lowest / highest CWMM decile": f"{d['mmc_lowest_cwmm_decile']:.4f} / {d['mmc_highest_cwmm_decile']:.4f}"
             + mark("MMC of the lowest CWMM decile > 0", "MMC of the highest CWMM decile < lowest / 3"),
             "steepest MMC drop into decile": str(d["steepest_drop_into_decile"]) + mark("steepest MMC drop into decile 6 or later"),
-            "stake-weighted CWMM, first → last fifth": f"{d['swmm_cwmm_first']:.3f} → {d['swmm_cwmm_last']:.3f}"
-            + mark("stake-weighted CWMM rising"),
+            "stake-weighted CWMM, first → last fifth": f"{d['swmm_cwmm_first']:.3f} → {d['swmm_cwmm_last']:.3f}" + mark("stake-weighted CWMM rising"),
             "gap stake-weighted − median": f"{d['gap_cwmm_first']:.3f} → {d['gap_cwmm_last']:.3f}" + mark("stake-weighted − median gap widening"),
             "median CWMM, first → last fifth": f"{d['median_cwmm_first']:.3f} → {d['median_cwmm_last']:.3f}",
             "≥5× events": str(d["stake_jump_events"]) + mark("≥ 5 stake-jump events"),

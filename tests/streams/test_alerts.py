@@ -87,9 +87,7 @@ def test_spike_on_entering_the_penalised_deciles_carries_stake_decile_and_popula
 
 
 def test_population_decile_mmc_averages_the_latest_rounds() -> None:
-    table = {
-        r: {"mmc_mean_by_cwmm_decile": [float(r)] * 9 + [None]} for r in range(1, 31)
-    }
+    table = {r: {"mmc_mean_by_cwmm_decile": [float(r)] * 9 + [None]} for r in range(1, 31)}
     means = alerts.population_decile_mmc(table, upto=25, recent=20)
     assert means[0] == pytest.approx(np.mean(range(6, 26))) and means[9] is None
     assert alerts.decile_of(0.05, EDGES) == 1 and alerts.decile_of(0.95, EDGES) == 10 and alerts.decile_of(0.35, EDGES) == 4

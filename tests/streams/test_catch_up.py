@@ -52,8 +52,11 @@ async def _fill(settings: Settings, topic: str, n: int) -> None:
 async def _quick_fetch_count(settings: Settings, topic: str) -> tuple[int, int | None]:
     """Records a fetch with the quick consumer's wait brings from offset 0, and the high watermark."""
     consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings), enable_auto_commit=False,
-        fetch_max_wait_ms=QUICK_FETCH_WAIT_MS, max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20,
+        **kafka_client_options(settings),
+        enable_auto_commit=False,
+        fetch_max_wait_ms=QUICK_FETCH_WAIT_MS,
+        max_partition_fetch_bytes=16 << 20,
+        fetch_max_bytes=64 << 20,
     )
     await consumer.start()
     try:

@@ -40,9 +40,7 @@ def help_text(*command: str) -> str:
     """``mmc COMMAND --help`` as a person sees it in an 80-column terminal."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("MMC_")}
     env.update(COLUMNS="80", NO_COLOR="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "streams", *command, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-m", "streams", *command, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     return result.stdout
 
@@ -93,6 +91,10 @@ def test_mmc_demo_defaults_are_the_demo_season() -> None:
     defaults = {name: p.default.default for name, p in inspect.signature(demo).parameters.items()}
     config = DemoConfig()
     assert (defaults["models"], defaults["ids"], defaults["rounds"], defaults["days"], defaults["seed"]) == (
-        config.n_models, config.n_ids, config.n_rounds, config.resolution_days, config.seed,
+        config.n_models,
+        config.n_ids,
+        config.n_rounds,
+        config.resolution_days,
+        config.seed,
     )
     assert (defaults["workers"], defaults["out"]) == (config.workers, config.out_dir)

@@ -20,7 +20,11 @@ def test_round_figures_use_today_mmc_with_2020_beside() -> None:
     figures = round_figures(3, 20, True, models, stakes, scores)
     today = scoring.crowding.mmc_by_cwmm_decile(
         scoring.crowding.ScoreTable.from_arrays(
-            np.full(len(models), 3), np.array(models, dtype=object), stakes, scores.corr_w_mm, scores.mmc,
+            np.full(len(models), 3),
+            np.array(models, dtype=object),
+            stakes,
+            scores.corr_w_mm,
+            scores.mmc,
             contribution=scores.contribution,
         )
     ).mean_mmc

@@ -500,9 +500,7 @@ def hostile_universe_ids(draw: st.DrawFn) -> list[str]:
     one = st.one_of(
         st.text(NO_SURROGATES, max_size=140),
         st.sampled_from(INJECTION),
-        st.builds(
-            lambda base, char, rest: base + char + rest, ID_TEXT, st.sampled_from(INJECTION), st.text(NO_SURROGATES, max_size=10)
-        ),
+        st.builds(lambda base, char, rest: base + char + rest, ID_TEXT, st.sampled_from(INJECTION), st.text(NO_SURROGATES, max_size=10)),
         st.text(st.sampled_from("ab:{}*?[\n"), min_size=MAX_ID_LENGTH - 2, max_size=MAX_ID_LENGTH + 3),
     )
     return draw(st.lists(one, min_size=2, max_size=12, unique=True))
@@ -600,9 +598,7 @@ def property_alignment(message: tuple[str, dict[str, Any], bytes, tuple[str, ...
 def property_model_ids(model: str, topic: str) -> None:
     """Model ids: accepted exactly when they match MODEL_ID, so a Redis key built from one stays one key."""
     COUNTS["model_ids"] += 1
-    doc: dict[str, Any] = (
-        {"round": 7, "model": model, "predictions": [0.1, 0.9]} if topic == "submissions" else {"model": model, "stake": 1.5}
-    )
+    doc: dict[str, Any] = {"round": 7, "model": model, "predictions": [0.1, 0.9]} if topic == "submissions" else {"model": model, "stake": 1.5}
     result = decode_checked(make_record(topic, model.encode(), encode(doc)))
     if MODEL_ID.fullmatch(model) is None:
         assert reason_of(result) == "bad_model_id", (model, result)
@@ -647,9 +643,7 @@ def property_universe_ids(ids: list[str], topic: str) -> None:
         assert reason_of(result) == "bad_id", (ids, result)
 
 
-def property_oversize(
-    topic: str, max_bytes: int, extra: int, filler: bytes, valid: tuple[str, dict[str, Any], bytes, tuple[str, ...]]
-) -> None:
+def property_oversize(topic: str, max_bytes: int, extra: int, filler: bytes, valid: tuple[str, dict[str, Any], bytes, tuple[str, ...]]) -> None:
     """Values over max_bytes are refused "oversize" before any parsing; at the limit they are parsed."""
     COUNTS["oversize"] += 1
     value = (filler * (max_bytes // len(filler) + 2))[: max_bytes + extra]
@@ -658,9 +652,7 @@ def property_oversize(
         raise AssertionError("an oversize message was parsed")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            records_module, "orjson", types.SimpleNamespace(loads=must_not_parse, JSONDecodeError=orjson.JSONDecodeError)
-        )
+        patch.setattr(records_module, "orjson", types.SimpleNamespace(loads=must_not_parse, JSONDecodeError=orjson.JSONDecodeError))
         patch.setattr(records_module, "input_violation", must_not_parse)
         assert reason_of(decode_checked(make_record(topic, b"m1", value), max_bytes=max_bytes)) == "oversize"
     valid_topic, doc, key, _ = valid
@@ -910,7 +902,5 @@ def test_every_slot_refuses_wrong_types_and_non_finite_numbers() -> None:
             doc = dict(original)
             del doc[field]
             needed = REQUIRED[topic] | ({"ids"} if doc.get("type") == "open" else set())
-            assert reason_of(decode_checked(make_record(topic, key, encode(doc)))) == (
-                "missing_field" if field in needed else "ok"
-            )
+            assert reason_of(decode_checked(make_record(topic, key, encode(doc)))) == ("missing_field" if field in needed else "ok")
     assert cases > 200

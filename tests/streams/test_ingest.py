@@ -50,10 +50,7 @@ def produce_submissions(settings: Settings, inputs: list[Event]) -> dict[int, in
         producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5)
         await producer.start()
         try:
-            sent = [
-                (e.topic, await producer.send(settings.topic(e.topic), value=e.value, key=e.key, timestamp_ms=e.timestamp_ms))
-                for e in inputs
-            ]
+            sent = [(e.topic, await producer.send(settings.topic(e.topic), value=e.value, key=e.key, timestamp_ms=e.timestamp_ms)) for e in inputs]
             ends: dict[int, int] = {}
             for topic, future in sent:
                 meta = await future

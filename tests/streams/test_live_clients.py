@@ -195,10 +195,7 @@ def test_a_client_over_the_cap_gets_503_with_retry_after(
             health = await (await session.get(url + "/api/health")).json()
             assert health["live_clients"] == 1 and health["live_clients_max"] == 1
             samples = parse_metrics(await (await session.get(url + "/metrics")).text())
-            assert (
-                metric(samples, "mmc_web_requests_total", route="/api/stream", method="GET", status="503")
-                == 1
-            )
+            assert metric(samples, "mmc_web_requests_total", route="/api/stream", method="GET", status="503") == 1
             first.close()  # the client leaves: its place is free within a peer check
             await until(lambda: app[web.FEED].clients == 0, 5, "the first stream to end")
             third = await session.get(url + "/api/stream")
@@ -286,21 +283,14 @@ def score_message(i: int) -> bytes:
 
 def crowding_message(i: int) -> bytes:
     """A large crowding message (~40 KB: its figures by decile and a long running trend)."""
-    trend = [
-        {"round": r, "stake_weighted_cwmm": 0.41 + r / 1e4, "median_cwmm": 0.38, "gap": 0.03, "hhi": 0.012}
-        for r in range(330)
-    ]
+    trend = [{"round": r, "stake_weighted_cwmm": 0.41 + r / 1e4, "median_cwmm": 0.38, "gap": 0.03, "hhi": 0.012} for r in range(330)]
     return orjson.dumps({"round": 900 + i, "day": 3, "final": False, "trend": trend})
 
 
-async def produce_outputs(
-    settings: Settings, n_scores: int, n_crowding: int, rate: float = 2 * MiB
-) -> int:
+async def produce_outputs(settings: Settings, n_scores: int, n_crowding: int, rate: float = 2 * MiB) -> int:
     """Score and crowding messages onto the output topics the live feed follows, at about ``rate``
     bytes a second (a client that reads keeps up even on a busy machine); returns their bytes."""
-    producer = AIOKafkaProducer(
-        **kafka_client_options(settings), linger_ms=20, max_batch_size=512 * 1024, max_request_size=4 * MiB
-    )
+    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=20, max_batch_size=512 * 1024, max_request_size=4 * MiB)
     await producer.start()
     total = 0
     began = time.monotonic()

@@ -39,9 +39,7 @@ async def collect(settings: Settings, topic: str, **options: Any) -> list[Tailed
     return [m async for m in tail(settings, topic, **options)]
 
 
-async def produce(
-    settings: Settings, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
-) -> None:
+async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
     """Send raw (key, value, headers) records to a topic."""
     producer = AIOKafkaProducer(**kafka_client_options(settings))
     await producer.start()
@@ -72,9 +70,7 @@ def test_event_file_round_trip(tmp_path: Path) -> None:
 def test_bad_event_line_names_the_line(tmp_path: Path) -> None:
     """A broken line raises EventFileError with file and line number."""
     path = tmp_path / "bad.jsonl"
-    good = orjson.dumps(
-        {"topic": "stakes", "key": "m", "timestamp_ms": 1, "value": {"model": "m", "stake": 1.0}}
-    )
+    good = orjson.dumps({"topic": "stakes", "key": "m", "timestamp_ms": 1, "value": {"model": "m", "stake": 1.0}})
     path.write_bytes(good + b"\n\n" + b'{"topic": "stakes", "key": 5}\n')
     with pytest.raises(EventFileError, match=r"bad.jsonl:3: 'key' must be a string"):
         list(read_events(path))
@@ -203,10 +199,19 @@ def test_compact_view_is_one_line_of_the_main_fields() -> None:
     """A score: time, topic, key, its main fields in order (the model is the key, so left out),
     floats rounded, the rest (percentiles, id counts) only in --json."""
     value = {
-        "round": 812, "day": 3, "final": False, "model": "m07", "stake": 120.50000000000001,
-        "corr": 0.012345678901234567, "mmc": -0.0034567890123456789, "contribution": None,
-        "corr_w_mm": 0.8123456789012345, "payout": 0.0071234567890123456, "percentiles": {"corr": 0.5},
-        "n_ids_scored": 400, "n_ids_missing": 0,
+        "round": 812,
+        "day": 3,
+        "final": False,
+        "model": "m07",
+        "stake": 120.50000000000001,
+        "corr": 0.012345678901234567,
+        "mmc": -0.0034567890123456789,
+        "contribution": None,
+        "corr_w_mm": 0.8123456789012345,
+        "payout": 0.0071234567890123456,
+        "percentiles": {"corr": 0.5},
+        "n_ids_scored": 400,
+        "n_ids_missing": 0,
     }
     message = TailedMessage("mmc.scores", 2, 41, 1_767_225_600_000, "m07", value, True, ())
     assert describe(message).plain == (
@@ -254,14 +259,10 @@ def test_cli_simulate_replay_tail_report(settings: Settings, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert f"sent {len(events):,} events" in result.output
 
-    result = runner.invoke(
-        app, ["tail", "rounds", "--from-beginning", "--until-end", "--json"], env=env
-    )
+    result = runner.invoke(app, ["tail", "rounds", "--from-beginning", "--until-end", "--json"], env=env)
     assert result.exit_code == 0, result.output
     lines = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert sorted((x["key"], x["value"]["type"]) for x in lines) == sorted(
-        (e.key, e.value["type"]) for e in events if e.topic == "rounds"
-    )
+    assert sorted((x["key"], x["value"]["type"]) for x in lines) == sorted((e.key, e.value["type"]) for e in events if e.topic == "rounds")
     result = runner.invoke(app, ["tail", "stakes", "--from-beginning", "--limit", "2"], env=env)
     assert result.exit_code == 0 and result.stdout.count("\n") == 2, result.output
 

@@ -47,14 +47,9 @@ def none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def score_message(
-    r: int, day: int, final: bool, model: str, stake: float, **metrics: float
-) -> dict[str, Any]:
+def score_message(r: int, day: int, final: bool, model: str, stake: float, **metrics: float) -> dict[str, Any]:
     """An ``mmc.scores`` value in the service's format."""
-    values = {
-        name: none_if_nan(metrics.get(name, math.nan))
-        for name in ("corr", "mmc", "contribution", "corr_w_mm", "payout")
-    }
+    values = {name: none_if_nan(metrics.get(name, math.nan)) for name in ("corr", "mmc", "contribution", "corr_w_mm", "payout")}
     return {
         "round": r,
         "day": day,
@@ -102,9 +97,7 @@ def season() -> dict[str, Any]:
     """A small season scored with score_round: final-score messages plus earlier-day noise,
     and the table built directly from the final scores."""
     messages: list[dict[str, Any]] = []
-    direct: dict[str, list[Any]] = {
-        k: [] for k in ("rounds", "models", "stakes", "corr_w_mm", "mmc", "contribution", "corr")
-    }
+    direct: dict[str, list[Any]] = {k: [] for k in ("rounds", "models", "stakes", "corr_w_mm", "mmc", "contribution", "corr")}
     for r, models, stakes, preds, targets in small_season():
         by_day = {d: scoring.score_round(preds, stakes, targets[d], round=r) for d in targets}
         final = by_day[20]
@@ -164,9 +157,7 @@ def test_latest_update_per_round_wins() -> None:
     latest.add(score_message(5, 20, True, "b", 1.0, mmc=0.9))
     latest.add(score_message(5, 4, False, "b", 1.0, mmc=0.4))  # redelivered after the final
     latest.add(score_message(6, 20, True, "b", 1.0, mmc=0.1))
-    latest.add(
-        score_message(6, 20, True, "b", 1.0, mmc=0.11)
-    )  # the same update again: last read wins
+    latest.add(score_message(6, 20, True, "b", 1.0, mmc=0.11))  # the same update again: last read wins
     kept = {(m["round"], m["model"]): m["mmc"] for m in latest.messages()}
     assert kept == {(5, "a"): 0.7, (5, "b"): 0.9, (6, "b"): 0.11}
     assert latest.read == 8
@@ -244,11 +235,24 @@ def test_headline_reports_the_figures(season: dict[str, Any]) -> None:
 
 
 HEADLINE_KEYS = (
-    "mean_corr", "mean_mmc", "mean_mmc_2020", "cwmm_top_stake_decile", "cwmm_bottom_stake_decile",
-    "mmc_lowest_cwmm_decile", "mmc_highest_cwmm_decile", "steepest_drop_into_decile",
-    "swmm_cwmm_first", "swmm_cwmm_last", "median_cwmm_first", "median_cwmm_last",
-    "stake_jump_events", "stake_jump_median_mmc_change", "stake_jump_mean_mmc_before",
-    "stake_jump_mean_mmc_after", "stake_jump_corr_change", "top10_turnover",
+    "mean_corr",
+    "mean_mmc",
+    "mean_mmc_2020",
+    "cwmm_top_stake_decile",
+    "cwmm_bottom_stake_decile",
+    "mmc_lowest_cwmm_decile",
+    "mmc_highest_cwmm_decile",
+    "steepest_drop_into_decile",
+    "swmm_cwmm_first",
+    "swmm_cwmm_last",
+    "median_cwmm_first",
+    "median_cwmm_last",
+    "stake_jump_events",
+    "stake_jump_median_mmc_change",
+    "stake_jump_mean_mmc_before",
+    "stake_jump_mean_mmc_after",
+    "stake_jump_corr_change",
+    "top10_turnover",
 )
 
 
@@ -316,9 +320,7 @@ def test_render_report_on_an_empty_table(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- from the topic
 
 
-def test_build_report_from_the_scores_topic(
-    settings: Settings, season: dict[str, Any], tmp_path: Path
-) -> None:
+def test_build_report_from_the_scores_topic(settings: Settings, season: dict[str, Any], tmp_path: Path) -> None:
     """Score messages produced to the real broker come back as the same report."""
 
     async def produce() -> None:
@@ -326,9 +328,7 @@ def test_build_report_from_the_scores_topic(
         await producer.start()
         try:
             for message in season["messages"]:
-                await producer.send(
-                    settings.topic("scores"), orjson.dumps(message), key=message["model"].encode()
-                )
+                await producer.send(settings.topic("scores"), orjson.dumps(message), key=message["model"].encode())
             await producer.flush()
         finally:
             await producer.stop()
@@ -338,12 +338,8 @@ def test_build_report_from_the_scores_topic(
     assert built.messages_read == len(season["messages"])
     expected = crowding_report(direct_table(season["direct"]))
     assert built.report.n_observations == expected.n_observations
-    assert_same_array(
-        built.report.stake_deciles.median_corr_w_mm, expected.stake_deciles.median_corr_w_mm
-    )
-    np.testing.assert_allclose(
-        built.report.cwmm_deciles.mean_mmc, expected.cwmm_deciles.mean_mmc, rtol=1e-12
-    )
+    assert_same_array(built.report.stake_deciles.median_corr_w_mm, expected.stake_deciles.median_corr_w_mm)
+    np.testing.assert_allclose(built.report.cwmm_deciles.mean_mmc, expected.cwmm_deciles.mean_mmc, rtol=1e-12)
     assert built.report.events.n_events == expected.events.n_events
     assert built.files.html.is_file()
     written = orjson.loads((tmp_path / HEADLINE_FILE).read_bytes())
@@ -355,9 +351,15 @@ def test_build_report_from_the_scores_topic(
 
 
 def _tax_alert(model: str, round_number: int, old: float | None, new: float | None) -> dict[str, Any]:
-    forecast = None if old is None or new is None else {
-        "contribution_at_old_stake": old, "contribution_at_new_stake": new, "tax": new - old,
-    }
+    forecast = (
+        None
+        if old is None or new is None
+        else {
+            "contribution_at_old_stake": old,
+            "contribution_at_new_stake": new,
+            "tax": new - old,
+        }
+    )
     alert = {"kind": "crowding_tax", "model": model, "round": round_number}
     return {**alert, "own_forecast": forecast} if forecast is not None else alert
 
@@ -366,12 +368,12 @@ def test_mechanical_part_from_the_alerts_forecasts(tmp_path: Path) -> None:
     """Median of tax / |MMC at the old stake| over the jumps with a forecast (latest per model and
     round; other kinds, missing and non-finite forecasts skipped); it reaches headline.json."""
     alerts = [
-        _tax_alert("a", 5, 0.010, 0.006),   # −40%
-        _tax_alert("b", 6, 0.020, 0.015),   # −25%
+        _tax_alert("a", 5, 0.010, 0.006),  # −40%
+        _tax_alert("b", 6, 0.020, 0.015),  # −25%
         _tax_alert("c", 7, -0.010, -0.012),  # −20% (relative to |old|)
         _tax_alert("c", 7, -0.010, -0.013),  # a repeat replaces it: −30%
-        _tax_alert("d", 8, 0.0, -0.001),    # no relative change (old is 0), counts in the mean tax
-        _tax_alert("e", 9, None, None),     # no forecast
+        _tax_alert("d", 8, 0.0, -0.001),  # no relative change (old is 0), counts in the mean tax
+        _tax_alert("e", 9, None, None),  # no forecast
         _tax_alert("f", 9, float("nan"), 0.01),
         {"kind": "corr_w_mm_spike", "model": "g", "round": 9, "own_forecast": {"contribution_at_old_stake": 1.0, "tax": 1.0}},
     ]
@@ -397,7 +399,10 @@ def test_alert_rates_per_100_model_rounds() -> None:
         {"kind": "crowding_tax", "stage": "resolution"},
     ]
     assert alert_rates(alerts, 200) == {
-        "corr_w_mm_spike": 1.5, "corr_w_mm_spike.live": 1.0, "corr_w_mm_spike.resolution": 0.5,
-        "crowding_tax": 0.5, "crowding_tax.resolution": 0.5,
+        "corr_w_mm_spike": 1.5,
+        "corr_w_mm_spike.live": 1.0,
+        "corr_w_mm_spike.resolution": 0.5,
+        "crowding_tax": 0.5,
+        "crowding_tax.resolution": 0.5,
     }
     assert alert_rates(alerts, 0) == {}

@@ -219,8 +219,12 @@ def runs(stack_env: StackEnv, client: redis_sync.Redis, season: Season) -> Itera
         for name, (overrides, records) in plans.items():
             tag = uuid.uuid4().hex[:8]
             settings = Settings(
-                kafka_bootstrap=stack_env.kafka_bootstrap, redis_url=stack_env.redis_url, topic_prefix=f"t{tag}.",
-                app_id=f"mmc-test-{tag}", state_namespace=f"t{tag}", **overrides,
+                kafka_bootstrap=stack_env.kafka_bootstrap,
+                redis_url=stack_env.redis_url,
+                topic_prefix=f"t{tag}.",
+                app_id=f"mmc-test-{tag}",
+                state_namespace=f"t{tag}",
+                **overrides,
             )
             run_sync(create_topics(settings))
             outcomes = run_sync(apply_in_order(settings, records, replay=name == "replay"))
@@ -337,10 +341,7 @@ def test_round_memory_series_cover_the_kept_rounds_only(runs: dict[str, Run]) ->
     gauges = StateGauges(registry)
     on_state(s, lambda state: gauges.refresh(state, s.partitions))
     series = {
-        sample.labels["round"]: sample.value
-        for metric in registry.collect()
-        if metric.name == "mmc_redis_round_memory_bytes"
-        for sample in metric.samples
+        sample.labels["round"]: sample.value for metric in registry.collect() if metric.name == "mmc_redis_round_memory_bytes" for sample in metric.samples
     }
     assert set(series) == {str(r) for r in rounds_with(runs["live"].state, ":subs")}
     assert all(v > N_IDS for v in series.values())

@@ -96,11 +96,7 @@ def test_schema_files_are_valid_draft_2020_12(path: Path) -> None:
     schema = json.loads(path.read_text())
     assert schema["$schema"] == DRAFT
     jsonschema_rs.meta.validate(schema)
-    assert (
-        schema["$id"].startswith("urn:mmc-stream:schema:")
-        and schema["title"]
-        and schema["description"]
-    )
+    assert schema["$id"].startswith("urn:mmc-stream:schema:") and schema["title"] and schema["description"]
     for example in schema.get("examples", []):
         published(path.name).validate(example)
 
@@ -140,9 +136,7 @@ def test_reason_annotations_name_known_reason_codes() -> None:
             if isinstance(node, dict):
                 assert set(node.get("x-mmc-reasons", {}).values()) <= set(REASONS)
                 assert node.get("x-mmc-null-reason", "empty") in REASONS
-    assert load_schema(DEADLETTER_HEADERS)["properties"]["mmc.error.reason"]["enum"] == list(
-        REASONS
-    )
+    assert load_schema(DEADLETTER_HEADERS)["properties"]["mmc.error.reason"]["enum"] == list(REASONS)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -164,9 +158,7 @@ class RecordingTournament(Tournament):
 def corpus() -> tuple[Tournament, list[tuple[str, Event]]]:
     """The e2e tournament and its bad inputs, each with the event it added."""
     t = build(n_models=12, n_ids=120, n_rounds=4, days=2)
-    recording = RecordingTournament(
-        t.n_models, t.n_ids, t.rounds, t.days, ids=t.ids, close_ts=t.close_ts
-    )
+    recording = RecordingTournament(t.n_models, t.n_ids, t.rounds, t.days, ids=t.ids, close_ts=t.close_ts)
     add_bad_inputs(recording, np.random.default_rng(0))
     assert Counter(r for r, _ in recording.bad_events) == Counter(r for r, _ in t.bad)
     return t, recording.bad_events
@@ -181,9 +173,7 @@ def test_good_inputs_are_accepted_by_the_published_schemas(
 ) -> None:
     """Every valid input of the tournament validates against its topic's schema file."""
     t, bad = corpus
-    bad_slots = {
-        (e.topic, e.key, e.timestamp_ms) for _, e in bad
-    }  # same slots in t, other random values
+    bad_slots = {(e.topic, e.key, e.timestamp_ms) for _, e in bad}  # same slots in t, other random values
     good = [e for e in t.events if (e.topic, e.key, e.timestamp_ms) not in bad_slots]
     assert len(t.events) - len(good) == len(bad)
     assert len(good) > 100
@@ -283,9 +273,7 @@ def _record(topic: str, value: Any, key: str) -> InputRecord:
         ("targets", {"round": 1, "day": 1, "final": None, "targets": [0.5]}, "1", "wrong_type"),
     ],
 )
-def test_schema_violations_map_to_reason_codes(
-    topic: str, value: Any, key: str, reason: str
-) -> None:
+def test_schema_violations_map_to_reason_codes(topic: str, value: Any, key: str, reason: str) -> None:
     """Each kind of structural fault is refused with the reason code the schema names for it, and a message."""
     with pytest.raises(InvalidMessage) as info:
         decode_input(_record(topic, value, key), MAX_BYTES, MAX_IDS)
@@ -356,9 +344,7 @@ def test_output_schemas_are_strict() -> None:
     }
     validate_output("alerts", alert)
     with pytest.raises(SchemaViolation):
-        validate_output(
-            "alerts", {**alert, "kind": "crowding_tax"}
-        )  # its extra fields are required
+        validate_output("alerts", {**alert, "kind": "crowding_tax"})  # its extra fields are required
     with pytest.raises(SchemaViolation):
         validate_output("alerts", {**alert, "baseline": 0.2})  # not a field of this kind
     with pytest.raises(SchemaViolation):
@@ -374,9 +360,7 @@ def test_output_schemas_are_strict() -> None:
 
 
 @pytest.mark.e2e
-def test_every_output_message_of_a_real_worker_matches_its_schema(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
+def test_every_output_message_of_a_real_worker_matches_its_schema(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """A small tournament through a real worker: each score, leaderboard row, crowding report, alert and dead letter validates."""
     settings = make_settings(
         max_message_bytes=100_000,
@@ -396,11 +380,7 @@ def test_every_output_message_of_a_real_worker_matches_its_schema(
     def done(received: list[Received]) -> bool:
         have = Counter(m.topic for m in received)
         alerts = {m.json()["kind"] for m in received if m.topic == "alerts"}
-        return (
-            all(have[k] >= v for k, v in want.items())
-            and have["leaderboard"] >= want["scores"]
-            and kinds <= alerts
-        )
+        return all(have[k] >= v for k, v in want.items()) and have["leaderboard"] >= want["scores"] and kinds <= alerts
 
     run_sync(produce(settings, t.events))
     with workers(settings, 1, log_dir=tmp_path):

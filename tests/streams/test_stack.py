@@ -124,11 +124,7 @@ def test_stack_reports_a_broker_that_cannot_bind() -> None:
 def test_stack_children_die_with_a_killed_parent(tmp_path: Path) -> None:
     """SIGKILL of the process that started the stack takes the broker and Redis with it."""
     script = (
-        "import sys, time\n"
-        "from streams.stack import EmbeddedStack\n"
-        "stack = EmbeddedStack().start()\n"
-        "print(*stack.pids.values(), flush=True)\n"
-        "time.sleep(60)\n"
+        "import sys, time\nfrom streams.stack import EmbeddedStack\nstack = EmbeddedStack().start()\nprint(*stack.pids.values(), flush=True)\ntime.sleep(60)\n"
     )
     parent = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -230,12 +226,7 @@ def test_create_topics_partitions_and_compaction(
         await admin.start()
         try:
             metadata = await admin.describe_topics(topic_names(settings))
-            responses = await admin.describe_configs(
-                [
-                    ConfigResource(ConfigResourceType.TOPIC, settings.topic(name))
-                    for name in ("leaderboard", "scores")
-                ]
-            )
+            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(name)) for name in ("leaderboard", "scores")])
         finally:
             await admin.close()
         partitions = {meta["topic"]: len(meta["partitions"]) for meta in metadata}
@@ -355,13 +346,9 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
         assert shell.returncode == 0, shell.stdout + shell.stderr
         exported = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert f"topics on {exported['MMC_KAFKA_BOOTSTRAP']}" in shell.stdout
-        rows = dict(
-            (m.group(1), (int(m.group(2)), m.group(3)))
-            for m in re.finditer(rf"{re.escape(prefix)}(\w+)\W+(\d+)\W+(\w+)", shell.stdout)
-        )
+        rows = dict((m.group(1), (int(m.group(2)), m.group(3))) for m in re.finditer(rf"{re.escape(prefix)}(\w+)\W+(\d+)\W+(\w+)", shell.stdout))
         assert rows == {  # each topic's true partition count (rounds and targets have one)
-            name: (1 if name in ("rounds", "targets") else 3, "exists")
-            for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)
+            name: (1 if name in ("rounds", "targets") else 3, "exists") for name in (*INPUT_TOPICS, *OUTPUT_TOPICS)
         }, shell.stdout
 
         process.send_signal(signal.SIGTERM)
@@ -494,9 +481,7 @@ def test_kafka_client_options_loads_a_client_certificate(tmp_path: Path) -> None
     ],
     ids=["no-password", "no-username", "tls-files-without-tls", "missing-ca-file"],
 )
-def test_kafka_client_options_refuses_inconsistent_security(
-    overrides: dict[str, object], match: str
-) -> None:
+def test_kafka_client_options_refuses_inconsistent_security(overrides: dict[str, object], match: str) -> None:
     """Missing SASL credentials or TLS files without TLS are configuration errors."""
     with pytest.raises(ConfigurationError, match=match) as caught:
         kafka_client_options(_sasl_settings(**overrides))

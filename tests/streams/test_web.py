@@ -60,9 +60,7 @@ class HttpResponse:
         return orjson.loads(self.body)
 
 
-def http(
-    method: str, url: str, params: dict[str, Any] | None = None, timeout: float = 10
-) -> HttpResponse:
+def http(method: str, url: str, params: dict[str, Any] | None = None, timeout: float = 10) -> HttpResponse:
     """One HTTP request; 4xx/5xx are returned, not raised."""
     if params:
         url += "?" + urllib.parse.urlencode(params)
@@ -166,8 +164,7 @@ def web_process(settings: Settings, log_dir: Path, **env: str) -> Iterator[tuple
         )
         try:
             wait_until(
-                lambda: proc.poll() is None
-                and http("GET", url + "/api/health", timeout=2).json().get("kafka") == "following",
+                lambda: proc.poll() is None and http("GET", url + "/api/health", timeout=2).json().get("kafka") == "following",
                 30,
                 "mmc web to follow the output topics",
             )
@@ -263,9 +260,7 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
     return out
 
 
-def metric(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
+def metric(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -300,9 +295,7 @@ def test_round_scores_and_crowding_are_the_latest_messages(service: LiveService)
         assert body["day"] == crowding[r]["day"] and body["final"] == crowding[r]["final"]
         payouts = [s["payout"] for s in body["scores"]]
         assert payouts == sorted(payouts, reverse=True)
-        by_corr = service.get(f"/api/rounds/{r}/scores", sort="corr", order="asc", limit=3).json()[
-            "scores"
-        ]
+        by_corr = service.get(f"/api/rounds/{r}/scores", sort="corr", order="asc", limit=3).json()["scores"]
         assert [s["corr"] for s in by_corr] == sorted(v["corr"] for v in want.values())[:3]
         assert service.get(f"/api/rounds/{r}/crowding").json() == crowding[r]
     info = {r["round"]: r for r in rounds}
@@ -319,10 +312,7 @@ def test_model_history_matches_its_score_messages(service: LiveService) -> None:
         assert body["model"] == model
         want = [history_entry(scores[(r, model)]) for r in service.tournament.rounds]
         assert body["history"] == want
-        assert (
-            body["rank"] == leaderboard[model]["rank"]
-            and body["n_models"] == leaderboard[model]["n_models"]
-        )
+        assert body["rank"] == leaderboard[model]["rank"] and body["n_models"] == leaderboard[model]["n_models"]
         for name in (
             "corr_mean",
             "mmc_mean",
@@ -377,11 +367,7 @@ def test_every_route_is_documented() -> None:
 
     settings = Settings()
     app = create_web_app(settings, follow=False)
-    routes = {
-        resource.canonical
-        for resource in app.router.resources()
-        if not resource.canonical.startswith("/static")
-    }
+    routes = {resource.canonical for resource in app.router.resources() if not resource.canonical.startswith("/static")}
     doc = openapi_document(settings)
     assert routes == set(doc["paths"])
     for path, item in doc["paths"].items():
@@ -429,9 +415,7 @@ def test_every_route_is_documented() -> None:
         ("/api/nothing-here", {}, 404, "not_found"),
     ],
 )
-def test_errors_are_json_with_status(
-    service: LiveService, path: str, params: dict[str, str], status: int, code: str
-) -> None:
+def test_errors_are_json_with_status(service: LiveService, path: str, params: dict[str, str], status: int, code: str) -> None:
     """Bad parameters, unknown things and unknown routes answer JSON errors with the right status."""
     response = http("GET", service.web_url + path, params)
     assert response.status_code == status
@@ -450,13 +434,9 @@ def test_pages_and_static_files_are_served_locally(service: LiveService) -> None
     """The page, a model page and the assets load from this server; the CSP allows nothing else."""
     for path in ("/", f"/models/{service.tournament.models[0]}"):
         response = service.get(path)
-        assert response.status_code == 200 and response.headers["Content-Type"].startswith(
-            "text/html"
-        )
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
-        assert "/static/app.js" in response.text and "http" not in response.text.split("<footer>")[
-            0
-        ].replace("http-equiv", "")
+        assert "/static/app.js" in response.text and "http" not in response.text.split("<footer>")[0].replace("http-equiv", "")
     for asset in ("/static/app.js", "/static/charts.js", "/static/style.css"):
         assert service.get(asset).status_code == 200
 
@@ -475,11 +455,7 @@ def test_worker_metrics_count_what_was_sent(service: LiveService) -> None:
     def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
         response = http("GET", service.worker_url + "/metrics", timeout=5)
         samples = parse_metrics(response.text)
-        handled = sum(
-            metric(samples, "mmc_input_messages_total", topic=topic, outcome=o)
-            for topic in sent
-            for o in ("applied", "unchanged", "refused")
-        )
+        handled = sum(metric(samples, "mmc_input_messages_total", topic=topic, outcome=o) for topic in sent for o in ("applied", "unchanged", "refused"))
         return samples if handled >= len(service.sent) else None
 
     samples = wait_until(scrape, 30, "the worker to count every input")
@@ -546,9 +522,7 @@ def test_sse_frames() -> None:
 # --------------------------------------------------------------------------- live (last: it changes the state)
 
 
-async def _stream_and_topics(
-    service: LiveService, want: int, timeout: float
-) -> tuple[list[tuple[str, bytes, float]], list[tuple[str, bytes, float]]]:
+async def _stream_and_topics(service: LiveService, want: int, timeout: float) -> tuple[list[tuple[str, bytes, float]], list[tuple[str, bytes, float]]]:
     """Read /api/stream and the output topics side by side while the withheld targets are produced."""
     import aiohttp
 
@@ -556,9 +530,7 @@ async def _stream_and_topics(
     sse: list[tuple[str, bytes, float]] = []
     kafka: list[tuple[str, bytes, float]] = []
     marks = await end_offsets(settings, LIVE)
-    consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=100
-    )
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:
         consumer.assign(list(marks))
@@ -606,9 +578,7 @@ async def _stream_and_topics(
     return sse, kafka
 
 
-def test_live_events_arrive_within_a_second_of_the_messages(
-    service: LiveService, record_property: Callable[[str, object], None]
-) -> None:
+def test_live_events_arrive_within_a_second_of_the_messages(service: LiveService, record_property: Callable[[str, object], None]) -> None:
     """A new target update's scores, leaderboard rows and crowding reach /api/stream within 1 s of the topic."""
     t = service.tournament
     (event,) = service.withheld
@@ -618,15 +588,9 @@ def test_live_events_arrive_within_a_second_of_the_messages(
     sse, kafka = run_sync(_stream_and_topics(service, want=2 * n + 1, timeout=60))
     # The embedded broker's end offsets can point inside the last batch (see streams.web.LiveFeed):
     # the test's own reader keeps only what this update published.
-    kafka = [
-        (topic, value, at)
-        for topic, value, at in kafka
-        if _of_update(topic, orjson.loads(value), r, day)
-    ]
+    kafka = [(topic, value, at) for topic, value, at in kafka if _of_update(topic, orjson.loads(value), r, day)]
     on_topics = Counter(topic for topic, _, _ in kafka)
-    assert (
-        on_topics["scores"] == n and on_topics["leaderboard"] == n and on_topics["crowding"] == 1
-    ), on_topics
+    assert on_topics["scores"] == n and on_topics["leaderboard"] == n and on_topics["crowding"] == 1, on_topics
     streamed = {(topic, data): at for topic, data, at in sse}
     assert len(streamed) == len(sse) == len(kafka)
     delays = []

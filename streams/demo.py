@@ -94,24 +94,29 @@ class DemoConfig:
         )
 
 
-def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="live leaderboard (rolling window)", expand=True)
-    # MMC is today's (correlation contribution, the one in the payout); MMC 2020 the bootstrap one.
-    for name, justify in (
-        ("#", "right"),
-        ("model", "left"),
-        ("CORR", "right"),
-        ("MMC", "right"),
-        ("MMC 2020", "right"),
-        ("CWMM", "right"),
-        ("payout", "right"),
-        ("stake", "right"),
-        ("rounds", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+#: The article the demo's headline compares with.
+ARTICLE = "Meta-Model Crowding: The Tax on Success"
 
-    def f(x: float | None, digits: int = 4) -> str:
-        return "—" if x is None else f"{x:+.{digits}f}"
+#: What each leaderboard column means, printed under it (the terminal has no tooltips).
+LEADERBOARD_LEGEND = (
+    "CORR: correlation of the model's ranked predictions with the targets. "
+    "MMC: today's meta-model contribution, what the model adds to the stake-weighted meta model "
+    "(the score payouts use); MMC'20: the 2020 bootstrap MMC beside it. "
+    "CWMM: correlation with the meta model (near 1: the model is the crowd). "
+    "payout: 0.5·CORR + 2·MMC, clipped at ±0.05. Means over the rolling window; n: rounds scored."
+)
+
+
+def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
+    """The live leaderboard, 80 columns wide: three decimals, whole model names, a legend."""
+    table = Table(title="live leaderboard (rolling window)", caption=LEADERBOARD_LEGEND, caption_justify="left", padding=(0, 1))
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("model", no_wrap=True, min_width=9)
+    for name in ("CORR", "MMC", "MMC'20", "CWMM", "payout", "stake", "n"):
+        table.add_column(name, justify="right", no_wrap=True)
+
+    def f(x: float | None) -> str:
+        return "—" if x is None else f"{x:+.3f}"
 
     for i, row in enumerate(rows, 1):
         table.add_row(
@@ -120,9 +125,9 @@ def _leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             f(row.get("corr_mean")),
             f(row.get("contribution_mean")),
             f(row.get("mmc_mean")),
-            f(row.get("corr_w_mm_mean"), 3),
+            f(row.get("corr_w_mm_mean")),
             f(row.get("payout_mean")),
-            f"{row.get('stake', 0.0):,.1f}",
+            f"{row.get('stake', 0.0):,.0f}",
             str(row.get("rounds", 0)),
         )
     return table
@@ -243,7 +248,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> BuiltReport:
                     p.wait()
             for log in logs:
                 log.close()
-    console.print(headline_table(built, "crowding headline — computed by the service from its own stream"))
+    console.print(headline_table(built, f"crowding headline — computed by the service from its own stream, beside the article “{ARTICLE}”"))
     console.print(alert_rates_line(built), highlight=False)
     console.print(f"report: [bold]{built.files.html}[/bold]  charts: {', '.join(str(p) for p in built.files.charts.values())}")
     console.print(f"demo finished in {time.perf_counter() - began:.0f} s; broker, Redis and worker stopped.")

@@ -471,8 +471,12 @@ def simulate(
     ids: int | None = typer.Option(None, "--ids", help="Ids per round (default 2,000)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default 2026): same seed, same events."),
     start_round: int | None = typer.Option(None, "--start-round", help="Number of the first round (default 1)."),
-    jumps: int | None = typer.Option(None, "--jumps", help="Models with a 5-20× stake jump (default 12)."),
-    crowd_weight: float | None = typer.Option(None, "--crowd-weight", help="Mean share of the crowd signal in a model (default 0.6)."),
+    jumps: int | None = typer.Option(
+        None, "--jumps", help="At most this many large reinvestments (a stake raised ≥5× after a good run) in the season (default 12)."
+    ),
+    crowd_weight: float | None = typer.Option(
+        None, "--crowd-weight", help="Mean crowd share of the founders' models; later arrivals lean on the crowd less (default 0.8)."
+    ),
     early_nulls: float | None = typer.Option(None, "--early-nulls", help="Share of ids without a target on day 1 (default 0)."),
 ) -> None:
     """Simulate a tournament season and write it to a file (--out) or the topics (--send).

@@ -98,3 +98,30 @@ def test_mmc_demo_defaults_are_the_demo_season() -> None:
         config.seed,
     )
     assert (defaults["workers"], defaults["out"]) == (config.workers, config.out_dir)
+
+
+def test_mmc_simulate_help_states_the_simulators_defaults() -> None:
+    """Every "(default X)" in `mmc simulate --help` is SimulationConfig's default (no drifting copy)."""
+    import re
+
+    from streams.simulation import SimulationConfig
+
+    out = subprocess.run(
+        [sys.executable, "-m", "streams", "simulate", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=True
+    ).stdout
+    flat = " ".join(out.split())
+    stated = {flag: default.replace(",", "") for flag, default in re.findall(r"(--[a-z-]+) <\w+> (?:(?!--).)*?\(default ([0-9.,]+)\)", flat)}
+    config = SimulationConfig()
+    fields = {
+        "--models": config.n_models,
+        "--rounds": config.n_rounds,
+        "--ids": config.n_ids,
+        "--seed": config.seed,
+        "--start-round": config.start_round,
+        "--jumps": config.n_jumps,
+        "--crowd-weight": config.crowd_weight,
+        "--early-nulls": config.early_null_fraction,
+    }
+    assert set(stated) == set(fields)
+    for flag, value in fields.items():
+        assert float(stated[flag]) == value, flag

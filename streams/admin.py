@@ -35,6 +35,7 @@ from redis.backoff import NoBackoff
 
 from streams.errors import ConfigurationError, DependencyUnavailable
 from streams.settings import Settings
+from streams.transient import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +445,7 @@ async def _wait_until_answers(settings: Settings, service: str, address: str, se
     """
     began = time.monotonic()
     deadline = began + settings.startup_timeout_seconds
-    pause = min(STARTUP_FIRST_RETRY_SECONDS, settings.startup_retry_max_seconds)
+    backoff = Backoff(min(STARTUP_FIRST_RETRY_SECONDS, settings.startup_retry_max_seconds), settings.startup_retry_max_seconds)
     attempts = 0
     while True:
         attempts += 1
@@ -457,10 +458,9 @@ async def _wait_until_answers(settings: Settings, service: str, address: str, se
         left = deadline - time.monotonic()
         if left <= 0:
             raise DependencyUnavailable(service, address, cause, time.monotonic() - began, attempts, setting)
-        wait = min(pause, left)
+        wait = min(backoff.next(), left)
         log.warning("waiting for %s at %s: %s (retrying in %.1f s)", service, address, cause, wait)
         await asyncio.sleep(wait)
-        pause = min(pause * 2, settings.startup_retry_max_seconds)
 
 
 async def wait_for_kafka(settings: Settings) -> None:

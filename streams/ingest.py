@@ -52,14 +52,13 @@ from streams.admin import librdkafka_config
 from streams.processing import Processor, SubmissionBatch
 from streams.records import InputRecord
 from streams.settings import Settings
+from streams.transient import Backoff
 
 log = logging.getLogger(__name__)
 
 Records = list[tuple[InputRecord, float]]
 #: Applies a batch of submissions and marks them applied (``streams.app.apply_unless_applied``).
 ApplyBatch = Callable[[Records, SubmissionBatch], Awaitable[None]]
-RETRY_MIN_SECONDS = 0.5
-RETRY_MAX_SECONDS = 10.0
 #: Failed runs in a row after which the consumer reports itself unhealthy.
 FAILURES_UNHEALTHY = 3
 #: Longest one ``consume`` call waits for records (it also bounds how late a rebalance
@@ -112,17 +111,28 @@ class SubmissionConsumer:
         is restarted after a pause, as Faust restarts a crashed agent: it leaves the group,
         rejoins, and reads again from the committed offsets.
         """
-        delay = RETRY_MIN_SECONDS
+        backoff = Backoff()
         while True:
             started = time.monotonic()
+            failure: Exception | None = None
             try:
                 await self._consume()
             except Exception as exc:
-                self._failures = 1 if time.monotonic() - started > 60 else self._failures + 1
-                self._last_failure = f"{type(exc).__name__}: {exc}"[:300]
-                log.exception("the submissions consumer failed (%d in a row); restarting it in %.1f s", self._failures, delay)
+                failure = exc
+            if time.monotonic() - started > 60:  # a run that lasted starts the count and the pauses over
+                self._failures = 0
+                backoff.reset()
+            delay = backoff.next()
+            if failure is not None:
+                self._failures += 1
+                self._last_failure = f"{type(failure).__name__}: {failure}"[:300]
+                log.error(
+                    "the submissions consumer failed (%d in a row); restarting it in %.1f s",
+                    self._failures,
+                    delay,
+                    exc_info=failure,
+                )
             await asyncio.sleep(delay)
-            delay = RETRY_MIN_SECONDS if time.monotonic() - started > 60 else min(delay * 2, RETRY_MAX_SECONDS)
 
     def problem(self) -> str | None:
         """What the worker's ``/health`` reports: ``None`` while the consumer runs, a description

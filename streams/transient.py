@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,9 +41,36 @@ from streams.errors import StateLost
 
 log = logging.getLogger(__name__)
 
-#: Backoff of :func:`with_retry`: from this delay, doubling, up to the next.
+#: Backoff of :func:`with_retry` and the reconnect loops: from this delay, doubling, up to the
+#: next, each pause shortened by a random share of up to RETRY_JITTER.
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
+RETRY_JITTER = 0.25
+
+
+class Backoff:
+    """The pauses of every retry and reconnect loop: from ``first``, doubling up to ``most``.
+
+    Each pause is shortened by a random share of up to ``jitter`` (so many workers or clients
+    retrying the same dependency spread out instead of knocking in step); :meth:`reset` after
+    a success starts again from ``first``. Timing only: nothing a worker outputs depends on it.
+    """
+
+    def __init__(self, first: float = RETRY_MIN_SECONDS, most: float = RETRY_MAX_SECONDS, jitter: float = RETRY_JITTER) -> None:
+        if not 0 < first <= most or not 0 <= jitter < 1:
+            raise ValueError(f"bad backoff: first={first}, most={most}, jitter={jitter}")
+        self.first, self.most, self.jitter = first, most, jitter
+        self._delay = first
+
+    def next(self) -> float:
+        """The next pause in seconds (then the one after doubles, up to ``most``)."""
+        pause = self._delay * (1 - self.jitter * random.random())
+        self._delay = min(self._delay * 2, self.most)
+        return pause
+
+    def reset(self) -> None:
+        self._delay = self.first
+
 
 _NETWORK = (ConnectionError, TimeoutError)
 #: The state lost under the worker: it restarts itself and rebuilds; until then the record waits.
@@ -111,13 +139,13 @@ def dependency_of(exc: BaseException) -> str:
 async def with_retry(call: Callable[[], Awaitable[Any]], doing: str = "a request") -> Any:
     """Await ``call()`` until the infrastructure lets it through (backoff from RETRY_MIN_SECONDS to
     RETRY_MAX_SECONDS); one log line per attempt names the dependency and what was being done."""
-    delay = RETRY_MIN_SECONDS
+    backoff = Backoff()
     while True:
         try:
             return await call()
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            delay = backoff.next()
             log.warning("%s unavailable while %s (%s: %s); retrying in %.1f s", dependency_of(exc), doing, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)

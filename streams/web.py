@@ -59,6 +59,7 @@ from streams.resolution import standing
 from streams.schemas import OUTPUT_SCHEMAS, load_schema
 from streams.settings import Settings
 from streams.state import ALERTS_KEPT, RedisState
+from streams.transient import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ class LiveFeed:
 
     async def run(self) -> None:
         """Follow the topics until cancelled; reconnect with backoff when the broker goes away."""
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 await self._follow()
@@ -274,11 +275,11 @@ class LiveFeed:
                 raise
             except Exception as exc:
                 self.status = f"reconnecting ({type(exc).__name__})"
+                delay = backoff.next()
                 log.warning("live feed: %r; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
             else:
-                delay = 0.5
+                backoff.reset()
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(

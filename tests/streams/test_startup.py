@@ -299,7 +299,8 @@ def test_wait_returns_at_once_when_both_answer(make_settings: Callable[..., Sett
 
 
 def test_backoff_doubles_up_to_the_cap(caplog: pytest.LogCaptureFixture) -> None:
-    """Pauses 0.5, 1, 2 … s, never above ``MMC_STARTUP_RETRY_MAX_SECONDS`` nor past the deadline."""
+    """Pauses 0.5, 1, 2 … s (each shortened by up to a quarter, the jitter), never above
+    ``MMC_STARTUP_RETRY_MAX_SECONDS`` nor past the deadline."""
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{closed_port()}", startup_timeout_seconds=4.5, startup_retry_max_seconds=2.0)
     caplog.set_level(logging.INFO, logger="streams.admin")
     began = time.monotonic()
@@ -307,7 +308,7 @@ def test_backoff_doubles_up_to_the_cap(caplog: pytest.LogCaptureFixture) -> None
         asyncio.run(wait_for_kafka(settings))
     seconds = time.monotonic() - began
     pauses = [float(m.group(4)) for record in caplog.records if (m := WAITING.search(record.getMessage()))]
-    assert pauses[:3] == [0.5, 1.0, 2.0], pauses
+    assert all(0.75 * full - 0.05 <= pause <= full for pause, full in zip(pauses[:3], (0.5, 1.0, 2.0), strict=True)), pauses
     assert all(pause <= 2.0 for pause in pauses)
     assert sum(pauses) == pytest.approx(4.5, abs=0.2)  # the last pause ends at the deadline
     assert raised.value.service == "Kafka" and raised.value.cause == "connection refused"
@@ -437,3 +438,20 @@ def test_installed_versions_are_the_locked_ones() -> None:
         if installed != version:
             different[name] = (version, installed)
     assert different == {}, f"locked vs installed: {different}; run `make venv`"
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_starts_over_on_reset() -> None:
+    """One backoff for every retry loop: 0.5, 1, 2 … up to the cap, each pause shortened by a
+    random share of up to the jitter (never lengthened); reset() starts from the first again."""
+    from streams.transient import Backoff
+
+    backoff = Backoff(0.5, 4.0, jitter=0.25)
+    pauses = [backoff.next() for _ in range(200)]
+    fulls = [0.5, 1.0, 2.0] + [4.0] * 197
+    assert all(0.75 * full <= pause <= full for pause, full in zip(pauses, fulls, strict=True))
+    assert len({round(p, 9) for p in pauses[3:]}) > 100  # jittered, not in step
+    backoff.reset()
+    assert 0.375 <= backoff.next() <= 0.5
+    assert [Backoff(0.5, 4.0, jitter=0).next() for _ in range(2)] == [0.5, 0.5]
+    with pytest.raises(ValueError):
+        Backoff(2.0, 1.0)

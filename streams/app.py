@@ -38,6 +38,7 @@ from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, par
 from streams.errors import StateLost
 from streams.ingest import SubmissionConsumer
 from streams.log_throttle import throttle_root_handlers
+from streams.logs import quiet_libraries
 from streams.metrics import WorkerMetrics, worker_metrics_page
 from streams.outputs import Output
 from streams.processing import Processor, SubmissionBatch
@@ -62,11 +63,6 @@ EXIT_FAILED = 70
 FAIL_GRACE_SECONDS = 20.0
 #: How often a worker checks that Redis still holds its state (the epoch key).
 EPOCH_CHECK_SECONDS = 1.0
-#: Client libraries whose INFO lines are start-up and consumer-group chatter, several of them
-#: multi-line tables (Faust formats aiokafka's subscriptions and assignments as tables, on every
-#: rebalance and whenever a paused topic resumes). Below DEBUG the worker's log keeps only their
-#: warnings and errors, so that at INFO it reads one line per scored update.
-CHATTY_LIBRARIES = ("aiokafka", "faust", "mode")
 
 
 class Runtime:
@@ -487,16 +483,6 @@ async def apply_in_order(runtime: Runtime, group: list[tuple[int, InputRecord, f
             )
         )
     return outcomes
-
-
-def quiet_libraries(loglevel: str | int) -> None:
-    """Below DEBUG, show only warnings and errors of :data:`CHATTY_LIBRARIES` (Faust's logging
-    set-up keeps the levels of existing loggers)."""
-    level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
-    if not isinstance(level, int) or level <= logging.DEBUG:
-        return
-    for name in CHATTY_LIBRARIES:
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -53,6 +53,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.admin import kafka_client_options, redis_client
+from streams.logs import quiet_libraries
 from streams.metrics import CONTENT_TYPE, WebMetrics
 from streams.records import MODEL_ID
 from streams.resolution import standing
@@ -1174,4 +1175,5 @@ def run_web(
 ) -> None:
     """Run the web server in the foreground (``mmc web``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries(logging.INFO)
     asyncio.run(serve(settings, host or settings.web_host, settings.web_port if port is None else port, ready))

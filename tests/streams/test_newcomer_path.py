@@ -35,7 +35,8 @@ from rich.console import Console
 
 from scoring.counterfactual import StakeCounterfactual
 from streams.admin import create_topics
-from streams.app import CHATTY_LIBRARIES, faust_app, quiet_libraries
+from streams.app import faust_app
+from streams.logs import CHATTY_LIBRARIES, quiet_libraries
 from streams.settings import Settings
 from streams.stack import free_port
 from streams.whatif import WhatIfRow, stake_whatif, whatif_table

@@ -45,9 +45,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as RdTopicPartition
 
 from streams.admin import create_topics, kafka_client_options
-from streams.app import Runtime
 from streams.ingest import consumer_config
 from streams.records import InputRecord
+from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
 from streams.state import Keys

@@ -57,7 +57,7 @@ from streams.transient import Backoff
 log = logging.getLogger(__name__)
 
 Records = list[tuple[InputRecord, float]]
-#: Applies a batch of submissions and marks them applied (``streams.app.apply_unless_applied``).
+#: Applies a batch of submissions and marks them applied (``streams.runtime.apply_unless_applied``).
 ApplyBatch = Callable[[Records, SubmissionBatch], Awaitable[None]]
 #: Failed runs in a row after which the consumer reports itself unhealthy.
 FAILURES_UNHEALTHY = 3

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,14 +39,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.admin import INPUT_TOPICS, kafka_client_options, partitions_for
 from streams.records import InputRecord
+from streams.runtime import PUBLISHING, Runtime
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Publish = Literal["unfinished", "all", "none"]
-#: Whether outputs produced in the current context are sent (False while rebuilding records
-#: whose outputs subscribers already have).
-PUBLISHING: contextvars.ContextVar[bool] = contextvars.ContextVar("mmc_publishing", default=True)
 #: The recovery lease: renewed every third of it while a worker rebuilds; lapses when it dies.
 RECOVERY_LEASE_SECONDS = 15.0
 #: Catch-up order: each topic's decisions only depend on the topics before it.
@@ -111,8 +108,6 @@ async def rebuild(settings: Settings, publish: Publish = "unfinished", wipe: boo
         publish: which outputs to send (module docstring).
         wipe: delete every key of ``MMC_STATE_NAMESPACE`` first (a rebuild from scratch).
     """
-    from streams.app import Runtime  # the worker's runtime, without Faust
-
     started = time.perf_counter()
     committed = await committed_offsets(settings) if publish == "unfinished" else {}
     report = RebuildReport(applied={t: 0 for t in REBUILD_ORDER})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.app import EXIT_FAILED
+from streams.runtime import EXIT_FAILED
 from streams.settings import Settings
 from tests.conftest import run_sync
 from tests.e2e.harness import Event, produce, start_worker, stop_workers

@@ -1,6 +1,6 @@
 """The submissions consumer (``streams.ingest``) against the real broker and Redis.
 
-It runs in the test process with a real :class:`~streams.app.Runtime` (barriers, Redis state,
+It runs in the test process with a real :class:`~streams.runtime.Runtime` (barriers, Redis state,
 output producer), as the worker runs it, with the batch callback wrapped to observe it or to
 make it fail.
 """
@@ -17,10 +17,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.admin import kafka_client_options
-from streams.app import Runtime, apply_unless_applied
 from streams.ingest import CONSUME_SECONDS, PREFETCH_KBYTES, Records, SubmissionConsumer, consumer_config
 from streams.processing import SubmissionBatch
 from streams.rebuild import committed_offsets
+from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
 from tests.conftest import run_sync
 from tests.e2e.harness import Event, applied_offsets, collect

@@ -15,8 +15,8 @@ import pytest
 
 import streams.processing as processing
 from scoring.rounds import PreparedRound, gaussian_ranks
-from streams.app import Runtime, apply_unless_applied
 from streams.records import InputRecord
+from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
 from tests.conftest import run_sync
 from tests.e2e.harness import collect

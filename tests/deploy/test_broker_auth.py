@@ -12,9 +12,8 @@ checked by the tests below and in Tansu's source at tag v0.6.0:
   this build (``memory://`` and ``s3://``, "dynostore"; ``postgres://`` answers
   ``FeatureNotEnabled``) store none: ``upsert_user_scram_credential`` is a no-op and the
   lookup returns nothing, so every login ends with ``e=unknown-user``. ``tansu user create``
-  cannot help: it needs an authenticated connection itself. (A second broker without
-  ``--authentication`` on a shared S3 bucket - moto - was tried: the user is "created" and
-  still unknown.)
+  cannot help: it needs an authenticated connection itself, and a second broker without
+  ``--authentication`` on a shared S3 bucket (moto) "creates" the user, who stays unknown.
 - TLS cannot be switched on: ``--cert`` and ``--key`` sit in one clap argument group, so
   giving both is a usage error, and the broker never wraps a connection in the TLS acceptor
   it builds (``let _acceptor = ...`` is unused) - the listener stays plaintext.

@@ -773,8 +773,13 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 description of every route (response bodies reference the topic schemas)."""
-    ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
-    nullable = lambda schema: {"anyOf": [schema, {"type": "null"}]}  # noqa: E731
+
+    def ref(name: str) -> dict[str, Any]:
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"anyOf": [schema, {"type": "null"}]}
+
     model_param = {
         "name": "model",
         "in": "path",
@@ -1147,7 +1152,7 @@ async def serve(settings: Settings, host: str, port: int, ready: Callable[[str],
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname() if site._server and site._server.sockets else (host, port)  # type: ignore[union-attr]  # noqa: SLF001
+    bound = site._server.sockets[0].getsockname() if site._server and site._server.sockets else (host, port)  # type: ignore[attr-defined]  # noqa: SLF001
     url = f"http://{host}:{bound[1]}"
     log.info(
         "serving %s (Redis namespace %r, topics %s*)",

@@ -60,7 +60,7 @@ lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy import-linter
 	$(VENV)/bin/ruff format --check scoring streams tests benchmarks
 	$(VENV)/bin/ruff check scoring streams tests benchmarks
-	$(VENV)/bin/mypy scoring
+	$(VENV)/bin/mypy scoring streams
 	$(VENV)/bin/lint-imports
 
 clean:

@@ -220,7 +220,7 @@ def crowding_tax(
             f"; its MMC this round {forecast['contribution_at_new_stake']:+.4f} at the new stake vs "
             f"{forecast['contribution_at_old_stake']:+.4f} at the old one (tax {forecast['tax']:+.4f})"
         )
-    extra = {"own_forecast": forecast} if forecast is not None else {}
+    extra: dict[str, Any] = {"own_forecast": forecast} if forecast is not None else {}
     return alert(
         "crowding_tax",
         "warning",

@@ -213,7 +213,8 @@ def make_agent(name: str, runtime: Runtime) -> Any:
     async def agent(stream: faust.StreamT[bytes]) -> None:
         settings = runtime.settings
         try:
-            async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_seconds):
+            batches = stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_seconds)  # type: ignore[attr-defined]
+            async for events in batches:
                 await apply_unless_applied(runtime, [as_record(name, event) for event in events])
                 failpoints.reached("agent.marked")
         except asyncio.CancelledError:

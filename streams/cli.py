@@ -219,7 +219,7 @@ def stack(
                 console.print(
                     f"stack ready in {time.perf_counter() - began:.2f} s "
                     f"(broker pid {running.pids['kafka']}, redis pid {running.pids['redis']})"
-                    + (f"; wrote {env_file}: '. {_sourceable(env_file)}' in other shells" if written else "")
+                    + (f"; wrote {env_file}: '. {_sourceable(env_file)}' in other shells" if written and env_file is not None else "")
                     + f"; Ctrl-C or 'kill {os.getpid()}' to stop",
                     highlight=False,
                     soft_wrap=True,

@@ -26,7 +26,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from streams.admin import create_topics, redis_client
@@ -150,7 +150,7 @@ class WorkerDied(MmcStreamError):
 async def _watch(
     settings: Settings,
     progress: Progress,
-    resolved_task: int,
+    resolved_task: TaskID,
     n_targets: int,
     live: Live,
     sending: asyncio.Task[Any],

@@ -274,7 +274,7 @@ class SubmissionConsumer:
             messages = consumer.consume(1, CONSUME_SECONDS)
             if messages:
                 messages += consumer.consume(self.batch_size - 1, 0)
-        return messages  # type: ignore[no-any-return]
+        return messages
 
     def _pause_or_resume(self, consumer: Consumer, pause: bool) -> None:
         """Pause or resume every assigned partition (on the consuming thread, as the callbacks that read the flag)."""
@@ -411,8 +411,8 @@ def as_input_record(message: Message) -> InputRecord:
     """A fetched submissions record as the processor takes it (timestamp in ms, as produced)."""
     return InputRecord(
         topic="submissions",
-        partition=message.partition(),
-        offset=message.offset(),
+        partition=message.partition() or 0,  # a fetched message always has both
+        offset=message.offset() or 0,
         timestamp_ms=message.timestamp()[1],
         key=message.key(),
         value=message.value(),

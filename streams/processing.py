@@ -374,7 +374,7 @@ class Processor:
         live_keys = sorted({(event.round, record.partition) for _, record, event in known})
         stored, stakes, sums = await self.state.submission_context(
             [(event.round, event.model, record.timestamp_ms) for _, record, event in known],
-            [(r, p, infos[r].n_ids) for r, p in live_keys],  # type: ignore[union-attr]
+            [(r, p, infos[r].n_ids) for r, p in live_keys],
         )
         lives = dict(zip(live_keys, sums, strict=True))
         current: dict[tuple[int, str], SubmissionRow | None] = {}
@@ -550,7 +550,7 @@ class Processor:
         if event.round is not None:
             await self.barrier.wait_for("rounds", received_at, record.timestamp_ms)
             info = await self.state.get_round(event.round)
-            if info is not None and info.closed and record.timestamp_ms > info.close_ts:
+            if info is not None and info.closed and info.close_ts is not None and record.timestamp_ms > info.close_ts:
                 raise refuse("round_closed", f"round {event.round} closed before this stake update")
         await self.state.add_stake(event.model, StakeEntry(record.timestamp_ms, record.offset, event.round, event.stake))
         failpoints.reached("stakes.stored")

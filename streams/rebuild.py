@@ -212,10 +212,10 @@ def _applier(
             if part:
                 token = PUBLISHING.set(publishing)
                 try:
-                    done = await handle(part)
+                    results = await handle(part)
                 finally:
                     PUBLISHING.reset(token)
-                outcomes.update(((r.partition, r.offset), o) for (r, _), o in zip(part, done, strict=True))
+                outcomes.update(((r.partition, r.offset), o) for (r, _), o in zip(part, results, strict=True))
         return [outcomes[(r.partition, r.offset)] for r, _ in records]
 
     return apply

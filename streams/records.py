@@ -275,10 +275,10 @@ def decode_general(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
         model = _model_field(doc)
         _check_key(record, model)
         preds = _numbers_field(doc, "predictions", allow_null=False)
-        ids = _ids_field(doc) if "ids" in doc else None
-        if ids is not None and len(ids) != preds.size:
-            raise refuse("wrong_length", f"{preds.size} predictions beside {len(ids)} ids")
-        return Submission(rnd, model, preds, ids)
+        given_ids = _ids_field(doc) if "ids" in doc else None
+        if given_ids is not None and len(given_ids) != preds.size:
+            raise refuse("wrong_length", f"{preds.size} predictions beside {len(given_ids)} ids")
+        return Submission(rnd, model, preds, given_ids)
     if record.topic == "stakes":
         model = _model_field(doc)
         _check_key(record, model)
@@ -299,10 +299,10 @@ def decode_general(record: InputRecord, max_bytes: int, max_ids: int) -> Record:
         if not isinstance(final, bool):
             raise refuse("wrong_type", "'final' must be true or false")
         targets = _numbers_field(doc, "targets", allow_null=True)
-        ids = _ids_field(doc) if "ids" in doc else None
-        if ids is not None and len(ids) != targets.size:
-            raise refuse("wrong_length", f"{targets.size} targets beside {len(ids)} ids")
-        return TargetsUpdate(rnd, day, final, targets, ids)
+        given_ids = _ids_field(doc) if "ids" in doc else None
+        if given_ids is not None and len(given_ids) != targets.size:
+            raise refuse("wrong_length", f"{targets.size} targets beside {len(given_ids)} ids")
+        return TargetsUpdate(rnd, day, final, targets, given_ids)
     raise ValueError(f"not an input topic: {record.topic!r}")  # wiring error, not input
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import signal
@@ -125,10 +126,13 @@ class Runtime:
             # Each record is marked applied as soon as it is: a crash must never re-apply one
             # after a later one has changed the state it reads (a target update's leaderboard
             # rows are computed from the histories the next update extends).
+            state = self.state
+            if state is None:
+                raise RuntimeError("runtime not started")
             for i, record, received_at, event in todo:
                 results[i] = (await apply_in_order(self, [(i, record, received_at, event)]))[0]
                 marks = applied_marks([record], [results[i]])  # type: ignore[list-item]
-                await with_retry(lambda m=marks, t=record.topic: mark_applied(self.state, t, m), f"marking {describe([(record, received_at)])} applied")  # type: ignore[arg-type]
+                await with_retry(functools.partial(mark_applied, state, record.topic, marks), f"marking {describe([(record, received_at)])} applied")
             return [r if r is not None else "internal_error" for r in results]
         by_key: dict[tuple[int, bytes | None], list[tuple[int, InputRecord, float, Any]]] = {}
         for item in todo:
@@ -265,7 +269,7 @@ async def apply_in_order(runtime: Runtime, group: list[tuple[int, InputRecord, f
     for _, record, received_at, event in group:
         outcomes.append(
             await with_retry(
-                lambda r=record, t=received_at, e=event: runtime.handle(r, t, e),
+                functools.partial(runtime.handle, record, received_at, event),
                 f"applying {record.topic}[{record.partition}]@{record.offset}",
             )
         )

@@ -292,6 +292,20 @@ def _array_bytes(a: NDArray[np.float64]) -> bytes:
     return np.ascontiguousarray(a, dtype="<f8").tobytes()
 
 
+def _text(value: object) -> str:
+    """A Redis reply as text (the client answers bytes; its type hints allow str and more)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a Redis string reply, got {type(value).__name__}")
+
+
+def _raw(value: object) -> bytes:
+    """A Redis reply as bytes (see :func:`_text`)."""
+    return value if isinstance(value, bytes) else _text(value).encode()
+
+
 def _array(data: bytes, shape: tuple[int, ...]) -> NDArray[np.float64]:
     return np.frombuffer(data, dtype="<f8").astype(np.float64).reshape(shape)
 
@@ -419,7 +433,7 @@ class RedisState:
     async def claim_epoch(self) -> str:
         """Adopt the stored epoch, creating one when there is none (a new namespace)."""
         await self.r.set(self.keys.epoch(), secrets.token_hex(8), nx=True)
-        self.epoch_token = (await self.r.get(self.keys.epoch()) or b"").decode()
+        self.epoch_token = _text(await self.r.get(self.keys.epoch()) or b"")
         return self.epoch_token
 
     async def new_epoch(self) -> str:
@@ -441,7 +455,7 @@ class RedisState:
 
     async def check_epoch(self) -> None:
         """Raise :class:`StateLost` when the stored epoch is no longer this process's."""
-        if self.epoch_token and (await self.r.get(self.keys.epoch()) or b"").decode() != self.epoch_token:
+        if self.epoch_token and _text(await self.r.get(self.keys.epoch()) or b"") != self.epoch_token:
             raise StateLost("the state's epoch changed or vanished: Redis lost the state")
 
     async def recovery_lock(self, seconds: float) -> bool:
@@ -500,7 +514,7 @@ class RedisState:
             meta, ids = await pipe.execute()
         if not meta or b"open_ts" not in meta:
             return None
-        m = {k.decode(): v.decode() for k, v in meta.items()}
+        m = {_text(k): _text(v) for k, v in meta.items()}
         return RoundInfo(
             round=r,
             ids=known_ids if known_ids is not None else (tuple(orjson.loads(ids)) if ids is not None else None),
@@ -536,7 +550,7 @@ class RedisState:
         await self.r.hset(self.keys.round(r), "alerted", "1")
 
     async def known_rounds(self) -> list[int]:
-        return [int(x) for x in await self.r.zrange(self.keys.rounds(), 0, -1)]
+        return [int(_text(x)) for x in await self.r.zrange(self.keys.rounds(), 0, -1)]
 
     # --- submissions ---------------------------------------------------------------------
     async def put_submissions(self, rows: Mapping[tuple[int, str], SubmissionRow], lives: Mapping[tuple[int, int], NDArray[np.float64]]) -> None:
@@ -619,14 +633,14 @@ class RedisState:
 
     async def get_submissions(self, r: int) -> dict[str, SubmissionRow]:
         raw = await self.r.hgetall(self.keys.subs(r))
-        return {k.decode(): SubmissionRow.decode(v) for k, v in raw.items()}
+        return {_text(k): SubmissionRow.decode(_raw(v)) for k, v in raw.items()}
 
     async def get_live_total(self, r: int, n_ids: int, partitions: int) -> NDArray[np.float64]:
         """Sum of every partition's live sums, partitions added in index order."""
         total = np.zeros(n_ids + 1)
         for data in await self.r.mget([self.keys.live(r, p) for p in range(partitions)]):
             if data is not None:
-                total += _array(data, (n_ids + 1,))
+                total += _array(_raw(data), (n_ids + 1,))
         return total
 
     # --- stakes --------------------------------------------------------------------------
@@ -674,7 +688,7 @@ class RedisState:
     # --- basis ---------------------------------------------------------------------------
     async def get_basis(self, r: int, fingerprint: str, n_models: int, n_ids: int, draws: int) -> RoundBasis | None:
         raw = await self.r.hgetall(self.keys.basis(r))
-        if not raw or raw.get(b"fingerprint", b"").decode() != fingerprint:
+        if not raw or _text(raw.get(b"fingerprint", b"")) != fingerprint:
             return None
         shapes: dict[str, tuple[int, ...]] = {
             "stakes": (n_models,),
@@ -686,14 +700,14 @@ class RedisState:
             "g15_centered_norm": (n_models,),
             "corr_w_mm": (n_models,),
         }
-        return RoundBasis(**{name: _array(raw[name.encode()], shape) for name, shape in shapes.items()})
+        return RoundBasis(**{name: _array(_raw(raw[name.encode()]), shape) for name, shape in shapes.items()})
 
     async def get_basis_field(self, r: int, fingerprint: str, name: str, shape: tuple[int, ...]) -> NDArray[np.float64] | None:
         """One array of the stored basis (``corr_w_mm``, …) when it was stored under ``fingerprint``."""
         stored, data = await self.r.hmget(self.keys.basis(r), ["fingerprint", name])
-        if stored is None or stored.decode() != fingerprint or data is None:
+        if stored is None or _text(stored) != fingerprint or data is None:
             return None
-        return _array(data, shape)
+        return _array(_raw(data), shape)
 
     async def put_basis(self, r: int, fingerprint: str, basis: RoundBasis) -> None:
         mapping: dict[str, bytes] = {
@@ -740,11 +754,11 @@ class RedisState:
 
     async def get_targets(self, r: int, n_ids: int) -> NDArray[np.float64] | None:
         data = await self.r.hget(self.keys.targets(r), "values")
-        return None if data is None else _array(data, (n_ids,))
+        return None if data is None else _array(_raw(data), (n_ids,))
 
     async def get_round_scores(self, r: int) -> dict[str, dict[str, Any]]:
         raw = await self.r.hgetall(self.keys.scores(r))
-        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+        return {_text(k): orjson.loads(v) for k, v in raw.items()}
 
     async def get_round_crowding(self, r: int) -> dict[str, Any] | None:
         data = await self.r.get(self.keys.crowding(r))
@@ -784,7 +798,7 @@ class RedisState:
         return out
 
     async def all_models(self) -> list[str]:
-        return sorted(m.decode() for m in await self.r.smembers(self.keys.models()))
+        return sorted(_text(m) for m in await self.r.smembers(self.keys.models()))
 
     async def put_standings(self, rows: Mapping[str, tuple[float, bytes]]) -> None:
         """Leaderboard scores (sorted set) and the rows behind them."""
@@ -792,17 +806,17 @@ class RedisState:
             return
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(self.keys.leaderboard(), {m: score for m, (score, _) in rows.items()})
-        pipe.hset(self.keys.leaderboard_rows(), mapping={m: row for m, (_, row) in rows.items()})  # type: ignore[arg-type]
+        pipe.hset(self.keys.leaderboard_rows(), mapping={m: row for m, (_, row) in rows.items()})
         await pipe.execute()
 
     async def ranks(self, models: list[str]) -> tuple[list[int], int]:
         """1-based rank of each model by rolling payout (ties: Redis' reverse member order), and the board size."""
         board = await self.r.zrevrange(self.keys.leaderboard(), 0, -1)
-        position = {member.decode(): i + 1 for i, member in enumerate(board)}
+        position = {_text(member): i + 1 for i, member in enumerate(board)}
         return [position[m] for m in models], len(board)
 
     async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
-        models = [m.decode() for m in await self.r.zrevrange(self.keys.leaderboard(), 0, limit - 1)]
+        models = [_text(m) for m in await self.r.zrevrange(self.keys.leaderboard(), 0, limit - 1)]
         if not models:
             return []
         rows = await self.r.hmget(self.keys.leaderboard_rows(), models)
@@ -829,7 +843,7 @@ class RedisState:
         (nothing but the mark once retention pruned the round's scores)."""
         pipe = self.r.pipeline(transaction=True)
         if cwmm:
-            pipe.hset(self.keys.close_cwmm(r), mapping={m: repr(float(v)) for m, v in cwmm.items()})  # type: ignore[arg-type]
+            pipe.hset(self.keys.close_cwmm(r), mapping={m: repr(float(v)) for m, v in cwmm.items()})
             await self._drop_if_pruned(keys=[self.keys.round(r), self.keys.close_cwmm(r)], args=[SCORES_PRUNED], client=pipe)
         pipe.hset(self.keys.round(r), "close_alerted", "1")
         await pipe.execute()
@@ -859,13 +873,13 @@ class RedisState:
 
     async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` alerts, newest (by event time) first."""
-        return [orjson.loads(a) for a in await self.r.zrevrange(self.keys.alerts(), 0, limit - 1)]
+        return [orjson.loads(_raw(a)) for a in await self.r.zrevrange(self.keys.alerts(), 0, limit - 1)]
 
     # --- retention -----------------------------------------------------------------------------
     async def retention_policy(self) -> RetentionPolicy | None:
         """The policy the last :meth:`prune_rounds` stored (None before any), read once per instance."""
         if self._policy is None:
-            self._policy = RetentionPolicy.from_fields(await self.r.hgetall(self.keys.retention()))
+            self._policy = RetentionPolicy.from_fields({_raw(k): _raw(v) for k, v in (await self.r.hgetall(self.keys.retention())).items()})
         return self._policy
 
     async def prune_rounds(self, rows: int, scores: int, history: int, partitions: int) -> RetentionReport:

@@ -32,6 +32,7 @@ Kinds (DESIGN §3):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -205,7 +206,7 @@ def crowding_tax(
     """A ``crowding_tax`` alert when the stake rose ≥ ratio× since the previous round, with the
     model's own forecast (its MMC in this round at the new and at the old stake) when given, and
     the population's measured median change of today's MMC after such jumps."""
-    if previous_stake is None or previous_stake <= 0 or stake < settings.alert_stake_jump_ratio * previous_stake:
+    if previous_stake is None or not (previous_stake > 0 and math.isfinite(stake)) or stake < settings.alert_stake_jump_ratio * previous_stake:
         return None
     ratio = stake / previous_stake
     change = population.get("median_relative_change")
@@ -310,12 +311,17 @@ def _t(t: float) -> str:
 
 def concentration(settings: Settings, round_number: int, effective_models: float | None, day: int | None = None) -> dict[str, Any] | None:
     """A ``concentration`` alert when 1/HHI of the round's stakes is below the threshold."""
-    if effective_models is None or effective_models <= 0 or effective_models >= settings.alert_min_effective_models:
+    # A round without stake (effective number 0, scoring.crowding.stake_concentration) is as
+    # concentrated as a round can be: it alerts too. An undefined figure (None, NaN) does not.
+    if effective_models is None or not math.isfinite(effective_models) or effective_models >= settings.alert_min_effective_models:
         return None
     return alert(
         "concentration",
         "warning",
-        f"round {round_number}: stake is concentrated in the equivalent of {effective_models:.1f} models (threshold {settings.alert_min_effective_models:g})",
+        f"round {round_number}: no stake at all: there is no meta model"
+        if effective_models == 0
+        else f"round {round_number}: stake is concentrated in the equivalent of {effective_models:.1f} models "
+        f"(threshold {settings.alert_min_effective_models:g})",
         round_number=round_number,
         value=effective_models,
         threshold=settings.alert_min_effective_models,

@@ -57,7 +57,8 @@ def dead_letter(record: InputRecord, error: InvalidMessage, prefix: str, max_byt
     key = record.key
     headers = [
         ("mmc.error.reason", error.reason.encode()),
-        ("mmc.error.message", error.message.encode("utf-8", "replace")[:DEAD_LETTER_MESSAGE_BYTES]),
+        # Cut at a character boundary: the header stays valid UTF-8.
+        ("mmc.error.message", error.message.encode("utf-8", "replace")[:DEAD_LETTER_MESSAGE_BYTES].decode("utf-8", "ignore").encode()),
         ("mmc.error.topic", f"{prefix}{record.topic}".encode()),
         ("mmc.error.partition", str(record.partition).encode()),
         ("mmc.error.offset", str(record.offset).encode()),

@@ -373,24 +373,10 @@ def test_concentration_fires_below_the_threshold_only() -> None:
     assert alerts.concentration(SETTINGS, 7, None) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "contract gap: a NaN figure is not 'below the threshold', yet concentration() raises an alert whose value is NaN "
-        "(published as null); crowding_tax() likewise fires on a NaN stake"
-    ),
-)
 def test_nan_figures_raise_no_alert() -> None:
     assert alerts.concentration(SETTINGS, 7, float("nan")) is None
     assert alerts.crowding_tax(SETTINGS, "m1", 9, float("nan"), 100.0, NO_JUMPS) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "contract conflict: scoring.crowding.stake_concentration documents effective number 0 for a round without stake "
-        "'so effective-number-below-a-threshold alerts keep firing', but concentration() returns None for 0"
-    ),
-)
 def test_concentration_fires_for_a_round_without_stake() -> None:
     assert alerts.concentration(SETTINGS, 7, 0.0) is not None

@@ -74,7 +74,9 @@ def cwmm_baseline(settings: Settings, history: dict[int, dict[str, Any]], before
     values = [float(history[r]["corr_w_mm"]) for r in rounds[-settings.alert_cwmm_baseline_rounds :]]
     if len(values) < 2:
         return None
-    return float(np.mean(values)), float(np.std(values, ddof=1))
+    spread = float(np.std(values, ddof=1))
+    # A flat series' spread is 0 up to rounding (a few 1e-17): treated as 0, not as a scale.
+    return float(np.mean(values)), spread if spread > 1e-12 else 0.0
 
 
 def decile_of(value: float, edges: list[float | None] | None) -> int | None:
@@ -251,6 +253,8 @@ def slope_t(x: list[float], y: list[float]) -> tuple[float, float] | None:
     slope = float(dx @ (ya - ya.mean())) / sxx
     residual = ya - ya.mean() - slope * dx
     se = float(np.sqrt((residual @ residual) / (len(xa) - 2) / sxx))
+    if se <= 1e-12 * abs(slope):  # what is left is rounding: a perfect fit
+        se = 0.0
     if se == 0:
         return slope, (np.inf if slope > 0 else -np.inf if slope < 0 else 0.0)
     return slope, slope / se

@@ -380,3 +380,16 @@ def test_nan_figures_raise_no_alert() -> None:
 
 def test_concentration_fires_for_a_round_without_stake() -> None:
     assert alerts.concentration(SETTINGS, 7, 0.0) is not None
+
+
+def test_a_line_that_is_not_exactly_representable_is_still_a_perfect_fit() -> None:
+    """0.1, 0.2, 0.3 … leave residuals of rounding only: the t-statistic is infinite (published as null)."""
+    fit = alerts.slope_t([1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.3, 0.4])
+    assert fit is not None and fit[1] == np.inf
+
+
+def test_a_flat_cwmm_history_has_no_spread() -> None:
+    """Ten rounds at exactly 0.3 average with a rounding spread of ~6e-17: the baseline says 0, so
+    the spike is judged by the minimum jump, not in 1e15 of its own standard deviations."""
+    baseline = alerts.cwmm_baseline(SETTINGS, {r: {"corr_w_mm": 0.3} for r in range(1, 11)}, 11)
+    assert baseline is not None and baseline[1] == 0.0

@@ -315,6 +315,13 @@ _MODEL_TAG = re.compile(r"\{m:[^}]*\}")
 _PARTITION = re.compile(r":live:\d+$")
 
 
+def key_family(namespace: str, key: str) -> str:
+    """A key's family: the key without the namespace, its round (``{rN}``), model
+    (``{m:NAME}``) and partition numbers (``:live:P``) — one line per kind of key."""
+    name = key[len(namespace) + 1 :] if key.startswith(f"{namespace}:") else key
+    return _PARTITION.sub(":live:P", _MODEL_TAG.sub("{m:NAME}", _ROUND_TAG.sub("{rN}", name)))
+
+
 class Keys:
     """Builds every Redis key (no f-string keys anywhere else)."""
 
@@ -324,12 +331,6 @@ class Keys:
     def everything(self) -> str:
         """SCAN pattern of every key of the namespace."""
         return f"{self.ns}:*"
-
-    def family(self, key: str) -> str:
-        """A key's family: the key without the namespace, its round (``{rN}``), model
-        (``{m:NAME}``) and partition numbers (``:live:P``) — one line per kind of key."""
-        name = key[len(self.ns) + 1 :] if key.startswith(f"{self.ns}:") else key
-        return _PARTITION.sub(":live:P", _MODEL_TAG.sub("{m:NAME}", _ROUND_TAG.sub("{rN}", name)))
 
     def round(self, r: int) -> str:
         return f"{self.ns}:{{r{r}}}:round"
@@ -487,7 +488,7 @@ class RedisState:
         return removed
 
     async def memory_by_family(self) -> dict[str, tuple[int, int]]:
-        """Keys and bytes by key family (:meth:`Keys.family`), from ``MEMORY USAGE … SAMPLES 0``
+        """Keys and bytes by key family (:func:`key_family`), from ``MEMORY USAGE … SAMPLES 0``
         (every element counted, not a sample) — what the memory benchmarks print."""
         keys = [k async for k in self.r.scan_iter(match=self.keys.everything(), count=1000)]
         out: dict[str, tuple[int, int]] = {}
@@ -497,7 +498,7 @@ class RedisState:
             for key in batch:
                 pipe.memory_usage(key, samples=0)
             for key, size in zip(batch, await pipe.execute(), strict=True):
-                family = self.keys.family(key.decode())
+                family = key_family(self.keys.ns, key.decode())
                 n, total = out.get(family, (0, 0))
                 out[family] = (n + 1, total + int(size or 0))
         return out

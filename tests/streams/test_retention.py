@@ -31,7 +31,7 @@ from streams.metrics import StateGauges
 from streams.records import InputRecord
 from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
-from streams.state import Keys, RedisState, StakeEntry, SubmissionRow, shadowed_stakes
+from streams.state import Keys, RedisState, StakeEntry, SubmissionRow, key_family, shadowed_stakes
 from tests.conftest import StackEnv, run_sync
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
@@ -431,9 +431,10 @@ def test_memory_by_family_groups_every_key_of_the_namespace(settings: Settings, 
     """Per-round, per-model and per-partition keys fold into one family each; the byte counts
     are Redis's own MEMORY USAGE; keys of another namespace are not counted."""
     keys = Keys(settings.state_namespace)
-    assert keys.family(keys.live(12, 3)) == "{rN}:live:P"
-    assert keys.family(keys.history("alpha")) == "{m:NAME}:history"
-    assert keys.family(keys.watermark()) == "{progress}:watermark"
+    ns = settings.state_namespace
+    assert key_family(ns, keys.live(12, 3)) == "{rN}:live:P"
+    assert key_family(ns, keys.history("alpha")) == "{m:NAME}:history"
+    assert key_family(ns, keys.watermark()) == "{progress}:watermark"
     for r in (1, 2, 3):
         redis.set(keys.scores(r), b"x" * (100 * r))
     redis.set(keys.stakes("a"), b"y")

@@ -91,6 +91,7 @@ def test_default_season_reproduces_the_findings() -> None:
     assert failed(f) == []
 
 
+@pytest.mark.slow
 def test_the_checks_fail_without_a_crowd(monkeypatch: pytest.MonkeyPatch) -> None:
     """The checks can fail: with no common signal (crowd shares near 0) the most crowded decile
     earns as much MMC as the most original one, so the crowding finding is missed."""

@@ -115,9 +115,13 @@ def test_permuting_ids_changes_nothing_without_ties(r, rnd) -> None:
     perm = np.array(rnd.sample(range(preds.shape[1]), preds.shape[1]))
     a = score_round(preds, stakes, targets, round=seed)
     b = score_round(preds[:, perm], stakes, targets[perm], round=seed)
-    for name in ("corr", "contribution", "corr_w_mm"):
+    for name in ("corr", "corr_w_mm"):
         close(getattr(a, name), getattr(b, name))
     close(a.meta_model[perm], b.meta_model)
+    # The contribution ranks the meta model keeping ties; an exact tie that float rounding splits
+    # by one ulp in one order and not the other (see the scaling property) moves it by one rank.
+    if not (_has_near_tie(a.meta_model) or _has_near_tie(b.meta_model)):
+        close(a.contribution, b.contribution)
     has_ties = any(np.unique(row).size < row.size for row in preds)
     if not has_ties:
         close(a.mmc, b.mmc)

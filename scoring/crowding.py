@@ -934,8 +934,8 @@ def stake_jump_events(
     model_s = table.model_index[order]
     round_s = table.rounds[order]
     stake_s = table.stakes[order]
-    assert table.corr is not None  # filled with NaN on construction when not given
-    columns = (mmc_column[order], table.corr[order])
+    corr = table.corr if table.corr is not None else np.full(len(table), np.nan)  # NaN-filled on construction
+    columns = (mmc_column[order], corr[order])
 
     previous_stake = stake_s[:-1]
     is_event = (model_s[1:] == model_s[:-1]) & (round_s[1:] - round_s[:-1] == 1) & (previous_stake > 0) & (stake_s[1:] >= ratio * previous_stake)

@@ -55,3 +55,18 @@ class StateLost(MmcStreamError):
     """Redis lost the state under a running worker (flushed, restarted without persistence, or
     rebuilt by another process). The worker stops consuming and restarts itself in place: its
     start-up recovery rebuilds the state from the input topics. Nothing to do by hand."""
+
+
+class RoundStateInvalid(MmcStreamError):
+    """A round's record in Redis cannot be read: a field is missing or holds something the service
+    never writes (not a number, a negative offset, a universe that is not a list of ids).
+
+    The state was damaged or written by another program. Records that need the round are refused
+    ``internal_error`` until it is repaired: stop the workers and rebuild the state from the input
+    topics (``mmc rebuild --wipe``).
+    """
+
+    def __init__(self, round_number: int, problem: str) -> None:
+        super().__init__(f"round {round_number}'s stored record is invalid: {problem}")
+        self.round = round_number
+        self.problem = problem

@@ -1,0 +1,19 @@
+"""What the application holds for its handlers: settings, state store, metrics (aiohttp app keys).
+
+The live feed's key, :data:`streams.web.live.FEED`, is defined beside the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from streams.metrics import WebMetrics
+from streams.settings import Settings
+from streams.state import RedisState
+
+SETTINGS = web.AppKey("settings", Settings)
+STATE = web.AppKey("state", RedisState)
+METRICS = web.AppKey("metrics", WebMetrics)
+FEED_TASK = web.AppKey("feed_task", asyncio.Task)

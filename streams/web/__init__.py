@@ -17,19 +17,22 @@ A standalone aiohttp server, deliberately **not** views on the workers' Faust we
 The package, one module per concern:
 
 - :mod:`~streams.web.live` — the live feed and ``/api/stream`` (server-sent events, bounded live clients);
+- :mod:`~streams.web.models` — the parameter and response models;
 - :mod:`~streams.web.handlers` — the page, the JSON API and ``/metrics``;
-- :mod:`~streams.web.openapi` — the OpenAPI document;
+- :mod:`~streams.web.routes` — the route table the application is built from;
+- :mod:`~streams.web.openapi` — the OpenAPI document, generated from the route table and the models;
 - :mod:`~streams.web.app` — the aiohttp application: routes and middlewares;
 - :mod:`~streams.web.server` — serving it (``mmc web``).
 
-Errors are JSON (``{"error": {"status", "code", "message"}}``) with the HTTP status.
+Errors are JSON (``{"error": {"status", "code", "message"}}``) with the HTTP status; path and
+query parameters are checked by the models the OpenAPI document describes them with.
 """
 
 from __future__ import annotations
 
-from streams.web.app import Handler, count_requests, create_web_app, errors_as_json
-from streams.web.context import FEED_TASK, METRICS, SETTINGS, STATE
-from streams.web.handlers import HTML_HEADERS, LEADERBOARD_MAX, SORT_KEYS, STATIC_DIR
+from streams.web.app import count_requests, create_web_app, errors_as_json
+from streams.web.context import FEED_TASK, METRICS, OPENAPI, SETTINGS, STATE
+from streams.web.handlers import HTML_HEADERS, STATIC_DIR
 from streams.web.live import (
     FEED,
     KEEPALIVE_SECONDS,
@@ -42,8 +45,10 @@ from streams.web.live import (
     LiveFeed,
     sse_frame,
 )
+from streams.web.models import LEADERBOARD_MAX, SORT_KEYS
 from streams.web.openapi import openapi_document
 from streams.web.responses import ApiError, error_response, json_response
+from streams.web.routes import ROUTES, Handler, Reply, Route
 from streams.web.server import run_web, serve
 
 __all__ = [
@@ -58,6 +63,8 @@ __all__ = [
     "LIVE_RETRY_AFTER_SECONDS",
     "LIVE_TOPICS",
     "METRICS",
+    "OPENAPI",
+    "ROUTES",
     "SETTINGS",
     "SORT_KEYS",
     "STATE",
@@ -66,6 +73,8 @@ __all__ = [
     "Handler",
     "LiveClient",
     "LiveFeed",
+    "Reply",
+    "Route",
     "count_requests",
     "create_web_app",
     "error_response",

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -14,32 +13,18 @@ from streams.admin import redis_client
 from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.state import RedisState
-from streams.web.context import FEED_TASK, METRICS, SETTINGS, STATE
-from streams.web.handlers import (
-    STATIC_DIR,
-    api_alerts,
-    api_health,
-    api_leaderboard,
-    api_model,
-    api_round_crowding,
-    api_round_scores,
-    api_rounds,
-    api_trend,
-    metrics_page,
-    model_page,
-    page,
-)
-from streams.web.live import FEED, LiveFeed, api_stream
+from streams.web.context import FEED_TASK, METRICS, OPENAPI, SETTINGS, STATE
+from streams.web.handlers import STATIC_DIR
+from streams.web.live import FEED, LiveFeed
 from streams.web.openapi import openapi_document
-from streams.web.responses import ApiError, error_response, json_response
+from streams.web.responses import ApiError, error_response
+from streams.web.routes import ROUTES, Handler
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def create_web_app(settings: Settings, *, follow: bool = True) -> web.Application:
-    """The aiohttp application: page, API, live stream and metrics.
+    """The aiohttp application: the routes of :data:`~streams.web.routes.ROUTES` and the page's static files.
 
     Redis is connected on startup; with ``follow`` the live feed starts following the output
     topics (without it ``/api/stream`` only sends keep-alives — for API-only deployments).
@@ -49,6 +34,7 @@ def create_web_app(settings: Settings, *, follow: bool = True) -> web.Applicatio
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[FEED] = LiveFeed(settings, metrics)
+    app[OPENAPI] = openapi_document(settings, ROUTES)
 
     async def start(app: web.Application) -> None:
         app[STATE] = RedisState(redis_client(settings), settings.state_namespace)
@@ -71,26 +57,10 @@ def create_web_app(settings: Settings, *, follow: bool = True) -> web.Applicatio
     app.on_shutdown.append(stop_streams)
     app.on_cleanup.append(stop)
 
-    r = app.router
-    r.add_get("/", page, name="page")
-    r.add_get("/models/{model:[^/]+}", model_page, name="model_page")
-    r.add_get("/api/leaderboard", api_leaderboard, name="leaderboard")
-    r.add_get("/api/models/{model:[^/]+}", api_model, name="model")
-    r.add_get("/api/rounds", api_rounds, name="rounds")
-    r.add_get("/api/rounds/{round:[^/]+}/scores", api_round_scores, name="round_scores")
-    r.add_get("/api/rounds/{round:[^/]+}/crowding", api_round_crowding, name="round_crowding")
-    r.add_get("/api/alerts", api_alerts, name="alerts")
-    r.add_get("/api/trend", api_trend, name="trend")
-    r.add_get("/api/health", api_health, name="health")
-    r.add_get("/api/stream", api_stream, name="stream")
-    r.add_get("/api/openapi.json", api_openapi, name="openapi")
-    r.add_get("/metrics", metrics_page, name="metrics")
-    r.add_static("/static/", STATIC_DIR, name="static", append_version=False)
+    for route in ROUTES:
+        app.router.add_get(route.pattern, route.handler(), name=route.name)
+    app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
     return app
-
-
-async def api_openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document(request.app[SETTINGS]))
 
 
 # --------------------------------------------------------------------------- middlewares

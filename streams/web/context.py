@@ -1,4 +1,4 @@
-"""What the application holds for its handlers: settings, state store, metrics (aiohttp app keys).
+"""What the application holds for its handlers: settings, state store, metrics, its OpenAPI document (aiohttp app keys).
 
 The live feed's key, :data:`streams.web.live.FEED`, is defined beside the feed.
 """
@@ -6,6 +6,7 @@ The live feed's key, :data:`streams.web.live.FEED`, is defined beside the feed.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -17,3 +18,4 @@ SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", RedisState)
 METRICS = web.AppKey("metrics", WebMetrics)
 FEED_TASK = web.AppKey("feed_task", asyncio.Task)
+OPENAPI = web.AppKey("openapi", dict[str, Any])

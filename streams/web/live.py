@@ -31,6 +31,7 @@ from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.transient import Backoff
 from streams.web.context import SETTINGS
+from streams.web.models import NoParameters
 from streams.web.responses import ApiError
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ class LiveFeed:
 FEED = web.AppKey("feed", LiveFeed)
 
 
-async def api_stream(request: web.Request) -> web.StreamResponse:
+async def api_stream(request: web.Request, params: NoParameters) -> web.StreamResponse:
     """Server-sent events: one event per output message, named after its topic.
 
     Over ``MMC_WEB_LIVE_MAX_CLIENTS`` open streams the answer is 503 ``too_many_live_clients``

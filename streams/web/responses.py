@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel
 
 
 class ApiError(Exception):
@@ -19,9 +20,17 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def _fields(value: object) -> object:
+    """A response model as its fields, for orjson (which writes the values, nested models included, itself)."""
+    if isinstance(value, BaseModel):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """``value`` (plain data or a response model) as a JSON response; NaN and infinities are written as null."""
     return web.Response(
-        body=orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY),
+        body=orjson.dumps(value, default=_fields, option=orjson.OPT_SERIALIZE_NUMPY),
         status=status,
         content_type="application/json",
         headers={"Cache-Control": "no-store", **(headers or {})},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -439,6 +440,187 @@ def test_pages_and_static_files_are_served_locally(service: LiveService) -> None
         assert "/static/app.js" in response.text and "http" not in response.text.split("<footer>")[0].replace("http-equiv", "")
     for asset in ("/static/app.js", "/static/charts.js", "/static/style.css"):
         assert service.get(asset).status_code == 200
+
+
+# --------------------------------------------------------------------------- the route table, the OpenAPI document and the parameter models (in process)
+
+
+def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema of the document, followed through its ``$ref`` (if it is one)."""
+    while "$ref" in schema:
+        target: Any = doc
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = target
+    return schema
+
+
+def test_served_routes_and_documented_operations_are_the_same_list() -> None:
+    """Every GET route the app registers is a documented operation (named by its operationId), and every operation is served."""
+    from streams.web import ROUTES, create_web_app, openapi_document
+
+    settings = Settings()
+    app = create_web_app(settings, follow=False)
+    doc = openapi_document(settings)
+    served = {(route.resource.canonical, route.method, route.resource.name) for route in app.router.routes() if route.resource is not None}
+    documented = {(path, method.upper(), operation["operationId"]) for path, item in doc["paths"].items() for method, operation in item.items()}
+    assert {s for s in served if s[1] == "GET" and s[2] != "static"} == documented
+    # aiohttp answers HEAD beside every GET; the page's assets are the one resource outside the document
+    assert {(path, name) for path, method, name in served if method == "HEAD"} == {(path, name) for path, _, name in served if name}
+    assert {r.canonical for r in app.router.resources()} - set(doc["paths"]) == {"/static"}
+    assert [route.path for route in ROUTES] == list(doc["paths"])
+
+
+def test_each_handler_takes_and_returns_what_its_route_documents() -> None:
+    """A handler's parameters are its route's parameter model; a handler that returns a model returns the documented body."""
+    import typing
+
+    from streams.web import ROUTES
+    from streams.web.models import Body
+
+    for route in ROUTES:
+        hints = typing.get_type_hints(route.endpoint)
+        assert hints["params"] is route.parameters, route.path
+        returned = hints["return"]
+        if isinstance(returned, type) and issubclass(returned, Body):
+            assert returned is route.ok.body, route.path
+
+
+def _bad_values(schema: dict[str, Any]) -> list[str]:
+    """Values the documented schema of a parameter refuses."""
+    if "enum" in schema:
+        return ["nope", str(schema["enum"][0]).upper()]
+    if schema["type"] == "integer":
+        bad = ["abc", "1.5", str(schema["minimum"] - 1)]
+        if "maximum" in schema:
+            bad.append(str(schema["maximum"] + 1))
+        if "exclusiveMaximum" in schema:
+            bad.append(str(schema["exclusiveMaximum"]))
+        return bad
+    assert schema["type"] == "string" and "pattern" in schema, schema
+    bad = ["bad id", "{r1}", "m1:x", "x" * 65, "é"]
+    assert not any(re.search(schema["pattern"], value) for value in bad)
+    return bad
+
+
+def _bad_requests(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(documented path, request path and query, parameter name) for a refused value of every documented parameter."""
+    fine = {"model": "m1", "round": "1"}
+    cases = []
+    for path, item in doc["paths"].items():
+        for parameter in item["get"].get("parameters", []):
+            name = parameter["name"]
+            for value in _bad_values(parameter["schema"]):
+                quoted = urllib.parse.quote(value, safe="")
+                url = path
+                for other, good in fine.items():
+                    url = url.replace("{" + other + "}", quoted if (other == name and parameter["in"] == "path") else good)
+                if parameter["in"] == "query":
+                    url += "?" + urllib.parse.urlencode({name: value})
+                cases.append((path, url, name))
+    return cases
+
+
+def test_refused_parameters_answer_the_documented_400() -> None:
+    """A value outside a parameter's documented schema is a 400 whose body is the documented Error, with a code the document lists."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from streams.web import create_web_app, openapi_document
+
+    settings = Settings()
+    doc = openapi_document(settings)
+    cases = _bad_requests(doc)
+    assert {name for _, _, name in cases} == {"model", "round", "sort", "order", "limit"}
+
+    async def answers() -> list[tuple[int, str, Any]]:
+        out = []
+        # No request below reaches Redis: parameters are checked before the handler runs.
+        async with TestClient(TestServer(create_web_app(settings, follow=False))) as client:
+            for _, url, _ in cases:
+                response = await client.get(url)
+                out.append((response.status, response.headers["Content-Type"], await response.json()))
+        return out
+
+    for (path, url, name), (status, content_type, body) in zip(cases, run_sync(answers()), strict=True):
+        assert status == 400 and content_type.startswith("application/json"), (url, status, body)
+        documented = doc["paths"][path]["get"]["responses"]["400"]
+        schema = documented["content"]["application/json"]["schema"]
+        jsonschema_rs.validator_for({**_resolve(doc, schema), "components": doc["components"]}).validate(body)
+        error = body["error"]
+        assert error["status"] == 400 and error["code"].startswith(f"bad_{name}") and error["message"], (url, error)
+        assert error["code"] in documented["description"], (url, error["code"], documented["description"])
+
+
+def test_documented_bounds_and_defaults_are_accepted() -> None:
+    """Every documented default, minimum and maximum of a parameter passes its model (the bounds are the same on both sides)."""
+    from streams.web import ROUTES, openapi_document
+    from streams.web.models import parse_parameters
+
+    doc = openapi_document(Settings())
+    for route in ROUTES:
+        parameters = doc["paths"][route.path]["get"].get("parameters", [])
+        required = {p["name"]: "1" if p["schema"]["type"] == "integer" else "m1" for p in parameters if p["required"]}
+        for parameter in parameters:
+            schema = parameter["schema"]
+            edges = [schema[k] for k in ("default", "minimum", "maximum") if k in schema] + schema.get("enum", [])
+            if "exclusiveMaximum" in schema:
+                edges.append(schema["exclusiveMaximum"] - 1)
+            for edge in edges:
+                parsed = parse_parameters(route.parameters, {**required, parameter["name"]: str(edge)})
+                assert getattr(parsed, parameter["name"]) == edge, (route.path, parameter["name"], edge)
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    """The OpenAPI 3.1 structure the document relies on, and every schema in it a valid JSON Schema 2020-12."""
+    from streams.web import openapi_document
+
+    doc = openapi_document(Settings())
+    assert re.fullmatch(r"3\.1\.\d+", doc["openapi"]) and set(doc) <= {"openapi", "info", "tags", "paths", "components"}
+    assert isinstance(doc["info"]["title"], str) and isinstance(doc["info"]["version"], str)
+    tags = {tag["name"] for tag in doc["tags"]}
+    schemas: list[Any] = list(doc["components"]["schemas"].values())
+    operation_ids = []
+    for path, item in doc["paths"].items():
+        assert path.startswith("/") and set(item) == {"get"}, path
+        operation = item["get"]
+        operation_ids.append(operation["operationId"])
+        assert operation["summary"] and set(operation["tags"]) <= tags, path
+        parameters = operation.get("parameters", [])
+        assert len({(p["name"], p["in"]) for p in parameters}) == len(parameters), path
+        placeholders = set(re.findall(r"\{(\w+)\}", path))
+        assert {p["name"] for p in parameters if p["in"] == "path"} == placeholders, path
+        for parameter in parameters:
+            assert parameter["in"] in ("path", "query") and isinstance(parameter["required"], bool), (path, parameter)
+            assert parameter["in"] == "query" or parameter["required"], (path, parameter)
+            schemas.append(parameter["schema"])
+        assert "200" in operation["responses"], path
+        for status, response in operation["responses"].items():
+            assert re.fullmatch(r"[1-5][0-9][0-9]", status) and response["description"], (path, status)
+            for media, content in response["content"].items():
+                assert re.fullmatch(r"[a-z]+/[a-z0-9.+-]+", media), (path, media)
+                schemas.append(content["schema"])
+            for header in response.get("headers", {}).values():
+                schemas.append(header["schema"])
+    assert len(set(operation_ids)) == len(operation_ids)
+    for schema in schemas:
+        jsonschema_rs.meta.validate(schema)
+    for schema in schemas:  # pydantic's own keywords, had they slipped through, would not be JSON Schema
+        assert not {"ge", "le", "gt", "lt", "x-topic-schema"} & set(_keywords(schema)), schema
+
+
+def _keywords(node: Any) -> Iterator[str]:
+    """Every keyword of a JSON Schema tree (the names under ``properties`` are names, not keywords)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "properties":
+                for sub in v.values():
+                    yield from _keywords(sub)
+            else:
+                yield k
+                yield from _keywords(v)
+    elif isinstance(node, list):
+        for x in node:
+            yield from _keywords(x)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -1,4 +1,4 @@
-"""The Faust app: input topics → thin agents → :class:`streams.processing.Processor`.
+"""The Faust app: input topics → thin agents → :class:`streams.worker.processor.Processor`.
 
 :func:`create_app` only builds the app and its agents; :func:`run_worker` runs it. The
 submissions topic is read by a task with its own librdkafka consumer (:mod:`streams.ingest`,

@@ -6,7 +6,7 @@ straight off ingestion. Faust's per-message machinery costs the worker ~0.66 ms 
 submission, a plain aiokafka consumer (fetch parsing and CRC checks in the event loop's thread)
 ~0.32 ms; librdkafka fetches, checks and queues records in its own C threads, off the GIL, for
 ~0.08 ms of CPU per submission in all (``make bench-stream`` measures the three side by side).
-This consumer feeds batches to the same :class:`~streams.processing.Processor`; the other input
+This consumer feeds batches to the same :class:`~streams.worker.processor.Processor`; the other input
 topics stay Faust agents (:mod:`streams.app`).
 
 Consumer group ``{MMC_APP_ID}-submissions`` (:meth:`Settings.consumer_group`): Kafka balances
@@ -49,10 +49,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.admin import librdkafka_config
-from streams.processing import Processor, SubmissionBatch
 from streams.records import InputRecord
 from streams.settings import Settings
 from streams.transient import Backoff
+from streams.worker.processor import Processor
+from streams.worker.submissions import SubmissionBatch
 
 log = logging.getLogger(__name__)
 

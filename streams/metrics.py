@@ -172,7 +172,7 @@ class WorkerMetrics:
         self.state = StateGauges(self.registry)
 
     def input_handled(self, topic: str, outcome: str, received_at: float) -> None:
-        """Count one handled record; ``outcome`` as :meth:`streams.processing.Processor.handle` returns it.
+        """Count one handled record; ``outcome`` as :meth:`streams.worker.processor.Processor.handle` returns it.
 
         ``received_at`` is the ``time.monotonic()`` at which the agent received the record.
         """

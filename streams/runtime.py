@@ -25,12 +25,13 @@ from streams.admin import kafka_client_options, redis_client
 from streams.errors import StateLost
 from streams.metrics import WorkerMetrics
 from streams.outputs import Output
-from streams.processing import Processor, SubmissionBatch
 from streams.progress import Barrier, applied_marks, mark_applied
 from streams.records import InputRecord
 from streams.settings import Settings
 from streams.state import RedisState
 from streams.transient import with_retry
+from streams.worker.processor import Processor
+from streams.worker.submissions import SubmissionBatch
 
 log = logging.getLogger(__name__)
 

@@ -831,7 +831,7 @@ class RedisState:
     async def put_history(self, r: int, entries: Mapping[str, dict[str, Any]]) -> None:
         """Each model's entry for round ``r``; its history then keeps its highest ``history``
         rounds of the retention policy (all of them while no policy is stored) — the view
-        :func:`streams.processing.latest_rounds` gives, so a cold read equals a worker's cache.
+        :func:`streams.worker.context.latest_rounds` gives, so a cold read equals a worker's cache.
 
         Only the targets worker writes histories (one partition), one update after another.
         """

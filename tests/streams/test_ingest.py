@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.admin import kafka_client_options
 from streams.ingest import CONSUME_SECONDS, PREFETCH_KBYTES, Records, SubmissionConsumer, consumer_config
-from streams.processing import SubmissionBatch
 from streams.rebuild import committed_offsets
 from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
+from streams.worker.submissions import SubmissionBatch
 from tests.conftest import run_sync
 from tests.e2e.harness import Event, applied_offsets, collect
 

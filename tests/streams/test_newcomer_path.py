@@ -195,7 +195,7 @@ def test_quiet_libraries_keeps_their_warnings_and_errors() -> None:
         logger = logging.getLogger(name)
         assert not logger.isEnabledFor(logging.INFO), name
         assert logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR), name
-    assert logging.getLogger("streams.processing").isEnabledFor(logging.INFO)
+    assert logging.getLogger("streams.worker.targets").isEnabledFor(logging.INFO)
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET)
     quiet_libraries("debug")

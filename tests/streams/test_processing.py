@@ -13,11 +13,16 @@ import numpy as np
 import orjson
 import pytest
 
-import streams.processing as processing
+import scoring
 from scoring.rounds import PreparedRound, gaussian_ranks
+from streams.errors import InvalidMessage
 from streams.records import InputRecord
 from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
+from streams.worker import ranking
+from streams.worker.basis_at_close import BasisAtClose
+from streams.worker.close_alerts import CloseAlerts
+from streams.worker.processor import Processor
 from tests.conftest import run_sync
 from tests.e2e.harness import collect
 
@@ -93,19 +98,19 @@ def test_a_batch_digested_in_pieces_on_the_rank_threads_equals_one_digest_of_it(
     values[2] = np.round(values[2], 1)  # ties
     batch = [submission(i, f"m{i}", values[i].tolist(), T0 + i) for i in range(7)]
     batch.append(rec("submissions", 7, {"round": 1}, "m7"))  # refused: no model, no predictions
-    whole = processing.digest_submissions([r for r, _ in batch], 1 << 20, 1000)
+    whole = ranking.digest_submissions([r for r, _ in batch], 1 << 20, 1000)
 
-    async def in_pieces() -> processing.Digest:
-        prepared = processing.Processor(Settings(), None, None, None).prepare_submissions(batch, head_start=False)  # type: ignore[arg-type]
+    async def in_pieces() -> ranking.Digest:
+        prepared = Processor(Settings(), None, None, None).prepare_submissions(batch, head_start=False)  # type: ignore[arg-type]
         return await prepared.digest
 
     pieces = run_sync(in_pieces())
-    assert processing.RANK_THREADS > 1
+    assert ranking.RANK_THREADS > 1
     assert sorted(pieces.decoded) == sorted(whole.decoded) == [(0, i) for i in range(8)]
     for key, event in whole.decoded.items():
         other = pieces.decoded[key]
         assert type(other) is type(event)
-        if isinstance(event, processing.InvalidMessage):
+        if isinstance(event, InvalidMessage):
             assert (other.reason, str(other)) == (event.reason, str(event))  # type: ignore[union-attr]
         else:
             assert (other.round, other.model) == (event.round, event.model)  # type: ignore[union-attr]
@@ -134,7 +139,7 @@ def test_a_batch_whose_shared_path_fails_is_refused_record_by_record(settings: S
 
     async def scenario() -> list[str]:
         _, outcomes = await apply_batch(settings, [[opened]])
-        monkeypatch.setattr(processing, "rank_rows", broken)
+        monkeypatch.setattr(ranking, "rank_rows", broken)
         _, more = await apply_batch(settings, [subs])
         return outcomes + more
 
@@ -160,13 +165,13 @@ def test_the_basis_is_prepared_at_close_and_the_first_update_uses_it(settings: S
     inputs.append([rec("rounds", 1, {"type": "close", "round": 1}, "1", ts=T0 + 1000)])
     targets = rec("targets", 0, {"round": 1, "day": 1, "final": False, "targets": rng.uniform(size=N_IDS).tolist()}, "1", ts=T0 + 2000)
     computed: list[int] = []
-    close_round = processing.scoring.close_round
+    close_round = scoring.close_round
 
     def counted(*args: object) -> object:
         computed.append(1)
         return close_round(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(processing.scoring, "close_round", counted)
+    monkeypatch.setattr(scoring, "close_round", counted)
 
     async def scenario(wait_for_basis: bool) -> tuple[int, list[bytes]]:
         run = settings.model_copy(update={"state_namespace": f"s{int(wait_for_basis)}{settings.app_id[-8:]}"})
@@ -193,8 +198,8 @@ def test_the_basis_is_prepared_at_close_and_the_first_update_uses_it(settings: S
     assert at_close == 1
     computed.clear()
     # a worker that did not see the close being applied (started after it): no basis task, no close-alert task
-    monkeypatch.setattr(processing.Processor, "_prepare_basis_at_close", lambda self, r, received_at: None)
-    monkeypatch.setattr(processing.Processor, "_raise_alerts_at_close", lambda self, r, received_at: None)
+    monkeypatch.setattr(BasisAtClose, "start", lambda self, r, received_at: None)
+    monkeypatch.setattr(CloseAlerts, "start", lambda self, r, received_at: None)
     at_close, lazily = run_sync(scenario(False))
     assert at_close == 0 and len(computed) == 1
     assert len(prepared) == 5 and prepared == lazily  # four models' scores + the crowding figures, same bytes
@@ -258,6 +263,6 @@ def test_close_stage_alerts_are_raised_at_close_or_else_by_the_first_targets_upd
     spikes = [a for a in map(orjson.loads, at_close) if a["model"] == "m0"]
     assert [(a["kind"], a["round"], a["trigger"]) for a in spikes] == [("corr_w_mm_spike", 3, "baseline")]
     assert spikes[0]["stake"] == 10.0 and spikes[0]["value"] > spikes[0]["baseline"] + 0.4
-    monkeypatch.setattr(processing.Processor, "_raise_alerts_at_close", lambda self, r, received_at: None)
+    monkeypatch.setattr(CloseAlerts, "start", lambda self, r, received_at: None)
     assert run_sync(close_alerts(f"c2{settings.app_id[-8:]}", with_targets=False)) == []
     assert run_sync(close_alerts(f"c3{settings.app_id[-8:]}", with_targets=True)) == at_close

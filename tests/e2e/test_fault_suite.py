@@ -247,7 +247,8 @@ def cpu_hog() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-@pytest.mark.parametrize("when", ["into_a_running_worker", "before_the_worker_starts"])
+# The backlog waiting before the worker starts runs with the slow tests (`make test-slow`).
+@pytest.mark.parametrize("when", ["into_a_running_worker", pytest.param("before_the_worker_starts", marks=pytest.mark.slow)])
 def test_a_whole_season_at_once_loses_no_update_and_fails_no_basis_task(fault_settings: Callable[..., Settings], tmp_path: Path, when: str) -> None:
     """Eight overlapping rounds sent at once, a round cache of two rounds, a CPU hog on one core:
     every update scored right, no basis task failed, nothing refused ``internal_error``."""

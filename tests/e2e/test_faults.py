@@ -45,7 +45,7 @@ pytestmark = pytest.mark.e2e
 OUTPUTS = ["scores", "leaderboard", "crowding", "alerts", "deadletter"]
 INGESTION_FAILPOINTS = ("submissions.stored", "submissions.marked", "stakes.stored")
 RESOLUTION_FAILPOINTS = ("targets.history_written", "targets.scores_sent", "targets.alerts_sent", "close.alerts_sent")
-DEFAULT_TRIALS = 2
+DEFAULT_TRIALS = 1
 FULL_TRIALS = 20
 PHASE_TIMEOUT = 120.0
 

@@ -262,7 +262,7 @@ def test_rebuild_waits_for_a_redis_that_starts_late(make_settings: Callable[...,
 def test_worker_waits_for_a_redis_that_starts_late_then_serves(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """A worker started before its Redis waits for it, then joins and answers on its web port."""
     redis_port, web_port = free_port(), free_port()
-    settings = make_settings(redis_url=f"redis://127.0.0.1:{redis_port}/0", startup_timeout_seconds=60)
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{redis_port}/0", startup_timeout_seconds=60, startup_retry_max_seconds=2)
     log = tmp_path / "worker.log"
     proc = start_mmc(["worker"], mmc_env(settings, MMC_WEB_ENABLED="true", MMC_WORKER_WEB_PORT=str(web_port)), log)
     try:

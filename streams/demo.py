@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from streams.admin import create_topics, redis_client
-from streams.errors import MmcStreamError
+from streams.errors import WorkerDied
 from streams.replay import send_events
 from streams.report import BuiltReport, alert_rates_line, build_report, headline_table
 from streams.settings import Settings
@@ -141,10 +141,6 @@ def _alerts_table(alerts: list[dict[str, Any]]) -> Table:
     for a in alerts:
         table.add_row(f"[{style.get(a['kind'], 'white')}]{a['kind']}[/]" + (" (live)" if a.get("stage") == "live" else ""), a["message"])
     return table
-
-
-class WorkerDied(MmcStreamError):
-    """A demo worker exited; its log (named in the message) says why."""
 
 
 async def _watch(

@@ -1,4 +1,11 @@
-"""The service's exceptions: one root, a subclass per area, a stable reason code on bad input."""
+"""The service's exceptions: one root, a subclass per area, a stable reason code on bad input.
+
+Every exception class of :mod:`streams` is defined here. Three stand outside the root on
+purpose, because nothing may handle them as the service's own failures:
+:class:`SchemaViolation` (a ``ValueError``: a value the code built breaks its published schema),
+:class:`ApiError` (an HTTP answer of ``mmc web``, not a failure) and :class:`FailpointError`
+(a stand-in for a bug in the fault-injection runs).
+"""
 
 from __future__ import annotations
 
@@ -70,3 +77,43 @@ class RoundStateInvalid(MmcStreamError):
         super().__init__(f"round {round_number}'s stored record is invalid: {problem}")
         self.round = round_number
         self.problem = problem
+
+
+class EventFileError(MmcStreamError):
+    """A line of an event file is not an event; regenerate the file with ``mmc simulate``."""
+
+
+class ReplayError(MmcStreamError):
+    """Events could not be sent: check ``MMC_KAFKA_BOOTSTRAP`` and the topics (``mmc topics``)."""
+
+
+class UnknownModel(MmcStreamError):
+    """The model has no scored round in this deployment's state; check the id and MMC_STATE_NAMESPACE."""
+
+
+class WorkerDied(MmcStreamError):
+    """A demo worker exited; its log (named in the message) says why."""
+
+
+class SchemaViolation(ValueError):
+    """A value does not match its topic's published schema (``path``: where, ``keyword``: which rule)."""
+
+    def __init__(self, name: str, path: str, keyword: str, message: str) -> None:
+        super().__init__(f"{name}: {path or '(root)'}: {message}")
+        self.path = path
+        self.keyword = keyword
+
+
+class ApiError(Exception):
+    """An HTTP error with a stable code, rendered as JSON by :func:`streams.web.app.errors_as_json`."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+class FailpointError(RuntimeError):
+    """Raised at a failpoint armed with ``:raise`` (a stand-in for a bug)."""

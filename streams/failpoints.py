@@ -31,6 +31,8 @@ import logging
 import os
 import signal
 
+from streams.errors import FailpointError
+
 log = logging.getLogger(__name__)
 
 NAMES = (
@@ -43,10 +45,6 @@ NAMES = (
     "close.alerts_sent",
     "agent.marked",
 )
-
-
-class FailpointError(RuntimeError):
-    """Raised at a failpoint armed with ``:raise`` (a stand-in for a bug)."""
 
 
 def parse(spec: str) -> dict[str, int]:

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streams.admin import INPUT_TOPICS, kafka_client_options
-from streams.errors import MmcStreamError
+from streams.errors import EventFileError, ReplayError
 from streams.settings import Settings
 from streams.simulation import SimEvent
 
@@ -38,14 +38,6 @@ MAX_IN_FLIGHT = 2_000
 
 #: ``progress(topic, sent)`` is called as acknowledgements arrive: short topic name, count.
 Progress = Callable[[str, int], None]
-
-
-class EventFileError(MmcStreamError):
-    """A line of an event file is not an event; regenerate the file with ``mmc simulate``."""
-
-
-class ReplayError(MmcStreamError):
-    """Events could not be sent: check ``MMC_KAFKA_BOOTSTRAP`` and the topics (``mmc topics``)."""
 
 
 def event_to_dict(event: SimEvent) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from typing import Any
 
 import jsonschema_rs
 
+from streams.errors import SchemaViolation
+
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
 #: Topic short name → schema file, for the input topics (validated on every message).
@@ -56,15 +58,6 @@ DEADLETTER_HEADERS = "deadletter.headers.json"
 _DEFAULT_REASONS = {"required": "missing_field", "type": "wrong_type"}
 _MESSAGE_CHARS = 300
 _REPORT_DEPTH = 64  # nesting kept when a violation must be found on a truncated copy
-
-
-class SchemaViolation(ValueError):
-    """A value does not match its topic's published schema (``path``: where, ``keyword``: which rule)."""
-
-    def __init__(self, name: str, path: str, keyword: str, message: str) -> None:
-        super().__init__(f"{name}: {path or '(root)'}: {message}")
-        self.path = path
-        self.keyword = keyword
 
 
 @functools.cache

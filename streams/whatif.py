@@ -25,14 +25,10 @@ from rich.table import Table
 import scoring
 from scoring.counterfactual import MechanicalPart, mechanical_part
 from streams.admin import redis_client
-from streams.errors import MmcStreamError
+from streams.errors import MmcStreamError, UnknownModel
 from streams.records import MODEL_ID
 from streams.settings import Settings
 from streams.state import RedisState
-
-
-class UnknownModel(MmcStreamError):
-    """The model has no scored round in this deployment's state; check the id and MMC_STATE_NAMESPACE."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ query parameters are checked by the models the OpenAPI document describes them w
 
 from __future__ import annotations
 
+from streams.errors import ApiError
 from streams.web.app import count_requests, create_web_app, errors_as_json
 from streams.web.context import FEED_TASK, METRICS, OPENAPI, SETTINGS, STATE
 from streams.web.handlers import HTML_HEADERS, STATIC_DIR
@@ -47,7 +48,7 @@ from streams.web.live import (
 )
 from streams.web.models import LEADERBOARD_MAX, SORT_KEYS
 from streams.web.openapi import openapi_document
-from streams.web.responses import ApiError, error_response, json_response
+from streams.web.responses import error_response, json_response
 from streams.web.routes import ROUTES, Handler, Reply, Route
 from streams.web.server import run_web, serve
 

@@ -10,6 +10,7 @@ import time
 from aiohttp import web
 
 from streams.admin import redis_client
+from streams.errors import ApiError
 from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.state import RedisState
@@ -17,7 +18,7 @@ from streams.web.context import FEED_TASK, METRICS, OPENAPI, SETTINGS, STATE
 from streams.web.handlers import STATIC_DIR
 from streams.web.live import FEED, LiveFeed
 from streams.web.openapi import openapi_document
-from streams.web.responses import ApiError, error_response
+from streams.web.responses import error_response
 from streams.web.routes import ROUTES, Handler
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Each handler takes the request and its parameters, already checked by the route's parameter
 model (:mod:`streams.web.models`), and returns a response model (written as JSON, status 200)
-or a finished response. Errors are raised as :class:`~streams.web.responses.ApiError`.
+or a finished response. Errors are raised as :class:`~streams.errors.ApiError`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from streams.errors import ApiError
 from streams.metrics import CONTENT_TYPE
 from streams.resolution import standing
 from streams.web.context import METRICS, OPENAPI, SETTINGS, STATE
@@ -35,7 +36,7 @@ from streams.web.models import (
     RoundSummary,
     Trend,
 )
-from streams.web.responses import ApiError, json_response
+from streams.web.responses import json_response
 
 STATIC_DIR = Path(__file__).parents[1] / "webstatic"
 HTML_HEADERS = {

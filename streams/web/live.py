@@ -27,12 +27,12 @@ from aiohttp.abc import AbstractStreamWriter
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.admin import kafka_client_options
+from streams.errors import ApiError
 from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.transient import Backoff
 from streams.web.context import SETTINGS
 from streams.web.models import NoParameters
-from streams.web.responses import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError
 from pydantic.json_schema import GenerateJsonSchema, WithJsonSchema
 
+from streams.errors import ApiError
 from streams.records import MODEL_ID
 from streams.state import ALERTS_KEPT
-from streams.web.responses import ApiError
 
 #: Most rows one request returns from a leaderboard or a round's scores.
 LEADERBOARD_MAX = 10_000

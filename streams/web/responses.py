@@ -9,17 +9,6 @@ from aiohttp import web
 from pydantic import BaseModel
 
 
-class ApiError(Exception):
-    """An HTTP error with a stable code, rendered as JSON by :func:`streams.web.app.errors_as_json`."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
 def _fields(value: object) -> object:
     """A response model as its fields, for orjson (which writes the values, nested models included, itself)."""
     if isinstance(value, BaseModel):

@@ -16,10 +16,11 @@ import orjson
 import pytest
 
 import scoring
+from streams.errors import SchemaViolation
 from streams.outputs import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_MESSAGE_BYTES, Output, dead_letter, encode, json_output
 from streams.records import InputRecord, refuse
 from streams.resolution import round_figures, score_messages, standing, trend_figures
-from streams.schemas import SchemaViolation, load_schema, validate_deadletter_headers, validate_output
+from streams.schemas import load_schema, validate_deadletter_headers, validate_output
 from streams.settings import Settings
 
 SETTINGS = Settings()

@@ -17,15 +17,8 @@ from typer.testing import CliRunner
 
 from streams.admin import kafka_client_options
 from streams.cli import app
-from streams.errors import ConfigurationError
-from streams.replay import (
-    EventFileError,
-    ReplayError,
-    count_events,
-    read_events,
-    send_events,
-    write_events,
-)
+from streams.errors import ConfigurationError, EventFileError, ReplayError
+from streams.replay import count_events, read_events, send_events, write_events
 from streams.settings import Settings
 from streams.simulation import TOPICS, SimEvent, SimulationConfig, simulate
 from streams.tail import TailedMessage, compact_number, describe, tail

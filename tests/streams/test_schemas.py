@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS
-from streams.errors import InvalidMessage
+from streams.errors import InvalidMessage, SchemaViolation
 from streams.records import (
     MAX_ID_LENGTH,
     MODEL_ID,
@@ -33,7 +33,6 @@ from streams.schemas import (
     INPUT_SCHEMAS,
     OUTPUT_SCHEMAS,
     SCHEMA_DIR,
-    SchemaViolation,
     input_violation,
     load_schema,
     validate_deadletter_headers,

@@ -47,8 +47,8 @@ import redis.asyncio
 
 import scoring
 from scoring.rounds import PreparedRound, PreparedSubmission, gaussian_ranks
-from streams.outputs import encode, json_output
-from streams.resolution import history_entry, round_figures, score_messages, standing, standing_score, trend_figures
+from streams.messages.outputs import encode, json_output
+from streams.messages.resolution import history_entry, round_figures, score_messages, standing, standing_score, trend_figures
 from streams.settings import Settings
 from streams.stack import free_port, redis_server_binary
 from streams.state import RedisState, StakeEntry, SubmissionRow

@@ -46,7 +46,7 @@ from confluent_kafka import TopicPartition as RdTopicPartition
 
 from streams.admin import create_topics, kafka_client_options
 from streams.ingest import consumer_config
-from streams.records import InputRecord
+from streams.messages.records import InputRecord
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.stack import EmbeddedStack

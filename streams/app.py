@@ -3,7 +3,7 @@
 :func:`create_app` only builds the app and its agents; :func:`run_worker` runs it. The
 submissions topic is read by a task with its own librdkafka consumer (:mod:`streams.ingest`,
 measured cheaper than a Faust agent or a plain aiokafka consumer per record); the other topics by agents. Each agent
-turns a Kafka message into an :class:`~streams.records.InputRecord`, hands it to the processor,
+turns a Kafka message into an :class:`~streams.messages.records.InputRecord`, hands it to the processor,
 and records the offset as applied (for the barriers of :mod:`streams.progress`). Redis or Kafka
 being unreachable makes the agent retry the same record with backoff; nothing about an input
 can stop the agent (refusals go to the dead-letter topic).
@@ -34,9 +34,9 @@ from streams.errors import StateLost
 from streams.ingest import SubmissionConsumer
 from streams.log_throttle import throttle_root_handlers
 from streams.logs import quiet_libraries
+from streams.messages.records import InputRecord
 from streams.metrics import worker_metrics_page
 from streams.rebuild import recover_if_behind
-from streams.records import InputRecord
 from streams.runtime import EXIT_FAILED, Runtime, apply_unless_applied
 from streams.settings import Settings
 from streams.transient import is_transient

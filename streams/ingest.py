@@ -49,7 +49,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.admin import librdkafka_config
-from streams.records import InputRecord
+from streams.messages.records import InputRecord
 from streams.settings import Settings
 from streams.transient import Backoff
 from streams.worker.processor import Processor

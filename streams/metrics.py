@@ -52,7 +52,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from streams.outputs import Output
+    from streams.messages.outputs import Output
     from streams.state import RedisState
 
 log = logging.getLogger(__name__)

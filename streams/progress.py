@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import failpoints
 from streams.admin import kafka_client_options, partitions_for
-from streams.records import InputRecord
+from streams.messages.records import InputRecord
 from streams.settings import Settings
 from streams.state import RedisState
 

@@ -38,7 +38,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.admin import INPUT_TOPICS, kafka_client_options, partitions_for
-from streams.records import InputRecord
+from streams.messages.records import InputRecord
 from streams.runtime import PUBLISHING, Runtime
 from streams.settings import Settings
 

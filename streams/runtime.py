@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 
 from streams.admin import kafka_client_options, redis_client
 from streams.errors import StateLost
+from streams.messages.outputs import Output
+from streams.messages.records import InputRecord
 from streams.metrics import WorkerMetrics
-from streams.outputs import Output
 from streams.progress import Barrier, applied_marks, mark_applied
-from streams.records import InputRecord
 from streams.settings import Settings
 from streams.state import RedisState
 from streams.transient import with_retry

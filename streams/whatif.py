@@ -26,7 +26,7 @@ import scoring
 from scoring.counterfactual import MechanicalPart, mechanical_part
 from streams.admin import redis_client
 from streams.errors import MmcStreamError, UnknownModel
-from streams.records import MODEL_ID
+from streams.messages.records import MODEL_ID
 from streams.settings import Settings
 from streams.state import RedisState
 

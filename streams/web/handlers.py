@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from streams.errors import ApiError
+from streams.messages.resolution import standing
 from streams.metrics import CONTENT_TYPE
-from streams.resolution import standing
 from streams.web.context import METRICS, OPENAPI, SETTINGS, STATE
 from streams.web.live import FEED
 from streams.web.models import (

@@ -8,7 +8,7 @@ refused with HTTP 400 and the reason code of its :class:`Refusal`.
 
 Bodies that are output-topic messages (scores, leaderboard rows, crowding reports, alerts) are
 passed through as published: they are typed ``dict`` here and documented by the topic's JSON
-Schema in ``streams/schemas/`` (:func:`topic_schema`).
+Schema in ``streams/messages/schemas/`` (:func:`topic_schema`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidati
 from pydantic.json_schema import GenerateJsonSchema, WithJsonSchema
 
 from streams.errors import ApiError
-from streams.records import MODEL_ID
+from streams.messages.records import MODEL_ID
 from streams.state import ALERTS_KEPT
 
 #: Most rows one request returns from a leaderboard or a round's scores.

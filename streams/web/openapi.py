@@ -6,7 +6,7 @@
   parameter when the path names it, a query parameter otherwise; a route with parameters
   documents the 400 its model answers, with the reason codes it can give;
 - response bodies: the response models' JSON Schemas (by pydantic), and for output-topic
-  messages the topic's published JSON Schema (``streams/schemas/``) as a component.
+  messages the topic's published JSON Schema (``streams/messages/schemas/``) as a component.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from streams.schemas import OUTPUT_SCHEMAS, load_schema
+from streams.messages.schemas import OUTPUT_SCHEMAS, load_schema
 from streams.settings import Settings
 from streams.web.models import TOPIC_SCHEMA_KEY, DocumentSchema, Error, Refusal, parameter_schema, without_null
 from streams.web.routes import ROUTES, Reply, Route
@@ -41,7 +41,7 @@ def openapi_document(settings: Settings, routes: Sequence[Route[Any]] = ROUTES) 
             "version": "1",
             "description": "Read-only views of the scorer's state (Redis) and a live stream of its output topics "
             f"(prefix {settings.topic_prefix!r}). Bodies of scores, leaderboard rows, crowding reports and alerts are "
-            "the messages of those topics, described by the JSON Schemas in streams/schemas/.",
+            "the messages of those topics, described by the JSON Schemas in streams/messages/schemas/.",
         },
         "tags": [
             {"name": "pages", "description": "The live leaderboard's HTML pages"},

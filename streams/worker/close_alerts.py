@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from streams import alerts as alert_rules
 from streams import failpoints
 from streams.errors import InvalidMessage
-from streams.resolution import cwmm_decile_edges
+from streams.messages.resolution import cwmm_decile_edges
 from streams.transient import with_retry
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.context import WorkerContext, close_alert_reach, ignore_outcome

@@ -15,9 +15,9 @@ from typing import Any
 
 from scoring.errors import ScoringError
 from streams.errors import InvalidMessage
-from streams.outputs import Output, dead_letter, json_output
+from streams.messages.outputs import Output, dead_letter, json_output
+from streams.messages.records import InputRecord, check_event_time, refuse
 from streams.progress import Barrier
-from streams.records import InputRecord, check_event_time, refuse
 from streams.settings import Settings
 from streams.state import RedisState
 

@@ -11,9 +11,9 @@ import asyncio
 
 from scoring.errors import ScoringError
 from streams.errors import InvalidMessage
-from streams.outputs import Output
+from streams.messages.outputs import Output
+from streams.messages.records import InputRecord, Record, RoundClose, RoundOpen, StakeUpdate, TargetsUpdate, decode_input
 from streams.progress import Barrier
-from streams.records import InputRecord, Record, RoundClose, RoundOpen, StakeUpdate, TargetsUpdate, decode_input
 from streams.settings import Settings
 from streams.state import RedisState
 from streams.transient import is_transient

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from scoring.rounds import PreparedRound, PreparedSubmission, gaussian_ranks
 from streams.errors import InvalidMessage
-from streams.records import InputRecord, Submission, decode_input
+from streams.messages.records import InputRecord, Submission, decode_input
 
 #: Threads a batch of submissions is decoded and ranked on, a piece each. Decoding holds the GIL
 #: (simdjson), sorting does not (numpy): one thread is busy all the time while the event loop

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 import scoring
 from scoring.rounds import PreparedRound
-from streams.records import refuse
+from streams.messages.records import refuse
 from streams.worker.context import WorkerContext
 
 

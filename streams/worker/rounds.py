@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from streams.records import InputRecord, RoundClose, RoundOpen, refuse
+from streams.messages.records import InputRecord, RoundClose, RoundOpen, refuse
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.close_alerts import CloseAlerts
 from streams.worker.context import WorkerContext

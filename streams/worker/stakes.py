@@ -8,7 +8,7 @@ A stake naming a closed round, made after that close, is refused ``round_closed`
 from __future__ import annotations
 
 from streams import failpoints
-from streams.records import InputRecord, StakeUpdate, refuse
+from streams.messages.records import InputRecord, StakeUpdate, refuse
 from streams.state import StakeEntry
 from streams.worker.context import WorkerContext
 

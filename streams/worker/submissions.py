@@ -22,8 +22,8 @@ from scoring.rounds import PreparedRound, g15_correlations, gaussian_ranks
 from streams import alerts as alert_rules
 from streams import failpoints
 from streams.errors import InvalidMessage
-from streams.outputs import Output
-from streams.records import InputRecord, Submission, align_to_universe, refuse
+from streams.messages.outputs import Output
+from streams.messages.records import InputRecord, Submission, align_to_universe, refuse
 from streams.state import RoundInfo, SubmissionRow
 from streams.transient import is_transient
 from streams.worker.context import WorkerContext, as_refusal, ignore_outcome, internal_error, latest_rounds

@@ -38,7 +38,7 @@ import pytest
 import redis as redis_sync
 
 from streams.admin import INPUT_TOPICS
-from streams.schemas import validate_deadletter_headers
+from streams.messages.schemas import validate_deadletter_headers
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
 from tests.conftest import run_sync

@@ -31,12 +31,12 @@ from hypothesis import strategies as st
 
 from streams.admin import INPUT_TOPICS, kafka_client_options
 from streams.errors import InvalidMessage
-from streams.records import REASONS, InputRecord, RoundClose, RoundOpen, StakeUpdate, Submission, TargetsUpdate, decode_input
+from streams.messages.records import REASONS, InputRecord, RoundClose, RoundOpen, StakeUpdate, Submission, TargetsUpdate, decode_input
 from streams.settings import Settings
 from streams.state import Keys, SubmissionRow
 from tests.conftest import run_sync
 from tests.e2e.harness import applied_offsets, collect, end_offsets, start_worker, stop_workers
-from tests.streams.test_hostile_input import (
+from tests.streams.messages.test_hostile_input import (
     HOSTILE_BYTES,
     HOSTILE_KEYS,
     almost_valid_messages,

@@ -172,7 +172,7 @@ def score_mismatches(t: Tournament, messages: list[dict[str, Any]], salt: str) -
     Checks every field recomputed in batch bit for bit, the stake and the MMC percentile, and
     that each (round, day, model) of the tournament has exactly one distinct message.
     """
-    from streams.resolution import percentiles
+    from streams.messages.resolution import percentiles
 
     problems: list[str] = []
     seen: dict[tuple[int, int, str], dict[str, Any]] = {}

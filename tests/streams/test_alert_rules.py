@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from streams import alerts
-from streams.outputs import encode
-from streams.schemas import validate_output
+from streams.messages.outputs import encode
+from streams.messages.schemas import validate_output
 from streams.settings import Settings
 
 SETTINGS = Settings()

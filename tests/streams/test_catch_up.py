@@ -19,8 +19,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.admin import kafka_client_options, redis_client
+from streams.messages.records import InputRecord
 from streams.progress import QUICK_FETCH_WAIT_MS, Barrier
-from streams.records import InputRecord
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
 from streams.state import RedisState

@@ -13,10 +13,10 @@ import redis.exceptions as redis_errors
 
 from streams.errors import InvalidMessage, StateLost
 from streams.log_throttle import Throttle
-from streams.outputs import DEAD_LETTER_KEY_BYTES, dead_letter
+from streams.messages.outputs import DEAD_LETTER_KEY_BYTES, dead_letter
+from streams.messages.records import InputRecord, check_event_time, refuse
+from streams.messages.schemas import validate_deadletter_headers
 from streams.progress import applied_marks
-from streams.records import InputRecord, check_event_time, refuse
-from streams.schemas import validate_deadletter_headers
 from streams.transient import dependency_of, is_transient
 
 

@@ -16,7 +16,7 @@ import pytest
 import scoring
 from scoring.rounds import PreparedRound, gaussian_ranks
 from streams.errors import InvalidMessage
-from streams.records import InputRecord
+from streams.messages.records import InputRecord
 from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
 from streams.worker import ranking

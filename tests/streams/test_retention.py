@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from scoring import RoundBasis
 from streams.admin import create_topics, kafka_client_options, redis_client
+from streams.messages.records import InputRecord
 from streams.metrics import StateGauges
-from streams.records import InputRecord
 from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
 from streams.state import Keys, RedisState, StakeEntry, SubmissionRow, key_family, shadowed_stakes

@@ -357,8 +357,8 @@ def test_early_nulls_knob() -> None:
 
 
 def test_the_service_decoder_accepts_every_message(short_events: list[SimEvent]) -> None:
-    """streams.records.decode_input (the worker's validation) refuses none of the messages."""
-    from streams.records import InputRecord, decode_input
+    """streams.messages.records.decode_input (the worker's validation) refuses none of the messages."""
+    from streams.messages.records import InputRecord, decode_input
 
     settings_bytes, max_ids = 4 * 1024 * 1024, 100_000
     for offset, e in enumerate(short_events):

@@ -31,7 +31,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from streams.admin import create_topics, kafka_client_options
-from streams.resolution import history_entry
+from streams.messages.resolution import history_entry
 from streams.settings import Settings
 from streams.stack import free_port
 from tests.conftest import StackEnv, run_sync

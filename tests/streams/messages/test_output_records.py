@@ -1,7 +1,7 @@
-"""Unit tests of the output record builders (:mod:`streams.outputs`, and the values
-:mod:`streams.resolution` builds for them): keys, stable bytes, NaN as null, the field names of
-the published JSON Schemas (checked with :func:`streams.schemas.validate_output` /
-:func:`streams.schemas.validate_deadletter_headers`), and dead letters that always fit.
+"""Unit tests of the output record builders (:mod:`streams.messages.outputs`, and the values
+:mod:`streams.messages.resolution` builds for them): keys, stable bytes, NaN as null, the field names of
+the published JSON Schemas (checked with :func:`streams.messages.schemas.validate_output` /
+:func:`streams.messages.schemas.validate_deadletter_headers`), and dead letters that always fit.
 No Redis, no Kafka.
 """
 
@@ -17,10 +17,10 @@ import pytest
 
 import scoring
 from streams.errors import SchemaViolation
-from streams.outputs import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_MESSAGE_BYTES, Output, dead_letter, encode, json_output
-from streams.records import InputRecord, refuse
-from streams.resolution import round_figures, score_messages, standing, trend_figures
-from streams.schemas import load_schema, validate_deadletter_headers, validate_output
+from streams.messages.outputs import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_MESSAGE_BYTES, Output, dead_letter, encode, json_output
+from streams.messages.records import InputRecord, refuse
+from streams.messages.resolution import round_figures, score_messages, standing, trend_figures
+from streams.messages.schemas import load_schema, validate_deadletter_headers, validate_output
 from streams.settings import Settings
 
 SETTINGS = Settings()

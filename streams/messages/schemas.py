@@ -1,6 +1,6 @@
 """The published JSON Schemas (draft 2020-12) of every topic, and the input validator built on them.
 
-``streams/schemas/`` holds one schema per topic — the contract producers and consumers read:
+``streams/messages/schemas/`` holds one schema per topic — the contract producers and consumers read:
 
 - inputs: ``rounds.json``, ``submissions.json``, ``stakes.json``, ``targets.json``;
 - outputs: ``scores.json``, ``leaderboard.json``, ``crowding.json``, ``alerts.json``;
@@ -8,7 +8,7 @@
   the original bytes, so it has no schema of its own).
 
 They are the one source of truth for the *structure* of an input: :func:`input_violation` is
-what :func:`streams.records.decode_input` validates with, so a message the published schema
+what :func:`streams.messages.records.decode_input` validates with, so a message the published schema
 accepts is never refused for its structure, and the reverse. What a value alone cannot tell
 (the Kafka key, the size limits, alignment with the round's ids, the round's state) stays in
 code. A violation is reported with the dead-letter reason code the schema names for it:
@@ -62,7 +62,7 @@ _REPORT_DEPTH = 64  # nesting kept when a violation must be found on a truncated
 
 @functools.cache
 def load_schema(filename: str) -> dict[str, Any]:
-    """The parsed schema file ``filename`` of ``streams/schemas/`` (read once per process)."""
+    """The parsed schema file ``filename`` of ``streams/messages/schemas/`` (read once per process)."""
     with (SCHEMA_DIR / filename).open("rb") as f:
         schema: dict[str, Any] = json.load(f)
     return schema

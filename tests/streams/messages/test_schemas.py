@@ -19,16 +19,8 @@ import pytest
 
 from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS
 from streams.errors import InvalidMessage, SchemaViolation
-from streams.records import (
-    MAX_ID_LENGTH,
-    MODEL_ID,
-    REASONS,
-    InputRecord,
-    RoundOpen,
-    StakeUpdate,
-    decode_input,
-)
-from streams.schemas import (
+from streams.messages.records import MAX_ID_LENGTH, MODEL_ID, REASONS, InputRecord, RoundOpen, StakeUpdate, decode_input
+from streams.messages.schemas import (
     DEADLETTER_HEADERS,
     INPUT_SCHEMAS,
     OUTPUT_SCHEMAS,
@@ -74,7 +66,7 @@ def walk(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...
 
 
 def published(name: str) -> Any:
-    """A validator built straight from the file (independently of streams.schemas)."""
+    """A validator built straight from the file (independently of streams.messages.schemas)."""
     return jsonschema_rs.validator_for(json.loads((SCHEMA_DIR / name).read_text()))
 
 
@@ -104,9 +96,9 @@ def test_schemas_and_web_assets_ship_with_the_package() -> None:
     """pyproject.toml puts the schema files and the page's assets into the wheel (the Docker image installs it)."""
     import tomllib
 
-    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    shipped = pyproject["tool"]["setuptools"].get("package-data", {}).get("streams", [])
-    assert "schemas/*.json" in shipped and "webstatic/*" in shipped, shipped
+    pyproject = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"].get("package-data", {})
+    assert "schemas/*.json" in shipped.get("streams.messages", []) and "webstatic/*" in shipped.get("streams", []), shipped
 
 
 def test_schema_ids_are_unique() -> None:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import records as records_module
 from streams.errors import InvalidMessage
-from streams.records import (
+from streams.messages import records as records_module
+from streams.messages.records import (
     REASONS,
     InputRecord,
     RoundClose,

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`streams.resolution`'s pure helpers: percentiles, the payout score, the
+"""Unit tests of :mod:`streams.messages.resolution`'s pure helpers: percentiles, the payout score, the
 per-model score values, the rolling leaderboard standing, the CWMM decile edges, a round's
 crowding figures and their trend across rounds — against hand-computed values, on edge inputs
 (empty, NaN/None, a single round or model, ties) and for determinism. No Redis, no Kafka.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import scoring
-from streams.outputs import encode
-from streams.resolution import (
+from streams.messages.outputs import encode
+from streams.messages.resolution import (
     METRICS,
     cwmm_decile_edges,
     history_entry,

@@ -4,7 +4,7 @@ Two stages, both pure (no Redis, no Kafka):
 
 1. :func:`decode_input` — bytes → a typed record, checking only what the message itself can
    tell: size and JSON here, then its structure against the topic's published JSON Schema
-   (``streams/schemas/*.json`` through :func:`streams.schemas.input_violation`: types, the
+   (``streams/messages/schemas/*.json`` through :func:`streams.messages.schemas.input_violation`: types, the
    model-id pattern, finiteness, duplicates …), then the key;
 2. :func:`align_to_universe` — a record's values placed on its round's universe (wrong
    length, unknown or missing ids), once the worker has looked the round up.
@@ -28,7 +28,7 @@ import simdjson
 from numpy.typing import NDArray
 
 from streams.errors import InvalidMessage
-from streams.schemas import input_violation
+from streams.messages.schemas import input_violation
 
 #: Every reason code the service puts in the ``mmc.error.reason`` header.
 REASONS: dict[str, str] = {
@@ -319,7 +319,7 @@ def fast_submission(record: InputRecord, max_bytes: int) -> Submission | None:
     else (other fields, nesting, duplicate keys, a non-number, ``812.0`` as round, a bad key …)
     returns None so that :func:`decode_input`'s general path decides, refusals included. Both
     parsers round decimal text to the nearest double, so the values are the same bits
-    (``tests/streams/test_records.py`` checks both paths against each other).
+    (``tests/streams/messages/test_records.py`` checks both paths against each other).
     """
     value = record.value
     if value is None or not 0 < len(value) <= max_bytes:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import scoring
 from streams.cli import app
-from streams.resolution import round_figures, trend_figures
+from streams.messages.resolution import round_figures, trend_figures
 from tests.scoring.test_metrics import random_round
 
 

@@ -1,10 +1,10 @@
 """Hostile input: property-based fuzzing of every input topic's decoder (pure: no broker, no Redis).
 
 Whatever bytes arrive on ``rounds``, ``submissions``, ``stakes`` or ``targets``,
-:func:`streams.records.decode_input` returns a well-formed typed record or raises
-:class:`~streams.errors.InvalidMessage` with a reason code of :data:`streams.records.REASONS`
+:func:`streams.messages.records.decode_input` returns a well-formed typed record or raises
+:class:`~streams.errors.InvalidMessage` with a reason code of :data:`streams.messages.records.REASONS`
 and a non-empty message — never another exception, never a hang. The same holds for
-:func:`streams.records.align_to_universe` on what the decoder accepted.
+:func:`streams.messages.records.align_to_universe` on what the decoder accepted.
 
 Example counts: ``MMC_FUZZ_EXAMPLES`` (default 300) per property in the default run;
 the ``slow`` variant (``make test-slow``, i.e. ``pytest -m slow``) runs every property again with
@@ -43,9 +43,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import streams.records as records_module
+import streams.messages.records as records_module
 from streams.errors import InvalidMessage
-from streams.records import (
+from streams.messages.records import (
     MAX_ID_LENGTH,
     MODEL_ID,
     REASONS,
@@ -61,7 +61,7 @@ from streams.records import (
 )
 from streams.state import Keys
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOPICS = ("rounds", "submissions", "stakes", "targets")
 MAX_BYTES = 4 * 1024 * 1024  # Settings.max_message_bytes' default
 MAX_IDS = 1_000
@@ -876,7 +876,7 @@ def schema_examples() -> list[tuple[str, dict[str, Any], bytes]]:
     """(topic, document, key) for every example of the published input schemas."""
     out = []
     for topic in TOPICS:
-        for doc in json.loads((ROOT / "streams" / "schemas" / f"{topic}.json").read_text(encoding="utf-8"))["examples"]:
+        for doc in json.loads((ROOT / "streams" / "messages" / "schemas" / f"{topic}.json").read_text(encoding="utf-8"))["examples"]:
             out.append((topic, doc, str(doc["model"] if "model" in doc else doc["round"]).encode()))
     return out
 

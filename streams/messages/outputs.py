@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from streams.errors import InvalidMessage
-from streams.records import InputRecord
+from streams.messages.records import InputRecord
 
 
 @dataclass(frozen=True)

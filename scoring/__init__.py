@@ -4,8 +4,8 @@ Public API (DESIGN §2): :func:`rank_uniform`, :func:`gaussianize`, :func:`numer
 :func:`meta_model`, :func:`corr_with_meta_model`, :func:`contribution`,
 :func:`bootstrap_samples`, :func:`mmc`, :func:`score_round`, :func:`payout_score`; the
 prepared-row path a stream uses (:func:`prepare_submission`, :func:`close_round`,
-:func:`resolve_round`, :func:`score_prepared`); the stake counterfactual; crowding analytics
-in :mod:`scoring.crowding`.
+:func:`resolve_round`, :func:`score_prepared`); the stake counterfactual; who crowds a model
+(:func:`crowd_neighbours`, :func:`crowd_tax`); crowding analytics in :mod:`scoring.crowding`.
 """
 
 from scoring.bootstrap import bootstrap_samples, mmc, round_seed
@@ -18,6 +18,7 @@ from scoring.errors import (
     TooManyMissingTargets,
 )
 from scoring.metrics import contribution, corr_with_meta_model, meta_model, numerai_corr, payout_score
+from scoring.neighbours import CrowdNeighbours, CrowdTax, Neighbour, crowd_neighbours, crowd_tax
 from scoring.ranking import gaussianize, rank_uniform, signed_power
 from scoring.rounds import (
     PreparedRound,
@@ -34,7 +35,10 @@ from scoring.rounds import (
 )
 
 __all__ = [
+    "CrowdNeighbours",
+    "CrowdTax",
     "NegativeStake",
+    "Neighbour",
     "NonFiniteInput",
     "PreparedRound",
     "PreparedSubmission",
@@ -48,6 +52,8 @@ __all__ = [
     "close_round",
     "contribution",
     "corr_with_meta_model",
+    "crowd_neighbours",
+    "crowd_tax",
     "gaussian_ranks",
     "gaussianize",
     "meta_model",

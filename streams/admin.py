@@ -4,11 +4,7 @@
   admin client, producer and consumer the service or its tools create;
 - :func:`librdkafka_config` - the same for the one librdkafka client, the submissions consumer;
 - :func:`create_topics` - creates the service's topics, idempotently, before workers start;
-- :func:`redis_client` - a ``redis.asyncio.Redis`` with the password and CA applied;
-- :func:`wait_for_dependencies` (:func:`wait_for_kafka`, :func:`wait_for_redis`) - the start-up
-  wait: retries with exponential backoff until the broker answers a metadata request and Redis
-  a ``PING``, or raises :class:`~streams.errors.DependencyUnavailable` after
-  ``MMC_STARTUP_TIMEOUT_SECONDS``.
+- :func:`redis_client` - a ``redis.asyncio.Redis`` with the password and CA applied.
 
 Never enable aiokafka's idempotent or transactional producer: Tansu, the embedded broker,
 rejects ``InitProducerId`` (DESIGN §5), so the service is at-least-once with idempotent effects.
@@ -16,26 +12,19 @@ rejects ``InitProducerId`` (DESIGN §5), so the service is at-least-once with id
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
-import socket
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from streams.errors import ConfigurationError, DependencyUnavailable
+from streams.errors import ConfigurationError
 from streams.settings import Settings
-from streams.transient import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -264,252 +253,3 @@ def redis_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
             raise ConfigurationError("MMC_REDIS_SSL_CA_CERTS is set but MMC_REDIS_URL is not rediss://")
         options.setdefault("ssl_ca_certs", settings.redis_ssl_ca_certs)
     return redis.asyncio.Redis.from_url(settings.redis_url, **options)
-
-
-# ------------------------------------------------------------------------------- start-up wait
-
-#: First pause between two start-up attempts; each failure doubles it, up to
-#: ``settings.startup_retry_max_seconds``.
-STARTUP_FIRST_RETRY_SECONDS = 0.5
-#: Bounds of one start-up attempt (TCP connect plus one request): the time left before the
-#: deadline, but at least the minimum (so a last attempt can still succeed) and at most the maximum.
-_PROBE_MIN_SECONDS = 1.0
-_PROBE_MAX_SECONDS = 5.0
-#: Longest cause quoted in a log line or error.
-_CAUSE_MAX_CHARS = 300
-_DEFAULT_KAFKA_PORT = 9092
-_DEFAULT_REDIS_PORT = 6379
-
-
-def redis_address(settings: Settings) -> str:
-    """Where ``MMC_REDIS_URL`` points, for people: ``host:port`` or a socket path, never user or password."""
-    parts = urlsplit(settings.redis_url)
-    if parts.scheme == "unix":
-        return parts.path or "(no socket path)"
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port or _DEFAULT_REDIS_PORT
-    except ValueError:
-        return f"{host}:(invalid port)"
-    return f"{host}:{port}"
-
-
-def kafka_address(settings: Settings) -> str:
-    """The bootstrap servers of ``MMC_KAFKA_BOOTSTRAP``, for people (``host:port,host:port``)."""
-    return ",".join(item.strip() for item in settings.kafka_bootstrap.split(",") if item.strip())
-
-
-def _bootstrap_servers(bootstrap: str) -> list[tuple[str, int]]:
-    """``(host, port)`` of each comma-separated ``host:port`` (``[v6]:port`` too; 9092 by default)."""
-    servers = []
-    for item in (part.strip() for part in bootstrap.split(",")):
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or host.endswith(":") or (item.startswith("[") and not host.endswith("]")):
-            host, port = item, str(_DEFAULT_KAFKA_PORT)  # no port, or a bare IPv6 address
-        try:
-            servers.append((host.strip("[]"), int(port)))
-        except ValueError:
-            raise ConfigurationError(f"MMC_KAFKA_BOOTSTRAP: {item!r} is not host:port") from None
-    if not servers:
-        raise ConfigurationError("MMC_KAFKA_BOOTSTRAP is empty")
-    return servers
-
-
-def _one_line(text: str) -> str:
-    """``text`` on one line (whitespace runs collapsed), shortened to a readable length."""
-    line = re.sub(r"\s+", " ", text).strip()
-    return line if len(line) <= _CAUSE_MAX_CHARS else line[: _CAUSE_MAX_CHARS - 1] + "…"
-
-
-def _describe_error(exc: BaseException) -> str:
-    """A short, stable description of why a connection or request failed."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return "connection timed out"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name ({exc.strerror or exc})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return _one_line(exc.strerror[:1].lower() + exc.strerror[1:])
-    text = str(exc)
-    return _one_line(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-
-async def _tcp_cause(host: str, port: int, timeout: float) -> str | None:
-    """``None`` when a TCP connection to ``host:port`` opens within ``timeout``, else why not.
-
-    Every address the name resolves to is tried (``localhost``: ``::1`` and ``127.0.0.1``).
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
-    except (OSError, TimeoutError) as exc:
-        return _describe_error(exc)
-    causes: list[str] = []
-    for family, kind, proto, _name, sockaddr in infos:
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, sockaddr), timeout)
-        except OSError as exc:  # TimeoutError included
-            causes.append(_describe_error(exc))
-            continue
-        finally:
-            sock.close()
-        return None
-    return "; ".join(dict.fromkeys(causes)) or "no address"
-
-
-async def _kafka_cause(settings: Settings, options: dict[str, Any], timeout: float) -> str | None:
-    """``None`` when the cluster answers a metadata request, else why it did not.
-
-    A TCP connect to each bootstrap server comes first: it gives a plain cause (connection
-    refused, host unknown …) and keeps aiokafka from logging its own errors for a server that
-    is not there. Then aiokafka's admin client bootstraps (TLS and SASL included) and asks the
-    cluster to describe itself, which reaches a broker at its advertised address.
-    """
-    servers = _bootstrap_servers(settings.kafka_bootstrap)
-    causes = [await _tcp_cause(host, port, timeout) for host, port in servers]
-    if all(cause is not None for cause in causes):
-        if len(set(causes)) == 1:
-            return causes[0]
-        return "; ".join(f"{host}:{port} {cause}" for (host, port), cause in zip(servers, causes, strict=True))
-    admin = AIOKafkaAdminClient(**options, request_timeout_ms=max(1, int(timeout * 1000)))
-    try:
-        await asyncio.wait_for(_start_and_describe(admin), timeout)
-    except TimeoutError:
-        return f"no answer to a metadata request within {timeout:.1f} s"
-    except (KafkaError, OSError) as exc:
-        return _describe_error(exc)
-    finally:
-        try:
-            await admin.close()
-        except (KafkaError, OSError) as exc:
-            log.debug("closing the start-up admin client: %r", exc)
-    return None
-
-
-async def _start_and_describe(admin: AIOKafkaAdminClient) -> None:
-    await admin.start()
-    await admin.describe_cluster()
-
-
-async def _redis_cause(settings: Settings, timeout: float) -> str | None:
-    """``None`` when Redis answers ``PING`` (AUTH and TLS included), else why it did not."""
-    parts = urlsplit(settings.redis_url)
-    if parts.scheme in ("redis", "rediss"):
-        try:
-            port = parts.port or _DEFAULT_REDIS_PORT
-        except ValueError:
-            raise ConfigurationError(f"MMC_REDIS_URL has an invalid port (Redis at {redis_address(settings)})") from None
-        cause = await _tcp_cause(parts.hostname or "localhost", port, timeout)
-        if cause is not None:
-            return cause
-    # No retries inside the client: the start-up loop retries and says so.
-    client = redis_client(settings, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
-    try:
-        await asyncio.wait_for(client.ping(), timeout)
-    except TimeoutError:
-        return f"no answer to PING within {timeout:.1f} s"
-    except (redis.RedisError, OSError) as exc:
-        return _hide_secrets(_describe_error(exc), settings)
-    finally:
-        try:
-            await client.aclose()
-        except (redis.RedisError, OSError) as exc:
-            log.debug("closing the start-up Redis client: %r", exc)
-    return None
-
-
-def _hide_secrets(text: str, settings: Settings) -> str:
-    """``text`` with the Redis password (of the URL or ``MMC_REDIS_PASSWORD``) masked."""
-    secrets = [settings.redis_password.get_secret_value()] if settings.redis_password else []
-    password = urlsplit(settings.redis_url).password
-    if password:
-        secrets += [password, unquote(password)]
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "**********")
-    return text
-
-
-async def _wait_until_answers(settings: Settings, service: str, address: str, setting: str, cause_of: Callable[[float], Awaitable[str | None]]) -> None:
-    """Call ``cause_of(timeout)`` until it returns ``None``, backing off between attempts.
-
-    Logs one warning per failed attempt (service, address, cause, pause); raises
-    :class:`DependencyUnavailable` once ``settings.startup_timeout_seconds`` have passed.
-    """
-    began = time.monotonic()
-    deadline = began + settings.startup_timeout_seconds
-    backoff = Backoff(min(STARTUP_FIRST_RETRY_SECONDS, settings.startup_retry_max_seconds), settings.startup_retry_max_seconds)
-    attempts = 0
-    while True:
-        attempts += 1
-        left = deadline - time.monotonic()
-        cause = await cause_of(min(_PROBE_MAX_SECONDS, max(_PROBE_MIN_SECONDS, left)))
-        if cause is None:
-            if attempts > 1:
-                log.warning("%s at %s answered after %.1f s (%d attempts)", service, address, time.monotonic() - began, attempts)
-            return
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise DependencyUnavailable(service, address, cause, time.monotonic() - began, attempts, setting)
-        wait = min(backoff.next(), left)
-        log.warning("waiting for %s at %s: %s (retrying in %.1f s)", service, address, cause, wait)
-        await asyncio.sleep(wait)
-
-
-async def wait_for_kafka(settings: Settings) -> None:
-    """Return once the Kafka cluster answers a metadata request; retry until the start-up timeout.
-
-    Raises:
-        DependencyUnavailable: no answer within ``settings.startup_timeout_seconds``.
-        ConfigurationError: the Kafka settings are inconsistent (retrying would not help).
-    """
-    options = kafka_client_options(settings)
-    _bootstrap_servers(settings.kafka_bootstrap)  # a malformed address is a configuration error
-
-    async def cause_of(timeout: float) -> str | None:
-        return await _kafka_cause(settings, options, timeout)
-
-    await _wait_until_answers(settings, "Kafka", kafka_address(settings), "MMC_KAFKA_BOOTSTRAP", cause_of)
-
-
-async def wait_for_redis(settings: Settings) -> None:
-    """Return once Redis answers ``PING``; retry until the start-up timeout.
-
-    Raises:
-        DependencyUnavailable: no answer within ``settings.startup_timeout_seconds``.
-        ConfigurationError: the Redis settings are inconsistent (retrying would not help).
-    """
-    await redis_client(settings).aclose()  # the settings checks (building a client opens no connection)
-
-    async def cause_of(timeout: float) -> str | None:
-        return await _redis_cause(settings, timeout)
-
-    await _wait_until_answers(settings, "Redis", redis_address(settings), "MMC_REDIS_URL", cause_of)
-
-
-async def wait_for_dependencies(settings: Settings, *, kafka: bool = True, redis: bool = True) -> None:
-    """Wait for Kafka and Redis at the same time (see :func:`wait_for_kafka`, :func:`wait_for_redis`).
-
-    The first failure cancels the other wait and is raised.
-    """
-    waits = ([wait_for_kafka(settings)] if kafka else []) + ([wait_for_redis(settings)] if redis else [])
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    if not tasks:
-        return
-    try:
-        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in tasks:  # in order: Kafka's failure first when both gave up together
-        error = task.exception() if task in done else None
-        if error is not None:
-            raise error

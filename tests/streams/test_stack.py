@@ -274,7 +274,7 @@ def test_mmc_stack_prints_exports_and_stops_clean(sig: signal.Signals, tmp_path:
     prefix = f"cli{uuid.uuid4().hex[:6]}."
     env.update(TMPDIR=str(tmp_path), MMC_TOPIC_PREFIX=prefix)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "stack"],
+        [sys.executable, "-m", "streams", "stack"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -323,7 +323,7 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
     env_file = tmp_path / ".mmc.env"
     env_file.write_text("export MMC_KAFKA_BOOTSTRAP=127.0.0.1:1\n")  # left by an earlier stack
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "stack", "--env-file", str(env_file)],
+        [sys.executable, "-m", "streams", "stack", "--env-file", str(env_file)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -377,7 +377,7 @@ def test_mmc_worker_without_the_app_says_so() -> None:
     else:
         pytest.skip("streams.app exists; this test covers its absence")
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker"],
+        [sys.executable, "-m", "streams", "worker"],
         cwd=REPO,
         capture_output=True,
         text=True,

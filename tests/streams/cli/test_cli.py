@@ -13,10 +13,11 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from streams.cli import TopicName, app
+from streams.cli import app
+from streams.cli.reading import TopicName
 from streams.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_version_prints_the_installed_package_version() -> None:
@@ -85,7 +86,7 @@ def test_mmc_demo_defaults_are_the_demo_season() -> None:
     """`mmc demo` without options runs DemoConfig's season (the calibrated one), not a copy of it."""
     import inspect
 
-    from streams.cli import demo
+    from streams.cli.season import demo
     from streams.demo import DemoConfig
 
     defaults = {name: p.default.default for name, p in inspect.signature(demo).parameters.items()}

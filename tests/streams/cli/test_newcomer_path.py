@@ -44,7 +44,7 @@ from tests.conftest import StackEnv, run_sync
 from tests.e2e.harness import Received, collect, produce, stop_workers
 from tests.e2e.tournament import SPIKE_MODEL, Tournament, build, expected_counts
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_the_worker_and_mmc_web_have_separate_port_settings_and_defaults() -> None:

@@ -30,14 +30,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from streams.admin import redis_address, topic_names, wait_for_dependencies, wait_for_kafka, wait_for_redis
-from streams.cli import EXIT_UNAVAILABLE
+from streams.admin import topic_names
+from streams.cli.startup import EXIT_UNAVAILABLE, redis_address, wait_for_dependencies, wait_for_kafka, wait_for_redis
 from streams.errors import ConfigurationError, DependencyUnavailable
 from streams.settings import Settings
 from streams.stack import EmbeddedStack, free_port, redis_server_binary
 from tests.conftest import run_sync
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LOCK = REPO / "requirements.lock"
 SECRET = "s3cr3t-Pa55word-never-printed"
 OTHER_SECRET = "an0ther-Pa55word-never-printed"
@@ -291,7 +291,7 @@ def test_worker_waits_for_a_redis_that_starts_late_then_serves(make_settings: Ca
 def test_wait_returns_at_once_when_both_answer(make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
     """With the broker and Redis up, the wait is one quick attempt each and logs nothing."""
     settings = make_settings(create=False)
-    caplog.set_level(logging.INFO, logger="streams.admin")
+    caplog.set_level(logging.INFO, logger="streams.cli.startup")
     began = time.monotonic()
     run_sync(wait_for_dependencies(settings))
     assert time.monotonic() - began < 3
@@ -302,7 +302,7 @@ def test_backoff_doubles_up_to_the_cap(caplog: pytest.LogCaptureFixture) -> None
     """Pauses 0.5, 1, 2 … s (each shortened by up to a quarter, the jitter), never above
     ``MMC_STARTUP_RETRY_MAX_SECONDS`` nor past the deadline."""
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{closed_port()}", startup_timeout_seconds=4.5, startup_retry_max_seconds=2.0)
-    caplog.set_level(logging.INFO, logger="streams.admin")
+    caplog.set_level(logging.INFO, logger="streams.cli.startup")
     began = time.monotonic()
     with pytest.raises(DependencyUnavailable) as raised:
         asyncio.run(wait_for_kafka(settings))

@@ -257,10 +257,17 @@ def standardized_rows(prepared: PreparedRound, tables: RankTables) -> tuple[NDAr
     """Id-space ``(G_i − mean) / ‖G_i − mean‖`` per row and whether it is defined (not constant).
 
     Rows without ties share one standardized vector in sorted space; a row with ties is
-    standardized on its own. Either way a row's values depend on that row only.
+    standardized on its own. Either way a row's values depend on that row only. Each row is
+    put in id order by its own scatter (cheaper than one scatter of the whole block, whose
+    flat index array is as large as the block).
     """
-    z_sorted = np.broadcast_to(_tie_free_standardized(prepared.n_ids), prepared.order.shape).copy()
+    out = np.empty(prepared.order.shape)
     valid: NDArray[np.bool_] = np.asarray(prepared.new_group[:, 1:].any(axis=1))
+    tie_free = _tie_free_standardized(prepared.n_ids)
+    tied_rows = np.zeros(prepared.n_models, dtype=bool)
+    tied_rows[prepared.tie_rows] = True
+    for i in np.flatnonzero(~tied_rows):
+        out[i, prepared.order[i]] = tie_free
     if prepared.tie_rows.size:
         tied = tables.g[prepared.tie_ranks]
         tied -= tied.mean(axis=1, keepdims=True)
@@ -268,8 +275,9 @@ def standardized_rows(prepared: PreparedRound, tables: RankTables) -> tuple[NDAr
         defined = valid[prepared.tie_rows]
         tied[defined] /= norm[defined, np.newaxis]
         tied[~defined] = 0.0
-        z_sorted[prepared.tie_rows] = tied
-    return scatter_rows(prepared.order, z_sorted), valid
+        for values, i in zip(tied, prepared.tie_rows, strict=True):
+            out[i, prepared.order[i]] = values
+    return out, valid
 
 
 @dataclass(frozen=True, eq=False)
@@ -332,7 +340,10 @@ def crowd_tax(
         prepared: the round's prepared rows (or raw predictions ``[n_models, n_ids]``).
         targets: ``[n_ids]``, NaN for ids not resolved yet (≤ ``max_missing_ratio``).
         neighbours: :func:`crowd_neighbours` of the same rows and stakes.
-        models: the rows to score (default all); each costs one sort of the ids.
+        models: the rows to score, in that order. Default: the stakers (stake > 0, row order),
+            the models whose payout the crowd taxes. Each model costs one sort of the ids
+            (about 0.5 ms at 6,720 ids: ~1 s for 2,000 stakers, ~5 s for 10,000 models), so
+            scoring every model is an explicit choice.
         block_rows: models handled at once (default: as many as one 16 MB float64 block holds).
             Peak memory is about ``8·(n_stakers + 8·block)·n_ids`` bytes (the stakers' rows are
             held for the whole call).
@@ -346,7 +357,7 @@ def crowd_tax(
     sub = rows if present.all() else rows.subset(present)
     t = t[present]
     n = sub.n_ids
-    chosen = _model_rows(models, m)
+    chosen = np.flatnonzero(s > 0).astype(np.int64) if models is None else _model_rows(models, m)
     step = close_block_rows(n) if block_rows is None else _positive_int(block_rows, "block_rows")
     staker_rows = np.flatnonzero(s > 0)
     n_stakers = int(staker_rows.size)
@@ -468,9 +479,7 @@ def _correlation(value: object) -> float:
     return float(value)
 
 
-def _model_rows(models: ArrayLike | None, n_models: int) -> NDArray[np.int64]:
-    if models is None:
-        return np.arange(n_models, dtype=np.int64)
+def _model_rows(models: ArrayLike, n_models: int) -> NDArray[np.int64]:
     picked = np.asarray(models)
     if picked.ndim != 1 or (picked.size and picked.dtype.kind not in "iu"):
         raise ShapeMismatch(f"models must be a 1-D array of row indices, got {picked.dtype} of shape {picked.shape}")

@@ -181,7 +181,7 @@ def test_one_staker() -> None:
     assert got.count[4] == 0 and got.crowd_share[4] == 0.0 and got.own_share[4] == 1.0
     others = np.flatnonzero((np.arange(len(preds)) != 4) & (np.arange(len(preds)) != 5))
     assert (got.index[others, 0] == 4).all() and (got.stake_share[others, 0] == 1.0).all()
-    tax = crowd_tax(preds, targets, got)
+    tax = crowd_tax(preds, targets, got, models=np.arange(len(preds)))
     assert tax.status[4] == "no_neighbours" and tax.tax[4] == 0.0
     assert tax.contribution_without_crowd[4] == tax.contribution[4]
     assert (tax.status[others] == "no_stake_left").all() and np.isnan(tax.contribution_without_crowd[others]).all()
@@ -195,7 +195,7 @@ def test_no_stake_at_all() -> None:
     got = crowd_neighbours(preds, stakes)
     assert got.index.shape == (len(preds), 0) and (got.count == 0).all()
     assert np.isnan(got.crowd_share).all() and np.isnan(got.own_share).all() and got.total_stake == 0.0
-    tax = crowd_tax(preds, targets, got)
+    tax = crowd_tax(preds, targets, got, models=np.arange(len(preds)))
     assert (tax.status == "no_meta_model").all() and np.isnan(tax.tax).all()
 
 
@@ -206,7 +206,7 @@ def test_a_staked_model_alone_in_the_meta_model() -> None:
     stakes = np.zeros(len(preds))
     stakes[[0, 2, 6]] = [1e-3, 50.0, 20.0]  # the neighbours hold nearly all stake: the sum over the rest
     got = crowd_neighbours(preds, stakes, k=5)
-    tax = crowd_tax(preds, targets, got)
+    tax = crowd_tax(preds, targets, got, models=np.arange(len(preds)))
     for i in (0, 2, 6):
         alone = np.where(np.arange(len(preds)) == i, stakes, 0.0)
         expected = score_round(preds, alone, targets, round=1).contribution[i]
@@ -228,7 +228,7 @@ def test_without_the_crowd_equals_rescoring_with_those_stakes_zero(seed: int, mi
         targets[np.random.default_rng(seed).choice(targets.size, targets.size // 10, replace=False)] = np.nan
     stakes[7] = 40 * stakes.sum()  # its copies (3, 11) and others: neighbours holding most of the stake
     got = crowd_neighbours(preds, stakes, k=4)
-    tax = crowd_tax(preds, targets, got)
+    tax = crowd_tax(preds, targets, got, models=np.arange(len(preds)))
     assert (tax.removed_share > 0.5).any() and ((tax.removed_share < 0.5) & (tax.status == "ok")).any()  # both sums
     actual = score_round(preds, stakes, targets, round=seed)
     np.testing.assert_allclose(tax.contribution, actual.contribution, atol=TOL, rtol=0)
@@ -243,15 +243,18 @@ def test_without_the_crowd_equals_rescoring_with_those_stakes_zero(seed: int, mi
 
 
 def test_chosen_models_only() -> None:
-    """``models`` scores those rows, in that order, with the same values as the whole round."""
+    """``models`` scores those rows, in that order, with the same values as the whole round; by default the stakers."""
     preds, stakes, targets = crowded_round(5)
     got = crowd_neighbours(preds, stakes, k=3)
-    whole = crowd_tax(preds, targets, got)
+    whole = crowd_tax(preds, targets, got, models=np.arange(len(preds)))
     picked = np.array([9, 2, 2, 0])
     some = crowd_tax(preds, targets, got, models=picked)
     assert some.models.tolist() == picked.tolist()
     np.testing.assert_array_equal(some.tax, whole.tax[picked])
     np.testing.assert_array_equal(some.status, whole.status[picked])
+    stakers = crowd_tax(preds, targets, got)  # by default the stakers, the models a crowd taxes
+    assert stakers.models.tolist() == np.flatnonzero(stakes > 0).tolist()
+    np.testing.assert_array_equal(stakers.tax, whole.tax[stakes > 0])
 
 
 # --------------------------------------------------------------------------- determinism
@@ -266,8 +269,9 @@ def test_block_size_changes_no_bit(monkeypatch: pytest.MonkeyPatch, block_rows: 
     got = crowd_neighbours(preds, stakes, k=4, threshold=0.3, block_rows=block_rows)
     for name in ("index", "correlation", "stake", "stake_share", "count", "crowd_share", "crowd_size", "own_share"):
         np.testing.assert_array_equal(getattr(got, name), getattr(reference, name), err_msg=name)
-    tax_reference = crowd_tax(preds, targets, reference, block_rows=7)
-    tax = crowd_tax(preds, targets, got, block_rows=block_rows)
+    everyone = np.arange(len(preds))
+    tax_reference = crowd_tax(preds, targets, reference, models=everyone, block_rows=7)
+    tax = crowd_tax(preds, targets, got, models=everyone, block_rows=block_rows)
     for name in ("contribution", "contribution_without_crowd", "tax", "removed_stake", "status"):
         np.testing.assert_array_equal(getattr(tax, name), getattr(tax_reference, name), err_msg=name)
 

@@ -9,8 +9,12 @@
 3. Bytes per prepared prediction.
 4. Ranking a batch of 256 submissions (the ingestion's rank step): ``sort_structure``'s
    integer-key sort vs numpy's stable argsort, tie-free and with rounded predictions.
+5. Who crowds whom at 10,000 models × 6,720 ids with 2,000 stakers: the round's basis
+   (``close_round``), every model's 10 nearest stakers and crowd share (``crowd_neighbours``)
+   beside it, and the crowd tax (``crowd_tax``) for the stakers and for every model.
 
-Usage: ``python benchmarks/bench_scoring.py [--quick]``  (numerai-tools and pandas required).
+Usage: ``python benchmarks/bench_scoring.py [--quick] [--only SECTION ...]``  (numerai-tools and
+pandas required for the first section).
 """
 
 from __future__ import annotations
@@ -115,19 +119,68 @@ def bench_ranking(batch: int, n_ids: int, repeat: int) -> None:
         print(f"  {label:22s} sort_structure {ours / batch * 1e3:6.3f} ms/row, numpy stable argsort {stable / batch * 1e3:6.3f} ms/row ({stable / ours:.2f}×)")
 
 
+def bench_crowd(n_models: int, n_ids: int, n_stakers: int) -> None:
+    from scoring import PreparedRound, close_round, crowd_neighbours, crowd_tax, round_samples
+    from scoring.neighbours import TILE_ROWS
+
+    preds, _, targets = tournament(n_models, n_ids, 6)
+    rng = np.random.default_rng(7)
+    stakes = np.zeros(n_models)
+    stakers = np.sort(rng.choice(n_models, n_stakers, replace=False))
+    stakes[stakers] = rng.lognormal(3.0, 1.5, size=n_stakers)
+    prepared = PreparedRound.from_predictions(preds)
+    del preds
+    samples = round_samples(stakes, 812)
+    load = os.getloadavg()[0]
+
+    def wall_cpu(fn: Callable[[], object]) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    basis = wall_cpu(lambda: close_round(prepared, stakes, samples))
+    neighbours = crowd_neighbours(prepared, stakes)
+    found = wall_cpu(lambda: crowd_neighbours(prepared, stakes))
+    bigger = wall_cpu(lambda: crowd_neighbours(prepared, stakes, block_rows=4 * TILE_ROWS))
+    # The dense product alone: one tile of random rows against the stakers, times the tiles.
+    tile = rng.normal(size=(min(TILE_ROWS, n_models), n_ids))
+    others = rng.normal(size=(n_stakers, n_ids))
+    product = wall_cpu(lambda: [tile @ others.T for _ in range(-(-n_models // tile.shape[0]))])
+    taxed = wall_cpu(lambda: crowd_tax(prepared, targets, neighbours))
+    everyone = wall_cpu(lambda: crowd_tax(prepared, targets, neighbours, models=np.arange(n_models)))
+    gflop = 2.0 * n_models * n_stakers * n_ids / 1e9
+
+    def line(label: str, figures: tuple[float, float], note: str = "") -> None:
+        print(f"  {label:58s} {figures[0]:7.2f} s wall, {figures[1]:7.2f} s CPU{note}")
+
+    print(f"\n## who crowds whom at {n_models:,} models × {n_ids:,} ids, {n_stakers:,} stakers (one run each)")
+    print(f"  load average before the runs: {load:.1f} on {os.cpu_count()} cores (other work shares the machine)")
+    line("the round's basis (close_round, for reference)", basis)
+    line("10 nearest stakers + crowd shares (crowd_neighbours)", found, f"  ({found[0] / basis[0]:.2f}× the basis; target ≤ 3 s)")
+    line(f"  same, blocks of {4 * TILE_ROWS:,} models instead of {TILE_ROWS}", bigger)
+    line(f"  its float64 product alone ({gflop:,.0f} GFLOP, tiles of {TILE_ROWS})", product, f"  ({gflop / product[0]:.1f} GFLOP/s)")
+    line(f"crowd tax for the {n_stakers:,} stakers (crowd_tax's default)", taxed, f"  ({taxed[0] / n_stakers * 1e3:.2f} ms per model)")
+    line(f"crowd tax for all {n_models:,} models", everyone, f"  ({everyone[0] / n_models * 1e3:.2f} ms per model)")
+
+
+SECTIONS = ("numerai-tools", "stream", "ranking", "crowd")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run these sections only")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; numpy {np.__version__}")
-    if args.quick:
-        bench_against_numerai_tools(100, 1000, 1)
-        bench_prepared(500, 1000, 2)
-        bench_ranking(32, 1000, 2)
-    else:
-        bench_against_numerai_tools(1000, 5000, 3)
-        bench_prepared(10_000, 6720, 5)
-        bench_ranking(256, 6720, 9)
+    quick = args.quick
+    if "numerai-tools" in args.only:
+        bench_against_numerai_tools(*((100, 1000, 1) if quick else (1000, 5000, 3)))
+    if "stream" in args.only:
+        bench_prepared(*((500, 1000, 2) if quick else (10_000, 6720, 5)))
+    if "ranking" in args.only:
+        bench_ranking(*((32, 1000, 2) if quick else (256, 6720, 9)))
+    if "crowd" in args.only:
+        bench_crowd(*((1000, 1000, 200) if quick else (10_000, 6720, 2000)))
 
 
 if __name__ == "__main__":

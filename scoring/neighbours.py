@@ -44,9 +44,8 @@ TILE_ROWS = 512
 #: 12 decimals copies tie and a copy's correlation counts as 1.
 KEY_DECIMALS = 12
 _KEY_SCALE = 10.0**KEY_DECIMALS
-#: Ordering keys pack the rounded correlation and the staker's column in one int64.
-MAX_STAKERS = (np.iinfo(np.int64).max // 2) // (int(_KEY_SCALE) + 1)
-_NO_KEY = np.iinfo(np.int64).min
+#: A correlation whose key is at least another value's key is at least that value minus this.
+_KEY_MARGIN = 2.0 / _KEY_SCALE
 #: Bytes of neighbours' rows gathered at once for the counterfactual meta models.
 _GATHER_BYTES = 16 << 20
 
@@ -170,8 +169,6 @@ def crowd_neighbours(
     block = tile_blocks * TILE_ROWS
     staker_rows = np.flatnonzero(s > 0)
     n_stakers = int(staker_rows.size)
-    if n_stakers > MAX_STAKERS:
-        raise ScoringError(f"at most {MAX_STAKERS:,} stakers per round, got {n_stakers:,}")
     total = float(s[staker_rows].sum()) if n_stakers else 0.0
     staker_stakes = s[staker_rows]
 
@@ -191,10 +188,7 @@ def crowd_neighbours(
         z_stakers[start:stop], staker_valid[start:stop] = standardized_rows(rows.rows(staker_rows[start:stop]), tables)
     column_of = np.full(m, -1, dtype=np.int64)
     column_of[staker_rows] = np.arange(n_stakers)
-    # Larger is nearer: the rounded correlation, then the lower column (= lower row index).
-    tie_break = np.arange(n_stakers - 1, -1, -1, dtype=np.int64)
-    threshold_key = np.int64(np.rint(threshold * _KEY_SCALE))
-    stake_weights = staker_stakes.copy()
+    threshold_key = _key(np.float64(threshold))
 
     for start in range(0, m if n_stakers else 0, block):
         stop = min(start + block, m)
@@ -203,26 +197,23 @@ def crowd_neighbours(
         for tile in range(start, stop, TILE_ROWS):
             end = min(tile + TILE_ROWS, stop)
             np.matmul(z[tile - start : end - start], z_stakers.T, out=corr[tile - start : end - start])
-        usable = valid[:, np.newaxis] & staker_valid[np.newaxis, :]
+        # Pairs without a correlation (constant rows, a model with itself) never qualify.
+        corr[~valid] = -np.inf
+        corr[:, ~staker_valid] = -np.inf
         own = column_of[start:stop]
         staked_rows = np.flatnonzero(own >= 0)
-        usable[staked_rows, own[staked_rows]] = False
-        key = np.rint(corr * _KEY_SCALE).astype(np.int64)
-        ranked = np.where(usable, key * n_stakers + tie_break, _NO_KEY)
-        if n_stakers > width:
-            top = np.argpartition(ranked, n_stakers - width, axis=1)[:, n_stakers - width :]
-        else:
-            top = np.broadcast_to(np.arange(n_stakers), (stop - start, n_stakers))
-        top_keys = np.take_along_axis(ranked, top, axis=1)
-        order = np.argsort(top_keys, axis=1)[:, ::-1]  # keys are unique but for _NO_KEY, dropped below
-        top = np.take_along_axis(top, order, axis=1)
-        found = np.take_along_axis(top_keys, order, axis=1) != _NO_KEY
-        index[start:stop] = np.where(found, staker_rows[top], -1)
-        correlation[start:stop] = np.where(found, np.take_along_axis(corr, top, axis=1), np.nan)
-        count[start:stop] = found.sum(axis=1)
-        crowd = usable & (key >= threshold_key)
-        crowd_size[start:stop] = crowd.sum(axis=1)
-        crowd_stake = np.vecdot(crowd.astype(np.float64), stake_weights)
+        corr[staked_rows, own[staked_rows]] = -np.inf
+        rows_at, columns = _nearest(corr, width)
+        ranks = np.arange(rows_at.size) - np.searchsorted(rows_at, rows_at)  # position within the row
+        index[start + rows_at, ranks] = staker_rows[columns]
+        correlation[start + rows_at, ranks] = corr[rows_at, columns]
+        count[start:stop] = np.bincount(rows_at, minlength=stop - start)
+        # The crowd: keys at or above the threshold's; a key ≥ K needs a value ≥ its K − 2e-12.
+        rows_at, columns = np.nonzero(corr >= threshold - _KEY_MARGIN)
+        inside = _key(corr[rows_at, columns]) >= threshold_key
+        rows_at, columns = rows_at[inside], columns[inside]
+        crowd_size[start:stop] = np.bincount(rows_at, minlength=stop - start)
+        crowd_stake = np.bincount(rows_at, weights=staker_stakes[columns], minlength=stop - start)
         crowd_share[start:stop] = np.where(valid, crowd_stake / total, np.nan)
 
     listed = index >= 0
@@ -241,6 +232,32 @@ def crowd_neighbours(
         crowd_size=crowd_size,
         own_share=own_share,
     )
+
+
+def _key(correlation: NDArray[np.float64] | np.float64) -> NDArray[np.int64]:
+    """The correlation at :data:`KEY_DECIMALS` decimals, as an integer."""
+    return np.rint(np.asarray(correlation) * _KEY_SCALE).astype(np.int64)
+
+
+def _nearest(corr: NDArray[np.float64], width: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Per row of ``corr`` (−inf = not a candidate), its ``width`` nearest columns, nearest first.
+
+    Nearest: larger :func:`_key`, then the lower column. Returned as (row, column) pairs
+    sorted by row, then nearness. Only columns within :data:`_KEY_MARGIN` of the row's
+    ``width``-th largest value can rank among its first ``width`` (their key is at least that
+    value's key, which is at least the ``width``-th largest key), so only those are keyed.
+    """
+    n_rows, n_columns = corr.shape
+    if width == 0 or n_rows == 0:
+        empty = np.empty(0, dtype=np.intp)
+        return empty, empty
+    kth = np.partition(corr, n_columns - width, axis=1)[:, n_columns - width]
+    rows_at, columns = np.nonzero((corr >= (kth - _KEY_MARGIN)[:, np.newaxis]) & (corr > -np.inf))
+    keys = _key(corr[rows_at, columns])
+    order = np.lexsort((columns, -keys, rows_at))
+    rows_at, columns = rows_at[order], columns[order]
+    kept = np.arange(rows_at.size) - np.searchsorted(rows_at, rows_at) < width
+    return rows_at[kept], columns[kept]
 
 
 @functools.lru_cache(maxsize=16)

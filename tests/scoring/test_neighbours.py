@@ -264,7 +264,7 @@ def test_chosen_models_only() -> None:
 def test_block_size_changes_no_bit(monkeypatch: pytest.MonkeyPatch, block_rows: int) -> None:
     """Every array is the same bits whatever the block size (tiles of 8 here, so blocks hold 1 to 8 tiles)."""
     monkeypatch.setattr(neighbours_module, "TILE_ROWS", 8)
-    preds, stakes, targets = crowded_round(6, n_models=60)
+    preds, stakes, targets = crowded_round(6, n_models=60, n_ids=203)  # rows not 64-byte multiples
     reference = crowd_neighbours(preds, stakes, k=4, threshold=0.3, block_rows=8)
     got = crowd_neighbours(preds, stakes, k=4, threshold=0.3, block_rows=block_rows)
     for name in ("index", "correlation", "stake", "stake_share", "count", "crowd_share", "crowd_size", "own_share"):

@@ -65,11 +65,12 @@ from aiokafka import AIOKafkaProducer
 # Run as a script (``python benchmarks/bench_soak.py``): this directory is on sys.path.
 from bench_stream import bench_settings, start_worker, stop_worker, tail_consumer, wait_applied
 
-from streams.admin import create_topics, kafka_client_options, redis_client
+from streams.admin import create_topics, kafka_client_options
 from streams.settings import Settings
 from streams.simulation import Simulation, SimulationConfig
 from streams.stack import EmbeddedStack
 from streams.state import ROWS_PRUNED, RedisState
+from streams.state.client import redis_client
 
 RSS_GROWTH_TARGET = 0.10
 #: Seconds between a round's close and the stake updates for the next round (spread over one more second).

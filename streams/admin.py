@@ -3,8 +3,7 @@
 - :func:`kafka_client_options` - aiokafka keyword arguments (bootstrap, SASL, TLS) for every
   admin client, producer and consumer the service or its tools create;
 - :func:`librdkafka_config` - the same for the one librdkafka client, the submissions consumer;
-- :func:`create_topics` - creates the service's topics, idempotently, before workers start;
-- :func:`redis_client` - a ``redis.asyncio.Redis`` with the password and CA applied.
+- :func:`create_topics` - creates the service's topics, idempotently, before workers start.
 
 Never enable aiokafka's idempotent or transactional producer: Tansu, the embedded broker,
 rejects ``InitProducerId`` (DESIGN §5), so the service is at-least-once with idempotent effects.
@@ -15,9 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import redis.asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -233,23 +230,3 @@ async def _check_partitions(admin: AIOKafkaAdminClient, expected: dict[str, int]
     if wrong:
         listing = ", ".join(f"{topic} has {count}, expected {expected[topic]}" for topic, count in sorted(wrong.items()))
         raise ConfigurationError(f"existing topics have the wrong partition count ({listing}): set MMC_PARTITIONS to match or recreate the topics")
-
-
-def redis_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
-    """A ``redis.asyncio.Redis`` for ``settings.redis_url`` with password and CA applied.
-
-    ``options`` go to ``redis.asyncio.Redis.from_url`` (``decode_responses=True`` …). A
-    password inside the URL wins over ``MMC_REDIS_PASSWORD``. The caller closes the client
-    (``await client.aclose()``).
-
-    Raises:
-        ConfigurationError: ``MMC_REDIS_SSL_CA_CERTS`` is set for a non-TLS ``redis://`` URL.
-    """
-    scheme = urlsplit(settings.redis_url).scheme
-    if settings.redis_password is not None:
-        options.setdefault("password", settings.redis_password.get_secret_value())
-    if settings.redis_ssl_ca_certs:
-        if scheme != "rediss":
-            raise ConfigurationError("MMC_REDIS_SSL_CA_CERTS is set but MMC_REDIS_URL is not rediss://")
-        options.setdefault("ssl_ca_certs", settings.redis_ssl_ca_certs)
-    return redis.asyncio.Redis.from_url(settings.redis_url, **options)

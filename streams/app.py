@@ -4,7 +4,7 @@
 submissions topic is read by a task with its own librdkafka consumer (:mod:`streams.ingest`,
 measured cheaper than a Faust agent or a plain aiokafka consumer per record); the other topics by agents. Each agent
 turns a Kafka message into an :class:`~streams.messages.records.InputRecord`, hands it to the processor,
-and records the offset as applied (for the barriers of :mod:`streams.progress`). Redis or Kafka
+and records the offset as applied (for the barriers of :mod:`streams.state.progress`). Redis or Kafka
 being unreachable makes the agent retry the same record with backoff; nothing about an input
 can stop the agent (refusals go to the dead-letter topic).
 

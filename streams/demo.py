@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.admin import create_topics, redis_client
+from streams.admin import create_topics
 from streams.errors import WorkerDied
 from streams.replay import send_events
 from streams.report import BuiltReport, alert_rates_line, build_report, headline_table
@@ -37,6 +37,7 @@ from streams.settings import Settings
 from streams.simulation import SimulationConfig, simulate
 from streams.stack import EmbeddedStack
 from streams.state import RedisState
+from streams.state.client import redis_client
 
 REFRESH_SECONDS = 0.5
 LEADERS_SHOWN = 10

@@ -12,7 +12,7 @@ topics stay Faust agents (:mod:`streams.app`).
 Consumer group ``{MMC_APP_ID}-submissions`` (:meth:`Settings.consumer_group`): Kafka balances
 the submissions partitions among the workers by itself, independently of Faust's group for
 the other topics — where a record is consumed does not matter, the barriers and the state in
-Redis decide (:mod:`streams.progress`).
+Redis decide (:mod:`streams.state.progress`).
 
 Threads. librdkafka's calls block, so they run on two threads of their own: ``consume`` (and
 ``close``) on one — librdkafka serves the group's rebalance callbacks on the thread that

@@ -63,7 +63,7 @@ OUTCOMES = ("applied", "unchanged")
 # Resolution of a round takes from milliseconds (tests) to tens of seconds (5,000 models × 5,000 ids).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # The state store's fields of a round's hash set when the round closes and when retention
-# deletes its rows (see streams.state).
+# deletes its rows (see streams.state.keys).
 _CLOSE_FIELD = "close_ts"
 _ROWS_PRUNED_FIELD = "rows_pruned"
 

@@ -2,7 +2,7 @@
 
 Redis holds everything the service derives, and all of it is a function of the input topics
 (DESIGN §4), so lost or stale state is rebuilt by applying the inputs again, in the same code
-path as the live worker: the barriers' catch-ups (:mod:`streams.progress`) read each input
+path as the live worker: the barriers' catch-ups (:mod:`streams.state.progress`) read each input
 topic from the offset the state has applied (0 when empty) to its end and apply it — rounds,
 then stakes, then submissions, then targets, whose updates are applied in log order.
 
@@ -89,8 +89,8 @@ async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
 async def behind(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
     """Partitions whose applied progress in Redis is below the groups' committed offset:
     ``(topic, partition) → (progress, committed)``. Empty when the state is intact."""
-    from streams.admin import redis_client
     from streams.state import RedisState
+    from streams.state.client import redis_client
 
     committed = await committed_offsets(settings)
     state = RedisState(redis_client(settings), settings.state_namespace)
@@ -138,8 +138,8 @@ async def recover_if_behind(settings: Settings) -> RebuildReport | None:
     is wiped and rebuilt from the beginning of the topics. One worker rebuilds at a time (a lock
     in Redis); the others wait for it, then find nothing behind.
     """
-    from streams.admin import redis_client
     from streams.state import RedisState
+    from streams.state.client import redis_client
 
     state = RedisState(redis_client(settings), settings.state_namespace)
     try:

@@ -21,14 +21,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams.admin import kafka_client_options, redis_client
+from streams.admin import kafka_client_options
 from streams.errors import StateLost
 from streams.messages.outputs import Output
 from streams.messages.records import InputRecord
 from streams.metrics import WorkerMetrics
-from streams.progress import Barrier, applied_marks, mark_applied
 from streams.settings import Settings
 from streams.state import RedisState
+from streams.state.client import redis_client
+from streams.state.progress import Barrier, applied_marks, mark_applied
 from streams.transient import with_retry
 from streams.worker.processor import Processor
 from streams.worker.submissions import SubmissionBatch

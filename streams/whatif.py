@@ -24,11 +24,11 @@ from rich.table import Table
 
 import scoring
 from scoring.counterfactual import MechanicalPart, mechanical_part
-from streams.admin import redis_client
 from streams.errors import MmcStreamError, UnknownModel
 from streams.messages.records import MODEL_ID
 from streams.settings import Settings
 from streams.state import RedisState
+from streams.state.client import redis_client
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import time
 
 from aiohttp import web
 
-from streams.admin import redis_client
 from streams.errors import ApiError
 from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.state import RedisState
+from streams.state.client import redis_client
 from streams.web.context import FEED_TASK, METRICS, OPENAPI, SETTINGS, STATE
 from streams.web.handlers import STATIC_DIR
 from streams.web.live import FEED, LiveFeed

@@ -22,7 +22,7 @@ module                 holds
 ``context``            what every handler is handed, and the functions they share
 =====================  ==========================================================================
 
-Lifecycle rules (event time = the Kafka record timestamp; see :mod:`streams.progress` for how
+Lifecycle rules (event time = the Kafka record timestamp; see :mod:`streams.state.progress` for how
 decisions wait for the other topics):
 
 - ``open`` stores the universe; opening it again (another record) is refused ``round_exists``.

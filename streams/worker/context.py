@@ -17,9 +17,9 @@ from scoring.errors import ScoringError
 from streams.errors import InvalidMessage
 from streams.messages.outputs import Output, dead_letter, json_output
 from streams.messages.records import InputRecord, check_event_time, refuse
-from streams.progress import Barrier
 from streams.settings import Settings
 from streams.state import RedisState
+from streams.state.progress import Barrier
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class WorkerContext:
     async def round_inputs_applied(self, received_at: float) -> None:
         """Wait until every submission and stake received before ``received_at`` is applied: what a
         round's rows and frozen stakes are read after. Both at once (neither holds the other's
-        locks: see streams.progress on lock order)."""
+        locks: see streams.state.progress on lock order)."""
         await asyncio.gather(self.barrier.wait_for("submissions", received_at), self.barrier.wait_for("stakes", received_at))
 
     @property

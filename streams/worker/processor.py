@@ -13,9 +13,9 @@ from scoring.errors import ScoringError
 from streams.errors import InvalidMessage
 from streams.messages.outputs import Output
 from streams.messages.records import InputRecord, Record, RoundClose, RoundOpen, StakeUpdate, TargetsUpdate, decode_input
-from streams.progress import Barrier
 from streams.settings import Settings
 from streams.state import RedisState
+from streams.state.progress import Barrier
 from streams.transient import is_transient
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.close_alerts import CloseAlerts

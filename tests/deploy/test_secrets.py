@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from streams.admin import kafka_client_options, librdkafka_config, redis_client
+from streams.admin import kafka_client_options, librdkafka_config
 from streams.settings import Settings
+from streams.state.client import redis_client
 
 SECRET = "s3cret-Pa55"
 

@@ -16,7 +16,7 @@ from streams.log_throttle import Throttle
 from streams.messages.outputs import DEAD_LETTER_KEY_BYTES, dead_letter
 from streams.messages.records import InputRecord, check_event_time, refuse
 from streams.messages.schemas import validate_deadletter_headers
-from streams.progress import applied_marks
+from streams.state.progress import applied_marks
 from streams.transient import dependency_of, is_transient
 
 

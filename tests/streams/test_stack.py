@@ -24,17 +24,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.admin import (
-    INPUT_TOPICS,
-    OUTPUT_TOPICS,
-    create_topics,
-    kafka_client_options,
-    redis_client,
-    topic_names,
-)
+from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS, create_topics, kafka_client_options, topic_names
 from streams.errors import ConfigurationError, StackError
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
+from streams.state.client import redis_client
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55word-never-printed"

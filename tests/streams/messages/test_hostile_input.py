@@ -605,7 +605,7 @@ def property_model_ids(model: str, topic: str) -> None:
         return
     assert isinstance(result, (Submission, StakeUpdate)) and result.model == model
     # The only keys a model id goes into: ns:{m:MODEL}:stakes and ns:{m:MODEL}:history
-    # (streams/state.py Keys). The hash tag (Redis Cluster: between the first "{" and the next
+    # (streams/state/keys.py). The hash tag (Redis Cluster: between the first "{" and the next
     # "}") must be exactly m:MODEL, and the key free of glob, whitespace and control characters.
     keys = Keys("mmc")
     for built, suffix in ((keys.stakes(model), "stakes"), (keys.history(model), "history")):
@@ -617,7 +617,7 @@ def property_model_ids(model: str, topic: str) -> None:
 def property_universe_ids(ids: list[str], topic: str) -> None:
     """Universe ids of any characters: accepted as sent when 1-128 characters, else bad_id.
 
-    They never reach a Redis key: streams/state.py stores a round's universe as a JSON *value*
+    They never reach a Redis key: streams/state/store.py stores a round's universe as a JSON *value*
     (``open_round``: ``SET ns:{rN}:ids orjson.dumps(list(ids))``) and builds keys only from round
     numbers, model ids, partitions and topic names (test_redis_keys_take_no_universe_ids checks
     Keys' parameters). So they only have to survive the JSON round trip, checked here.

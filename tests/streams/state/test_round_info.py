@@ -8,10 +8,10 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from streams.admin import redis_client
 from streams.errors import MmcStreamError, RoundStateInvalid
 from streams.settings import Settings
 from streams.state import RedisState, RoundInfo
+from streams.state.client import redis_client
 from tests.conftest import run_sync
 
 IDS = ("a", "b", "c")

@@ -45,7 +45,7 @@ from streams import failpoints
 from streams.admin import kafka_client_options, partitions_for
 from streams.messages.records import InputRecord
 from streams.settings import Settings
-from streams.state import RedisState
+from streams.state.store import RedisState
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.admin import kafka_client_options, redis_client
+from streams.admin import kafka_client_options
 from streams.messages.records import InputRecord
-from streams.progress import QUICK_FETCH_WAIT_MS, Barrier
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
 from streams.state import RedisState
+from streams.state.client import redis_client
+from streams.state.progress import QUICK_FETCH_WAIT_MS, Barrier
 from tests.conftest import run_sync
 
 RECORD_BYTES = 16_000  # one submission of ~2,000 predictions
@@ -102,7 +103,7 @@ def test_a_catch_up_applies_a_partition_whose_quick_fetches_bring_nothing(
     assert highwater is not None and highwater >= RECORDS
     assert got <= RECORDS // 100, f"five {QUICK_FETCH_WAIT_MS} ms fetches brought {got} records: the case is not exercised"
 
-    with caplog.at_level(logging.DEBUG, logger="streams.progress"):
+    with caplog.at_level(logging.DEBUG, logger="streams.state.progress"):
         seen, progress = run_sync(_catch_up(settings, "rounds"))
     assert seen == list(range(RECORDS)), "every record once, in offset order"
     assert progress == {0: RECORDS}
@@ -115,7 +116,7 @@ def test_a_catch_up_of_a_short_partition_stays_quick(
     """A partition the quick fetch serves is caught up without the patient consumer."""
     settings = make_settings(kafka_bootstrap=long_stack.kafka_bootstrap, redis_url=long_stack.redis_url)
     run_sync(_fill(settings, "rounds", 200))
-    with caplog.at_level(logging.DEBUG, logger="streams.progress"):
+    with caplog.at_level(logging.DEBUG, logger="streams.state.progress"):
         seen, progress = run_sync(_catch_up(settings, "rounds"))
     assert seen == list(range(200))
     assert progress == {0: 200}

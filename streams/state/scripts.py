@@ -1,0 +1,93 @@
+"""The Lua scripts the store runs on the server, each registered once per client.
+
+A script is one atomic step: progress that only moves forward, a write undone when retention
+pruned its round, the latest targets kept, a history trimmed, a round pruned.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio
+
+# Lua: move a progress field (KEYS[1] / ARGV[1] → ARGV[2]) and a watermark field
+# (KEYS[2] / ARGV[3] → ARGV[4]) forward, never back.
+_ADVANCE = """
+local function advance(key, field, value)
+  local cur = redis.call('HGET', key, field)
+  if (not cur) or tonumber(value) > tonumber(cur) then
+    redis.call('HSET', key, field, value)
+  end
+end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then
+  return redis.error_reply('STATE_LOST the state epoch changed: Redis lost or replaced the state')
+end
+advance(KEYS[1], ARGV[1], ARGV[2])
+advance(KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
+
+# Lua, run last in the transaction that writes a round's bulk: when the round hash (KEYS[1]) has
+# field ARGV[1] (retention pruned that part of the round), delete KEYS[2..] again and take back
+# the increment of field ARGV[2] if given, so the write leaves the state as it was. (Writing
+# through a script instead would copy every row into Lua strings: several times the server
+# time of the plain HSET for a batch of rows.)
+_DROP_IF_PRUNED = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('UNLINK', unpack(KEYS, 2))
+  if ARGV[2] then redis.call('HINCRBY', KEYS[1], ARGV[2], -1) end
+  return 1
+end
+return 0
+"""
+# Lua: keep the round's latest scored targets (final wins, then the later day) unless its rows
+# were pruned. KEYS[1] round hash, KEYS[2] targets; ARGV: day, final (0/1), values.
+_PUT_TARGETS = """
+if redis.call('HEXISTS', KEYS[1], 'rows_pruned') == 1 then return 0 end
+local cur = redis.call('HMGET', KEYS[2], 'day', 'final')
+if cur[1] then
+  local cur_final = (cur[2] == '1') and 1 or 0
+  local new_final = tonumber(ARGV[2])
+  if cur_final > new_final or (cur_final == new_final and tonumber(cur[1]) > tonumber(ARGV[1])) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[2], 'day', ARGV[1], 'final', ARGV[2], 'values', ARGV[3])
+return 1
+"""
+# Lua: trim a model's history (KEYS[1]) to its ARGV[1] highest rounds; returns how many went.
+_TRIM_HISTORY = """
+local keep = tonumber(ARGV[1])
+local n = redis.call('HLEN', KEYS[1])
+if n <= keep then return 0 end
+local rounds = {}
+for i, field in ipairs(redis.call('HKEYS', KEYS[1])) do rounds[i] = {tonumber(field), field} end
+table.sort(rounds, function(a, b) return a[1] < b[1] end)
+for i = 1, n - keep do redis.call('HDEL', KEYS[1], rounds[i][2]) end
+return n - keep
+"""
+# Lua: mark a round pruned (field ARGV[1] of KEYS[1], its hash) and delete KEYS[2..], at once.
+_PRUNE = """
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+if #KEYS > 1 then redis.call('UNLINK', unpack(KEYS, 2)) end
+return 1
+"""
+# Lua: raise field ARGV[1] of KEYS[1] to ARGV[2], never lower it; returns the value in force.
+_RAISE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur) or tonumber(ARGV[2]) > tonumber(cur) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return ARGV[2]
+end
+return cur
+"""
+
+
+class Scripts:
+    """The store's scripts, registered on ``client`` (each call runs ``EVALSHA``)."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.advance = client.register_script(_ADVANCE)
+        self.drop_if_pruned = client.register_script(_DROP_IF_PRUNED)
+        self.put_targets = client.register_script(_PUT_TARGETS)
+        self.trim_history = client.register_script(_TRIM_HISTORY)
+        self.prune = client.register_script(_PRUNE)
+        self.raise_field = client.register_script(_RAISE)

@@ -65,7 +65,8 @@ from aiokafka import AIOKafkaProducer
 # Run as a script (``python benchmarks/bench_soak.py``): this directory is on sys.path.
 from bench_stream import bench_settings, start_worker, stop_worker, tail_consumer, wait_applied
 
-from streams.admin import create_topics, kafka_client_options
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
 from streams.simulation import Simulation, SimulationConfig
 from streams.stack import EmbeddedStack

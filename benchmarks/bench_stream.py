@@ -44,8 +44,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as RdTopicPartition
 
-from streams.admin import create_topics, kafka_client_options
 from streams.ingest import consumer_config
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import create_topics
 from streams.messages.records import InputRecord
 from streams.runtime import Runtime
 from streams.settings import Settings

@@ -29,9 +29,10 @@ from typing import Any
 import faust
 
 from streams import failpoints
-from streams.admin import INPUT_TOPICS, create_topics, kafka_client_options, partitions_for
 from streams.errors import StateLost
 from streams.ingest import SubmissionConsumer
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import INPUT_TOPICS, create_topics, partitions_for
 from streams.log_throttle import throttle_root_handlers
 from streams.logs import quiet_libraries
 from streams.messages.records import InputRecord
@@ -78,7 +79,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=datadir,
-        # Topics are created by streams.admin.create_topics (partitions, compaction); Faust must
+        # Topics are created by streams.kafka.topics.create_topics (partitions, compaction); Faust must
         # not declare them, nor its leader topic.
         topic_allow_declare=False,
         topic_disable_leader=True,

@@ -29,8 +29,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.admin import create_topics
 from streams.errors import WorkerDied
+from streams.kafka.topics import create_topics
 from streams.replay import send_events
 from streams.report import BuiltReport, alert_rates_line, build_report, headline_table
 from streams.settings import Settings

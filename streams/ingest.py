@@ -48,7 +48,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from streams.admin import librdkafka_config
+from streams.kafka.clients import librdkafka_config
 from streams.messages.records import InputRecord
 from streams.settings import Settings
 from streams.transient import Backoff

@@ -21,7 +21,7 @@ rebuilds first, so it never scores from half a state.
 Retention: rebuilding needs every input record whose effect is still in the state — in
 practice the input topics must keep data for as long as the state is meant to hold it
 (the leaderboard's window of ``MMC_LEADERBOARD_WINDOW`` rounds plus the rounds still open or
-resolving). ``streams.admin.create_topics`` creates the input topics with unlimited
+resolving). ``streams.kafka.topics.create_topics`` creates the input topics with unlimited
 retention (``retention.ms=-1``) for this reason; see docs/operations.md, "Retention and recovery".
 """
 
@@ -37,7 +37,8 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.admin import INPUT_TOPICS, kafka_client_options, partitions_for
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import INPUT_TOPICS, partitions_for
 from streams.messages.records import InputRecord
 from streams.runtime import PUBLISHING, Runtime
 from streams.settings import Settings

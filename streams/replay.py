@@ -24,8 +24,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.admin import INPUT_TOPICS, kafka_client_options
 from streams.errors import EventFileError, ReplayError
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import INPUT_TOPICS
 from streams.settings import Settings
 from streams.simulation import SimEvent
 

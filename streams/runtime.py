@@ -21,8 +21,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams.admin import kafka_client_options
 from streams.errors import StateLost
+from streams.kafka.clients import kafka_client_options
 from streams.messages.outputs import Output
 from streams.messages.records import InputRecord
 from streams.metrics import WorkerMetrics

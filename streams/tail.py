@@ -29,8 +29,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from rich.text import Text
 
-from streams.admin import kafka_client_options
 from streams.errors import ConfigurationError
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.watermarks import HighWatermarks
 from streams.settings import Settings
 
 #: How long one poll waits for records before checking whether the end is reached.
@@ -113,12 +114,7 @@ async def tail(
     if limit == 0:
         return
     name = settings.topic(topic_short_name)
-    try:
-        partitions = await _partitions(settings, name)
-    except KafkaError as exc:
-        raise ConfigurationError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
-    if not partitions:
-        raise ConfigurationError(f"topic {name!r} does not exist on {settings.kafka_bootstrap}: check MMC_TOPIC_PREFIX or create the topics with `mmc topics`")
+    partitions = await _existing_partitions(settings, name)
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings),
         group_id=group,
@@ -133,54 +129,28 @@ async def tail(
             await consumer.start()
         except KafkaError as exc:
             raise ConfigurationError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
-        # Where to start and stop, per partition, from the high watermark of the first fetch
-        # response (None until it arrives) — not from ListOffsets: the embedded Tansu answers
-        # ListOffsets(latest) with the last batch's base offset + 1, short of the real end, so
-        # `seek_to_end` alone would replay part of the last batch.
-        starts: dict[TopicPartition, int | None] = {}
-        ends: dict[TopicPartition, int | None] = {}
-        if group is None:
-            assigned = [TopicPartition(name, p) for p in partitions]
-            consumer.assign(assigned)
-            if from_beginning:
-                await consumer.seek_to_beginning(*assigned)
-            else:
-                await consumer.seek_to_end(*assigned)
-                starts = dict.fromkeys(assigned)
-            if until_end:
-                ends = dict.fromkeys(assigned)
-        else:
-            consumer.subscribe([name])
-
+        starts, ends = await _start_and_end(consumer, name, partitions, group, from_beginning, until_end)
         seen = 0
         while True:
             if group is not None and yielded:
                 await consumer.commit(yielded)
                 yielded = {}
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            for marks in (starts, ends):
-                for tp, mark in marks.items():
-                    if mark is None:
-                        marks[tp] = consumer.highwater(tp)
+            starts.observe(consumer)
+            ends.observe(consumer)
             for tp, records in batches.items():
-                start, end = starts.get(tp), ends.get(tp)
                 for record in records:
-                    if start is not None and record.offset < start:
+                    if starts.before(tp, record.offset):
                         continue  # older than the end when the tail started
-                    if end is not None and record.offset >= end:
+                    if ends.reached(tp, record.offset):
                         break  # newer than the end we set out to reach
                     yield decode_record(record)
                     yielded[tp] = record.offset + 1
                     seen += 1
                     if limit is not None and seen >= limit:
                         return
-            if until_end:
-                for tp, end in list(ends.items()):
-                    if end is not None and await consumer.position(tp) >= end:
-                        del ends[tp]
-                        consumer.pause(tp)
-                if not ends:
-                    return
+            if until_end and await _caught_up(consumer, ends):
+                return
     finally:
         try:
             if group is not None and yielded:
@@ -188,6 +158,48 @@ async def tail(
                 await consumer.commit(yielded)
         finally:
             await consumer.stop()
+
+
+async def _existing_partitions(settings: Settings, name: str) -> list[int]:
+    """The partitions of topic ``name``; :class:`ConfigurationError` when it does not exist or the broker is not reachable."""
+    try:
+        partitions = await _partitions(settings, name)
+    except KafkaError as exc:
+        raise ConfigurationError(f"cannot reach the broker at {settings.kafka_bootstrap}: {exc!r}") from exc
+    if not partitions:
+        raise ConfigurationError(f"topic {name!r} does not exist on {settings.kafka_bootstrap}: check MMC_TOPIC_PREFIX or create the topics with `mmc topics`")
+    return partitions
+
+
+async def _start_and_end(
+    consumer: AIOKafkaConsumer, name: str, partitions: list[int], group: str | None, from_beginning: bool, until_end: bool
+) -> tuple[HighWatermarks, HighWatermarks]:
+    """Assign (standalone) or subscribe (group) the consumer; returns where each partition's
+    tail starts and where it ends, as the high watermarks of the first fetch responses
+    (:mod:`streams.kafka.watermarks`; none for a group or from the beginning)."""
+    starts, ends = HighWatermarks(), HighWatermarks()
+    if group is None:
+        assigned = [TopicPartition(name, p) for p in partitions]
+        consumer.assign(assigned)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assigned)
+        else:
+            await consumer.seek_to_end(*assigned)
+            starts = HighWatermarks(assigned)
+        if until_end:
+            ends = HighWatermarks(assigned)
+    else:
+        consumer.subscribe([name])
+    return starts, ends
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, ends: HighWatermarks) -> bool:
+    """Pause each partition whose position reached its end; True once all have."""
+    for tp, end in ends.known():
+        if await consumer.position(tp) >= end:
+            ends.drop(tp)
+            consumer.pause(tp)
+    return ends.empty
 
 
 async def _partitions(settings: Settings, name: str) -> list[int]:

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import pytest
 import redis as redis_sync
 
-from streams.admin import create_topics
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
 
 

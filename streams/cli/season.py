@@ -29,7 +29,7 @@ def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[
         TimeRemainingColumn,
     )
 
-    from streams.admin import create_topics
+    from streams.kafka.topics import create_topics
     from streams.replay import send_events
 
     asyncio.run(create_topics(settings))

@@ -26,7 +26,7 @@ def topics() -> None:
     MMC_PARTITIONS, MMC_REPLICATION_FACTOR, MMC_STARTUP_TIMEOUT_SECONDS and
     MMC_STARTUP_RETRY_MAX_SECONDS.
     """
-    from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS, create_topics, partitions_for
+    from streams.kafka.topics import INPUT_TOPICS, OUTPUT_TOPICS, create_topics, partitions_for
 
     settings = settings_or_exit()
     wait_or_exit(settings, redis=False)

@@ -103,7 +103,7 @@ def _stop_on_signals() -> tuple[threading.Event, list[int]]:
 
 def _create_topics(settings: Settings, running: EmbeddedStack, console: Console) -> None:
     """Create the service's topics on the embedded broker and say how many, with their partitions."""
-    from streams.admin import create_topics
+    from streams.kafka.topics import create_topics
 
     # The embedded broker is plaintext and Redis has no password, whatever the
     # environment says about a production cluster.
@@ -153,7 +153,7 @@ def _announce(running: EmbeddedStack, env_file: Path | None, console: Console, b
 
 def _partition_counts(settings: Settings) -> str:
     """Each topic's partition count, as created: ``rounds, targets: 1 partition; submissions, …: 4 partitions each``."""
-    from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS, partitions_for
+    from streams.kafka.topics import INPUT_TOPICS, OUTPUT_TOPICS, partitions_for
 
     by_count: dict[int, list[str]] = {}
     for name in (*INPUT_TOPICS, *OUTPUT_TOPICS):

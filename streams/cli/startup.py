@@ -28,9 +28,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from rich.markup import escape
 
-from streams.admin import kafka_client_options
 from streams.cli.console import fail
 from streams.errors import ConfigurationError, DependencyUnavailable, MmcStreamError
+from streams.kafka.clients import kafka_client_options
 from streams.settings import Settings
 from streams.state.client import redis_client
 from streams.transient import Backoff

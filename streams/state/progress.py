@@ -42,7 +42,8 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import failpoints
-from streams.admin import kafka_client_options, partitions_for
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import partitions_for
 from streams.messages.records import InputRecord
 from streams.settings import Settings
 from streams.state.store import RedisState

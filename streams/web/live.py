@@ -26,8 +26,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.admin import kafka_client_options
 from streams.errors import ApiError
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.watermarks import HighWatermarks
 from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.transient import Backoff
@@ -246,28 +247,23 @@ class LiveFeed:
             # Resolve the end offsets now: nothing produced after "following" is missed.
             for tp in parts:
                 await consumer.position(tp)
-            # The embedded broker (Tansu) answers ListOffsets(latest) with the last record batch's
-            # base offset + 1, not the high watermark, so "the end" can be inside the last batch.
-            # The high watermark of the first fetch response is right: records below it were
-            # there before we started and are skipped (on Kafka this skips nothing).
-            floor: dict[TopicPartition, int] = {}
+            # Records below the high watermark of the first fetch response were there before
+            # the feed started and are skipped (streams.kafka.watermarks).
+            ends = HighWatermarks(parts)
             while True:
-                batch = await consumer.getmany(timeout_ms=200 if len(floor) < len(parts) else 1000)
-                for tp in parts:
-                    if tp not in floor and consumer.highwater(tp) is not None:
-                        floor[tp] = consumer.highwater(tp)
-                        if len(floor) == len(parts):
-                            self.status = "following"
-                            log.info("live feed following %s", ", ".join(sorted(short)))
-                            # Back after an outage: pages reload what they missed.
-                            if self._followed:
-                                self._broadcast(sse_frame("resync", b"{}"))
-                            self._followed = True
+                batch = await consumer.getmany(timeout_ms=1000 if ends.complete else 200)
+                if ends.observe(consumer):
+                    self.status = "following"
+                    log.info("live feed following %s", ", ".join(sorted(short)))
+                    # Back after an outage: pages reload what they missed.
+                    if self._followed:
+                        self._broadcast(sse_frame("resync", b"{}"))
+                    self._followed = True
                 messages = [
                     (short[tp.topic], record.value)
                     for tp, records in batch.items()
                     for record in records
-                    if record.value is not None and record.offset >= floor.get(tp, 0)
+                    if record.value is not None and not ends.before(tp, record.offset)
                 ]
                 for chunk in self.pieces(messages):
                     self._broadcast(chunk)

@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from streams.settings import Settings
+from streams.web.asyncapi import api_asyncapi
 from streams.web.handlers import (
     api_alerts,
     api_health,
@@ -229,6 +230,15 @@ ROUTES: tuple[Route[Any], ...] = (
         describe=_stream_description,
     ),
     Route("/api/openapi.json", "openapi", api_openapi, NoParameters, "This document", "ops", Reply("OpenAPI 3.1", dict[str, Any])),
+    Route(
+        "/api/asyncapi.json",
+        "asyncapi",
+        api_asyncapi,
+        NoParameters,
+        "The Kafka topics (this server's prefix and partitions) as an AsyncAPI 3.0 document",
+        "ops",
+        Reply("AsyncAPI 3.0.0", dict[str, Any]),
+    ),
     Route(
         "/metrics",
         "metrics",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from streams.admin import read_record
+from streams.kafka.topics import read_record
 from streams.messages.records import InputRecord, RoundOpen, decode_input, refuse
 from streams.state import RoundInfo
 from streams.worker.context import WorkerContext

@@ -38,7 +38,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from streams.admin import create_topics, kafka_client_options
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import create_topics
 from streams.settings import Settings
 from streams.stack import free_port, tansu_binary
 

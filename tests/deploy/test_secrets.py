@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from streams.admin import kafka_client_options, librdkafka_config
+from streams.kafka.clients import kafka_client_options, librdkafka_config
 from streams.settings import Settings
 from streams.state.client import redis_client
 

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.admin import INPUT_TOPICS, kafka_client_options
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import INPUT_TOPICS
 from streams.settings import Settings
 from streams.state import Keys
 

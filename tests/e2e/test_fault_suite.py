@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from streams.admin import INPUT_TOPICS
+from streams.kafka.topics import INPUT_TOPICS
 from streams.messages.schemas import validate_deadletter_headers
 from streams.settings import Settings
 from streams.stack import EmbeddedStack

@@ -33,7 +33,7 @@ import orjson
 import pytest
 import redis as redis_sync
 
-from streams.admin import INPUT_TOPICS
+from streams.kafka.topics import INPUT_TOPICS
 from streams.settings import Settings
 from streams.state import Keys
 from tests.conftest import run_sync

@@ -29,8 +29,9 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from streams.admin import INPUT_TOPICS, kafka_client_options
 from streams.errors import InvalidMessage
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import INPUT_TOPICS
 from streams.messages.records import REASONS, InputRecord, RoundClose, RoundOpen, StakeUpdate, Submission, TargetsUpdate, decode_input
 from streams.settings import Settings
 from streams.state import Keys, SubmissionRow

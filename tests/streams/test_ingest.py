@@ -16,8 +16,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.admin import kafka_client_options
 from streams.ingest import CONSUME_SECONDS, PREFETCH_KBYTES, Records, SubmissionConsumer, consumer_config
+from streams.kafka.clients import kafka_client_options
 from streams.rebuild import committed_offsets
 from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings

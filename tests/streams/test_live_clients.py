@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import generate_latest
 
 from streams import web
-from streams.admin import kafka_client_options
+from streams.kafka.clients import kafka_client_options
 from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.stack import free_port

@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from typer.testing import CliRunner
 
-from streams.admin import kafka_client_options
 from streams.cli import app
 from streams.errors import ConfigurationError, EventFileError, ReplayError
+from streams.kafka.clients import kafka_client_options
 from streams.replay import count_events, read_events, send_events, write_events
 from streams.settings import Settings
 from streams.simulation import TOPICS, SimEvent, SimulationConfig, simulate

@@ -23,7 +23,7 @@ from scoring.crowding import (
     mmc_by_cwmm_decile,
     stake_jump_events,
 )
-from streams.admin import kafka_client_options
+from streams.kafka.clients import kafka_client_options
 from streams.report import (
     CHART_FILES,
     HEADLINE_FILE,

@@ -1,37 +1,31 @@
-"""The embedded stack, topic creation and client options, through the real broker and Redis."""
+"""The embedded stack (Tansu and redis-server) and ``mmc stack``, through the real broker and Redis."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 import redis as redis_sync
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS, create_topics, kafka_client_options, topic_names
-from streams.errors import ConfigurationError, StackError
+from streams.errors import StackError
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import INPUT_TOPICS, OUTPUT_TOPICS, create_topics
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
-from streams.state.client import redis_client
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "s3cr3t-Pa55word-never-printed"
 
 
 def _gone(pid: int) -> bool:
@@ -185,79 +179,6 @@ def test_redis_ping_set_get(redis: redis_sync.Redis) -> None:
     assert redis.get("mmc:test:key") == b"value"
 
 
-def test_redis_client_talks_to_the_configured_redis(settings: Settings) -> None:
-    """``redis_client`` builds an asyncio client for ``settings.redis_url``."""
-
-    async def ping() -> bool:
-        client = redis_client(settings, decode_responses=True)
-        try:
-            await client.set("mmc:test:async", "v")
-            return bool(await client.ping()) and await client.get("mmc:test:async") == "v"
-        finally:
-            await client.delete("mmc:test:async")
-            await client.aclose()
-
-    assert asyncio.run(ping())
-
-
-# --- topics ----------------------------------------------------------------------------------
-
-
-def test_create_topics_partitions_and_compaction(
-    make_settings: Callable[..., Settings],
-) -> None:
-    """Every topic gets the configured partitions (rounds and targets one); only the leaderboard is compacted.
-
-    Tansu implements DescribeConfigs, so the compaction is read back from the broker.
-    """
-    settings = make_settings(partitions=3, create=False)
-    outcome = asyncio.run(create_topics(settings))
-    assert outcome == {name: "created" for name in topic_names(settings)}
-    assert len(outcome) == len(INPUT_TOPICS) + len(OUTPUT_TOPICS) == 9
-
-    async def describe() -> tuple[dict[str, int], dict[str, str | None]]:
-        admin = AIOKafkaAdminClient(**kafka_client_options(settings))
-        await admin.start()
-        try:
-            metadata = await admin.describe_topics(topic_names(settings))
-            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(name)) for name in ("leaderboard", "scores")])
-        finally:
-            await admin.close()
-        partitions = {meta["topic"]: len(meta["partitions"]) for meta in metadata}
-        policies: dict[str, str | None] = {}
-        for response in responses:
-            for error_code, _msg, _type, name, entries in response.resources:
-                assert error_code == 0
-                values = {entry[0]: entry[1] for entry in entries}
-                policies[name] = values.get("cleanup.policy")
-        return partitions, policies
-
-    partitions, policies = asyncio.run(describe())
-    single = {settings.topic("rounds"), settings.topic("targets")}
-    assert partitions == {name: (1 if name in single else 3) for name in topic_names(settings)}
-    assert policies[settings.topic("leaderboard")] == "compact"
-    assert policies[settings.topic("scores")] in (None, "delete")
-
-
-def test_create_topics_is_idempotent_and_checks_partitions(settings: Settings) -> None:
-    """A second run reports existing topics; a different partition count is refused."""
-    again = asyncio.run(create_topics(settings))
-    assert set(again.values()) == {"exists"}
-    other = settings.model_copy(update={"partitions": settings.partitions + 1})
-    with pytest.raises(ConfigurationError, match="partition count"):
-        asyncio.run(create_topics(other))
-
-
-def test_create_topics_without_a_broker_is_a_configuration_error() -> None:
-    """An unreachable bootstrap server gives a ConfigurationError naming it."""
-    with socket.socket() as sock:  # a port with nobody listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", kafka_security_protocol="PLAINTEXT")
-    with pytest.raises(ConfigurationError, match=str(port)):
-        asyncio.run(create_topics(settings))
-
-
 # --- the CLI -----------------------------------------------------------------------------------
 
 
@@ -379,116 +300,3 @@ def test_mmc_worker_without_the_app_says_so() -> None:
     )
     assert result.returncode == 1
     assert "streams.app" in result.stderr and "Traceback" not in result.stderr
-
-
-# --- client options ----------------------------------------------------------------------------
-
-
-def _sasl_settings(**overrides: object) -> Settings:
-    """Settings for a SASL_SSL cluster with the test password."""
-    fields: dict[str, object] = {
-        "kafka_bootstrap": "broker-1:9093,broker-2:9093",
-        "kafka_security_protocol": "SASL_SSL",
-        "kafka_sasl_mechanism": "SCRAM-SHA-512",
-        "kafka_sasl_username": "scorer",
-        "kafka_sasl_password": SECRET,
-        "kafka_ssl_cafile": None,
-        "kafka_ssl_certfile": None,
-        "kafka_ssl_keyfile": None,
-    }
-    fields.update(overrides)
-    return Settings(**fields)  # type: ignore[arg-type]
-
-
-def test_kafka_client_options_plaintext() -> None:
-    """PLAINTEXT gives bootstrap and protocol only."""
-    settings = Settings(kafka_bootstrap="k:9092", kafka_security_protocol="PLAINTEXT")
-    assert kafka_client_options(settings) == {
-        "bootstrap_servers": "k:9092",
-        "security_protocol": "PLAINTEXT",
-    }
-
-
-def test_kafka_client_options_sasl_ssl_hides_the_password(caplog: pytest.LogCaptureFixture) -> None:
-    """SASL_SSL gives mechanism, credentials and a verifying TLS context; the password hides."""
-    import ssl
-
-    import certifi
-
-    caplog.set_level(logging.DEBUG)
-    settings = _sasl_settings(kafka_ssl_cafile=certifi.where())
-    options = kafka_client_options(settings)
-    assert options["security_protocol"] == "SASL_SSL"
-    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert options["sasl_plain_username"] == "scorer"
-    assert options["sasl_plain_password"] == SECRET
-    context = options["ssl_context"]
-    assert isinstance(context, ssl.SSLContext)
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    for text in (repr(options), str(options), f"{options}", repr(settings), str(settings)):
-        assert SECRET not in text
-    assert "**********" in repr(options)
-    logging.getLogger("test").info("options: %s, settings: %r", options, settings)
-    assert SECRET not in caplog.text
-
-    async def construct() -> None:  # aiokafka accepts every keyword as given
-        for client in (
-            AIOKafkaProducer(**options),
-            AIOKafkaConsumer(**options),
-            AIOKafkaAdminClient(**options),
-        ):
-            assert client is not None
-
-    asyncio.run(construct())
-
-
-def test_kafka_client_options_loads_a_client_certificate(tmp_path: Path) -> None:
-    """SSL with cafile, certfile and keyfile loads the client certificate into the context."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=mmc-test", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    settings = _sasl_settings(
-        kafka_security_protocol="SSL",
-        kafka_ssl_cafile=str(cert),
-        kafka_ssl_certfile=str(cert),
-        kafka_ssl_keyfile=str(key),
-    )
-    options = kafka_client_options(settings)
-    assert options["security_protocol"] == "SSL"
-    assert "sasl_plain_password" not in options
-    assert options["ssl_context"].get_ca_certs()[0]["subject"] == ((("commonName", "mmc-test"),),)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "match"),
-    [
-        ({"kafka_sasl_password": None}, "MMC_KAFKA_SASL_PASSWORD"),
-        ({"kafka_sasl_username": None}, "MMC_KAFKA_SASL_USERNAME"),
-        ({"kafka_security_protocol": "PLAINTEXT", "kafka_ssl_cafile": "/ca.pem"}, "SSL"),
-        ({"kafka_ssl_cafile": "/does/not/exist.pem"}, "TLS context"),
-    ],
-    ids=["no-password", "no-username", "tls-files-without-tls", "missing-ca-file"],
-)
-def test_kafka_client_options_refuses_inconsistent_security(overrides: dict[str, object], match: str) -> None:
-    """Missing SASL credentials or TLS files without TLS are configuration errors."""
-    with pytest.raises(ConfigurationError, match=match) as caught:
-        kafka_client_options(_sasl_settings(**overrides))
-    assert SECRET not in str(caught.value)
-
-
-def test_redis_client_applies_password_and_refuses_ca_without_tls() -> None:
-    """The Redis password comes from its secret; a CA file needs a rediss:// URL."""
-    settings = Settings(redis_url="redis://127.0.0.1:6390/0", redis_password=SECRET)  # type: ignore[arg-type]
-    client = redis_client(settings)
-    assert client.connection_pool.connection_kwargs["password"] == SECRET
-    assert SECRET not in repr(client)
-    tls = Settings(redis_url="rediss://cache:6380/0", redis_ssl_ca_certs="/ca.pem")
-    assert redis_client(tls).connection_pool.connection_kwargs["ssl_ca_certs"] == "/ca.pem"
-    with pytest.raises(ConfigurationError, match="rediss://"):
-        redis_client(Settings(redis_url="redis://cache:6379/0", redis_ssl_ca_certs="/ca.pem"))

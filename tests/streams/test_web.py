@@ -30,7 +30,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.admin import create_topics, kafka_client_options
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import create_topics
 from streams.messages.resolution import history_entry
 from streams.settings import Settings
 from streams.stack import free_port

@@ -34,8 +34,8 @@ import pytest
 from rich.console import Console
 
 from scoring.counterfactual import StakeCounterfactual
-from streams.admin import create_topics
 from streams.app import faust_app
+from streams.kafka.topics import create_topics
 from streams.logs import CHATTY_LIBRARIES, quiet_libraries
 from streams.settings import Settings
 from streams.stack import free_port

@@ -30,9 +30,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from streams.admin import topic_names
 from streams.cli.startup import EXIT_UNAVAILABLE, redis_address, wait_for_dependencies, wait_for_kafka, wait_for_redis
 from streams.errors import ConfigurationError, DependencyUnavailable
+from streams.kafka.topics import topic_names
 from streams.settings import Settings
 from streams.stack import EmbeddedStack, free_port, redis_server_binary
 from tests.conftest import run_sync

@@ -17,8 +17,8 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.admin import INPUT_TOPICS, OUTPUT_TOPICS
 from streams.errors import InvalidMessage, SchemaViolation
+from streams.kafka.topics import INPUT_TOPICS, OUTPUT_TOPICS
 from streams.messages.records import MAX_ID_LENGTH, MODEL_ID, REASONS, InputRecord, RoundOpen, StakeUpdate, decode_input
 from streams.messages.schemas import (
     DEADLETTER_HEADERS,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.admin import kafka_client_options
+from streams.kafka.clients import kafka_client_options
 from streams.messages.records import InputRecord
 from streams.settings import Settings
 from streams.stack import EmbeddedStack

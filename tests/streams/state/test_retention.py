@@ -26,7 +26,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from scoring import RoundBasis
-from streams.admin import create_topics, kafka_client_options
+from streams.kafka.clients import kafka_client_options
+from streams.kafka.topics import create_topics
 from streams.messages.records import InputRecord
 from streams.metrics import StateGauges
 from streams.runtime import Runtime, apply_unless_applied

@@ -10,7 +10,7 @@ Prints, measured in one run:
    barriers, Redis, live alerts — no Kafka consumer), a Faust agent that only counts them
    (``faust_count.py``, the worker's Faust configuration: what a Faust agent per record costs),
    and two bare consumers that only read them — aiokafka's and librdkafka's (``confluent_kafka``,
-   the worker's submissions consumer, ``streams/ingest.py``) — with their CPU per record (all
+   the worker's submissions consumer, ``streams/worker/ingest.py``) — with their CPU per record (all
    threads); and, run first, the same worker with librdkafka's default ``fetch.queue.backoff.ms``
    (1 s: how long its consumer stops fetching a partition once its prefetch queue is full; the
    worker's is ``MMC_INGEST_FETCH_BACKOFF_MS``). All run on the same two cores;
@@ -44,14 +44,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as RdTopicPartition
 
-from streams.ingest import consumer_config
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import create_topics
 from streams.messages.records import InputRecord
-from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.stack import EmbeddedStack
 from streams.state import Keys
+from streams.worker.ingest import consumer_config
+from streams.worker.runtime import Runtime
 
 T0 = 1_767_225_600_000
 #: librdkafka's own fetch.queue.backoff.ms, beside the worker's (``MMC_INGEST_FETCH_BACKOFF_MS``).
@@ -287,7 +287,7 @@ async def aiokafka_alone(settings: Settings, count: int) -> tuple[float, float]:
 
 
 def librdkafka_alone(settings: Settings, count: int) -> tuple[float, float]:
-    """The same with librdkafka, as ``streams.ingest`` configures it (fetches and CRC checks on
+    """The same with librdkafka, as ``streams.worker.ingest`` configures it (fetches and CRC checks on
     librdkafka's own threads): (records per second, CPU ms per record of this process, all threads)."""
     consumer = Consumer({**consumer_config(settings), "group.id": f"{settings.app_id}-bare"})  # assigned, never commits
     try:

@@ -1,6 +1,6 @@
 """A Faust worker that only counts submissions — the consumer's own cost, for ``bench_stream.py``.
 
-Same Faust configuration, topic and batching as the real worker (``streams.app.faust_app``,
+Same Faust configuration, topic and batching as the real worker (``streams.worker.app.faust_app``,
 ``input_topic``, ``take_events`` of ``MMC_INGEST_BATCH_SIZE``), but the agent does nothing with
 the records. Reads ``MMC_*`` settings and ``MMC_BENCH_COUNT`` (records to count) from the
 environment; once counted, prints one line ``COUNTED <records> <per second> <CPU ms per record>`` (Faust logs it)
@@ -16,8 +16,8 @@ import os
 import time
 from typing import Any
 
-from streams.app import faust_app, input_topic
 from streams.settings import Settings
+from streams.worker.app import faust_app, input_topic
 
 settings = Settings()
 app = faust_app(settings)

@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "corr_w_mm above the model's own baseline mean by this many of its own standard deviations "
-            "(over alert_cwmm_baseline_rounds rounds) → corr_w_mm_spike (1.1% of noise-only model-rounds, tests/streams/test_alerts.py)."
+            "(over alert_cwmm_baseline_rounds rounds) → corr_w_mm_spike (1.1% of noise-only model-rounds, tests/streams/worker/test_alerts.py)."
         ),
     )
     alert_cwmm_spike_delta: float = Field(
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
         description=(
             "A model entering this corr_w_mm decile of its round or a higher one (1 = lowest) from below it (its "
             "baseline placed among the previous round's deciles), rising by at least alert_cwmm_spike_delta → "
-            "corr_w_mm_spike (trigger penalised_deciles; 1.0% of model-rounds on noise, tests/streams/test_alerts.py). "
+            "corr_w_mm_spike (trigger penalised_deciles; 1.0% of model-rounds on noise, tests/streams/worker/test_alerts.py). "
             "7: the article finds MMC flat over deciles 1–5 and falling from 7 to 10."
         ),
     )
@@ -253,7 +253,7 @@ class Settings(BaseSettings):
 
     def consumer_group(self, topic: str) -> str:
         """The consumer group reading input topic ``topic``: ``{app_id}-submissions`` for the
-        submissions (read by :mod:`streams.ingest`'s own consumer), ``app_id`` (Faust's) for the rest."""
+        submissions (read by :mod:`streams.worker.ingest`'s own consumer), ``app_id`` (Faust's) for the rest."""
         return f"{self.app_id}-submissions" if topic == "submissions" else self.app_id
 
     def topic(self, name: str) -> str:

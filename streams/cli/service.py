@@ -57,13 +57,13 @@ def worker() -> None:
     MMC_WEB_ENABLED, MMC_WEB_HOST and MMC_WORKER_WEB_PORT.
     """
     settings = settings_or_exit()
-    if importlib.util.find_spec("streams.app") is None:
-        raise fail("the worker is not available: there is no streams.app module")
+    if importlib.util.find_spec("streams.worker.main") is None:
+        raise fail("the worker is not available: there is no streams.worker.main module")
     wait_or_exit(settings)  # before importing the worker, which takes seconds
     try:
-        from streams.app import run_worker
+        from streams.worker.main import run_worker
     except ImportError as exc:
-        raise fail(f"the worker is not available: cannot import streams.app.run_worker ({exc})") from exc
+        raise fail(f"the worker is not available: cannot import streams.worker.main.run_worker ({exc})") from exc
     try:
         run_worker(settings)
     except MmcStreamError as exc:  # topic creation or recovery, before Faust takes over
@@ -96,7 +96,7 @@ def rebuild(
     """
     settings = settings_or_exit()
     wait_or_exit(settings)
-    from streams.rebuild import rebuild as run_rebuild
+    from streams.worker.rebuild import rebuild as run_rebuild
 
     try:
         report = asyncio.run(run_rebuild(settings, publish=publish.value, wipe=wipe))

@@ -27,7 +27,7 @@ INPUT_TOPICS: tuple[str, ...] = ("rounds", "submissions", "stakes", "targets")
 OUTPUT_TOPICS: tuple[str, ...] = ("scores", "leaderboard", "crowding", "alerts", "deadletter")
 #: Topic-level configs by short name. The leaderboard holds one standing per model, so it is
 #: compacted; ``scores`` stays a log (it is the per-round history analysts replay). The input
-#: topics keep their records for good: the state is rebuilt from them (streams.rebuild).
+#: topics keep their records for good: the state is rebuilt from them (streams.worker.rebuild).
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "leaderboard": {"cleanup.policy": "compact"},
     **{name: {"retention.ms": "-1"} for name in INPUT_TOPICS},

@@ -10,13 +10,13 @@ import time
 from aiohttp import web
 
 from streams.errors import ApiError
-from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.state import RedisState
 from streams.state.client import redis_client
 from streams.web.context import FEED_TASK, METRICS, OPENAPI, SETTINGS, STATE
 from streams.web.handlers import STATIC_DIR
 from streams.web.live import FEED, LiveFeed
+from streams.web.metrics import WebMetrics
 from streams.web.openapi import openapi_document
 from streams.web.responses import error_response
 from streams.web.routes import ROUTES, Handler

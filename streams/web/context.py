@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.state import RedisState
+from streams.web.metrics import WebMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", RedisState)

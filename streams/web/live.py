@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.errors import ApiError
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.watermarks import HighWatermarks
-from streams.metrics import WebMetrics
 from streams.settings import Settings
 from streams.transient import Backoff
 from streams.web.context import SETTINGS
+from streams.web.metrics import WebMetrics
 from streams.web.models import NoParameters
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,22 @@
-"""What the worker does with each input record: plain async code, callable without Faust.
+"""The worker: the Faust app and its agents, and what it does with each input record.
 
 :class:`~streams.worker.processor.Processor` decodes a record and routes it to its topic's
 handler, which checks it against the state, updates Redis and sends the outputs; a refused
-record goes to the dead-letter topic with its reason. The agents in :mod:`streams.app` only move
-records between Kafka and the processor.
+record goes to the dead-letter topic with its reason. The handlers are plain async code,
+callable without Faust: the agents (:mod:`streams.worker.agents`) and the submissions consumer
+(:mod:`streams.worker.ingest`) only move records between Kafka and the processor, through the
+runtime (:mod:`streams.worker.runtime`), which ``mmc rebuild`` (:mod:`streams.worker.rebuild`)
+uses as well.
 
 =====================  ==========================================================================
 module                 holds
 =====================  ==========================================================================
+``main``               the worker process: the app wired to one runtime, run in the foreground
+``app``                the Faust app, built and nothing else
+``agents``             an agent per input topic but ``submissions``: records in, offsets marked
+``ingest``             the submissions consumer (librdkafka), batches ranked ahead of applying
+``runtime``            connections, the processor, applying a batch of records exactly once
+``rebuild``            the state rebuilt from the input topics (``mmc rebuild``, start-up recovery)
 ``processor``          the entry point: decoding, triage, routing, refusals
 ``rounds``             the ``rounds`` handler: open, close (and starts the close-time work)
 ``basis_at_close``     a closed round's basis, prepared in the background for its first targets
@@ -20,6 +29,9 @@ module                 holds
 ``round_inputs``       a closed round's rows, frozen stakes, draws and basis, cached
 ``ranking``            submissions decoded and ranked on the rank threads
 ``context``            what every handler is handed, and the functions they share
+``alerts``             the alert rules (pure)
+``metrics``            the worker's Prometheus counters and ``/metrics`` page
+``log_throttle``       a log filter that keeps the log readable while Kafka or Redis is down
 =====================  ==========================================================================
 
 Lifecycle rules (event time = the Kafka record timestamp; see :mod:`streams.state.progress` for how
@@ -43,6 +55,6 @@ decisions wait for the other topics):
   refused ``internal_error`` (the worker logs the traceback and carries on). Redis or Kafka
   being unreachable is not the input's fault: the agent retries the record instead.
 
-No topic's handler imports another's; ``processor`` alone imports them all (contracts in
-pyproject.toml).
+No topic's handler imports another's; ``processor`` alone imports them all, and each module
+imports only those below it in the table's layers (contracts in pyproject.toml).
 """

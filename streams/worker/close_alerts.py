@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from streams import alerts as alert_rules
 from streams import failpoints
 from streams.errors import InvalidMessage
 from streams.messages.resolution import cwmm_decile_edges
 from streams.transient import with_retry
+from streams.worker import alerts as alert_rules
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.context import WorkerContext, close_alert_reach, ignore_outcome
 from streams.worker.round_inputs import RoundInputs, ScoringInputs

@@ -1,7 +1,7 @@
 """The worker's entry point for input records: decodes each one and routes it to its topic's handler.
 
-:class:`Processor` is what :mod:`streams.runtime` and :mod:`streams.ingest` call; the agents in
-:mod:`streams.app` only move records between Kafka and it. A refused record goes to the
+:class:`Processor` is what :mod:`streams.worker.runtime` and :mod:`streams.worker.ingest` call; the agents in
+:mod:`streams.worker.agents` only move records between Kafka and it. A refused record goes to the
 dead-letter topic with its reason (see :mod:`streams.worker` for the rules of each topic).
 """
 

@@ -19,13 +19,13 @@ from numpy.typing import NDArray
 
 from scoring.errors import ScoringError
 from scoring.rounds import PreparedRound, g15_correlations, gaussian_ranks
-from streams import alerts as alert_rules
 from streams import failpoints
 from streams.errors import InvalidMessage
 from streams.messages.outputs import Output
 from streams.messages.records import InputRecord, Submission, align_to_universe, refuse
 from streams.state import RoundInfo, SubmissionRow
 from streams.transient import is_transient
+from streams.worker import alerts as alert_rules
 from streams.worker.context import WorkerContext, as_refusal, ignore_outcome, internal_error, latest_rounds
 from streams.worker.ranking import Digest, Ranked, RecordKey, digest_in_pieces, rank_rows
 from streams.worker.round_reader import RoundReader
@@ -78,7 +78,7 @@ class SubmissionsHandler:
         """Start decoding and ranking a batch on the rank threads, and its barriers, without waiting.
 
         Neither depends on the state, so the submissions consumer prepares the next batch while
-        the previous one is being applied (:mod:`streams.ingest`). The barrier task is only a head
+        the previous one is being applied (:mod:`streams.worker.ingest`). The barrier task is only a head
         start: :meth:`handle` waits for the barriers itself (a check that started after the
         records were received serves them — :meth:`Barrier.wait_for`).
         """

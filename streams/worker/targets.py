@@ -19,11 +19,11 @@ from numpy.typing import NDArray
 
 import scoring
 from scoring.crowding import ScoreTable, stake_jump_events
-from streams import alerts as alert_rules
 from streams import failpoints
 from streams.messages.outputs import encode, json_output
 from streams.messages.records import InputRecord, TargetsUpdate, align_to_universe, refuse
 from streams.messages.resolution import history_entry, round_figures, score_messages, standing, standing_score, trend_figures
+from streams.worker import alerts as alert_rules
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.close_alerts import CloseAlerts
 from streams.worker.context import PhaseClock, WorkerContext, latest_rounds

@@ -89,7 +89,7 @@ def test_redis_client_repr_hides_the_password(settings: Settings) -> None:
 
 def test_faust_credentials_hide_the_password(settings: Settings) -> None:
     """The SASL credentials handed to Faust print the user name only."""
-    from streams.app import faust_credentials
+    from streams.worker.app import faust_credentials
 
     credentials = faust_credentials(settings)
     assert SECRET not in repr(credentials) and SECRET not in str(credentials)

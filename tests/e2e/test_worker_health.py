@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.runtime import EXIT_FAILED
 from streams.settings import Settings
+from streams.worker.runtime import EXIT_FAILED
 from tests.conftest import run_sync
 from tests.e2e.harness import Event, produce, start_worker, stop_workers
 from tests.e2e.tournament import T0

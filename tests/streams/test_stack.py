@@ -284,13 +284,13 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
 
 
 def test_mmc_worker_without_the_app_says_so() -> None:
-    """``mmc worker`` explains a missing ``streams.app`` instead of a traceback."""
+    """``mmc worker`` explains a missing ``streams.worker.main`` instead of a traceback."""
     try:
-        import streams.app  # noqa: F401
+        import streams.worker.main  # noqa: F401
     except ImportError:
         pass
     else:
-        pytest.skip("streams.app exists; this test covers its absence")
+        pytest.skip("streams.worker.main exists; this test covers its absence")
     result = subprocess.run(
         [sys.executable, "-m", "streams", "worker"],
         cwd=REPO,
@@ -299,4 +299,4 @@ def test_mmc_worker_without_the_app_says_so() -> None:
         timeout=30,
     )
     assert result.returncode == 1
-    assert "streams.app" in result.stderr and "Traceback" not in result.stderr
+    assert "streams.worker.main" in result.stderr and "Traceback" not in result.stderr

@@ -34,12 +34,12 @@ import pytest
 from rich.console import Console
 
 from scoring.counterfactual import StakeCounterfactual
-from streams.app import faust_app
 from streams.kafka.topics import create_topics
 from streams.logs import CHATTY_LIBRARIES, quiet_libraries
 from streams.settings import Settings
 from streams.stack import free_port
 from streams.whatif import WhatIfRow, stake_whatif, whatif_table
+from streams.worker.app import faust_app
 from tests.conftest import StackEnv, run_sync
 from tests.e2e.harness import Received, collect, produce, stop_workers
 from tests.e2e.tournament import SPIKE_MODEL, Tournament, build, expected_counts

@@ -834,7 +834,7 @@ def test_the_project_never_uses_pickle() -> None:
 
 FAUST_PROBE = """
 import json, sys
-from streams.app import create_app
+from streams.worker.main import create_app
 from streams.settings import Settings
 settings = Settings(app_id="hostile-input-probe", kafka_bootstrap="127.0.0.1:1", topic_prefix="probe.", web_enabled=False)
 app, _runtime = create_app(settings)  # builds the app and its agents; connects to nothing
@@ -856,7 +856,7 @@ def test_faust_input_topics_are_raw_bytes(tmp_path: Path) -> None:
     """The agents get the record's bytes untouched (decode_input parses them; Faust never deserializes).
 
     Every input topic but ``submissions`` has its agent; submissions are read by the worker's
-    own librdkafka consumer, which has no deserializer (``tests/streams/test_ingest.py`` sends
+    own librdkafka consumer, which has no deserializer (``tests/streams/worker/test_ingest.py`` sends
     it bytes that are not JSON and finds them refused ``not_json``)."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # Faust's data dir goes under the temp dir
     done = subprocess.run([sys.executable, "-c", FAUST_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

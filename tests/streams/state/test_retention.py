@@ -30,10 +30,10 @@ from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import create_topics
 from streams.messages.records import InputRecord
 from streams.metrics import StateGauges
-from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
 from streams.state import Keys, RedisState, StakeEntry, SubmissionRow, key_family, shadowed_stakes
 from streams.state.client import redis_client
+from streams.worker.runtime import Runtime, apply_unless_applied
 from tests.conftest import StackEnv, run_sync
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z

@@ -12,12 +12,12 @@ import pytest
 import redis.exceptions as redis_errors
 
 from streams.errors import InvalidMessage, StateLost
-from streams.log_throttle import Throttle
 from streams.messages.outputs import DEAD_LETTER_KEY_BYTES, dead_letter
 from streams.messages.records import InputRecord, check_event_time, refuse
 from streams.messages.schemas import validate_deadletter_headers
 from streams.state.progress import applied_marks
 from streams.transient import dependency_of, is_transient
+from streams.worker.log_throttle import Throttle
 
 
 def record(value: bytes | None, key: bytes | None = b"m1", ts: int = 1_000, offset: int = 7) -> InputRecord:
@@ -138,7 +138,7 @@ def test_the_throttle_passes_one_line_per_kind_and_interval_and_counts_the_rest(
     passed = [throttle.filter(line()) for _ in range(100)]
     assert passed.count(True) == 1
     assert throttle.filter(line(msg="another kind"))  # a different template is its own kind
-    assert throttle.filter(line(name="streams.app"))  # the service's own lines always pass
+    assert throttle.filter(line(name="streams.worker.main"))  # the service's own lines always pass
     now[0] = 31.0
     later = line()
     assert throttle.filter(later) and "99 more like this" in str(later.msg)

@@ -1,4 +1,4 @@
-"""Unit tests of the pure alert rules in :mod:`streams.alerts` (no Redis, no Kafka).
+"""Unit tests of the pure alert rules in :mod:`streams.worker.alerts` (no Redis, no Kafka).
 
 Each rule is checked on a case that fires and a near case that does not, with the thresholds
 taken from the :class:`~streams.settings.Settings` defaults, on edge inputs (empty, None, NaN,
@@ -18,10 +18,10 @@ import numpy as np
 import orjson
 import pytest
 
-from streams import alerts
 from streams.messages.outputs import encode
 from streams.messages.schemas import validate_output
 from streams.settings import Settings
+from streams.worker import alerts
 
 SETTINGS = Settings()
 EDGES: list[float | None] = [0.1 * k for k in range(1, 10)]  # decile d starts at 0.1·(d − 1)

@@ -17,12 +17,12 @@ import scoring
 from scoring.rounds import PreparedRound, gaussian_ranks
 from streams.errors import InvalidMessage
 from streams.messages.records import InputRecord
-from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
 from streams.worker import ranking
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.close_alerts import CloseAlerts
 from streams.worker.processor import Processor
+from streams.worker.runtime import Runtime, apply_unless_applied
 from tests.conftest import run_sync
 from tests.e2e.harness import collect
 

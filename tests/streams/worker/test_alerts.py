@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streams import alerts
 from streams.settings import Settings
+from streams.worker import alerts
 
 SETTINGS = Settings()
 SEASONS = 2000

@@ -1,6 +1,6 @@
-"""The submissions consumer (``streams.ingest``) against the real broker and Redis.
+"""The submissions consumer (``streams.worker.ingest``) against the real broker and Redis.
 
-It runs in the test process with a real :class:`~streams.runtime.Runtime` (barriers, Redis state,
+It runs in the test process with a real :class:`~streams.worker.runtime.Runtime` (barriers, Redis state,
 output producer), as the worker runs it, with the batch callback wrapped to observe it or to
 make it fail.
 """
@@ -16,11 +16,11 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.ingest import CONSUME_SECONDS, PREFETCH_KBYTES, Records, SubmissionConsumer, consumer_config
 from streams.kafka.clients import kafka_client_options
-from streams.rebuild import committed_offsets
-from streams.runtime import Runtime, apply_unless_applied
 from streams.settings import Settings
+from streams.worker.ingest import CONSUME_SECONDS, PREFETCH_KBYTES, Records, SubmissionConsumer, consumer_config
+from streams.worker.rebuild import committed_offsets
+from streams.worker.runtime import Runtime, apply_unless_applied
 from streams.worker.submissions import SubmissionBatch
 from tests.conftest import run_sync
 from tests.e2e.harness import Event, applied_offsets, collect

@@ -7,7 +7,7 @@ submission, a plain aiokafka consumer (fetch parsing and CRC checks in the event
 ~0.32 ms; librdkafka fetches, checks and queues records in its own C threads, off the GIL, for
 ~0.08 ms of CPU per submission in all (``make bench-stream`` measures the three side by side).
 This consumer feeds batches to the same :class:`~streams.worker.processor.Processor`; the other input
-topics stay Faust agents (:mod:`streams.app`).
+topics stay Faust agents (:mod:`streams.worker.agents`).
 
 Consumer group ``{MMC_APP_ID}-submissions`` (:meth:`Settings.consumer_group`): Kafka balances
 the submissions partitions among the workers by itself, independently of Faust's group for
@@ -58,7 +58,7 @@ from streams.worker.submissions import SubmissionBatch
 log = logging.getLogger(__name__)
 
 Records = list[tuple[InputRecord, float]]
-#: Applies a batch of submissions and marks them applied (``streams.runtime.apply_unless_applied``).
+#: Applies a batch of submissions and marks them applied (``streams.worker.runtime.apply_unless_applied``).
 ApplyBatch = Callable[[Records, SubmissionBatch], Awaitable[None]]
 #: Failed runs in a row after which the consumer reports itself unhealthy.
 FAILURES_UNHEALTHY = 3

@@ -1,8 +1,9 @@
 """The worker's runtime without Faust: its connections (Redis, the output producer, the barriers),
 the processor, and how a batch of input records is applied exactly once.
 
-Used by the Faust app (:mod:`streams.app`) and by ``mmc rebuild`` (:mod:`streams.rebuild`), which
-applies the input topics with the same runtime and no Faust app.
+Used by the worker process (:mod:`streams.worker.main`) and by ``mmc rebuild``
+(:mod:`streams.worker.rebuild`), which applies the input topics with the same runtime and no
+Faust app.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from streams.errors import StateLost
 from streams.kafka.clients import kafka_client_options
 from streams.messages.outputs import Output
 from streams.messages.records import InputRecord
-from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.state import RedisState
 from streams.state.client import redis_client
 from streams.state.progress import Barrier, applied_marks, mark_applied
 from streams.transient import with_retry
+from streams.worker.metrics import WorkerMetrics
 from streams.worker.processor import Processor
 from streams.worker.submissions import SubmissionBatch
 
@@ -62,7 +63,7 @@ class Runtime:
         self._producer: AIOKafkaProducer | None = None
         self.state: RedisState | None = None
         self.barrier: Barrier | None = None
-        self.metrics = WorkerMetrics()  # served at /metrics (streams.metrics)
+        self.metrics = WorkerMetrics()  # served at /metrics (streams.worker.metrics)
         self.on_sent: Callable[[int], None] | None = None  # told how many outputs each send carried
         self.failure: str | None = None  # set when a component failed for good: the worker is going down
         self.restarting: str | None = None  # set when the state was lost: the worker restarts in place
@@ -165,7 +166,7 @@ class Runtime:
         """Redis lost the state: stop at once and start again in the same process (the same
         command, re-executed), whose start-up recovery rebuilds the state from the input topics
         before it joins the groups again — publishing only what subscribers may not have had
-        (:mod:`streams.rebuild`). Stopping at once is a crash as far as the data goes (what was
+        (:mod:`streams.worker.rebuild`). Stopping at once is a crash as far as the data goes (what was
         in flight is applied again after the rebuild, as after ``kill -9``); the groups hand the
         partitions back after ``MMC_BROKER_SESSION_TIMEOUT``, while the rebuild runs."""
         if self.restarting is None and self.failure is None:

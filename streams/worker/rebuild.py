@@ -40,8 +40,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import INPUT_TOPICS, partitions_for
 from streams.messages.records import InputRecord
-from streams.runtime import PUBLISHING, Runtime
 from streams.settings import Settings
+from streams.worker.runtime import PUBLISHING, Runtime
 
 log = logging.getLogger(__name__)
 

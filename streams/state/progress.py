@@ -116,6 +116,14 @@ class Barrier:
             starts = await self._offsets.beginning_offsets(partitions)
         return starts, ends
 
+    async def lag(self, topic: str) -> int:
+        """Records of ``topic`` in the log and not applied yet, over all its partitions: each
+        partition's end offset minus its progress in Redis (its first offset when it has none)."""
+        partitions = [TopicPartition(self.settings.topic(topic), p) for p in range(partitions_for(self.settings, topic))]
+        starts, ends = await self._offsets_of(partitions)
+        progress = await self.state.progress(topic)
+        return sum(max(0, ends[tp] - max(progress.get(tp.partition, starts[tp]), starts[tp])) for tp in partitions)
+
     def partition_lock(self, topic: str, partition: int) -> asyncio.Lock:
         """The lock agents and catch-ups hold while applying records of one partition."""
         return self._partition_locks.setdefault((topic, partition), asyncio.Lock())

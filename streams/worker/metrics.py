@@ -7,22 +7,34 @@ Worker — ``GET /metrics`` on the Faust web server (``MMC_WEB_ENABLED``, ``MMC_
 - ``mmc_output_messages_total{topic}`` — records produced and acknowledged, per output topic;
 - ``mmc_dead_letters_total{reason}`` — dead letters by ``mmc.error.reason``;
 - ``mmc_resolution_latency_seconds`` — histogram: a targets record handed to the agent →
-  every output of that update (scores, leaderboard, crowding, alerts) acknowledged.
+  every output of that update (scores, leaderboard, crowding, alerts) acknowledged;
+- ``mmc_alerts_total{kind}`` — alerts published, by kind (``corr_w_mm_spike``, ``crowding_tax``,
+  ``crowding_trend``, ``concentration``);
+- ``mmc_input_lag_records{topic}`` — records in an input topic's log not applied yet (end
+  offsets from the broker minus the progress in Redis, read at scrape time: the same value from
+  every worker, aggregate with ``max``); a scrape whose broker or Redis read fails counts in
+  ``mmc_state_scrape_errors_total`` and leaves the last value.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streams.kafka.topics import INPUT_TOPICS
 from streams.metrics import CONTENT_TYPE, StateGauges
 
 if TYPE_CHECKING:
     from streams.messages.outputs import Output
     from streams.state import RedisState
+    from streams.state.progress import Barrier
+
+log = logging.getLogger(__name__)
 
 OUTCOMES = ("applied", "unchanged")
 # Resolution of a round takes from milliseconds (tests) to tens of seconds (5,000 models × 5,000 ids).
@@ -58,6 +70,8 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.alerts = Counter("mmc_alerts", "Alerts published, by kind.", ["kind"], registry=self.registry)
+        self.lag = Gauge("mmc_input_lag_records", "Records in the input topic's log not applied yet.", ["topic"], registry=self.registry)
         self.state = StateGauges(self.registry)
 
     def input_handled(self, topic: str, outcome: str, received_at: float) -> None:
@@ -77,12 +91,36 @@ class WorkerMetrics:
             if output.topic == "deadletter":
                 reason = dict(output.headers).get("mmc.error.reason", b"unknown")
                 self.dead_letters.labels(reason.decode("utf-8", "replace")).inc()
+            elif output.topic == "alerts":
+                self.alerts.labels(alert_kind(output.value)).inc()
 
-    async def render(self, state: RedisState | None, partitions: int) -> bytes:
-        """The scrape body; state gauges are refreshed first when the worker has a state store."""
+    async def render(self, state: RedisState | None, partitions: int, barrier: Barrier | None = None) -> bytes:
+        """The scrape body; state gauges (and the input lag, with the worker's barrier) are
+        refreshed first when the worker has a state store."""
         if state is not None:
             await self.state.refresh(state, partitions)
+            if barrier is not None:
+                await self.refresh_lag(barrier)
         return generate_latest(self.registry)
+
+    async def refresh_lag(self, barrier: Barrier) -> None:
+        try:
+            lags = {topic: await barrier.lag(topic) for topic in INPUT_TOPICS}
+        except Exception as exc:  # a scrape never fails on the infrastructure: counted, the last values kept
+            log.warning("metrics: cannot read the input lag: %r", exc)
+            self.state.scrape_errors.inc()
+            return
+        for topic, lag in lags.items():
+            self.lag.labels(topic).set(lag)
+
+
+def alert_kind(value: bytes) -> str:
+    """An alert message's ``kind`` (``unknown`` if it has none)."""
+    try:
+        kind = orjson.loads(value).get("kind")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "unknown"
+    return kind if isinstance(kind, str) else "unknown"
 
 
 def worker_metrics_page(runtime: object) -> object:
@@ -90,7 +128,7 @@ def worker_metrics_page(runtime: object) -> object:
     from aiohttp.web import Response
 
     async def metrics(_view: object, _request: object) -> Response:
-        body = await runtime.metrics.render(runtime.state, runtime.settings.partitions)  # type: ignore[attr-defined]
+        body = await runtime.metrics.render(runtime.state, runtime.settings.partitions, runtime.barrier)  # type: ignore[attr-defined]
         return Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     return metrics

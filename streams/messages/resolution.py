@@ -38,6 +38,7 @@ from scoring.crowding import (
     top_stakers,
     turnover_share,
 )
+from scoring.standing import max_drawdown, positive_rounds, sharpe, stake_payout, window_std
 from streams.settings import Settings
 
 METRICS = ("corr", "mmc", "contribution", "corr_w_mm", "payout")
@@ -113,6 +114,23 @@ def _mean(values: list[float | None]) -> float | None:
     return math.fsum(finite) / len(finite) if finite else None
 
 
+def payout_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The window's payout-score statistics (docs/semantics.md, "Leaderboard statistics").
+
+    Over the rounds with a payout score, in round order; each round's stake is the stake frozen
+    at its close (the score message's ``stake``).
+    """
+    paid = [row for row in rows if row.get("payout") is not None]
+    values = [float(row["payout"]) for row in paid]
+    return {
+        "payout_std": window_std(values),
+        "payout_sharpe": sharpe(values),
+        "payout_max_drawdown": max_drawdown(values),
+        "positive_rounds": positive_rounds(values),
+        "stake_payout": stake_payout([float(row.get("stake") or 0.0) for row in paid], values),
+    }
+
+
 def standing(settings: Settings, model: str, history: dict[int, dict[str, Any]], as_of: dict[str, Any]) -> dict[str, Any]:
     """A model's rolling leaderboard row over its latest ``leaderboard_window`` rounds.
 
@@ -128,6 +146,7 @@ def standing(settings: Settings, model: str, history: dict[int, dict[str, Any]],
         "first_round": rounds[0] if rounds else None,
         "last_round": rounds[-1] if rounds else None,
         **{f"{name}_mean": _mean([row.get(name) for row in rows]) for name in METRICS},
+        **payout_statistics(rows),
         "stake": latest.get("stake", 0.0),
         "as_of": as_of,
     }

@@ -155,6 +155,24 @@ def test_standing_is_independent_of_history_order_to_the_bit() -> None:
     assert encode(standing(SETTINGS, "m1", forward, AS_OF)) == encode(standing(SETTINGS, "m1", backward, AS_OF))
 
 
+def test_standing_carries_the_window_payout_statistics() -> None:
+    """Std, Sharpe, drawdown, positive rounds and Σ stake × payout over the window, skipping rounds without a payout."""
+    payouts = {1: 0.02, 2: -0.01, 3: None, 4: -0.03, 5: 0.04}
+    stakes = {1: 100.0, 2: 100.0, 3: 50.0, 4: 200.0, 5: 10.0}
+    history = {r: entry(r, payout_value=p, stake=stakes[r]) for r, p in payouts.items()}
+    row = standing(SETTINGS, "m1", history, AS_OF)
+    values = np.array([0.02, -0.01, -0.03, 0.04])
+    assert row["payout_std"] == pytest.approx(values.std(ddof=1), abs=1e-15)
+    assert row["payout_sharpe"] == pytest.approx(values.mean() / values.std(ddof=1), rel=1e-12)
+    assert row["payout_max_drawdown"] == pytest.approx(0.04, abs=1e-15)  # walk 0, .02, .01, −.02, .02
+    assert row["positive_rounds"] == 2
+    assert row["stake_payout"] == pytest.approx(100 * 0.02 - 100 * 0.01 - 200 * 0.03 + 10 * 0.04, abs=1e-12)
+    one = standing(SETTINGS, "m1", {7: entry(7, payout_value=0.02, stake=4.0)}, AS_OF)
+    assert (one["payout_std"], one["payout_sharpe"], one["payout_max_drawdown"], one["positive_rounds"]) == (None, None, 0.0, 1)
+    empty = standing(SETTINGS, "m1", {}, AS_OF)
+    assert (empty["payout_max_drawdown"], empty["positive_rounds"], empty["stake_payout"]) == (None, 0, 0.0)
+
+
 def test_standing_score_orders_by_payout_mean_with_missing_last() -> None:
     rows: list[dict[str, Any]] = [{"payout_mean": 0.01}, {"payout_mean": None}, {"payout_mean": -0.05}, {}]
     scores = [standing_score(r) for r in rows]

@@ -30,11 +30,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from scoring.standing import max_drawdown, sharpe, stake_payout, window_std
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import create_topics
 from streams.messages.resolution import history_entry
 from streams.settings import Settings
-from streams.stack import free_port
+from streams.tools.stack import free_port
 from tests.conftest import StackEnv, run_sync
 from tests.e2e.harness import Event, Received, collect, end_offsets, produce, workers
 from tests.e2e.tournament import Tournament, build
@@ -281,6 +282,25 @@ def test_leaderboard_is_the_latest_row_of_every_model(service: LiveService) -> N
     assert payouts == sorted(payouts, reverse=True)
     top = service.get("/api/leaderboard", limit=5).json()["rows"]
     assert top == body["rows"][:5]
+
+
+def test_leaderboard_rows_carry_the_window_statistics(service: LiveService) -> None:
+    """Each /api/leaderboard row's std, Sharpe, drawdown, positive rounds and Σ stake × payout equal scoring.standing on the model's history."""
+    window = service.settings.leaderboard_window
+    rows = service.get("/api/leaderboard", limit=1000).json()["rows"]
+    for row in rows[:8]:
+        history = service.get(f"/api/models/{row['model']}").json()["history"][-window:]
+        paid = [h for h in history if h["payout"] is not None]
+        payouts = [h["payout"] for h in paid]
+        assert row["payout_std"] == window_std(payouts)
+        assert row["payout_sharpe"] == sharpe(payouts)
+        assert row["payout_max_drawdown"] == max_drawdown(payouts)
+        assert row["positive_rounds"] == sum(p > 0 for p in payouts)
+        assert row["stake_payout"] == stake_payout([h["stake"] for h in paid], payouts)
+    from streams.web import openapi_document
+
+    documented = openapi_document(service.settings)["components"]["schemas"]["LeaderboardRow"]["properties"]
+    assert {"payout_std", "payout_sharpe", "payout_max_drawdown", "positive_rounds", "stake_payout"} <= set(documented)
 
 
 def test_round_scores_and_crowding_are_the_latest_messages(service: LiveService) -> None:

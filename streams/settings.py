@@ -135,6 +135,23 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Who crowds a model ---------------------------------------------------------------
+    neighbours_k: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description=(
+            "Nearest stakers listed per model at each round's close (the neighbours topic), and the stakers whose stake a "
+            "final round's crowding tax sets to 0 (scoring.crowd_neighbours, scoring.crowd_tax)."
+        ),
+    )
+    crowd_threshold: float = Field(
+        0.8,
+        ge=-1,
+        le=1,
+        description="Correlation with a model from which another staker counts in its crowd (the neighbours topic's crowd_share).",
+    )
+
     # --- Alerts ----------------------------------------------------------------------------
     # On the article's scale: its stake-weighted CWMM rose ~0.14 over ~600 rounds (~0.0002 per
     # round) and its top-to-bottom stake-decile spread is ~0.17, so fixed raw thresholds either

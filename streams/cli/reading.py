@@ -23,6 +23,7 @@ class TopicName(StrEnum):
     alerts = "alerts"
     leaderboard = "leaderboard"
     crowding = "crowding"
+    neighbours = "neighbours"
     deadletter = "deadletter"
     rounds = "rounds"
     submissions = "submissions"

@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 #: Input topics (DESIGN §3), by short name.
 INPUT_TOPICS: tuple[str, ...] = ("rounds", "submissions", "stakes", "targets")
 #: Output topics (DESIGN §3), by short name.
-OUTPUT_TOPICS: tuple[str, ...] = ("scores", "leaderboard", "crowding", "alerts", "deadletter")
-#: Topic-level configs by short name. The leaderboard holds one standing per model, so it is
-#: compacted; ``scores`` stays a log (it is the per-round history analysts replay). The input
+OUTPUT_TOPICS: tuple[str, ...] = ("scores", "leaderboard", "crowding", "alerts", "neighbours", "deadletter")
+#: Topic-level configs by short name. The leaderboard holds one standing per model and
+#: ``neighbours`` a model's nearest stakers in its latest closed round, so both are compacted;
+#: ``scores`` stays a log (it is the per-round history analysts replay). The input
 #: topics keep their records for good: the state is rebuilt from them (streams.worker.rebuild).
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "leaderboard": {"cleanup.policy": "compact"},
+    "neighbours": {"cleanup.policy": "compact"},
     **{name: {"retention.ms": "-1"} for name in INPUT_TOPICS},
 }
 #: Topics with a single partition, whatever ``MMC_PARTITIONS`` says. Round lifecycle events

@@ -51,6 +51,7 @@ KEY_FIELDS: dict[str, str] = {
     "scores": "model",
     "leaderboard": "model",
     "crowding": "round",
+    "neighbours": "model",
 }
 #: A round number as a key: its decimal string, as ``str(round)`` writes it.
 ROUND_KEY_PATTERN = "^(0|[1-9][0-9]*)$"
@@ -105,7 +106,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "The Kafka topics of the mmc-stream scorer, seen from a client: it sends rounds, submissions, stakes "
-                "and targets, and receives scores, leaderboard standings, crowding reports, alerts and dead letters. "
+                "and targets, and receives scores, leaderboard standings, crowding reports, alerts, who crowds each model and dead letters. "
                 f"Topic names carry the prefix {settings.topic_prefix!r} (MMC_TOPIC_PREFIX). Values are UTF-8 JSON "
                 "(the dead letters' are the refused input's bytes), keys UTF-8 strings; a record's timestamp is its "
                 "event time. Payloads are the JSON Schemas (draft 2020-12) shipped in streams/messages/schemas/."

@@ -3,7 +3,8 @@
 ``streams/messages/schemas/`` holds one schema per topic — the contract producers and consumers read:
 
 - inputs: ``rounds.json``, ``submissions.json``, ``stakes.json``, ``targets.json``;
-- outputs: ``scores.json``, ``leaderboard.json``, ``crowding.json``, ``alerts.json``;
+- outputs: ``scores.json``, ``leaderboard.json``, ``crowding.json``, ``alerts.json``,
+  ``neighbours.json``;
 - ``deadletter.headers.json``: the dead-letter record's headers as a JSON object (its value is
   the original bytes, so it has no schema of its own).
 
@@ -51,6 +52,7 @@ OUTPUT_SCHEMAS: dict[str, str] = {
     "leaderboard": "leaderboard.json",
     "crowding": "crowding.json",
     "alerts": "alerts.json",
+    "neighbours": "neighbours.json",
 }
 #: The dead-letter topic's headers (its value is the original bytes).
 DEADLETTER_HEADERS = "deadletter.headers.json"

@@ -15,6 +15,8 @@ and every key of one model ``{m:NAME}``, so the layout works on Redis Cluster):
 ``ns:{r812}:closecwmm``            hash model → CWMM at close (what the close-stage alerts measured)
 ``ns:{m:NAME}:stakes``             sorted set of stake updates, scored by event time
 ``ns:{m:NAME}:history``            hash round → the model's latest scores in that round
+``ns:{m:NAME}:neighbours``         hash round → the model's neighbours message of that round
+``ns:{m:NAME}:crowdtax``           hash round → the model's crowding tax in that final round
 ``ns:rounds``                      sorted set of known rounds
 ``ns:stakes:version``              count of stored stake updates (cache validation)
 ``ns:models``                      set of models that have submitted
@@ -92,6 +94,12 @@ class Keys:
 
     def history(self, model: str) -> str:
         return f"{self.ns}:{{m:{model}}}:history"
+
+    def neighbours(self, model: str) -> str:
+        return f"{self.ns}:{{m:{model}}}:neighbours"
+
+    def crowd_tax(self, model: str) -> str:
+        return f"{self.ns}:{{m:{model}}}:crowdtax"
 
     def rounds(self) -> str:
         return f"{self.ns}:rounds"

@@ -23,6 +23,7 @@ from scoring import RoundBasis
 from streams.errors import StateLost
 from streams.state.encoding import float64_array, float64_bytes, reply_bytes, reply_text
 from streams.state.keys import ROWS_PRUNED, Keys, key_family
+from streams.state.neighbours import NeighbourResults
 from streams.state.results import Results
 from streams.state.retention import RetentionPolicy, RetentionReport, compact_stakes, enforce
 from streams.state.round_info import RoundInfo
@@ -30,7 +31,7 @@ from streams.state.rows import StakeEntry, SubmissionRow
 from streams.state.scripts import Scripts
 
 
-class RedisState(Results):
+class RedisState(Results, NeighbourResults):
     """Async access to the service's state; one instance per worker process."""
 
     def __init__(self, client: redis.asyncio.Redis, namespace: str) -> None:

@@ -256,6 +256,7 @@ MAIN_FIELDS: dict[str, tuple[str, ...]] = {
         "mean_contribution",
     ),
     "alerts": ("kind", "severity", "model", "round", "day", "stage", "value", "threshold", "message"),
+    "neighbours": ("round", "model", "stake", "own_share", "crowd_share", "crowd_size", "neighbours"),
 }
 #: Significant digits of a float in the compact view (an integer part keeps all its digits).
 SIGNIFICANT_DIGITS = 4

@@ -22,10 +22,14 @@ from streams.web.live import FEED
 from streams.web.models import (
     Alerts,
     AlertsQuery,
+    CrowdPoint,
+    CrowdTaxEntry,
     Health,
     HistoryEntry,
     Leaderboard,
     LeaderboardQuery,
+    ModelNeighbours,
+    ModelNeighboursQuery,
     ModelPath,
     ModelView,
     NoParameters,
@@ -105,6 +109,32 @@ async def api_model(request: web.Request, params: ModelPath) -> ModelView:
         n_models=size,
         standing=row,
         history=[HistoryEntry.model_validate(history[r]) for r in sorted(history)],
+    )
+
+
+async def api_model_neighbours(request: web.Request, params: ModelNeighboursQuery) -> ModelNeighbours:
+    """Who crowds a model: its neighbours message of a round (its latest by default), its crowd over
+    the rounds kept and its crowding tax in the final rounds kept."""
+    model = params.model
+    state = request.app[STATE]
+    stored = await state.get_neighbours(model)
+    if not stored and model not in await state.all_models():
+        raise ApiError(404, "unknown_model", f"model {model!r} has never submitted")
+    if params.round is None:
+        if not stored:
+            raise ApiError(404, "no_neighbours", f"no round of model {model!r} has closed with neighbours yet")
+        r = max(stored)
+    else:
+        r = await _known_round(request, params.round)
+        if r not in stored:
+            raise ApiError(404, "no_neighbours", f"model {model!r} has no neighbours kept for round {r}")
+    tax = await state.get_crowd_tax(model)
+    return ModelNeighbours(
+        model=model,
+        round=r,
+        neighbours=stored[r],
+        crowd=[CrowdPoint(round=rr, crowd_share=m["crowd_share"], crowd_size=m["crowd_size"], own_share=m["own_share"]) for rr, m in stored.items()],
+        tax=[CrowdTaxEntry(round=rr, **figures) for rr, figures in tax.items()],
     )
 
 

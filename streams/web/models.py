@@ -112,6 +112,16 @@ class RoundPath(Parameters):
     round: RoundNumber
 
 
+class ModelNeighboursQuery(Parameters):
+    model: ModelId
+    round: Annotated[
+        int | None,
+        Field(ge=0, lt=2**53, description="The round (default: the model's latest round with neighbours)."),
+        digits(16),
+        Refusal("bad_round", "round {value} is not a non-negative integer below 2^53"),
+    ] = None
+
+
 class LeaderboardQuery(Parameters):
     limit: Limit = Field(100, le=LEADERBOARD_MAX)
 
@@ -194,6 +204,7 @@ StandingRow = Annotated[dict[str, Any], topic_schema("Standing")]
 CrowdingMessage = Annotated[dict[str, Any], topic_schema("Crowding")]
 RoundFigures = Annotated[dict[str, Any], topic_schema("RoundFigures")]
 AlertMessage = Annotated[dict[str, Any], topic_schema("Alert")]
+NeighboursMessage = Annotated[dict[str, Any], topic_schema("Neighbours")]
 
 
 class Body(BaseModel):
@@ -232,6 +243,36 @@ class ModelView(Body):
     n_models: int | None
     standing: StandingRow | None = Field(description="Its rolling standing computed from its history (as on the leaderboard topic, without rank).")
     history: list[HistoryEntry] = Field(description="One entry per round, oldest first.")
+
+
+class CrowdPoint(Body):
+    """A model's crowd in one round (from that round's neighbours message)."""
+
+    round: int
+    crowd_share: float | None = Field(description="Share of the round's stake held by the other stakers correlated ≥ threshold with the model.")
+    crowd_size: int = Field(description="How many stakers that is.")
+    own_share: float | None = Field(description="The model's own share of the round's stake.")
+
+
+class CrowdTaxEntry(Body):
+    """A model's crowding tax in one final round: today's MMC as scored and without its nearest stakers' stake."""
+
+    round: int
+    contribution: float | None = Field(description="MMC earned (today's MMC: contribution), as the round's stakes made it.")
+    contribution_without_crowd: float | None = Field(description="The same with the stakes of its MMC_NEIGHBOURS_K nearest stakers set to 0.")
+    tax: float | None = Field(description="contribution − contribution_without_crowd: what its crowd cost it (negative: its crowd helped).")
+    removed_share: float | None = Field(description="The share of the round's stake set to 0.")
+    status: str = Field(description="ok, no_neighbours, no_stake_left or no_meta_model (scoring.CrowdTax.status).")
+
+
+class ModelNeighbours(Body):
+    """Who crowds a model: its neighbours in one round, its crowd over its recent rounds and its crowding tax in recent final rounds."""
+
+    model: str
+    round: int = Field(description="The round of ``neighbours``.")
+    neighbours: SkipValidation[NeighboursMessage] = Field(description="The round's neighbours message (as on the neighbours topic).")
+    crowd: list[CrowdPoint] = Field(description="The model's crowd in every round with neighbours kept, oldest first.")
+    tax: list[CrowdTaxEntry] = Field(description="Its crowding tax in the final rounds kept (stakers only), oldest first.")
 
 
 class RoundSummary(Body):

@@ -148,6 +148,7 @@ def topic_components() -> dict[str, Any]:
         "Crowding": crowding,
         "RoundFigures": figures,
         "Alert": _component("Alert", OUTPUT_SCHEMAS["alerts"]),
+        "Neighbours": _component("Neighbours", OUTPUT_SCHEMAS["neighbours"]),
     }
 
 

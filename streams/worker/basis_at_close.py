@@ -1,4 +1,5 @@
-"""The basis of a round prepared in the background once it closes, for its first targets update."""
+"""The basis of a round prepared in the background once it closes, for its first targets update,
+and its ``neighbours`` messages published (:mod:`streams.worker.neighbours`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 from streams.errors import InvalidMessage
 from streams.worker.context import WorkerContext, ignore_outcome
+from streams.worker.neighbours import RoundNeighbours
 from streams.worker.round_inputs import RoundInputs
 
 log = logging.getLogger(__name__)
@@ -17,9 +19,10 @@ class BasisAtClose:
     """Computes closed rounds' bases (meta model, bootstrap meta models, per-model products) in
     the background, one task per round."""
 
-    def __init__(self, ctx: WorkerContext, inputs: RoundInputs) -> None:
+    def __init__(self, ctx: WorkerContext, inputs: RoundInputs, neighbours: RoundNeighbours | None = None) -> None:
         self.ctx = ctx
         self.inputs = inputs
+        self.neighbours = neighbours
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
     def start(self, r: int, received_at: float) -> None:
@@ -34,6 +37,9 @@ class BasisAtClose:
         the close but appended after it, a late stake update), the fingerprint no longer matches
         and the targets update computes the basis itself, as it does when no task ran (a worker
         started after the close). It is advisory: a failure is logged and changes no output.
+
+        Then it publishes the round's ``neighbours`` messages; should it fail or the worker stop
+        first, the round's next scored targets update publishes them, with the same bytes.
         """
         if r in self._tasks and not self._tasks[r].done():
             return
@@ -72,6 +78,8 @@ class BasisAtClose:
             inputs = await self.inputs.load(r, info.n_ids, info.close_ts)
             await self.inputs.basis(r, inputs)
             log.info("round %d: basis prepared at close for %d models in %.0f ms", r, len(inputs.models), (time.perf_counter() - started) * 1e3)
+            if self.neighbours is not None:
+                await self.neighbours.publish(r, inputs, info.close_ts)
         except InvalidMessage as exc:  # no submissions: nothing to prepare
             log.info("round %d: no basis prepared at close (%s)", r, exc)
         except Exception:

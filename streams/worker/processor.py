@@ -20,6 +20,7 @@ from streams.transient import is_transient
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.close_alerts import CloseAlerts
 from streams.worker.context import Sender, WorkerContext, as_refusal, internal_error
+from streams.worker.neighbours import RoundNeighbours
 from streams.worker.round_inputs import RoundInputs
 from streams.worker.round_reader import RoundReader
 from streams.worker.rounds import RoundsHandler
@@ -35,13 +36,14 @@ class Processor:
         self.ctx = WorkerContext(settings, state, barrier, send)
         reader = RoundReader(self.ctx)
         inputs = RoundInputs(self.ctx)
-        self.basis_at_close = BasisAtClose(self.ctx, inputs)
+        neighbours = RoundNeighbours(self.ctx)
+        self.basis_at_close = BasisAtClose(self.ctx, inputs, neighbours)
         self.close_alerts = CloseAlerts(self.ctx, reader, inputs, self.basis_at_close)
         self._inputs = inputs
         self.rounds = RoundsHandler(self.ctx, reader, self.basis_at_close, self.close_alerts)
         self.submissions = SubmissionsHandler(self.ctx, reader)
         self.stakes = StakesHandler(self.ctx)
-        self.targets = TargetsHandler(self.ctx, reader, inputs, self.basis_at_close, self.close_alerts)
+        self.targets = TargetsHandler(self.ctx, reader, inputs, self.basis_at_close, self.close_alerts, neighbours)
 
     async def handle(self, record: InputRecord, received_at: float, decoded: Record | None = None) -> str:
         """Apply one record; returns ``"applied"``, ``"unchanged"`` (a redelivery) or the refusal reason.

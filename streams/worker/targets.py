@@ -5,7 +5,9 @@ for a round without submissions → ``no_submissions``; with more than 20% of id
 ``too_many_missing_targets`` (the update is not scored). Each scored update (any day, in any
 order, repeated or not) publishes the scores, the leaderboard rows of the round's models and the
 round's crowding figures; the same inputs give the same bytes. Round-level alerts fire once per
-round, at its first scored update.
+round, at its first scored update. Each scored update also makes sure the round's ``neighbours``
+were published for the inputs it scores, and a final one stores the round's crowding tax
+(:mod:`streams.worker.neighbours`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from streams import failpoints
 from streams.messages.outputs import encode, json_output
 from streams.messages.records import InputRecord, TargetsUpdate, align_to_universe, refuse
 from streams.messages.resolution import history_entry, round_figures, score_messages, standing, standing_score, trend_figures
+from streams.transient import is_transient
 from streams.worker import alerts as alert_rules
 from streams.worker.basis_at_close import BasisAtClose
 from streams.worker.close_alerts import CloseAlerts
 from streams.worker.context import PhaseClock, WorkerContext, latest_rounds
+from streams.worker.neighbours import RoundNeighbours
 from streams.worker.round_inputs import RoundInputs, ScoringInputs
 from streams.worker.round_reader import RoundReader
 
@@ -43,12 +47,21 @@ History = dict[int, dict[str, Any]]
 class TargetsHandler:
     """Scores targets updates and publishes what follows; owns the models' score histories."""
 
-    def __init__(self, ctx: WorkerContext, rounds: RoundReader, inputs: RoundInputs, basis: BasisAtClose, close_alerts: CloseAlerts) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        rounds: RoundReader,
+        inputs: RoundInputs,
+        basis: BasisAtClose,
+        close_alerts: CloseAlerts,
+        neighbours: RoundNeighbours | None = None,
+    ) -> None:
         self.ctx = ctx
         self.rounds = rounds
         self.inputs = inputs
         self.basis = basis
         self.close_alerts = close_alerts
+        self.neighbours = neighbours
         self._history_cache: dict[str, History] = {}
 
     def forget(self) -> None:
@@ -83,9 +96,25 @@ class TargetsHandler:
             await self.ctx.publish_alerts(found, record.timestamp_ms)
             failpoints.reached("targets.alerts_sent")
             await self.ctx.state.mark_round_alerted(r)
+        if self.neighbours is not None:
+            await self._neighbours(self.neighbours, r, info.close_ts, inputs, targets if event.final else None)
+            clock.lap("neighbours")
         await self.ctx.state.put_targets(r, event.day, event.final, targets)
         log.info("round %d day %d%s: %d models scored (%s)", r, event.day, " final" if event.final else "", len(inputs.models), clock)
         return "applied"
+
+    async def _neighbours(self, neighbours: RoundNeighbours, r: int, close_ts: int, inputs: ScoringInputs, final_targets: NDArray[np.float64] | None) -> None:
+        """The round's neighbours published if they were not for these inputs, and on final
+        targets its crowding tax stored. A failure other than Kafka's or Redis' is logged: the
+        update's scores stand."""
+        try:
+            await neighbours.publish(r, inputs, close_ts)
+            if final_targets is not None:
+                await neighbours.store_tax(r, inputs, final_targets)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("round %d: publishing its neighbours or storing its crowding tax failed", r, exc_info=True)
 
     async def _publish(
         self, record: InputRecord, event: TargetsUpdate, inputs: ScoringInputs, scores: scoring.RoundScores, clock: PhaseClock

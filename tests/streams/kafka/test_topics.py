@@ -26,7 +26,7 @@ def test_create_topics_partitions_and_compaction(
     settings = make_settings(partitions=3, create=False)
     outcome = asyncio.run(create_topics(settings))
     assert outcome == {name: "created" for name in topic_names(settings)}
-    assert len(outcome) == len(INPUT_TOPICS) + len(OUTPUT_TOPICS) == 9
+    assert len(outcome) == len(INPUT_TOPICS) + len(OUTPUT_TOPICS) == 10
 
     async def describe() -> tuple[dict[str, int], dict[str, str | None]]:
         admin = AIOKafkaAdminClient(**kafka_client_options(settings))

@@ -94,7 +94,7 @@ def test_channel_bindings_are_the_topics_as_created(partitions: int, replicas: i
         binding = channel["bindings"]["kafka"]
         assert binding["partitions"] == partitions_for(settings, name) and binding["replicas"] == replicas
         config = binding["topicConfiguration"]
-        assert config["cleanup.policy"] == (["compact"] if name == "leaderboard" else ["delete"])
+        assert config["cleanup.policy"] == (["compact"] if name in ("leaderboard", "neighbours") else ["delete"])
         assert {k: str(v) for k, v in config.items() if k != "cleanup.policy"} == {
             k: v for k, v in TOPIC_CONFIGS.get(name, {}).items() if k != "cleanup.policy"
         }

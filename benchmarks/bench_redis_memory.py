@@ -50,8 +50,8 @@ from scoring.rounds import PreparedRound, PreparedSubmission, gaussian_ranks
 from streams.messages.outputs import encode, json_output
 from streams.messages.resolution import history_entry, round_figures, score_messages, standing, standing_score, trend_figures
 from streams.settings import Settings
-from streams.stack import free_port, redis_server_binary
 from streams.state import RedisState, StakeEntry, SubmissionRow
+from streams.tools.stack import free_port, redis_server_binary
 from streams.worker.context import latest_rounds
 
 T0 = 1_767_225_600_000

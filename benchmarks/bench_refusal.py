@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_stream import bench_settings, produce, start_worker, stop_worker, wait_applied  # noqa: E402
 from streams.kafka.topics import create_topics  # noqa: E402
-from streams.stack import EmbeddedStack  # noqa: E402
+from streams.tools.stack import EmbeddedStack  # noqa: E402
 
 T0 = 1_767_225_600_000
 KEYS = {"rounds": b"1", "targets": b"1", "stakes": b"m1", "submissions": b"m1"}

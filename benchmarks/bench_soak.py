@@ -13,7 +13,7 @@ schedule, so open < submissions < close < targets, and stake updates fall betwee
 
 At most one round takes submissions at a time and a round is done ``--days × --target-gap`` s
 after its close, so the number of live rounds is bounded (printed). Inputs are realistic: ids,
-predictions, stakes and targets come from the tournament simulator (:mod:`streams.simulation`).
+predictions, stakes and targets come from the tournament simulator (:mod:`streams.tools.simulation`).
 Meanwhile a consumer reads ``scores``/``crowding``/``deadletter`` and a sampler reads the
 worker's progress in Redis every second and its RSS (``/proc/PID/status``) every
 ``--sample-seconds``. When the time is up the producer stops, the worker is given up to
@@ -68,10 +68,10 @@ from bench_stream import bench_settings, start_worker, stop_worker, tail_consume
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
-from streams.simulation import Simulation, SimulationConfig
-from streams.stack import EmbeddedStack
 from streams.state import ROWS_PRUNED, RedisState
 from streams.state.client import redis_client
+from streams.tools.simulation import Simulation, SimulationConfig
+from streams.tools.stack import EmbeddedStack
 
 RSS_GROWTH_TARGET = 0.10
 #: Seconds between a round's close and the stake updates for the next round (spread over one more second).

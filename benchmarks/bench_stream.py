@@ -48,8 +48,8 @@ from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import create_topics
 from streams.messages.records import InputRecord
 from streams.settings import Settings
-from streams.stack import EmbeddedStack
 from streams.state import Keys
+from streams.tools.stack import EmbeddedStack
 from streams.worker.ingest import consumer_config
 from streams.worker.runtime import Runtime
 

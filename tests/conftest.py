@@ -4,7 +4,7 @@ Where the broker and Redis come from (``stack_env``), first match wins:
 
 1. ``MMC_KAFKA_BOOTSTRAP`` and ``MMC_REDIS_URL`` are both set: use those servers;
 2. ``MMC_TEST_BACKEND=containers``: testcontainers Kafka + Redis (skipped without Docker);
-3. otherwise: one :class:`streams.stack.EmbeddedStack` (Tansu + redis-server) for the session.
+3. otherwise: one :class:`streams.tools.stack.EmbeddedStack` (Tansu + redis-server) for the session.
 
 Tests never share names: ``make_settings`` / ``settings`` give each test its own topic prefix
 (``t<uuid8>.``) and app id (= consumer group), with the topics already created. The ``redis``
@@ -101,7 +101,7 @@ def stack_env(stack_backend: str) -> Iterator[StackEnv]:
     elif stack_backend == "containers":
         yield from _container_stack()
     else:
-        from streams.stack import EmbeddedStack
+        from streams.tools.stack import EmbeddedStack
 
         with EmbeddedStack() as stack:
             yield StackEnv(stack.kafka_bootstrap, stack.redis_url)

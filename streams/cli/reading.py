@@ -65,8 +65,8 @@ def tail(
     """
     import orjson
 
-    from streams.tail import describe
-    from streams.tail import tail as tail_topic
+    from streams.tools.tail import describe
+    from streams.tools.tail import tail as tail_topic
 
     settings = settings_or_exit()
     if until_end and group is not None:
@@ -117,7 +117,7 @@ def report(
 
     Reads MMC_KAFKA_* (connection) and MMC_TOPIC_PREFIX (the scores and alerts topics).
     """
-    from streams.report import alert_rates_line, build_report, headline_table
+    from streams.tools.report import alert_rates_line, build_report, headline_table
 
     settings = settings_or_exit()
     began = time.perf_counter()
@@ -157,7 +157,7 @@ def whatif(
     Reads MMC_REDIS_* (connection), MMC_STATE_NAMESPACE, and MMC_MMC_DRAWS, MMC_MMC_FRACTION,
     MMC_SEED_SALT and MMC_MAX_MISSING_RATIO (give them the workers' values).
     """
-    from streams.whatif import mean_change, mechanical, stake_whatif, whatif_table
+    from streams.tools.whatif import mean_change, mechanical, stake_whatif, whatif_table
 
     if (stake_multiplier is None) == (stake is None):
         raise fail("give exactly one of --stake-multiplier K and --stake X")

@@ -16,7 +16,7 @@ from streams.errors import MmcStreamError
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from streams.simulation import Simulation
+    from streams.tools.simulation import Simulation
 
 
 def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[str, int]) -> dict[str, int]:
@@ -30,7 +30,7 @@ def _send_with_progress(settings: Settings, events: Iterable[Any], totals: dict[
     )
 
     from streams.kafka.topics import create_topics
-    from streams.replay import send_events
+    from streams.tools.replay import send_events
 
     asyncio.run(create_topics(settings))
     with Progress(
@@ -78,7 +78,7 @@ def simulate(
     With --send, reads MMC_KAFKA_* (connection), MMC_TOPIC_PREFIX, MMC_PARTITIONS and
     MMC_REPLICATION_FACTOR (it creates missing topics); --out alone reads no MMC_* setting.
     """
-    from streams.simulation import Simulation, SimulationConfig
+    from streams.tools.simulation import Simulation, SimulationConfig
 
     if out is None and not send:
         raise fail("say where the events go: --out FILE.jsonl and/or --send", code=2)
@@ -127,7 +127,7 @@ def _write_with_progress(simulation: Simulation, out: Path, total: int, console:
     """Write the season's events to ``out`` with a progress bar, then say how many and how large."""
     from rich.progress import Progress
 
-    from streams.replay import write_events
+    from streams.tools.replay import write_events
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"writing {out}", total=total)
@@ -155,7 +155,7 @@ def replay(
     Reads MMC_KAFKA_* (connection), MMC_TOPIC_PREFIX, MMC_PARTITIONS and
     MMC_REPLICATION_FACTOR (it creates missing topics).
     """
-    from streams.replay import count_events, read_events
+    from streams.tools.replay import count_events, read_events
 
     settings = settings_or_exit()
     began = time.perf_counter()
@@ -184,7 +184,7 @@ def demo(
     settings of the environment (MMC_TOPIC_PREFIX, MMC_PARTITIONS, the scoring and alert
     thresholds) apply to it and to its workers.
     """
-    from streams.demo import DemoConfig, run_demo
+    from streams.tools.demo import DemoConfig, run_demo
 
     config = DemoConfig(
         n_models=models,

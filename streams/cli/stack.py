@@ -23,7 +23,7 @@ from streams.errors import MmcStreamError
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from streams.stack import EmbeddedStack
+    from streams.tools.stack import EmbeddedStack
 
 
 def stack(
@@ -51,7 +51,7 @@ def stack(
     creates). The broker is plaintext and Redis has no password, whatever MMC_KAFKA_* and
     MMC_REDIS_* say.
     """
-    from streams.stack import EmbeddedStack
+    from streams.tools.stack import EmbeddedStack
 
     console = stderr()
     if env_file is not None:

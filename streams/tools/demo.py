@@ -1,7 +1,7 @@
 """``mmc demo``: a simulated season streamed live through the embedded stack, then the report.
 
 What a newcomer sees, in one command and with no Docker: the embedded broker and Redis start,
-one worker starts, a seeded season from :mod:`streams.simulation` streams into the input
+one worker starts, a seeded season from :mod:`streams.tools.simulation` streams into the input
 topics (progress bars per topic), the terminal shows the live leaderboard (CORR, MMC, CWMM,
 payout, stake) and the latest alerts while rounds resolve, and at the end the crowding report
 is built from the service's own ``scores`` topic (HTML + PNG charts, headline figures beside
@@ -31,13 +31,13 @@ from rich.table import Table
 
 from streams.errors import WorkerDied
 from streams.kafka.topics import create_topics
-from streams.replay import send_events
-from streams.report import BuiltReport, alert_rates_line, build_report, headline_table
 from streams.settings import Settings
-from streams.simulation import SimulationConfig, simulate
-from streams.stack import EmbeddedStack
 from streams.state import RedisState
 from streams.state.client import redis_client
+from streams.tools.replay import send_events
+from streams.tools.report import BuiltReport, alert_rates_line, build_report, headline_table
+from streams.tools.simulation import SimulationConfig, simulate
+from streams.tools.stack import EmbeddedStack
 
 REFRESH_SECONDS = 0.5
 LEADERS_SHOWN = 10

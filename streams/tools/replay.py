@@ -1,6 +1,6 @@
 """Event files (JSON Lines) and their replay onto the input topics.
 
-An event file holds one :class:`~streams.simulation.SimEvent` per line::
+An event file holds one :class:`~streams.tools.simulation.SimEvent` per line::
 
     {"topic":"submissions","key":"model_007","timestamp_ms":1767312000123,"value":{...}}
 
@@ -28,7 +28,7 @@ from streams.errors import EventFileError, ReplayError
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import INPUT_TOPICS
 from streams.settings import Settings
-from streams.simulation import SimEvent
+from streams.tools.simulation import SimEvent
 
 #: Producer batching: wait up to this long to fill a batch (throughput over latency).
 LINGER_MS = 20

@@ -41,7 +41,7 @@ from aiokafka.errors import KafkaError
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
-from streams.stack import free_port, tansu_binary
+from streams.tools.stack import free_port, tansu_binary
 
 NO_EMBEDDED_SASL = (
     "the embedded Tansu 0.6.0 cannot authenticate anyone: its storage engines (memory://, "

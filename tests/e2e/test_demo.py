@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from streams.demo import DemoConfig, run_demo
-from streams.simulation import SimulationConfig
+from streams.tools.demo import DemoConfig, run_demo
+from streams.tools.simulation import SimulationConfig
 
 pytestmark = pytest.mark.e2e
 

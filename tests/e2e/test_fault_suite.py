@@ -40,7 +40,7 @@ import redis as redis_sync
 from streams.kafka.topics import INPUT_TOPICS
 from streams.messages.schemas import validate_deadletter_headers
 from streams.settings import Settings
-from streams.stack import EmbeddedStack
+from streams.tools.stack import EmbeddedStack
 from tests.conftest import run_sync
 from tests.e2e.harness import Received, collect, produce, start_worker, stop_workers
 from tests.e2e.test_faults import OUTPUTS, applied, check_trial, comparable, outputs_complete

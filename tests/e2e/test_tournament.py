@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import scoring
+from streams.messages.neighbours import neighbour_messages
+from streams.messages.outputs import encode
 from streams.settings import Settings
 from tests.conftest import run_sync
 from tests.e2e.harness import Received, collect, end_offsets, produce, workers
@@ -17,7 +19,7 @@ from tests.e2e.tournament import SPIKE_MODEL, Tournament, build, expected_counts
 
 pytestmark = pytest.mark.e2e
 
-OUTPUTS = ["scores", "leaderboard", "crowding", "alerts", "deadletter"]
+OUTPUTS = ["scores", "leaderboard", "crowding", "alerts", "neighbours", "deadletter"]
 
 
 def tournament_settings(make_settings: Callable[..., Settings], **extra: object) -> Settings:
@@ -31,7 +33,8 @@ def tournament_settings(make_settings: Callable[..., Settings], **extra: object)
 
 
 def complete(t: Tournament) -> Callable[[list[Received]], bool]:
-    want = expected_counts(t)
+    # a neighbours message per model of every closed round
+    want = {**expected_counts(t), "neighbours": len(t.accepted)}
 
     def done(received: list[Received]) -> bool:
         have = Counter(m.topic for m in received)
@@ -110,6 +113,17 @@ def test_scores_equal_batch_recomputation_bit_for_bit(make_settings: Callable[..
         assert v["stake_weighted_cwmm"] == pytest.approx(weighted, abs=1e-12)
         assert v["median_cwmm"] == pytest.approx(float(np.nanmedian(batch.corr_w_mm)), abs=1e-12)
 
+    # neighbours: every model of every closed round, the batch computation's bytes on the stakes frozen at close
+    neighbours = {(v["round"], v["model"]): (m, v) for m in by_topic["neighbours"] for v in [m.json()]}
+    assert set(neighbours) == set(t.accepted)
+    for r in t.rounds:
+        models = sorted(m for (rr, m) in t.accepted if rr == r)
+        preds = np.stack([t.accepted[(r, m)][1] for m in models])
+        found = scoring.crowd_neighbours(preds, t.stakes_at(models, t.close_ts[r]), settings.neighbours_k, settings.crowd_threshold)
+        for want in neighbour_messages(r, models, found):
+            m, _ = neighbours[(r, want["model"])]
+            assert (m.key, m.value, m.timestamp_ms) == (want["model"].encode(), encode(want), t.close_ts[r])
+
     # alerts: the 8× stake jump, the crowd-copying spike, trend, concentration (live alerts: see test_live_alert)
     alerts = [m.json() for m in by_topic["alerts"]]
     kinds = Counter((a["kind"], a["stage"]) for a in alerts)
@@ -138,7 +152,7 @@ def test_scores_equal_batch_recomputation_bit_for_bit(make_settings: Callable[..
 
     # what-if from the service's state equals the counterfactual on the raw inputs
     from scoring import stake_counterfactual
-    from streams.whatif import stake_whatif
+    from streams.tools.whatif import stake_whatif
 
     rows = run_sync(stake_whatif(settings, SPIKE_MODEL, 5.0, rounds=2))
     assert [row.round for row in rows] == t.rounds[-2:]

@@ -1,7 +1,7 @@
 """The simulated season, scored with the scoring core alone (no broker), against the seed
 article's crowding findings (DESIGN §2.2; "MMC" is today's MMC, ``contribution``).
 
-The season is the demo's (streams/demo.py: 120 models × 5,000 ids × 30 rounds, 20-day
+The season is the demo's (streams/tools/demo.py: 120 models × 5,000 ids × 30 rounds, 20-day
 resolution). The figures that hold for every seed tried are asserted here; docs/simulation.md
 lists every figure measured per seed, including those that do not hold at every seed — run
 ``.venv/bin/python tests/scoring/test_season_findings.py 2026 1 2 3`` to print them.
@@ -18,9 +18,9 @@ import pytest
 
 import scoring
 from scoring.crowding import ScoreTable, crowding_report
-from streams.demo import DemoConfig
-from streams.report import headline_data
-from streams.simulation import Simulation
+from streams.tools.demo import DemoConfig
+from streams.tools.report import headline_data
+from streams.tools.simulation import Simulation
 
 
 @dataclass

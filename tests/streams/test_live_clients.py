@@ -32,7 +32,7 @@ from prometheus_client import generate_latest
 from streams import web
 from streams.kafka.clients import kafka_client_options
 from streams.settings import Settings
-from streams.stack import free_port
+from streams.tools.stack import free_port
 from streams.web.metrics import WebMetrics
 from tests.conftest import run_sync
 from tests.streams.test_web import http, metric, parse_metrics, wait_until, web_process

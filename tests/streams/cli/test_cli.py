@@ -87,7 +87,7 @@ def test_mmc_demo_defaults_are_the_demo_season() -> None:
     import inspect
 
     from streams.cli.season import demo
-    from streams.demo import DemoConfig
+    from streams.tools.demo import DemoConfig
 
     defaults = {name: p.default.default for name, p in inspect.signature(demo).parameters.items()}
     config = DemoConfig()
@@ -105,7 +105,7 @@ def test_mmc_simulate_help_states_the_simulators_defaults() -> None:
     """Every "(default X)" in `mmc simulate --help` is SimulationConfig's default (no drifting copy)."""
     import re
 
-    from streams.simulation import SimulationConfig
+    from streams.tools.simulation import SimulationConfig
 
     out = subprocess.run(
         [sys.executable, "-m", "streams", "simulate", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=True

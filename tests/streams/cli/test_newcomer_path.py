@@ -37,8 +37,8 @@ from scoring.counterfactual import StakeCounterfactual
 from streams.kafka.topics import create_topics
 from streams.logs import CHATTY_LIBRARIES, quiet_libraries
 from streams.settings import Settings
-from streams.stack import free_port
-from streams.whatif import WhatIfRow, stake_whatif, whatif_table
+from streams.tools.stack import free_port
+from streams.tools.whatif import WhatIfRow, stake_whatif, whatif_table
 from streams.worker.app import faust_app
 from tests.conftest import StackEnv, run_sync
 from tests.e2e.harness import Received, collect, produce, stop_workers

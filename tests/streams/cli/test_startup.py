@@ -34,7 +34,7 @@ from streams.cli.startup import EXIT_UNAVAILABLE, redis_address, wait_for_depend
 from streams.errors import ConfigurationError, DependencyUnavailable
 from streams.kafka.topics import topic_names
 from streams.settings import Settings
-from streams.stack import EmbeddedStack, free_port, redis_server_binary
+from streams.tools.stack import EmbeddedStack, free_port, redis_server_binary
 from tests.conftest import run_sync
 
 REPO = Path(__file__).resolve().parents[3]

@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.kafka.clients import kafka_client_options
 from streams.messages.records import InputRecord
 from streams.settings import Settings
-from streams.stack import EmbeddedStack
 from streams.state import RedisState
 from streams.state.client import redis_client
 from streams.state.progress import QUICK_FETCH_WAIT_MS, Barrier
+from streams.tools.stack import EmbeddedStack
 from tests.conftest import run_sync
 
 RECORD_BYTES = 16_000  # one submission of ~2,000 predictions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from streams.demo import ARTICLE, LEADERBOARD_LEGEND, _leaderboard_table
+from streams.tools.demo import ARTICLE, LEADERBOARD_LEGEND, _leaderboard_table
 
 
 def test_the_leaderboard_fits_80_columns_and_explains_its_columns() -> None:

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from streams.cli import app
 from streams.errors import ConfigurationError, EventFileError, ReplayError
 from streams.kafka.clients import kafka_client_options
-from streams.replay import count_events, read_events, send_events, write_events
 from streams.settings import Settings
-from streams.simulation import TOPICS, SimEvent, SimulationConfig, simulate
-from streams.tail import TailedMessage, compact_number, describe, tail
+from streams.tools.replay import count_events, read_events, send_events, write_events
+from streams.tools.simulation import TOPICS, SimEvent, SimulationConfig, simulate
+from streams.tools.tail import TailedMessage, compact_number, describe, tail
 from tests.conftest import run_sync
 
 SHORT = SimulationConfig.small(n_models=12, n_ids=40, n_rounds=4, n_jumps=2, resolution_days=3)

@@ -24,7 +24,8 @@ from scoring.crowding import (
     stake_jump_events,
 )
 from streams.kafka.clients import kafka_client_options
-from streams.report import (
+from streams.settings import Settings
+from streams.tools.report import (
     CHART_FILES,
     HEADLINE_FILE,
     LatestScores,
@@ -37,7 +38,6 @@ from streams.report import (
     render_report,
     score_table_from_messages,
 )
-from streams.settings import Settings
 from tests.conftest import run_sync
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -18,9 +18,10 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.simulation import TOPICS, SimEvent, Simulation, SimulationConfig, simulate
+from streams.tools.simulation import TOPICS, SimEvent, Simulation, SimulationConfig, simulate
+from streams.tools.simulation.population import jump_factor
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODEL_ID = re.compile(r"^[A-Za-z0-9_\-\.]{1,64}$")
 TARGET_VALUES = {0.0, 0.25, 0.5, 0.75, 1.0}
 # A short season: enough for every calendar case (overlapping rounds, resubmissions, skips).
@@ -58,7 +59,7 @@ def test_same_seed_gives_identical_events() -> None:
 
 def test_same_seed_gives_identical_events_in_another_process() -> None:
     """A fresh interpreter (another hash seed) yields the same bytes."""
-    code = "from tests.streams.test_simulation import SHORT, digest\nfrom streams.simulation import simulate\nprint(digest(simulate(SHORT)))\n"
+    code = "from tests.streams.tools.test_simulation import SHORT, digest\nfrom streams.tools.simulation import simulate\nprint(digest(simulate(SHORT)))\n"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -303,7 +304,7 @@ def test_pareto_jump_multiples_stay_in_range_and_crowd_at_the_low_end() -> None:
     ``jump_range[1]``: most near the low end, none outside."""
     sim = Simulation(SimulationConfig.small(n_models=4, n_ids=20, n_rounds=2, n_jumps=0, jump_range=(5.0, 30.0), jump_tail=2.0))
     rng = np.random.default_rng(0)
-    factors = np.array([sim._jump_factor(rng) for _ in range(4000)])
+    factors = np.array([jump_factor(sim.config, rng) for _ in range(4000)])
     assert factors.min() >= 5.0 and factors.max() <= 30.0
     # P(X > 10) = (5/10)^2 = 1/4 for a Pareto tail of index 2; uniform in 5..30 gives 4/5.
     assert abs((factors > 10).mean() - 0.25) < 0.03

@@ -23,9 +23,9 @@ from streams.errors import StackError
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import INPUT_TOPICS, OUTPUT_TOPICS, create_topics
 from streams.settings import Settings
-from streams.stack import EmbeddedStack
+from streams.tools.stack import EmbeddedStack
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _gone(pid: int) -> bool:
@@ -112,7 +112,8 @@ def test_stack_reports_a_broker_that_cannot_bind() -> None:
 def test_stack_children_die_with_a_killed_parent(tmp_path: Path) -> None:
     """SIGKILL of the process that started the stack takes the broker and Redis with it."""
     script = (
-        "import sys, time\nfrom streams.stack import EmbeddedStack\nstack = EmbeddedStack().start()\nprint(*stack.pids.values(), flush=True)\ntime.sleep(60)\n"
+        "import sys, time\nfrom streams.tools.stack import EmbeddedStack\n"
+        "stack = EmbeddedStack().start()\nprint(*stack.pids.values(), flush=True)\ntime.sleep(60)\n"
     )
     parent = subprocess.Popen(
         [sys.executable, "-c", script],

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import StackEnv, run_sync
 from tests.e2e.harness import produce
 from tests.e2e.tournament import SPIKE_MODEL, build
-from tests.streams.test_web import LiveService, http, live_service, service_settings
+from tests.streams.web.test_web import LiveService, http, live_service, service_settings
 
 pytestmark = pytest.mark.e2e
 

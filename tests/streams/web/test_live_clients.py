@@ -35,7 +35,7 @@ from streams.settings import Settings
 from streams.tools.stack import free_port
 from streams.web.metrics import WebMetrics
 from tests.conftest import run_sync
-from tests.streams.test_web import http, metric, parse_metrics, wait_until, web_process
+from tests.streams.web.test_web import http, metric, parse_metrics, wait_until, web_process
 
 MiB = 1024 * 1024
 

@@ -714,7 +714,7 @@ def test_web_metrics_count_requests(service: LiveService) -> None:
 def test_sse_frames() -> None:
     """A value becomes one event (several data lines if it has newlines).
 
-    Slow live clients and the cap on them: tests/streams/test_live_clients.py.
+    Slow live clients and the cap on them: tests/streams/web/test_live_clients.py.
     """
     from streams import web
 

@@ -361,6 +361,54 @@ def test_alerts_and_trend(service: LiveService) -> None:
         assert figures == want
 
 
+def test_model_neighbours_are_the_close_time_messages_with_the_tax_of_final_rounds(service: LiveService) -> None:
+    """/api/models/{model}/neighbours: each round's neighbours message as the batch computes it, the crowd over rounds, the crowding tax of final rounds."""
+    import numpy as np
+
+    import scoring
+    from streams.messages.neighbours import neighbour_messages, tax_figures
+
+    t, settings = service.tournament, service.settings
+    doc = service.get("/api/openapi.json").json()
+    withheld = {(v["round"], v["day"]) for v in (orjson.loads(e.value) for e in service.withheld if e.value)}
+    finals = {r: tt for r, d, f, tt in t.target_updates if f and (r, d) not in withheld}
+    model = next(m for m in t.models if all(t.stakes_at([m], t.close_ts[r])[0] > 0 for r in t.rounds if (r, m) in t.accepted))
+    rounds = [r for r in t.rounds if (r, model) in t.accepted]
+    batch: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+    for r in rounds:
+        models = sorted(m for (rr, m) in t.accepted if rr == r)
+        preds = np.stack([t.accepted[(r, m)][1] for m in models])
+        found = scoring.crowd_neighbours(preds, t.stakes_at(models, t.close_ts[r]), settings.neighbours_k, settings.crowd_threshold)
+        tax = tax_figures(models, scoring.crowd_tax(preds, finals[r], found)) if r in finals else {}
+        batch[r] = (neighbour_messages(r, models, found)[models.index(model)], tax.get(model))
+
+    body = wait_until(
+        lambda: (b := service.get(f"/api/models/{model}/neighbours").json()).get("round") == rounds[-1] and len(b["tax"]) == len(finals) and b,
+        60,
+        "the neighbours of every round and the tax of every final round",
+    )
+    documented_schema(doc, "/api/models/{model}/neighbours").validate(body)
+    assert body["model"] == model and body["neighbours"] == batch[rounds[-1]][0]
+    assert [p["round"] for p in body["crowd"]] == rounds
+    assert [p["crowd_share"] for p in body["crowd"]] == [batch[r][0]["crowd_share"] for r in rounds]
+    assert [entry["round"] for entry in body["tax"]] == sorted(finals)
+    for entry in body["tax"]:
+        want = batch[entry["round"]][1]
+        assert want is not None and entry["status"] == want["status"]
+        for name in ("contribution", "contribution_without_crowd", "tax"):
+            assert entry[name] == pytest.approx(want[name], abs=1e-12)
+    earlier = service.get(f"/api/models/{model}/neighbours", round=str(rounds[0])).json()
+    assert earlier["round"] == rounds[0] and earlier["neighbours"] == batch[rounds[0]][0]
+    for params, status, code in (
+        ({"round": "999"}, 404, "unknown_round"),
+        ({"round": "-1"}, 400, "bad_round"),
+    ):
+        response = service.get(f"/api/models/{model}/neighbours", **params)
+        assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    response = service.get("/api/models/nobody/neighbours")
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "unknown_model")
+
+
 def test_every_response_matches_the_openapi_document(service: LiveService) -> None:
     """Each JSON endpoint's body validates against the response schema the OpenAPI document gives for it."""
     doc = service.get("/api/openapi.json").json()

@@ -128,30 +128,65 @@ def cwmm_spike(
         "population_mmc": population[decile - 1] if population is not None and decile is not None else None,
     }
     measured = cwmm_baseline(settings, history, round_number)
-    baseline = measured[0] if measured is not None else None
     if measured is not None:
-        mean, std = measured
-        threshold = mean + max(settings.alert_cwmm_spike_sigmas * std, settings.alert_cwmm_spike_delta)
-        if cwmm > threshold:
-            sigmas = (cwmm - mean) / std if std > 0 else None
-            return alert(
-                "corr_w_mm_spike",
-                "warning",
-                f"{model}: correlation with the meta model {cwmm:.3f} in round {round_number} is "
-                f"{cwmm - mean:+.3f} above its baseline {mean:.3f}"
-                + (f" ({sigmas:.1f} of its own standard deviations)" if sigmas is not None else "")
-                + _decile_note(context),
-                round_number=round_number,
-                model=model,
-                value=cwmm,
-                threshold=threshold,
-                stage=stage,
-                day=day,
-                baseline=mean,
-                baseline_std=std,
-                trigger="baseline",
-                **context,
-            )
+        found = _above_baseline(settings, model, round_number, cwmm, measured, stage, day, context)
+        if found is not None:
+            return found
+    return _into_penalised_deciles(settings, model, round_number, cwmm, history, edges, previous_edges, measured, stage, day, context)
+
+
+def _above_baseline(
+    settings: Settings,
+    model: str,
+    round_number: int,
+    cwmm: float,
+    measured: tuple[float, float],
+    stage: str,
+    day: int | None,
+    context: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The baseline trigger: CWMM above the model's own mean by the larger of the sigma and delta thresholds."""
+    mean, std = measured
+    threshold = mean + max(settings.alert_cwmm_spike_sigmas * std, settings.alert_cwmm_spike_delta)
+    if cwmm <= threshold:
+        return None
+    sigmas = (cwmm - mean) / std if std > 0 else None
+    return alert(
+        "corr_w_mm_spike",
+        "warning",
+        f"{model}: correlation with the meta model {cwmm:.3f} in round {round_number} is "
+        f"{cwmm - mean:+.3f} above its baseline {mean:.3f}"
+        + (f" ({sigmas:.1f} of its own standard deviations)" if sigmas is not None else "")
+        + _decile_note(context),
+        round_number=round_number,
+        model=model,
+        value=cwmm,
+        threshold=threshold,
+        stage=stage,
+        day=day,
+        baseline=mean,
+        baseline_std=std,
+        trigger="baseline",
+        **context,
+    )
+
+
+def _into_penalised_deciles(
+    settings: Settings,
+    model: str,
+    round_number: int,
+    cwmm: float,
+    history: dict[int, dict[str, Any]],
+    edges: list[float | None] | None,
+    previous_edges: list[float | None] | None,
+    measured: tuple[float, float] | None,
+    stage: str,
+    day: int | None,
+    context: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The penalised-deciles trigger: the model entered them from below, by at least the delta."""
+    baseline = measured[0] if measured is not None else None
+    decile = context["decile"]
     # Where the model stood: its baseline (when it has one) rather than its last round alone, so
     # that a model hovering at the boundary does not alert every time it steps across.
     previous = [r for r in sorted(history) if r < round_number]

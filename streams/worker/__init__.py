@@ -55,6 +55,8 @@ decisions wait for the other topics):
   refused ``internal_error`` (the worker logs the traceback and carries on). Redis or Kafka
   being unreachable is not the input's fault: the agent retries the record instead.
 
-No topic's handler imports another's; ``processor`` alone imports them all, and each module
-imports only those below it in the table's layers (contracts in pyproject.toml).
+No topic's handler imports another's; ``processor`` alone imports them all. The modules form
+layers and import only downwards: the process; the agents and rebuild; the runtime and the
+submissions consumer; the processor; the handlers; the close-time work; the round inputs; the
+context; the leaves (alerts, metrics, the app, the log throttle). Contracts in pyproject.toml.
 """

@@ -184,3 +184,18 @@ def test_model_page_charts_its_history(browser: Any, service: LiveService, tmp_p
     assert browser.find_elements("css selector", "#model-alerts li.alert"), "the model's alerts"
     browser.set_window_size(1440, 1300)
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "model.png"))
+
+
+def test_model_page_shows_who_crowds_it(browser: Any, service: LiveService) -> None:
+    """/models/{m} shows who crowds it: its nearest stakers, its crowd's stake share by round and its crowding tax, each figure explained."""
+    body = service.get(f"/api/models/{SPIKE_MODEL}/neighbours").json()
+    browser.get(f"{service.web_url}/models/{SPIKE_MODEL}")
+    wait_for(browser, lambda d: d.find_elements("css selector", "#neighbours-table tbody tr"), "the neighbours table")
+    names = [tr.find_element("css selector", "td").text for tr in browser.find_elements("css selector", "#neighbours-table tbody tr")]
+    assert names == [n["model"] for n in body["neighbours"]["neighbours"]]
+    shares = [p for p in body["crowd"] if p["crowd_share"] is not None]
+    assert len(browser.find_elements("css selector", "#crowd-share-chart .series.s2 circle")) == len(shares)
+    assert len(browser.find_elements("css selector", "#crowd-tax-table tbody tr")) == len(body["tax"])
+    text = browser.find_element("id", "who-crowds-you").text
+    for phrase in ("Who crowds you", "Correlation:", "Crowd's stake share by round", "MMC earned:", "MMC without its crowd:", "Difference:"):
+        assert phrase in text, phrase

@@ -5,7 +5,8 @@ with the service:
 
 - channels: one per topic (address = full topic name), with the Kafka binding of the topic as
   :func:`streams.kafka.topics.create_topics` creates it: partitions, replicas and topic configs
-  (``cleanup.policy``: ``compact`` for the leaderboard, Kafka's default ``delete`` elsewhere);
+  (``cleanup.policy``: ``compact`` where ``TOPIC_CONFIGS`` says so, Kafka's default ``delete``
+  elsewhere);
 - messages: the payload is the topic's published JSON Schema (``schemas/*.json``, draft
   2020-12, loaded as the validator loads it) with its ``#/$defs`` references re-pointed into
   the document; the key is described as a Kafka message binding; the dead-letter message's
@@ -105,8 +106,8 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "title": "mmc-stream topics",
             "version": "1",
             "description": (
-                "The Kafka topics of the mmc-stream scorer, seen from a client: it sends rounds, submissions, stakes "
-                "and targets, and receives scores, leaderboard standings, crowding reports, alerts, who crowds each model and dead letters. "
+                f"The Kafka topics of the mmc-stream scorer, seen from a client: it sends to {_listing(INPUT_TOPICS)}, "
+                f"and receives from {_listing(OUTPUT_TOPICS)}. "
                 f"Topic names carry the prefix {settings.topic_prefix!r} (MMC_TOPIC_PREFIX). Values are UTF-8 JSON "
                 "(the dead letters' are the refused input's bytes), keys UTF-8 strings; a record's timestamp is its "
                 "event time. Payloads are the JSON Schemas (draft 2020-12) shipped in streams/messages/schemas/."
@@ -118,6 +119,11 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         "operations": operations,
         "components": components,
     }
+
+
+def _listing(names: tuple[str, ...]) -> str:
+    """``a, b and c``."""
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _channel(name: str, settings: Settings) -> dict[str, Any]:

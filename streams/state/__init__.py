@@ -7,6 +7,8 @@ module                 holds
 ``store``              :class:`RedisState`: idempotent writes and reads, the state's epoch, progress
 ``results``            the published results kept for readers (scores, histories, leaderboard,
                        trend, alerts): part of :class:`RedisState`
+``neighbours``         who crowds each model, kept for readers (neighbours messages, crowding tax):
+                       part of :class:`RedisState`
 ``retention``          what is kept of past rounds, and when the rest goes
 ``round_info``         a round's lifecycle as stored (:class:`RoundInfo`), every field checked
 ``rows``               a stored submission row and stake update, and their encodings

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL; rediss:// for TLS.")
     redis_password: SecretStr | None = Field(None, description="Redis AUTH password (kept out of the URL and logs).")
     redis_ssl_ca_certs: str | None = None
+    redis_cluster: bool = Field(
+        False,
+        description="MMC_REDIS_URL names one node of a Redis Cluster: use the cluster client (slots discovered from that node).",
+    )
     state_namespace: str = Field("mmc", pattern=r"^[A-Za-z0-9_\-\.]{1,32}$", description="Prefix of every Redis key (one namespace per deployment or test).")
     round_cache_rounds: int = Field(4, ge=0, description="Rounds whose prepared rows a worker keeps in memory between target updates.")
 

@@ -150,3 +150,13 @@ def redis(stack_env: StackEnv) -> Iterator[redis_sync.Redis]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """URL of a node of a three-primary Redis Cluster on loopback, started once per session
+    (:class:`streams.tools.stack.LoopbackRedisCluster`); pair it with ``redis_cluster=True``."""
+    from streams.tools.stack import LoopbackRedisCluster
+
+    with LoopbackRedisCluster() as cluster:
+        yield cluster.url

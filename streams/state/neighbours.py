@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio
 
 from streams.state.encoding import reply_text
 from streams.state.keys import Keys
 from streams.state.scripts import Scripts
 
 if TYPE_CHECKING:
+    from streams.state.client import StateClient
     from streams.state.retention import RetentionPolicy
 
 #: Field of a round's hash: the fingerprint of the inputs its neighbours were published for.
@@ -28,7 +28,7 @@ NEIGHBOURS_FIELD = "neighbours"
 class NeighbourResults:
     """The neighbours' part of the store: idempotent writes, each model's latest rounds kept."""
 
-    r: redis.asyncio.Redis
+    r: StateClient
     keys: Keys
     scripts: Scripts
 

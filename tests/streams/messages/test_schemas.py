@@ -352,7 +352,7 @@ def test_output_schemas_are_strict() -> None:
 
 @pytest.mark.e2e
 def test_every_output_message_of_a_real_worker_matches_its_schema(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """A small tournament through a real worker: each score, leaderboard row, crowding report, alert and dead letter validates."""
+    """A small tournament through a real worker: each score, leaderboard row, crowding report, alert, neighbours message and dead letter validates."""
     settings = make_settings(
         max_message_bytes=100_000,
         alert_min_effective_models=1000.0,
@@ -364,6 +364,7 @@ def test_every_output_message_of_a_real_worker_matches_its_schema(make_settings:
     want = {
         "scores": sum(per_round[r] for r, _, _, _ in t.target_updates),
         "crowding": len(t.target_updates),
+        "neighbours": len(t.accepted),  # every model of every closed round
         "deadletter": len(t.bad),
     }
     kinds = {"corr_w_mm_spike", "crowding_tax", "crowding_trend", "concentration"}
@@ -378,7 +379,7 @@ def test_every_output_message_of_a_real_worker_matches_its_schema(make_settings:
         received = run_sync(
             collect(
                 settings,
-                ["scores", "leaderboard", "crowding", "alerts", "deadletter"],
+                ["scores", "leaderboard", "crowding", "alerts", "neighbours", "deadletter"],
                 done,
                 timeout=240,
             )

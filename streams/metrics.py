@@ -15,6 +15,7 @@ with ``max``; a worker reports them once it has handled its first record):
 - ``mmc_redis_used_memory_bytes``, ``mmc_redis_maxmemory_bytes`` — Redis ``INFO memory``
   (``used_memory``, ``maxmemory``; 0 = no limit): alert well before the first reaches the second,
   since Redis then refuses writes (``noeviction``) and the workers retry until memory is freed;
+  on a Redis Cluster, those of the primary nearest its limit;
 - ``mmc_state_scrape_errors_total`` — scrapes whose Redis read failed (the counters above are
   still served).
 """
@@ -22,9 +23,10 @@ with ``max``; a worker reports them once it has handled its first record):
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from redis.asyncio.cluster import RedisCluster
 
 if TYPE_CHECKING:
     from streams.state import RedisState
@@ -103,9 +105,25 @@ class StateGauges:
             self.round_memory.labels(str(r)).set(sum(int(x) for x in results[i : i + n] if x is not None))
             i += n
         try:
-            info = await state.r.info("memory")
+            if isinstance(state.r, RedisCluster):
+                per_node = await state.r.info("memory", target_nodes=RedisCluster.PRIMARIES)
+                info = _nearest_its_limit(list(per_node.values()))
+            else:
+                info = await state.r.info("memory")
         except Exception as exc:  # INFO may be refused (ACLs of a managed Redis): the rest still counts
             log.debug("metrics: no Redis INFO memory: %r", exc)
             return
         self.used_memory.set(float(info.get("used_memory", 0)))
         self.maxmemory.set(float(info.get("maxmemory", 0)))
+
+
+def _nearest_its_limit(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of a Redis Cluster's primaries' ``INFO memory``, the one nearest its ``maxmemory`` (the
+    one using most memory when none has a limit): the first to refuse writes."""
+    return max(
+        nodes,
+        key=lambda info: (
+            float(info.get("used_memory", 0)) / float(info["maxmemory"]) if float(info.get("maxmemory", 0)) else 0.0,
+            float(info.get("used_memory", 0)),
+        ),
+    )

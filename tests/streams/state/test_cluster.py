@@ -13,9 +13,11 @@ import redis.asyncio.cluster
 import redis.cluster
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from redis.crc import key_slot
 
 from streams.errors import ConfigurationError
+from streams.metrics import StateGauges
 from streams.settings import Settings
 from streams.state import Keys, RedisState, StakeEntry, SubmissionRow
 from streams.state.client import redis_client, redis_sync_client
@@ -126,6 +128,8 @@ async def exercise(state: RedisState) -> dict[str, Any]:
     await state.put_targets(812, 1, True, np.ones(len(ids)))
     await state.put_history(812, {m: {"round": 812} for m in BRACED})
     families = await state.memory_by_family()
+    registry = CollectorRegistry()
+    await StateGauges(registry).refresh(state, PARTITIONS)
     return {
         "rows": [None if row is None else row.encode() for row in context[0]],
         "stakes": context[1],
@@ -137,6 +141,9 @@ async def exercise(state: RedisState) -> dict[str, Any]:
         "families": sorted((name, n) for name, (n, _) in families.items()),
         "progress": await state.progress("submissions"),
         "empty": await state.is_empty(),
+        "gauges": {name: registry.get_sample_value(name) for name in ("mmc_rounds_known", "mmc_rounds_open", "mmc_state_scrape_errors_total")},
+        "round_memory": sorted(m.labels["round"] for f in registry.collect() if f.name == "mmc_redis_round_memory_bytes" for m in f.samples),
+        "used_memory": (registry.get_sample_value("mmc_redis_used_memory_bytes") or 0) > 0,
     }
 
 
@@ -175,6 +182,7 @@ def test_the_store_on_a_cluster_leaves_what_it_leaves_on_one_server(make_setting
     assert single[0]["report"].stakes_removed > 0  # compaction scanned every primary
     assert cluster[2] == single[2] > 0
     assert cluster[3] and single[3]
+    assert cluster[0]["used_memory"] and cluster[0]["round_memory"] == ["812", "813"]
 
 
 def test_the_cluster_spreads_the_state_over_every_primary(make_settings: Callable[..., Settings], redis_cluster_url: str) -> None:

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 def stack(
     kafka_port: int = typer.Option(0, help="Broker port; 0 picks a free one."),
     redis_port: int = typer.Option(0, help="Redis port; 0 picks a free one."),
+    redis_cluster: bool = typer.Option(
+        False,
+        "--redis-cluster",
+        help="A Redis Cluster of three primaries on free loopback ports instead of one Redis (--redis-port is ignored); the export lines then include MMC_REDIS_CLUSTER=true.",
+    ),
     with_topics: bool = typer.Option(True, "--topics/--no-topics", help="Create the service's topics once the broker is up."),
     env_file: Path | None = typer.Option(
         None,
@@ -39,7 +44,8 @@ def stack(
 ) -> None:
     """Run the embedded broker (Tansu) and Redis in the foreground until Ctrl-C or SIGTERM.
 
-    Prints 'export MMC_KAFKA_BOOTSTRAP=…' and 'export MMC_REDIS_URL=…' on stdout. With
+    Prints 'export MMC_KAFKA_BOOTSTRAP=…' and 'export MMC_REDIS_URL=…' on stdout (and
+    'export MMC_REDIS_CLUSTER=true' with --redis-cluster). With
     --env-file FILE it also writes them to FILE once both answer, and removes FILE when it
     stops. In the background:
 
@@ -67,7 +73,7 @@ def stack(
     settings = settings_or_exit()
     began = time.perf_counter()
     try:
-        with EmbeddedStack(kafka_port=kafka_port or None, redis_port=redis_port or None) as running:
+        with EmbeddedStack(kafka_port=kafka_port or None, redis_port=redis_port or None, redis_cluster=redis_cluster) as running:
             if with_topics:
                 _create_topics(settings, running, console)
             if not stop.is_set():  # a signal while starting: stop without announcing
@@ -111,6 +117,7 @@ def _create_topics(settings: Settings, running: EmbeddedStack, console: Console)
         update={
             "kafka_bootstrap": running.kafka_bootstrap,
             "redis_url": running.redis_url,
+            "redis_cluster": running.redis_cluster,
             "kafka_security_protocol": "PLAINTEXT",
             "kafka_ssl_cafile": None,
             "kafka_ssl_certfile": None,
@@ -142,13 +149,21 @@ def _announce(running: EmbeddedStack, env_file: Path | None, console: Console, b
     sys.stdout.flush()
     console.print(
         f"stack ready in {time.perf_counter() - began:.2f} s "
-        f"(broker pid {running.pids['kafka']}, redis pid {running.pids['redis']})"
+        f"(broker pid {running.pids['kafka']}, {_redis_pids(running)})"
         + (f"; wrote {env_file}: '. {_sourceable(env_file)}' in other shells" if written and env_file is not None else "")
         + f"; Ctrl-C or 'kill {os.getpid()}' to stop",
         highlight=False,
         soft_wrap=True,
     )
     return written
+
+
+def _redis_pids(running: EmbeddedStack) -> str:
+    """``redis pid N``, or ``redis cluster pids N, M, O`` for a cluster's nodes."""
+    pids = [pid for name, pid in running.pids.items() if name.startswith("redis")]
+    if running.redis_cluster:
+        return f"redis cluster pids {', '.join(map(str, pids))}"
+    return f"redis pid {pids[0]}"
 
 
 def _partition_counts(settings: Settings) -> str:

@@ -24,12 +24,13 @@
 
   /* About `count` round tick values covering [lo, hi]. */
   function niceTicks(lo, hi, count) {
-    if (!(hi > lo)) return [lo];
+    // a range too narrow for its magnitude (t + step === t) would never end the loop below
+    if (!(hi > lo) || hi - lo <= 1e-9 * Math.max(Math.abs(hi), Math.abs(lo))) return [lo];
     const raw = (hi - lo) / count;
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 2.5, 5, 10].map(m => m * mag).find(s => raw <= s) || 10 * mag;
     const ticks = [];
-    for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Math.round(t / step) * step);
+    for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9 && ticks.length <= 4 * count + 2; t += step) ticks.push(Math.round(t / step) * step);
     return ticks;
   }
 
@@ -46,7 +47,7 @@
     }
     let lo = Math.min(...values), hi = Math.max(...values);
     if (opts.zero) { lo = Math.min(lo, 0); hi = Math.max(hi, 0); }
-    if (hi === lo) { hi += Math.abs(hi) * 0.1 || 0.01; lo -= Math.abs(lo) * 0.1 || 0.01; }
+    if (hi - lo <= 1e-9 * Math.max(Math.abs(hi), Math.abs(lo))) { hi += Math.abs(hi) * 0.1 || 0.01; lo -= Math.abs(lo) * 0.1 || 0.01; }
     const pad = (hi - lo) * 0.08;
     lo -= pad; hi += pad;
     let x0 = Math.min(...xs), x1 = Math.max(...xs);

@@ -186,6 +186,98 @@ def test_model_page_charts_its_history(browser: Any, service: LiveService, tmp_p
     browser.save_screenshot(str(screenshot_dir(tmp_path) / "model.png"))
 
 
+def _wait_board(driver: Any, service: LiveService) -> None:
+    driver.get(service.web_url + "/")
+    wait_for(driver, lambda d: len(board_rows(d)) == len(service.tournament.models), "the leaderboard rows")
+
+
+def test_search_suggests_model_names_and_opens_the_chosen_model(browser: Any, service: LiveService) -> None:
+    """Typing in the header's search box lists matching model names; choosing one opens its page."""
+    _wait_board(browser, service)
+    box = browser.find_element("id", "search-input")
+    box.send_keys("m0")
+    suggested = lambda d: [a.get_attribute("data-model") for a in d.find_elements("css selector", "#search-suggestions a")]  # noqa: E731
+    wait_for(browser, lambda d: len(suggested(d)) > 0, "suggestions")
+    names = suggested(browser)
+    assert all("m0" in n for n in names) and names == sorted(names) and len(names) <= 8
+    box.send_keys(SPIKE_MODEL[2:])
+    wait_for(browser, lambda d: suggested(d)[:1] == [SPIKE_MODEL], f"{SPIKE_MODEL} suggested first")
+    browser.find_element("css selector", f'#search-suggestions a[data-model="{SPIKE_MODEL}"]').click()
+    wait_for(browser, lambda d: d.find_element("id", "model-title").text == SPIKE_MODEL, "the chosen model's page")
+    assert browser.current_url.endswith(f"/models/{SPIKE_MODEL}")
+
+
+def test_sorting_by_a_column_reorders_rows_and_zero_stakes_hide(browser: Any, service: LiveService) -> None:
+    """A click on Sharpe sorts descending (nulls last, ties by model id), a second ascending; the toggle hides zero stakes."""
+    _wait_board(browser, service)
+
+    def column(key: str) -> list[tuple[float | None, str]]:
+        return [(float(r[key]) if r[key] else None, r["model"]) for r in _ordered_rows(browser)]
+
+    def expected(values: list[tuple[float | None, str]], desc: bool) -> list[tuple[float | None, str]]:
+        present = sorted((v for v in values if v[0] is not None), key=lambda v: ((-v[0] if desc else v[0]), v[1]))  # type: ignore[operator]
+        return present + sorted((v for v in values if v[0] is None), key=lambda v: v[1])
+
+    for key in ("payout_sharpe", "stake_payout"):
+        browser.find_element("css selector", f'#board th[data-key="{key}"]').click()
+        shown = column(key)
+        assert shown == expected(shown, desc=True), key
+        browser.find_element("css selector", f'#board th[data-key="{key}"]').click()
+        shown = column(key)
+        assert shown == expected(shown, desc=False), key
+    api_rows = http("GET", service.web_url + "/api/leaderboard", {"limit": 1000}).json()["rows"]
+    staked = {r["model"] for r in api_rows if r["stake"] > 0}
+    browser.find_element("id", "hide-zero-stake").click()
+    wait_for(browser, lambda d: set(board_rows(d)) == staked, "only the staked models")
+    browser.find_element("id", "hide-zero-stake").click()
+    wait_for(browser, lambda d: len(board_rows(d)) == len(api_rows), "every model again")
+
+
+def test_model_page_shows_stake_and_any_rounds_crowding_with_explanations(browser: Any, service: LiveService) -> None:
+    """The model page charts its stake at close beside CWMM and draws the crowding panels of the round picked."""
+    browser.get(f"{service.web_url}/models/{SPIKE_MODEL}")
+    n_rounds = len(service.tournament.rounds)
+    wait_for(browser, lambda d: len(d.find_elements("css selector", "#stake-chart .series circle")) == n_rounds, "the stake chart")
+    first = service.tournament.rounds[0]
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("id", "crowd-round")).select_by_value(str(first))
+    wait_for(browser, lambda d: d.find_element("id", "crowd-meta").text.startswith(f"round {first}"), f"round {first}'s crowding")
+    crowding = http("GET", f"{service.web_url}/api/rounds/{first}/crowding").json()
+    assert f"{crowding['effective_models']:.1f}" in browser.find_element("id", "crowd-stats").text
+    assert browser.find_elements("css selector", "#crowd-stake-chart .series.s0 circle")
+    assert browser.find_elements("css selector", "#crowd-mmc-chart .series.s0 circle")
+    page = browser.find_element("id", "model-view").text
+    for term in ("HHI", "Effective number of models", "Sharpe", "drawdown", "CWMM"):
+        assert term in page, term
+
+
+def test_pages_fit_a_400px_wide_viewport(browser: Any, service: LiveService) -> None:
+    """At 400 px the leaderboard and the model page never scroll sideways: wide tables scroll in their own box."""
+    browser.set_window_size(400, 900)
+    try:
+        width = browser.execute_script("return window.innerWidth")
+        assert width <= 400
+        _wait_board(browser, service)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        browser.get(f"{service.web_url}/models/{SPIKE_MODEL}")
+        wait_for(browser, lambda d: d.find_elements("css selector", "#history tbody tr"), "the model page")
+        wait_for(browser, lambda d: d.find_elements("css selector", "#crowd-mmc-chart .series circle"), "the crowding panels")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+    finally:
+        browser.set_window_size(1440, 1000)
+
+
+def test_unknown_model_shows_a_not_found_state(browser: Any, service: LiveService) -> None:
+    """/models/<unknown> says the model was not found, shows no empty cards, and the live badge does not stay on connecting…."""
+    browser.get(f"{service.web_url}/models/no_such_model")
+    wait_for(browser, lambda d: d.find_element("id", "model-not-found").is_displayed(), "the not-found state")
+    assert "no_such_model" in browser.find_element("id", "model-not-found").text
+    visible = [e for e in browser.find_elements("css selector", "#model-view [data-found]") if e.is_displayed()]
+    assert visible == []
+    assert browser.find_element("id", "live").text not in ("connecting…", "")
+
+
 def test_model_page_shows_who_crowds_it(browser: Any, service: LiveService) -> None:
     """/models/{m} shows who crowds it: its nearest stakers, its crowd's stake share by round and its crowding tax, each figure explained."""
     body = service.get(f"/api/models/{SPIKE_MODEL}/neighbours").json()

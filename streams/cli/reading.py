@@ -112,12 +112,13 @@ def tail(
 
 def report(
     out: Path = typer.Option(Path("report"), "--out", help="Directory for report.html and the PNG charts."),
+    top: int = typer.Option(20, "--top", min=1, help="Rows of the leaderboard table to print."),
 ) -> None:
-    """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline.
+    """Read the scores topic, write the crowding report (HTML + 4 charts), print the headline and the leaderboard.
 
     Reads MMC_KAFKA_* (connection) and MMC_TOPIC_PREFIX (the scores and alerts topics).
     """
-    from streams.tools.report import alert_rates_line, build_report, headline_table
+    from streams.tools.report import alert_rates_line, build_report, headline_table, leaderboard_table
 
     settings = settings_or_exit()
     began = time.perf_counter()
@@ -132,6 +133,7 @@ def report(
         )
     Console().print(headline_table(built))
     Console().print(alert_rates_line(built), highlight=False)
+    Console().print(leaderboard_table(built.leaderboard, top))
     stderr().print(
         f"read {built.messages_read:,} score updates in {time.perf_counter() - began:.1f} s; wrote {built.files.html} and {len(built.files.charts)} charts",
         highlight=False,

@@ -37,6 +37,7 @@ module                 holds
 ``headline``           the headline figures, as numbers and as rows beside the article's
 ``charts``             the four charts (matplotlib, Agg)
 ``page``               the files written: charts, ``report.html``, ``headline.json``
+``leaderboard``        the leaderboard table: each model's standing over its window
 ``build``              the report built from the topics, and its headline for the terminal
 =====================  ==========================================================================
 """
@@ -54,6 +55,7 @@ from streams.tools.report.inputs import (
     read_score_messages,
     score_table_from_messages,
 )
+from streams.tools.report.leaderboard import leaderboard_rows, leaderboard_table
 from streams.tools.report.page import CHART_FILES, HEADLINE_FILE, HTML_FILE, ReportFiles, render_report
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "headline",
     "headline_data",
     "headline_table",
+    "leaderboard_rows",
+    "leaderboard_table",
     "mechanical_part",
     "read_alerts",
     "read_score_messages",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -11,6 +12,7 @@ from scoring.crowding import METRIC_LABELS, CrowdingReport, crowding_report
 from streams.settings import Settings
 from streams.tools.report.headline import LABEL_2020, HeadlineRow, headline, headline_data
 from streams.tools.report.inputs import MechanicalPart, alert_rates, mechanical_part, read_alerts, read_score_messages, score_table_from_messages
+from streams.tools.report.leaderboard import leaderboard_rows
 from streams.tools.report.page import ReportFiles, render_report
 
 
@@ -25,6 +27,8 @@ class BuiltReport:
     mechanical: MechanicalPart = field(default_factory=MechanicalPart)
     #: Alerts per 100 model-rounds by kind and by kind.stage (:func:`alert_rates`).
     alert_rates: dict[str, float] = field(default_factory=dict)
+    #: Every model's standing over its latest window, best first (:func:`leaderboard_rows`).
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def headline_data(self) -> dict[str, float | int | None]:
@@ -42,7 +46,8 @@ async def build_report(settings: Settings, out_dir: str | Path) -> BuiltReport:
     mechanical = mechanical_part(alerts)
     rates = alert_rates(alerts, report.n_observations)
     files = render_report(report, table, out_dir, mechanical=mechanical, rates=rates)
-    return BuiltReport(files, headline(report, mechanical), report, latest.read, mechanical, rates)
+    board = leaderboard_rows(settings, latest)
+    return BuiltReport(files, headline(report, mechanical), report, latest.read, mechanical, rates, board)
 
 
 def alert_rates_line(built: BuiltReport) -> str:

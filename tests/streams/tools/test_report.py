@@ -34,6 +34,8 @@ from streams.tools.report import (
     build_report,
     headline,
     headline_data,
+    leaderboard_rows,
+    leaderboard_table,
     mechanical_part,
     render_report,
     score_table_from_messages,
@@ -161,6 +163,30 @@ def test_latest_update_per_round_wins() -> None:
     kept = {(m["round"], m["model"]): m["mmc"] for m in latest.messages()}
     assert kept == {(5, "a"): 0.7, (5, "b"): 0.9, (6, "b"): 0.11}
     assert latest.read == 8
+
+
+def test_leaderboard_rows_are_the_workers_standings_best_first() -> None:
+    """The report's leaderboard: each model's latest update per round, its window statistics, mean payout descending then model id."""
+    latest = LatestScores()
+    for r, payouts in enumerate([(0.02, 0.01, None), (-0.01, 0.01, 0.02), (0.03, 0.01, 0.0)], start=1):
+        for model, p in zip(("a", "b", "c"), payouts, strict=True):
+            latest.add(score_message(r, 20, True, model, 10.0 * r, payout=math.nan if p is None else p))
+    latest.add(score_message(3, 4, False, "a", 1.0, payout=-0.05))  # older than the final: ignored
+    rows = leaderboard_rows(Settings(leaderboard_window=20), latest)
+    assert [(row["model"], row["rank"]) for row in rows] == [("a", 1), ("b", 2), ("c", 3)]
+    a, b, c = rows
+    assert a["payout_mean"] == pytest.approx(0.04 / 3) and a["positive_rounds"] == 2
+    assert a["payout_max_drawdown"] == pytest.approx(0.01) and a["stake_payout"] == pytest.approx(0.2 - 0.2 + 0.9)
+    assert b["payout_mean"] == c["payout_mean"] == pytest.approx(0.01)  # a tie: model id ascending
+    assert b["payout_std"] == 0.0 and b["payout_sharpe"] is None
+    assert c["rounds"] == 3 and c["positive_rounds"] == 1 and c["payout_std"] == pytest.approx(np.std([0.02, 0.0], ddof=1))
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(leaderboard_table(rows, top=2))
+    text = console.export_text()
+    assert "Sharpe" in text and "paid NMR" in text and "+0.0133" in text and "2/3" in text
+    assert "\n│ 3 " not in text  # only the top 2
 
 
 def test_nulls_become_nan_and_both_mmcs_are_columns() -> None:

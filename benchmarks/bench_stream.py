@@ -40,6 +40,7 @@ from typing import IO
 import numpy as np
 import orjson
 import redis
+import redis.cluster
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as RdTopicPartition
@@ -49,6 +50,7 @@ from streams.kafka.topics import create_topics
 from streams.messages.records import InputRecord
 from streams.settings import Settings
 from streams.state import Keys
+from streams.state.client import redis_sync_client
 from streams.tools.stack import EmbeddedStack
 from streams.worker.ingest import consumer_config
 from streams.worker.runtime import Runtime
@@ -90,7 +92,7 @@ def wait_applied(settings: Settings, topic: str, count: int, timeout: float, wor
 
     Returns (time of the first applied record seen, time all were applied).
     """
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
     first: list[float] = []
 
     def all_applied() -> bool:
@@ -105,7 +107,7 @@ def wait_applied(settings: Settings, topic: str, count: int, timeout: float, wor
 
 def wait_basis(settings: Settings, round_number: int, timeout: float, worker: subprocess.Popen[bytes]) -> float:
     """Poll Redis until the worker has stored the round's basis (it starts it at the close); returns when."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
     key = Keys(settings.state_namespace).basis(round_number)
     return poll_until(lambda: bool(client.exists(key)), timeout, worker, f"round {round_number}: no basis")
 
@@ -181,9 +183,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def applied_count(settings: Settings, topic: str, client: redis.Redis | None = None) -> int:
+def applied_count(settings: Settings, topic: str, client: redis.Redis | redis.cluster.RedisCluster | None = None) -> int:
     """Records of ``topic`` the worker has applied (its progress in Redis)."""
-    client = client or redis.Redis.from_url(settings.redis_url)
+    client = client or redis_sync_client(settings)
     return sum(int(v) for v in client.hgetall(Keys(settings.state_namespace).progress(topic)).values())
 
 

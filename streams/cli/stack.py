@@ -32,7 +32,10 @@ def stack(
     redis_cluster: bool = typer.Option(
         False,
         "--redis-cluster",
-        help="A Redis Cluster of three primaries on free loopback ports instead of one Redis (--redis-port is ignored); the export lines then include MMC_REDIS_CLUSTER=true.",
+        help=(
+            "A Redis Cluster of three primaries on free loopback ports instead of one Redis "
+            "(--redis-port is ignored); the export lines then include MMC_REDIS_CLUSTER=true."
+        ),
     ),
     with_topics: bool = typer.Option(True, "--topics/--no-topics", help="Create the service's topics once the broker is up."),
     env_file: Path | None = typer.Option(

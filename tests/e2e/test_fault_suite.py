@@ -40,6 +40,7 @@ import redis as redis_sync
 from streams.kafka.topics import INPUT_TOPICS
 from streams.messages.schemas import validate_deadletter_headers
 from streams.settings import Settings
+from streams.state.client import redis_sync_client
 from streams.tools.stack import EmbeddedStack
 from tests.conftest import run_sync
 from tests.e2e.harness import Received, collect, produce, start_worker, stop_workers
@@ -103,7 +104,7 @@ def wait_applied(settings: Settings, client: redis_sync.Redis, want: dict[str, i
 def run_season(settings: Settings, t: Tournament, log: Path, *, before_start: bool = True, during: Callable[[], None] | None = None) -> list[Received]:
     """Stream ``t`` through one worker (sent before it starts, or into it once it runs), run
     ``during`` while it works, wait until every input is applied, then read the outputs."""
-    client = redis_sync.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         if before_start:
@@ -178,7 +179,7 @@ def test_oversize_records_on_every_topic_are_dead_lettered_truncated_and_nothing
 # --- (b) the broker paused ------------------------------------------------------------------------
 def pause_broker(stack: EmbeddedStack, settings: Settings, seconds: float) -> Callable[[], None]:
     """Once the worker has scored the first update: SIGSTOP the broker for ``seconds``, then SIGCONT."""
-    client = redis_sync.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
 
     def during() -> None:
         try:
@@ -230,7 +231,7 @@ def test_records_stamped_in_2100_are_refused_clock_skew_and_do_not_poison_the_wa
     settings = fault_settings()
     log = tmp_path / "worker.log"
     run_season(settings, t, log)
-    client = redis_sync.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
     try:
         from streams.state import Keys
 
@@ -278,7 +279,7 @@ def test_redis_flushed_under_a_running_worker_is_rebuilt_and_outputs_equal_an_un
     reference = run_season(fault_settings(), t, tmp_path / "reference.log")
 
     settings = fault_settings()
-    client = redis_sync.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
 
     def flush() -> None:
         wait_until(lambda: applied(client, settings)["targets"] >= 3, 120, "fewer than 3 target updates applied before the flush")

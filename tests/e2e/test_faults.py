@@ -36,6 +36,7 @@ import redis as redis_sync
 from streams.kafka.topics import INPUT_TOPICS
 from streams.settings import Settings
 from streams.state import Keys
+from streams.state.client import redis_sync_client
 from tests.conftest import run_sync
 from tests.e2e.harness import Received, applied_offsets, collect, end_offsets, produce, start_worker, stop_workers
 from tests.e2e.tournament import DAY, T0, Tournament, build, expected_counts, score_mismatches
@@ -166,7 +167,7 @@ def run_trial(make_settings: Callable[..., Settings], t: Tournament, seed: int, 
     """One seeded trial; returns how many times a worker was killed."""
     rng = random.Random(seed)
     settings = fault_settings(make_settings)
-    client = redis_sync.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
     try:
         run_sync(produce(settings, t.events))
         want = dict(Counter(e.topic for e in t.events))
@@ -294,7 +295,7 @@ def test_lost_redis_is_rebuilt_from_the_topics_with_identical_state_and_outputs(
     """`mmc rebuild` after the namespace is lost, then the worker's own start-up recovery."""
     t = small_tournament
     settings = fault_settings(make_settings)
-    client = redis_sync.Redis.from_url(settings.redis_url)
+    client = redis_sync_client(settings)
     env = {**os.environ, **settings.to_env()}
     try:
         run_sync(produce(settings, t.events))

@@ -35,6 +35,7 @@ from streams.kafka.topics import INPUT_TOPICS
 from streams.messages.records import REASONS, InputRecord, RoundClose, RoundOpen, StakeUpdate, Submission, TargetsUpdate, decode_input
 from streams.settings import Settings
 from streams.state import Keys, SubmissionRow
+from streams.state.client import redis_sync_client
 from tests.conftest import run_sync
 from tests.e2e.harness import applied_offsets, collect, end_offsets, start_worker, stop_workers
 from tests.streams.messages.test_hostile_input import (
@@ -106,7 +107,7 @@ def effect_in_state(client: redis_sync.Redis, s: Settings, record: InputRecord, 
 def run_hostile_batches(make_settings: Callable[..., Settings], tmp_path: Path, total: int, size: int) -> int:
     """Send derandomized Hypothesis batches of ``size`` records, ``total`` in all; returns how many were checked."""
     s = make_settings(max_message_bytes=MAX_BYTES, max_ids=MAX_IDS, broker_session_timeout=4.0, broker_rebalance_timeout=4.0)
-    client = redis_sync.Redis.from_url(s.redis_url)
+    client = redis_sync_client(s)
     log = tmp_path / "worker.log"
     worker = start_worker(s, log)
     sent: list[int] = []

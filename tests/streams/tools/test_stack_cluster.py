@@ -13,7 +13,7 @@ from pathlib import Path
 import redis.cluster
 
 from streams.tools.stack import LoopbackRedisCluster
-from tests.streams.tools.test_stack import REPO, _wait_gone, _read_lines
+from tests.streams.tools.test_stack import REPO, _read_lines, _wait_gone
 
 #: Run with the env file sourced: the service's own client, from the settings alone.
 CLIENT_CHECK = """

@@ -5,6 +5,10 @@ earlier one only when newer in event time (then offset); stake updates are membe
 their own offset; progress and watermarks only move forward. What is kept of past rounds is
 :mod:`streams.state.retention`'s to decide; a round's lifecycle reads back as a
 :class:`~streams.state.round_info.RoundInfo`.
+
+Transactions start with ``await self.r.pipeline(transaction=True)``: on a Redis Cluster the
+awaited pipeline has its client initialized in this event loop before commands are queued
+(redis-py resolves each queued command's slot through a helper thread with its own loop).
 """
 
 from __future__ import annotations

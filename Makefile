@@ -12,7 +12,7 @@ UV     := $(VENV)/bin/uv
 LOCK_COMPILE := $(UV) pip compile pyproject.toml --extra test --universal --python-version 3.11 \
                 --custom-compile-command "make lock" --quiet -o $(LOCK)
 
-.PHONY: venv test test-slow demo bench bench-stream bench-soak lint lock lock-upgrade clean
+.PHONY: venv test test-slow demo bench bench-stream bench-soak bench-ops lint lock lock-upgrade clean
 
 # uv (from PyPI, into the virtualenv) installs in ~30 s what pip takes ~75 s for; should it
 # be unavailable, pip does the same install. Both take the versions from $(LOCK).
@@ -55,6 +55,11 @@ bench-stream: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(PY) benchmarks/bench_soak.py --rounds 60 --round-seconds 10
+
+# Ingestion with 1 and 2 workers, `mmc rebuild --wipe` at 2,000 and 10,000 models, live page
+# fan-out to 100, 500 and 1,000 clients, side by side in one run (a quiet machine).
+bench-ops: $(STAMP)
+	$(PY) benchmarks/bench_ops.py
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy import-linter

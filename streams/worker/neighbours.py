@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import OrderedDict
 
@@ -42,9 +43,12 @@ class RoundNeighbours:
         self._cache: OrderedDict[tuple[int, str], scoring.CrowdNeighbours] = OrderedDict()
 
     def _mark(self, inputs: ScoringInputs) -> str:
-        """What the round's published neighbours depend on: its inputs and the two settings."""
+        """What the round's published neighbours depend on — its submissions, frozen stakes and
+        the two settings — named the same way in a live run and in a replay (stored in Redis)."""
         s = self.ctx.settings
-        return f"{inputs.fingerprint}:{s.neighbours_k}:{s.crowd_threshold!r}"
+        h = hashlib.sha256(f"{inputs.rows_id}:{s.neighbours_k}:{s.crowd_threshold!r}".encode())
+        h.update(np.ascontiguousarray(inputs.stakes, dtype="<f8").tobytes())
+        return h.hexdigest()
 
     async def compute(self, r: int, inputs: ScoringInputs) -> scoring.CrowdNeighbours:
         """The round's neighbours (cached per inputs; computed on a thread otherwise)."""

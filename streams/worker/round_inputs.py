@@ -18,13 +18,18 @@ from streams.worker.context import WorkerContext
 
 
 class ScoringInputs(NamedTuple):
-    """A closed round's models (sorted), prepared rows, frozen stakes, basis fingerprint and bootstrap draws."""
+    """A closed round's models (sorted), prepared rows, frozen stakes, basis fingerprint and bootstrap draws.
+
+    ``rows_id`` names the submissions the rows are (each model's event time, partition and
+    offset): unlike the fingerprint's submissions version, it is the same in a live run and a replay.
+    """
 
     models: list[str]
     prepared: PreparedRound
     stakes: NDArray[np.float64]
     fingerprint: str
     samples: NDArray[np.int64]
+    rows_id: str
 
 
 class RoundInputs:
@@ -32,7 +37,7 @@ class RoundInputs:
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self._prepared: OrderedDict[int, tuple[int, list[str], PreparedRound]] = OrderedDict()
+        self._prepared: OrderedDict[int, tuple[int, list[str], PreparedRound, str]] = OrderedDict()
         self._stakes: dict[int, tuple[tuple[int, int], NDArray[np.float64]]] = {}
 
     def forget(self) -> None:
@@ -43,10 +48,10 @@ class RoundInputs:
     async def load(self, r: int, n_ids: int, close_ts: int) -> ScoringInputs:
         """Round ``r``'s inputs as of its close (refused ``no_submissions`` when it has none)."""
         s = self.ctx.settings
-        version, models, prepared = await self._round_rows(r, n_ids, close_ts)
+        version, models, prepared, rows_id = await self._round_rows(r, n_ids, close_ts)
         stakes = await self._frozen_stakes(r, version, models, close_ts)
         samples = scoring.round_samples(stakes, r, s.seed_salt, s.mmc_draws, s.mmc_fraction)
-        return ScoringInputs(models, prepared, stakes, self._fingerprint(r, version, models, stakes), samples)
+        return ScoringInputs(models, prepared, stakes, self._fingerprint(r, version, models, stakes), samples, rows_id)
 
     async def basis(self, r: int, inputs: ScoringInputs) -> scoring.RoundBasis:
         """The round's basis: the one stored under the inputs' fingerprint, else computed and stored."""
@@ -67,9 +72,9 @@ class RoundInputs:
         h.update(f"{s.seed_salt}:{s.mmc_draws}:{s.mmc_fraction}".encode())
         return h.hexdigest()
 
-    async def _round_rows(self, r: int, n_ids: int, close_ts: int) -> tuple[int, list[str], PreparedRound]:
-        """The round's submissions version, models (sorted) and prepared rows, reloaded only when
-        its submissions changed.
+    async def _round_rows(self, r: int, n_ids: int, close_ts: int) -> tuple[int, list[str], PreparedRound, str]:
+        """The round's submissions version, models (sorted), prepared rows and their ``rows_id``,
+        reloaded only when its submissions changed.
 
         Only submissions made at or before the close count: one stamped later can only be stored
         when its round's close record came later in the log than it (a producer out of order).
@@ -89,10 +94,11 @@ class RoundInputs:
         models = sorted(rows)
         # on a thread, as the basis: ~0.6 s at 10,000 models that the event loop keeps serving
         prepared = await asyncio.to_thread(lambda: PreparedRound.stack([rows[m].submission(n_ids) for m in models]))
-        self._prepared[r] = (version, models, prepared)
+        rows_id = hashlib.sha256("\n".join(f"{m}\0{rows[m].timestamp_ms}\0{rows[m].partition}\0{rows[m].offset}" for m in models).encode()).hexdigest()
+        self._prepared[r] = (version, models, prepared, rows_id)
         while len(self._prepared) > max(1, self.ctx.settings.round_cache_rounds):
             self._prepared.popitem(last=False)
-        return version, models, prepared
+        return version, models, prepared, rows_id
 
     async def _frozen_stakes(self, r: int, rows_version: int, models: list[str], close_ts: int) -> NDArray[np.float64]:
         """Stakes in force at the round's close, re-read only when a stake update was stored since

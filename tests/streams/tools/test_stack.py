@@ -278,8 +278,8 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
     assert "SIGTERM: stopping" in stderr and stderr.rstrip().endswith("stopped"), stderr
     assert f"wrote {env_file}" in stderr
     assert (
-        f"topics: 9 with prefix '{prefix}'; rounds, targets: 1 partition each; "
-        "submissions, stakes, scores, leaderboard, crowding, alerts, deadletter: 3 partitions each"
+        f"topics: 10 with prefix '{prefix}'; rounds, targets: 1 partition each; "
+        "submissions, stakes, scores, leaderboard, crowding, alerts, neighbours, deadletter: 3 partitions each"
     ) in stderr, stderr
     assert not env_file.exists(), "the env file outlived its stack"
 

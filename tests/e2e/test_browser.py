@@ -252,7 +252,7 @@ def test_model_page_shows_stake_and_any_rounds_crowding_with_explanations(browse
         assert term in page, term
 
 
-def test_pages_fit_a_400px_wide_viewport(browser: Any, service: LiveService) -> None:
+def test_pages_fit_a_400px_wide_viewport(browser: Any, service: LiveService, tmp_path: Path) -> None:
     """At 400 px the leaderboard and the model page never scroll sideways: wide tables scroll in their own box."""
     browser.set_window_size(400, 900)
     try:
@@ -260,10 +260,12 @@ def test_pages_fit_a_400px_wide_viewport(browser: Any, service: LiveService) -> 
         assert width <= 400
         _wait_board(browser, service)
         assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        browser.save_screenshot(str(screenshot_dir(tmp_path) / "leaderboard-400.png"))
         browser.get(f"{service.web_url}/models/{SPIKE_MODEL}")
         wait_for(browser, lambda d: d.find_elements("css selector", "#history tbody tr"), "the model page")
         wait_for(browser, lambda d: d.find_elements("css selector", "#crowd-mmc-chart .series circle"), "the crowding panels")
         assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        browser.save_screenshot(str(screenshot_dir(tmp_path) / "model-400.png"))
     finally:
         browser.set_window_size(1440, 1000)
 

@@ -239,6 +239,9 @@ MAIN_FIELDS: dict[str, tuple[str, ...]] = {
         "corr_mean",
         "corr_w_mm_mean",
         "payout_mean",
+        "payout_sharpe",
+        "payout_max_drawdown",
+        "stake_payout",
         "stake",
     ),
     "crowding": (

@@ -1,7 +1,7 @@
 """End to end on a Redis Cluster: a small tournament through the real broker and a worker whose
 state lives on three primaries publishes what it publishes on one Redis server and keeps the
-same state; ``mmc rebuild --wipe`` rebuilds that state on the cluster. Both in about 50 s, the
-two tournaments run side by side."""
+same state, which ``mmc web`` serves alike; ``mmc rebuild --wipe`` rebuilds that state on the
+cluster. About 60 s in all (the two tournaments run side by side)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -23,6 +24,7 @@ from tests.e2e.harness import Received, collect, end_offsets
 from tests.e2e.test_faults import snapshot
 from tests.e2e.test_tournament import OUTPUTS, _comparable, complete, run_tournament, tournament_settings
 from tests.e2e.tournament import Tournament, build
+from tests.streams.web.test_web import http, web_server
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +98,28 @@ def test_rebuild_wipe_on_a_cluster_gives_the_same_state_and_outputs(runs: Runs, 
     assert state_of(cluster) == before
     resent = run_sync(collect(cluster, OUTPUTS, complete(small), timeout=120, start=marks))
     assert _comparable(resent, cluster.topic_prefix) == _comparable(runs.on_cluster, cluster.topic_prefix)
+
+
+def api_answers(settings: Settings, log_dir: Path) -> dict[str, Any]:
+    """What ``mmc web`` over ``settings``' state answers on the routes that read the state."""
+    log_dir.mkdir()
+    with web_server(settings, log_dir) as url:
+        out: dict[str, Any] = {path: http("GET", url + path).json() for path in ("/api/leaderboard", "/api/rounds", "/api/trend")}
+        rounds = sorted({r["round"] for r in out["/api/rounds"]["rounds"]})
+        models = sorted(row["model"] for row in out["/api/leaderboard"]["rows"])
+        for r in rounds:
+            out[f"/api/rounds/{r}/scores"] = http("GET", f"{url}/api/rounds/{r}/scores").json()
+        for m in models[:4]:
+            out[f"/api/models/{m}"] = http("GET", f"{url}/api/models/{m}").json()
+            out[f"/api/models/{m}/neighbours"] = http("GET", f"{url}/api/models/{m}/neighbours").json()
+        health = http("GET", url + "/api/health").json()
+    assert health["redis"] == "ok", health
+    return out
+
+
+def test_mmc_web_on_a_cluster_answers_what_it_answers_on_one_redis(runs: Runs, tmp_path: Path) -> None:
+    """``mmc web`` reads the same leaderboard, rounds, scores, model histories, neighbours and
+    trend from the cluster as from one Redis server, and reports Redis healthy."""
+    on_cluster = api_answers(runs.cluster, tmp_path / "cluster")
+    assert len(on_cluster) > 5
+    assert on_cluster == api_answers(runs.single, tmp_path / "single")

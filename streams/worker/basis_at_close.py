@@ -8,7 +8,7 @@ import logging
 import time
 
 from streams.errors import InvalidMessage
-from streams.worker.context import WorkerContext, ignore_outcome
+from streams.worker.context import RoundTasks, WorkerContext
 from streams.worker.neighbours import RoundNeighbours
 from streams.worker.round_inputs import RoundInputs
 
@@ -23,7 +23,7 @@ class BasisAtClose:
         self.ctx = ctx
         self.inputs = inputs
         self.neighbours = neighbours
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks = RoundTasks()
 
     def start(self, r: int, received_at: float) -> None:
         """Start computing round ``r``'s basis now that it is closed, so that its first targets
@@ -41,13 +41,7 @@ class BasisAtClose:
         Then it publishes the round's ``neighbours`` messages; should it fail or the worker stop
         first, the round's next scored targets update publishes them, with the same bytes.
         """
-        if r in self._tasks and not self._tasks[r].done():
-            return
-        for done in [k for k, task in self._tasks.items() if task.done()]:
-            del self._tasks[done]  # rounds whose targets have not come (yet): nothing to wait for
-        task = asyncio.ensure_future(self._prepare(r, received_at))
-        task.add_done_callback(ignore_outcome)
-        self._tasks[r] = task
+        self._tasks.start(r, lambda: self._prepare(r, received_at), unless_running=True)
 
     def task(self, r: int) -> asyncio.Task[None] | None:
         """Round ``r``'s basis task, if this worker started one and no targets update took it."""
@@ -55,18 +49,16 @@ class BasisAtClose:
 
     async def done(self, r: int) -> None:
         """Wait for the round's basis task, if one is running (its outcome is its own business)."""
-        task = self._tasks.pop(r, None)
+        task = self._tasks.pop(r)
         if task is not None:
             await asyncio.wait([task])
 
     def pending(self) -> list[asyncio.Task[None]]:
-        return list(self._tasks.values())
+        return self._tasks.pending()
 
     def cancel(self) -> None:
         """Cancel every task still running (the worker stopping)."""
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
+        self._tasks.cancel()
 
     async def _prepare(self, r: int, received_at: float) -> None:
         started = time.perf_counter()

@@ -16,7 +16,7 @@ from streams.messages.resolution import cwmm_decile_edges
 from streams.transient import with_retry
 from streams.worker import alerts as alert_rules
 from streams.worker.basis_at_close import BasisAtClose
-from streams.worker.context import WorkerContext, close_alert_reach, ignore_outcome
+from streams.worker.context import RoundTasks, WorkerContext, close_alert_reach
 from streams.worker.round_inputs import RoundInputs, ScoringInputs
 from streams.worker.round_reader import RoundReader
 
@@ -31,7 +31,7 @@ class CloseAlerts:
         self.rounds = rounds
         self.inputs = inputs
         self.basis = basis
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks = RoundTasks()
         #: Serialises the close-stage alerts: each round's baseline reads the rounds before it.
         self._lock = asyncio.Lock()
 
@@ -46,20 +46,15 @@ class CloseAlerts:
         round's first targets update raises them (its updates come after the close), with the
         same bytes.
         """
-        for done in [k for k, task in self._tasks.items() if task.done()]:
-            del self._tasks[done]
-        task = asyncio.ensure_future(self._raise_at_close(r, received_at, self.basis.task(r)))
-        task.add_done_callback(ignore_outcome)
-        self._tasks[r] = task
+        basis = self.basis.task(r)
+        self._tasks.start(r, lambda: self._raise_at_close(r, received_at, basis))
 
     def pending(self) -> list[asyncio.Task[None]]:
-        return list(self._tasks.values())
+        return self._tasks.pending()
 
     def cancel(self) -> None:
         """Cancel every task still running (the worker stopping)."""
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
+        self._tasks.cancel()
 
     async def _raise_at_close(self, r: int, received_at: float, basis: asyncio.Task[None] | None) -> None:
         try:

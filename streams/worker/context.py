@@ -107,6 +107,40 @@ def ignore_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+class RoundTasks:
+    """A close-time job's background tasks, one per round: finished ones are forgotten when the
+    next starts (their rounds have nothing left to wait for), the rest can be awaited or cancelled."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    def start(self, r: int, work: Callable[[], Awaitable[None]], *, unless_running: bool = False) -> None:
+        """Run ``work()`` as round ``r``'s task (``unless_running``: not while one still runs)."""
+        running = self._tasks.get(r)
+        if unless_running and running is not None and not running.done():
+            return
+        for done in [k for k, task in self._tasks.items() if task.done()]:
+            del self._tasks[done]
+        task = asyncio.ensure_future(work())
+        task.add_done_callback(ignore_outcome)
+        self._tasks[r] = task
+
+    def get(self, r: int) -> asyncio.Task[None] | None:
+        return self._tasks.get(r)
+
+    def pop(self, r: int) -> asyncio.Task[None] | None:
+        return self._tasks.pop(r, None)
+
+    def pending(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
+    def cancel(self) -> None:
+        """Cancel every task still running (the worker stopping)."""
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+
+
 class PhaseClock:
     """Wall time of the phases of one resolution, for the log line and the latency metric."""
 

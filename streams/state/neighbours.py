@@ -59,6 +59,10 @@ class NeighbourResults:
         return await self._get_per_model(self.keys.crowd_tax(model))
 
     async def _put_per_model(self, r: int, key: Any, values: Mapping[str, bytes]) -> None:
+        """Each model's value for round ``r`` in its hash ``key(model)``; a hash that grew (the
+        round was new to it: HSET answers 1) then keeps its highest ``history`` rounds of the
+        retention policy (all of them while no policy is stored). Score histories, neighbours
+        messages and crowding tax figures are kept this way."""
         if not values:
             return
         models = list(values)

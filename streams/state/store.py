@@ -358,21 +358,7 @@ class RedisState(Results, NeighbourResults):
 
         Only the targets worker writes histories (one partition), one update after another.
         """
-        if not entries:
-            return
-        models = list(entries)
-        pipe = self.r.pipeline(transaction=False)
-        for model in models:
-            pipe.hset(self.keys.history(model), str(r), orjson.dumps(entries[model]))
-        # A history only grows when a round is new to it (HSET then answers 1): only those are trimmed.
-        grown = [m for m, added in zip(models, await pipe.execute(), strict=True) if added]
-        policy = await self.retention_policy() if grown else None
-        if policy is None:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        for model in grown:
-            await self.scripts.trim_history(keys=[self.keys.history(model)], args=[policy.history], client=pipe)
-        await pipe.execute()
+        await self._put_per_model(r, self.keys.history, {model: orjson.dumps(entry) for model, entry in entries.items()})
 
     # --- retention -----------------------------------------------------------------------------
     async def retention_policy(self) -> RetentionPolicy | None:

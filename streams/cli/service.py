@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from enum import StrEnum
 
 import typer
@@ -57,8 +56,6 @@ def worker() -> None:
     MMC_WEB_ENABLED, MMC_WEB_HOST and MMC_WORKER_WEB_PORT.
     """
     settings = settings_or_exit()
-    if importlib.util.find_spec("streams.worker.main") is None:
-        raise fail("the worker is not available: there is no streams.worker.main module")
     wait_or_exit(settings)  # before importing the worker, which takes seconds
     try:
         from streams.worker.main import run_worker

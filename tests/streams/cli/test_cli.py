@@ -126,3 +126,13 @@ def test_mmc_simulate_help_states_the_simulators_defaults() -> None:
     assert set(stated) == set(fields)
     for flag, value in fields.items():
         assert float(stated[flag]) == value, flag
+
+
+def test_mmc_worker_says_so_when_the_worker_cannot_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken install (the worker's modules fail to import) ends in one clear line, exit 1, no traceback."""
+    monkeypatch.setattr("streams.cli.service.wait_or_exit", lambda settings: None)
+    monkeypatch.setitem(sys.modules, "streams.worker.main", None)  # importing it raises ImportError
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 1
+    assert "the worker is not available: cannot import streams.worker.main.run_worker" in result.output
+    assert "Traceback" not in result.output

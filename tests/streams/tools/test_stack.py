@@ -183,20 +183,21 @@ def test_redis_ping_set_get(redis: redis_sync.Redis) -> None:
 # --- the CLI -----------------------------------------------------------------------------------
 
 
+def _start_mmc_stack(tmp_path: Path, *args: str, **extra_env: str) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
+    """``mmc stack ARGS`` as a user starts it (no MMC_* variables but a fresh topic prefix and
+    ``extra_env``), its temporary files under ``tmp_path``; returns the process, the prefix and
+    its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMC_")}
+    prefix = f"cli{uuid.uuid4().hex[:6]}."
+    env.update(TMPDIR=str(tmp_path), MMC_TOPIC_PREFIX=prefix, **extra_env)
+    process = subprocess.Popen([sys.executable, "-m", "streams", "stack", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, prefix, env
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_mmc_stack_prints_exports_and_stops_clean(sig: signal.Signals, tmp_path: Path) -> None:
     """``mmc stack`` prints exactly two export lines, serves, and exits 0 leaving nothing."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMC_")}
-    prefix = f"cli{uuid.uuid4().hex[:6]}."
-    env.update(TMPDIR=str(tmp_path), MMC_TOPIC_PREFIX=prefix)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams", "stack"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, prefix, _ = _start_mmc_stack(tmp_path)
     try:
         lines = _read_lines(process, 2, timeout=30)
         assert lines[0].startswith("export MMC_KAFKA_BOOTSTRAP=127.0.0.1:")
@@ -233,19 +234,9 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
     The file replaces whatever was there (a stale file from an earlier stack), holds the same
     two lines as stdout, is there once the stack is up, and goes when the stack stops.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMC_")}
-    prefix = f"cli{uuid.uuid4().hex[:6]}."
-    env.update(TMPDIR=str(tmp_path), MMC_TOPIC_PREFIX=prefix, MMC_PARTITIONS="3")
     env_file = tmp_path / ".mmc.env"
     env_file.write_text("export MMC_KAFKA_BOOTSTRAP=127.0.0.1:1\n")  # left by an earlier stack
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams", "stack", "--env-file", str(env_file)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, prefix, env = _start_mmc_stack(tmp_path, "--env-file", str(env_file), MMC_PARTITIONS="3")
     try:
         lines = _read_lines(process, 2, timeout=30)  # the file is written before stdout
         assert env_file.read_text() == "".join(f"{line}\n" for line in lines)
@@ -282,22 +273,3 @@ def test_mmc_stack_env_file_serves_a_background_stack(tmp_path: Path) -> None:
         "submissions, stakes, scores, leaderboard, crowding, alerts, neighbours, deadletter: 3 partitions each"
     ) in stderr, stderr
     assert not env_file.exists(), "the env file outlived its stack"
-
-
-def test_mmc_worker_without_the_app_says_so() -> None:
-    """``mmc worker`` explains a missing ``streams.worker.main`` instead of a traceback."""
-    try:
-        import streams.worker.main  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("streams.worker.main exists; this test covers its absence")
-    result = subprocess.run(
-        [sys.executable, "-m", "streams", "worker"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 1
-    assert "streams.worker.main" in result.stderr and "Traceback" not in result.stderr

@@ -212,6 +212,11 @@ class Settings(BaseSettings):
         ),
     )
     startup_retry_max_seconds: float = Field(10.0, gt=0, description="Longest pause between two start-up attempts (the backoff doubles from 0.5 s up to this).")
+    fail_grace_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Longest the clean shutdown of a worker stopping on a bug may take before it exits anyway (status 70).",
+    )
 
     # --- Web -------------------------------------------------------------------------------
     web_enabled: bool = Field(True, description="Run the worker's own web server (Faust's: / and /health for health checks, /metrics) on MMC_WORKER_WEB_PORT.")

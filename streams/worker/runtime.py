@@ -49,8 +49,6 @@ BATCHED_TOPICS = frozenset({"submissions", "stakes"})
 CONCURRENT_MODELS = 32
 #: Exit status of a worker that stopped because a component failed (EX_SOFTWARE).
 EXIT_FAILED = 70
-#: Longest the clean shutdown of a failed worker may take before it exits anyway.
-FAIL_GRACE_SECONDS = 20.0
 
 
 class Runtime:
@@ -151,14 +149,14 @@ class Runtime:
     def fail(self, component: str, exc: BaseException) -> None:
         """A component stopped on an error that is not the input's nor the infrastructure's (a
         bug): log it and stop the worker — a clean shutdown (SIGTERM to itself), cut short after
-        ``FAIL_GRACE_SECONDS`` — with exit status ``EXIT_FAILED``, so that the orchestrator starts
+        ``MMC_FAIL_GRACE_SECONDS`` — with exit status ``EXIT_FAILED``, so that the orchestrator starts
         a new one, which reads the record again. A worker never carries on with a topic nobody
         reads."""
         if self.failure is None:
             self.failure = f"{component} stopped: {type(exc).__name__}: {exc}"
             log.critical("%s; stopping the worker so that it is restarted", self.failure, exc_info=exc)
             os.kill(os.getpid(), signal.SIGTERM)
-            deadline = threading.Timer(FAIL_GRACE_SECONDS, _exit_now, (EXIT_FAILED,))
+            deadline = threading.Timer(self.settings.fail_grace_seconds, _exit_now, (EXIT_FAILED,))
             deadline.daemon = True
             deadline.start()
 

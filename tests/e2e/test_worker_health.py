@@ -57,8 +57,10 @@ def test_health_is_ok_while_every_component_runs(make_settings: Callable[..., Se
 
 def test_a_worker_whose_agent_stops_on_a_bug_exits_non_zero(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """An exception no handler catches (a failpoint armed to raise after the first rounds batch):
-    the worker stops itself with exit status 70 and says why in one critical line."""
-    settings = make_settings()
+    the worker stops itself with exit status 70 and says why in one critical line, within its
+    grace period (the record it failed on is never acknowledged, so the clean shutdown waits
+    for it until then)."""
+    settings = make_settings(fail_grace_seconds=3.0)
     log = tmp_path / "worker.log"
     proc = start_worker(settings, log, MMC_FAILPOINTS="agent.marked:1:raise")
     try:

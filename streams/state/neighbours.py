@@ -8,7 +8,7 @@ history length, like its score history), under its own hash tag. Part of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,8 +32,8 @@ class NeighbourResults:
     keys: Keys
     scripts: Scripts
 
-    async def retention_policy(self) -> RetentionPolicy | None:
-        raise NotImplementedError
+    #: The store's retention policy reader (:meth:`RedisState.retention_policy`).
+    retention_policy: Callable[[], Awaitable[RetentionPolicy | None]]
 
     async def neighbours_fingerprint(self, r: int) -> str | None:
         """The fingerprint of the inputs round ``r``'s neighbours were last published for (None: never)."""

@@ -95,6 +95,8 @@ class Script:
     Queued on a Redis Cluster pipeline it is sent as ``EVAL`` (the script's text, a few hundred
     bytes): a cluster pipeline does not load scripts before it runs, as a single-node pipeline
     does, and a node that never saw the script would fail the transaction's ``EVALSHA``.
+    Either way the script's text is one of this module's constants; keys and arguments travel
+    as Redis arguments, never inside the script.
     """
 
     def __init__(self, client: StateClient, source: str) -> None:

@@ -10,6 +10,11 @@ Tests never share names: ``make_settings`` / ``settings`` give each test its own
 (``t<uuid8>.``) and app id (= consumer group), with the topics already created. The ``redis``
 fixture flushes the database on teardown (as redis-py's own suite does): point
 ``MMC_REDIS_URL`` at a database you can lose.
+
+A few expensive runs are made once per session and checked by several tests (each test reads
+them; the lost-Redis test drops its run's state and checks it comes back the same):
+``one_worker_tournament`` here, ``undisturbed_small_season`` in
+``tests/e2e/conftest.py``.
 """
 
 from __future__ import annotations
@@ -118,21 +123,26 @@ def make_settings(stack_env: StackEnv) -> Callable[..., Settings]:
     """
 
     def factory(*, create: bool = True, **overrides: Any) -> Settings:
-        tag = uuid.uuid4().hex[:8]
-        fields: dict[str, Any] = {
-            "kafka_bootstrap": stack_env.kafka_bootstrap,
-            "redis_url": stack_env.redis_url,
-            "topic_prefix": f"t{tag}.",
-            "app_id": f"mmc-test-{tag}",
-            "state_namespace": f"t{tag}",
-        }
-        fields.update(overrides)
-        settings = Settings(**fields)
-        if create:
-            run_sync(create_topics(settings))
-        return settings
+        return fresh_settings(stack_env, create=create, **overrides)
 
     return factory
+
+
+def fresh_settings(stack_env: StackEnv, *, create: bool = True, **overrides: Any) -> Settings:
+    """What ``make_settings`` gives, for fixtures of a wider scope than a test."""
+    tag = uuid.uuid4().hex[:8]
+    fields: dict[str, Any] = {
+        "kafka_bootstrap": stack_env.kafka_bootstrap,
+        "redis_url": stack_env.redis_url,
+        "topic_prefix": f"t{tag}.",
+        "app_id": f"mmc-test-{tag}",
+        "state_namespace": f"t{tag}",
+    }
+    fields.update(overrides)
+    settings = Settings(**fields)
+    if create:
+        run_sync(create_topics(settings))
+    return settings
 
 
 @pytest.fixture
@@ -160,3 +170,12 @@ def redis_cluster_url() -> Iterator[str]:
 
     with LoopbackRedisCluster() as cluster:
         yield cluster.url
+
+
+@pytest.fixture(scope="session")
+def one_worker_tournament(stack_env: StackEnv, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The default tournament of :mod:`tests.e2e.tournament` through one real worker, once per
+    session (:class:`tests.e2e.tournament.TournamentRun`): several tests check its outputs."""
+    from tests.e2e.tournament import build, one_worker_run
+
+    return one_worker_run(lambda **extra: fresh_settings(stack_env, **extra), build(), tmp_path_factory.mktemp("one-worker"))

@@ -44,7 +44,7 @@ from streams.state.client import redis_sync_client
 from streams.tools.stack import EmbeddedStack
 from tests.conftest import run_sync
 from tests.e2e.harness import Received, collect, produce, start_worker, stop_workers
-from tests.e2e.test_faults import OUTPUTS, applied, check_trial, comparable, outputs_complete
+from tests.e2e.test_faults import OUTPUTS, UndisturbedSeason, applied, check_trial, comparable, outputs_complete
 from tests.e2e.tournament import DAY, T0, Tournament, build
 
 pytestmark = pytest.mark.e2e
@@ -269,14 +269,15 @@ def test_a_whole_season_at_once_loses_no_update_and_fails_no_basis_task(fault_se
 
 # --- (e) Redis flushed under a running worker ----------------------------------------------------
 def test_redis_flushed_under_a_running_worker_is_rebuilt_and_outputs_equal_an_undisturbed_run(
-    fault_stack: EmbeddedStack, fault_settings: Callable[..., Settings], tmp_path: Path
+    fault_settings: Callable[..., Settings], undisturbed_small_season: UndisturbedSeason, tmp_path: Path
 ) -> None:
     """FLUSHALL once the first rounds are scored: the worker rebuilds from the topics and carries
     on; the outputs (live alerts aside, which are provisional by design) are the same set of
     bytes as a run without the flush — no alert fired again, no leaderboard or crowding
-    message different."""
-    t = build(n_models=16, n_ids=200, n_rounds=4, days=2, seed=17)
-    reference = run_season(fault_settings(), t, tmp_path / "reference.log")
+    message different. The undisturbed run is the lost-Redis test's (on the session's stack:
+    the same inputs give the same bytes whatever the broker and Redis)."""
+    t = undisturbed_small_season.tournament
+    reference = undisturbed_small_season.received
 
     settings = fault_settings()
     client = redis_sync_client(settings)

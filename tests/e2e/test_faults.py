@@ -26,6 +26,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -289,24 +290,51 @@ def comparable(received: list[Received]) -> set[tuple[str, bytes | None, bytes, 
     return {(m.topic, m.key, m.value, m.timestamp_ms) for m in received if not (m.topic == "alerts" and m.json()["stage"] == "live")}
 
 
-def test_lost_redis_is_rebuilt_from_the_topics_with_identical_state_and_outputs(
-    make_settings: Callable[..., Settings], small_tournament: Tournament, tmp_path: Path
-) -> None:
-    """`mmc rebuild` after the namespace is lost, then the worker's own start-up recovery."""
-    t = small_tournament
+@dataclass(frozen=True)
+class UndisturbedSeason:
+    """The small tournament through one worker with no fault: its settings, its outputs and the
+    state it left (:func:`snapshot`, taken as the run ended)."""
+
+    settings: Settings
+    tournament: Tournament
+    received: list[Received]
+    state: dict[bytes, Any]
+
+
+def undisturbed_season(make_settings: Callable[..., Settings], log_dir: Path) -> UndisturbedSeason:
+    """The small tournament of the kill trials, streamed through one worker with nothing in the way."""
+    t = build(n_models=16, n_ids=200, n_rounds=3, days=2, seed=5)
     settings = fault_settings(make_settings)
     client = redis_sync_client(settings)
-    env = {**os.environ, **settings.to_env()}
     try:
         run_sync(produce(settings, t.events))
         want = {topic: n for topic, n in Counter(e.topic for e in t.events).items()}
-        assert run_phase(settings, client, want, None, tmp_path / "live.log") == "done"
-        original = run_sync(collect(settings, OUTPUTS, outputs_complete(t), timeout=60))
-        before = snapshot(client, settings)
-        assert len(before) > 20
+        assert run_phase(settings, client, want, None, log_dir / "undisturbed.log") == "done"
+        received = run_sync(collect(settings, OUTPUTS, outputs_complete(t), timeout=60))
+        check_trial(settings, client, t, received)
+        return UndisturbedSeason(settings, t, received, snapshot(client, settings))
+    finally:
+        client.close()
 
+
+def drop_namespace(client: redis_sync.Redis, settings: Settings) -> None:
+    """Every key of the settings' state namespace deleted (Redis lost it)."""
+    keys = list(client.scan_iter(match=Keys(settings.state_namespace).everything()))
+    if keys:
+        client.delete(*keys)
+
+
+def test_lost_redis_is_rebuilt_from_the_topics_with_identical_state_and_outputs(undisturbed_small_season: UndisturbedSeason, tmp_path: Path) -> None:
+    """`mmc rebuild` after the namespace is lost, then the worker's own start-up recovery."""
+    settings, t = undisturbed_small_season.settings, undisturbed_small_season.tournament
+    original, before = undisturbed_small_season.received, undisturbed_small_season.state
+    assert len(before) > 20
+    client = redis_sync_client(settings)
+    env = {**os.environ, **settings.to_env()}
+    want = {topic: n for topic, n in Counter(e.topic for e in t.events).items()}
+    try:
         # Redis loses the namespace; `mmc rebuild --publish all` rebuilds it and re-sends every output
-        client.delete(*client.scan_iter(match=Keys(settings.state_namespace).everything()))
+        drop_namespace(client, settings)
         marks = run_sync(end_offsets(settings, OUTPUTS))
         done = subprocess.run([sys.executable, "-m", "streams", "rebuild", "--publish", "all"], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -317,7 +345,7 @@ def test_lost_redis_is_rebuilt_from_the_topics_with_identical_state_and_outputs(
 
         # lost again; a worker finds its state behind the group's commits and rebuilds by itself,
         # re-sending nothing that subscribers already have
-        client.delete(*client.scan_iter(match=Keys(settings.state_namespace).everything()))
+        drop_namespace(client, settings)
         marks = run_sync(end_offsets(settings, OUTPUTS))
         log = tmp_path / "recovering.log"
         assert run_phase(settings, client, want, None, log) == "done"

@@ -15,52 +15,24 @@ from streams.messages.outputs import encode
 from streams.settings import Settings
 from tests.conftest import run_sync
 from tests.e2e.harness import Received, collect, end_offsets, produce, workers
-from tests.e2e.tournament import SPIKE_MODEL, Tournament, build, expected_counts, score_mismatches
+from tests.e2e.tournament import (
+    OUTPUTS,
+    SPIKE_MODEL,
+    Tournament,
+    TournamentRun,
+    build,
+    complete,
+    expected_counts,
+    score_mismatches,
+    tournament_settings,
+)
 
 pytestmark = pytest.mark.e2e
 
-OUTPUTS = ["scores", "leaderboard", "crowding", "alerts", "neighbours", "deadletter"]
 
-
-def tournament_settings(make_settings: Callable[..., Settings], **extra: object) -> Settings:
-    return make_settings(
-        max_message_bytes=100_000,
-        alert_min_effective_models=1000.0,  # every round counts as concentrated
-        alert_trend_rounds=3,
-        alert_trend_min_t=0.0,
-        **extra,
-    )
-
-
-def complete(t: Tournament) -> Callable[[list[Received]], bool]:
-    # a neighbours message per model of every closed round
-    want = {**expected_counts(t), "neighbours": len(t.accepted)}
-
-    def done(received: list[Received]) -> bool:
-        have = Counter(m.topic for m in received)
-        return all(have[k] >= v for k, v in want.items()) and have["alerts"] > 0
-
-    return done
-
-
-def run_tournament(settings: Settings, t: Tournament, n_workers: int, log_dir: Path) -> list[Received]:
-    run_sync(produce(settings, t.events))
-    with workers(settings, n_workers, log_dir=log_dir):
-        received = run_sync(collect(settings, OUTPUTS, complete(t), timeout=240))
-    assert complete(t)(received), f"outputs missing: {Counter(m.topic for m in received)} vs {expected_counts(t)}"
-    return received
-
-
-@pytest.fixture(scope="module")
-def tournament() -> Tournament:
-    return build()
-
-
-def test_scores_equal_batch_recomputation_bit_for_bit(make_settings: Callable[..., Settings], tournament: Tournament, tmp_path: Path) -> None:
+def test_scores_equal_batch_recomputation_bit_for_bit(one_worker_tournament: TournamentRun) -> None:
     """Every score message equals scoring.score_round recomputed in batch; bad inputs land on the dead-letter topic."""
-    settings = tournament_settings(make_settings)
-    t = tournament
-    received = run_tournament(settings, t, 1, tmp_path)
+    settings, t, received = one_worker_tournament.settings, one_worker_tournament.tournament, one_worker_tournament.received
     by_topic: dict[str, list[Received]] = {}
     for m in received:
         by_topic.setdefault(m.topic, []).append(m)
@@ -152,9 +124,8 @@ def test_scores_equal_batch_recomputation_bit_for_bit(make_settings: Callable[..
 
     # what-if from the service's state equals the counterfactual on the raw inputs
     from scoring import stake_counterfactual
-    from streams.tools.whatif import stake_whatif
 
-    rows = run_sync(stake_whatif(settings, SPIKE_MODEL, 5.0, rounds=2))
+    rows = one_worker_tournament.whatif
     assert [row.round for row in rows] == t.rounds[-2:]
     for row in rows:
         models = sorted(m for (rr, m) in t.accepted if rr == row.round)
@@ -192,22 +163,23 @@ def _comparable(received: list[Received], prefix: str) -> set[tuple[str, bytes |
     return out
 
 
-def test_two_workers_and_a_replay_give_the_same_outputs(make_settings: Callable[..., Settings], tournament: Tournament, tmp_path: Path) -> None:
-    """One worker, two workers sharing the partitions, and a replay into fresh state publish identical bytes."""
-    one = tournament_settings(make_settings)
+def test_two_workers_and_a_replay_give_the_same_outputs(make_settings: Callable[..., Settings], one_worker_tournament: TournamentRun, tmp_path: Path) -> None:
+    """One worker, two workers sharing the partitions, and a replay into fresh state publish
+    identical bytes. The two-worker run (topics of its own) and the replay (the one-worker run's
+    topics) run side by side: they share nothing but the broker and Redis."""
+    one, tournament, first = one_worker_tournament.settings, one_worker_tournament.tournament, one_worker_tournament.received
     two = tournament_settings(make_settings)
-    (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     (tmp_path / "replay").mkdir()
-    first = run_tournament(one, tournament, 1, tmp_path / "one")
-    second = run_tournament(two, tournament, 2, tmp_path / "two")
-    assert _comparable(first, one.topic_prefix) == _comparable(second, two.topic_prefix)
-
+    run_sync(produce(two, tournament.events))
     # replay: a new consumer group and empty state re-read the same input topics
     marks = run_sync(end_offsets(one, OUTPUTS))
     fresh = one.model_copy(update={"app_id": one.app_id + "-replay", "state_namespace": one.state_namespace + "r"})
-    with workers(fresh, 1, log_dir=tmp_path / "replay"):
+    with workers(two, 2, log_dir=tmp_path / "two"), workers(fresh, 1, log_dir=tmp_path / "replay"):
+        second = run_sync(collect(two, OUTPUTS, complete(tournament), timeout=240))
         replayed = run_sync(collect(fresh, OUTPUTS, complete(tournament), timeout=240, start=marks))
+    assert complete(tournament)(second), f"outputs missing: {Counter(m.topic for m in second)} vs {expected_counts(tournament)}"
+    assert _comparable(first, one.topic_prefix) == _comparable(second, two.topic_prefix)
     assert _comparable(replayed, one.topic_prefix) == _comparable(first, one.topic_prefix)
 
 

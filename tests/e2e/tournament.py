@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 import scoring
-from tests.e2e.harness import Event
+from tests.e2e.harness import Event, Received
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+    from streams.tools.whatif import WhatIfRow
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 DAY = 86_400_000
@@ -205,3 +212,64 @@ def expected_counts(t: Tournament) -> dict[str, int]:
     per_update = {r: sum(1 for (rr, _) in t.accepted if rr == r) for r in t.rounds}
     scored = sum(per_update[r] for r, _, _, _ in t.target_updates)
     return {"scores": scored, "leaderboard": scored, "crowding": len(t.target_updates), "deadletter": len(t.bad)}
+
+
+#: The output topics a tournament run reads.
+OUTPUTS = ["scores", "leaderboard", "crowding", "alerts", "neighbours", "deadletter"]
+
+
+def tournament_settings(make_settings: Callable[..., Settings], **extra: object) -> Settings:
+    """Settings under which every alert kind of the default tournament fires."""
+    return make_settings(
+        max_message_bytes=100_000,
+        alert_min_effective_models=1000.0,  # every round counts as concentrated
+        alert_trend_rounds=3,
+        alert_trend_min_t=0.0,
+        **extra,
+    )
+
+
+def complete(t: Tournament) -> Callable[[list[Received]], bool]:
+    """Whether the outputs read so far hold every output of ``t`` (and a neighbours message per
+    model of every closed round, and an alert)."""
+    want = {**expected_counts(t), "neighbours": len(t.accepted)}
+
+    def done(received: list[Received]) -> bool:
+        have = Counter(m.topic for m in received)
+        return all(have[k] >= v for k, v in want.items()) and have["alerts"] > 0
+
+    return done
+
+
+def run_tournament(settings: Settings, t: Tournament, n_workers: int, log_dir: Path) -> list[Received]:
+    """Send ``t``, run ``n_workers`` real workers until its outputs are complete, return them."""
+    from tests.conftest import run_sync
+    from tests.e2e.harness import collect, produce, workers
+
+    run_sync(produce(settings, t.events))
+    with workers(settings, n_workers, log_dir=log_dir):
+        received = run_sync(collect(settings, OUTPUTS, complete(t), timeout=240))
+    assert complete(t)(received), f"outputs missing: {Counter(m.topic for m in received)} vs {expected_counts(t)}"
+    return received
+
+
+@dataclass(frozen=True)
+class TournamentRun:
+    """A tournament streamed through one worker: its settings, its outputs, and the service's
+    what-if answer for :data:`SPIKE_MODEL` at 5× its stake over the last two rounds, asked of
+    the state the run left (before any other test can touch the session's Redis)."""
+
+    settings: Settings
+    tournament: Tournament
+    received: list[Received]
+    whatif: list[WhatIfRow]
+
+
+def one_worker_run(make_settings: Callable[..., Settings], t: Tournament, log_dir: Path) -> TournamentRun:
+    from streams.tools.whatif import stake_whatif
+    from tests.conftest import run_sync
+
+    settings = tournament_settings(make_settings)
+    received = run_tournament(settings, t, 1, log_dir)
+    rows = run_sync(stake_whatif(settings, SPIKE_MODEL, 5.0, rounds=2))
+    return TournamentRun(settings, t, received, rows)

@@ -371,20 +371,22 @@ def mmc_script() -> list[str]:
 
 @pytest.fixture(scope="module")
 def mmc_help() -> dict[str, str]:
-    """``mmc --help`` (key ``""``) and ``mmc COMMAND --help`` of every command the README's
-    section runs or mentions, run side by side; a command whose help fails maps to its error."""
-    wanted = {""} | {c for line in pieces_commands() for c in (line.command, *line.mentioned_commands)}
+    """``mmc --help`` (key ``""``) from the console script the README runs, and ``mmc COMMAND
+    --help`` of every command the README's section runs or mentions, from the same Typer app in
+    this process (a process each would spend most of its time importing the app again); a
+    command whose help fails maps to its error."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    wanted = {c for line in pieces_commands() for c in (line.command, *line.mentioned_commands)}
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    procs = {
-        name: subprocess.Popen(
-            [*mmc_script(), *([name] if name else []), "--help"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for name in sorted(wanted)
-    }
-    helps = {}
-    for name, proc in procs.items():
-        out, _ = proc.communicate(timeout=120)
-        helps[name] = out if proc.returncode == 0 else f"exit {proc.returncode}: {out}"
+    top = subprocess.run([*mmc_script(), "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    helps = {"": top.stdout if top.returncode == 0 else f"exit {top.returncode}: {top.stdout}{top.stderr}"}
+    runner = CliRunner()
+    for name in sorted(wanted):
+        result = runner.invoke(app, [name, "--help"], prog_name="mmc", env={"COLUMNS": "200", "NO_COLOR": "1"}, terminal_width=200)
+        helps[name] = result.output if result.exit_code == 0 else f"exit {result.exit_code}: {result.output}{result.exception!r}"
     return helps
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,8 @@ from streams.messages.schemas import (
     validate_deadletter_headers,
     validate_output,
 )
-from streams.settings import Settings
-from tests.conftest import run_sync
-from tests.e2e.harness import Event, Received, collect, produce, workers
-from tests.e2e.tournament import Tournament, add_bad_inputs, build
+from tests.e2e.harness import Event
+from tests.e2e.tournament import Tournament, TournamentRun, add_bad_inputs, build
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: Bad inputs whose value alone breaks its topic's schema (the rest are refused for their key,
@@ -351,15 +349,11 @@ def test_output_schemas_are_strict() -> None:
 
 
 @pytest.mark.e2e
-def test_every_output_message_of_a_real_worker_matches_its_schema(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """A small tournament through a real worker: each score, leaderboard row, crowding report, alert, neighbours message and dead letter validates."""
-    settings = make_settings(
-        max_message_bytes=100_000,
-        alert_min_effective_models=1000.0,
-        alert_trend_rounds=3,
-        alert_trend_min_t=0.0,
-    )
-    t = build(n_models=12, n_ids=200, n_rounds=4, days=2, seed=3)
+def test_every_output_message_of_a_real_worker_matches_its_schema(one_worker_tournament: TournamentRun) -> None:
+    """The default tournament through a real worker (the run tests/e2e/test_tournament.py checks
+    against the batch recomputation): each score, leaderboard row, crowding report, alert of every
+    kind, neighbours message and dead letter validates."""
+    t, received = one_worker_tournament.tournament, one_worker_tournament.received
     per_round = Counter(r for (r, _) in t.accepted)
     want = {
         "scores": sum(per_round[r] for r, _, _, _ in t.target_updates),
@@ -368,23 +362,9 @@ def test_every_output_message_of_a_real_worker_matches_its_schema(make_settings:
         "deadletter": len(t.bad),
     }
     kinds = {"corr_w_mm_spike", "crowding_tax", "crowding_trend", "concentration"}
-
-    def done(received: list[Received]) -> bool:
-        have = Counter(m.topic for m in received)
-        alerts = {m.json()["kind"] for m in received if m.topic == "alerts"}
-        return all(have[k] >= v for k, v in want.items()) and have["leaderboard"] >= want["scores"] and kinds <= alerts
-
-    run_sync(produce(settings, t.events))
-    with workers(settings, 1, log_dir=tmp_path):
-        received = run_sync(
-            collect(
-                settings,
-                ["scores", "leaderboard", "crowding", "alerts", "neighbours", "deadletter"],
-                done,
-                timeout=240,
-            )
-        )
-    assert done(received), Counter(m.topic for m in received)
+    have = Counter(m.topic for m in received)
+    assert all(have[k] >= v for k, v in want.items()) and have["leaderboard"] >= want["scores"], have
+    assert kinds <= {m.json()["kind"] for m in received if m.topic == "alerts"}
     originals = {e.value or b"" for e in t.events}
     checked: Counter[str] = Counter()
     for m in received:

@@ -22,8 +22,8 @@ import pytest
 from streams.settings import Settings
 from tests.conftest import run_sync
 from tests.e2e.harness import Event, collect, end_offsets, produce, workers
-from tests.e2e.test_tournament import OUTPUTS, _comparable, complete, run_tournament, tournament_settings
-from tests.e2e.tournament import build
+from tests.e2e.test_tournament import _comparable
+from tests.e2e.tournament import OUTPUTS, build, complete, run_tournament, tournament_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

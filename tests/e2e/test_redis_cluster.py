@@ -22,8 +22,8 @@ from streams.state.client import redis_sync_client
 from tests.conftest import StackEnv, run_sync
 from tests.e2e.harness import Received, collect, end_offsets
 from tests.e2e.test_faults import snapshot
-from tests.e2e.test_tournament import OUTPUTS, _comparable, complete, run_tournament, tournament_settings
-from tests.e2e.tournament import Tournament, build
+from tests.e2e.test_tournament import _comparable
+from tests.e2e.tournament import OUTPUTS, Tournament, build, complete, run_tournament, tournament_settings
 from tests.streams.web.test_web import http, web_server
 
 pytestmark = pytest.mark.e2e

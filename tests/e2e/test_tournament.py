@@ -14,7 +14,7 @@ from streams.messages.neighbours import neighbour_messages
 from streams.messages.outputs import encode
 from streams.settings import Settings
 from tests.conftest import run_sync
-from tests.e2e.harness import Received, collect, end_offsets, produce, workers
+from tests.e2e.harness import Received, collect, end_offsets, produce, start_worker, stop_workers, workers
 from tests.e2e.tournament import (
     OUTPUTS,
     SPIKE_MODEL,
@@ -175,9 +175,12 @@ def test_two_workers_and_a_replay_give_the_same_outputs(make_settings: Callable[
     # replay: a new consumer group and empty state re-read the same input topics
     marks = run_sync(end_offsets(one, OUTPUTS))
     fresh = one.model_copy(update={"app_id": one.app_id + "-replay", "state_namespace": one.state_namespace + "r"})
-    with workers(two, 2, log_dir=tmp_path / "two"), workers(fresh, 1, log_dir=tmp_path / "replay"):
+    procs = [start_worker(two, tmp_path / "two" / f"worker{i}.log") for i in range(2)] + [start_worker(fresh, tmp_path / "replay" / "worker0.log")]
+    try:
         second = run_sync(collect(two, OUTPUTS, complete(tournament), timeout=240))
         replayed = run_sync(collect(fresh, OUTPUTS, complete(tournament), timeout=240, start=marks))
+    finally:
+        stop_workers(procs)  # all three at once
     assert complete(tournament)(second), f"outputs missing: {Counter(m.topic for m in second)} vs {expected_counts(tournament)}"
     assert _comparable(first, one.topic_prefix) == _comparable(second, two.topic_prefix)
     assert _comparable(replayed, one.topic_prefix) == _comparable(first, one.topic_prefix)

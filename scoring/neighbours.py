@@ -20,6 +20,8 @@ signed power 1.5 of them, not the 2020 MMC's tie-broken uniform ranks.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,12 +108,16 @@ def crowd_neighbours(
         k: neighbours per model, ≥ 1.
         threshold: crowd correlation, in [−1, 1].
         block_rows: models whose rows and correlations are held at once (rounded up to whole
-            tiles; default one tile). Peak memory is about ``8·(n_stakers + block)·n_ids``
-            plus ``24·block·n_stakers`` bytes. Results are bit-identical for every block size
-            (and across runs, for a given BLAS and thread count).
+            tiles; default one tile), two blocks at a time. Peak memory is about
+            ``8·(n_stakers + 2·block)·n_ids`` plus ``18·block·n_stakers`` bytes. Results are
+            bit-identical for every block size (and across runs, for a given BLAS and thread
+            count).
 
     Cost: the product is ``2·n_models·n_stakers·n_ids`` flops, 269 GFLOP at 10,000 models ×
-    2,000 stakers × 6,720 ids; everything else is linear in the rows (docs/performance.md).
+    2,000 stakers × 6,720 ids; everything else is linear in the rows and runs on one helper
+    thread while the product of the next block runs (docs/performance.md). The product stays
+    whole and in float64: its last bits depend on where a staker's column sits in the call, so
+    no smaller or float32 product could give the same bits for only the pairs that matter.
 
     Returns:
         :class:`CrowdNeighbours`.
@@ -133,11 +139,8 @@ def crowd_neighbours(
     column_of = np.full(m, -1, dtype=np.int64)
     column_of[staker_rows] = np.arange(n_stakers)
     threshold_key = _key(np.float64(threshold))
-    for start in range(0, m if n_stakers else 0, block):
-        stop = min(start + block, m)
-        corr, valid = _block_correlation(rows, start, stop, tables, z_stakers, staker_valid, column_of[start:stop])
-        found.add_nearest(corr, start, staker_rows)
-        found.add_crowd(corr, valid, start, threshold, threshold_key, s[staker_rows], total)
+    if n_stakers:
+        _scan(rows, block, tables, z_stakers, staker_valid, column_of, found.add_block(threshold, threshold_key, s[staker_rows], staker_rows, total))
 
     listed = found.index >= 0
     neighbour_stake = np.where(listed, s[np.where(listed, found.index, 0)], np.nan)
@@ -164,35 +167,100 @@ def _standardized_stakers(rows: PreparedRound, staker_rows: NDArray[np.intp], ta
     staker_valid = np.empty(n_stakers, dtype=bool)
     for start in range(0, n_stakers, TILE_ROWS):
         stop = min(start + TILE_ROWS, n_stakers)
-        z_stakers[start:stop], staker_valid[start:stop] = standardized_rows(rows.rows(staker_rows[start:stop]), tables)
+        staker_valid[start:stop] = _standardize_into(rows.rows(staker_rows[start:stop]), tables, z_stakers[start:stop])
     return z_stakers, staker_valid
 
 
-def _block_correlation(
+def _block_rows(
     rows: PreparedRound,
     start: int,
     stop: int,
     tables: RankTables,
     z_stakers: NDArray[np.float64],
+    own: NDArray[np.int64],
+    out: NDArray[np.float64],
+) -> NDArray[np.bool_]:
+    """Standardized rows of models ``start:stop`` into ``out``; which of them are defined.
+
+    A staker's row is copied from ``z_stakers`` (``own`` is each model's column there, −1
+    for a model without stake): the same values, since a row's values depend on that row only.
+    """
+    block = PreparedRound(order=rows.order[start:stop], new_group=rows.new_group[start:stop])
+    staked = own >= 0
+    valid = _standardize_into(block, tables, out, skip=staked)
+    out[staked] = z_stakers[own[staked]]
+    return valid
+
+
+def _block_correlation(
+    z: NDArray[np.float64],
+    valid: NDArray[np.bool_],
+    z_stakers: NDArray[np.float64],
     staker_valid: NDArray[np.bool_],
     own: NDArray[np.int64],
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Correlations of models ``start:stop`` with every staker, −inf where a pair has none.
+    out: NDArray[np.float64],
+) -> None:
+    """Correlations of a block's standardized rows ``z`` with every staker into ``out``, −inf where a pair has none.
 
-    ``own`` is each model's column among the stakers (−1 for a model without stake). Returns
-    the ``[stop − start, n_stakers]`` correlations and which of the models have a defined row.
+    ``valid``: which of the block's rows are defined; ``own``: each model's column among the
+    stakers (−1 for a model without stake). The product runs in tiles of :data:`TILE_ROWS`
+    rows (blocks start at multiples of it).
     """
-    z, valid = standardized_rows(rows.rows(np.arange(start, stop)), tables)
-    corr = np.empty((stop - start, z_stakers.shape[0]))
-    for tile in range(start, stop, TILE_ROWS):
-        end = min(tile + TILE_ROWS, stop)
-        np.matmul(z[tile - start : end - start], z_stakers.T, out=corr[tile - start : end - start])
+    for tile in range(0, z.shape[0], TILE_ROWS):
+        end = min(tile + TILE_ROWS, z.shape[0])
+        np.matmul(z[tile:end], z_stakers.T, out=out[tile:end])
     # Pairs without a correlation (constant rows, a model with itself) never qualify.
-    corr[~valid] = -np.inf
-    corr[:, ~staker_valid] = -np.inf
+    undefined = np.flatnonzero(~valid)
+    if undefined.size:
+        out[undefined] = -np.inf
+    undefined_stakers = np.flatnonzero(~staker_valid)
+    if undefined_stakers.size:
+        out[:, undefined_stakers] = -np.inf
     staked_rows = np.flatnonzero(own >= 0)
-    corr[staked_rows, own[staked_rows]] = -np.inf
-    return corr, valid
+    out[staked_rows, own[staked_rows]] = -np.inf
+
+
+def _scan(
+    rows: PreparedRound,
+    block: int,
+    tables: RankTables,
+    z_stakers: NDArray[np.float64],
+    staker_valid: NDArray[np.bool_],
+    column_of: NDArray[np.int64],
+    take: Callable[[NDArray[np.float64], NDArray[np.bool_], int], None],
+) -> None:
+    """Every block's correlations with the stakers, handed to ``take(corr, valid, start)`` in block order.
+
+    The product runs on the calling thread (BLAS's threads); one helper thread standardizes
+    the next block's rows and reads the previous block's correlations meanwhile, into two
+    buffers each used in turn. Every step is row-local and fills its own rows, so the
+    overlap changes no bit.
+    """
+    m = rows.n_models
+    starts = range(0, m, block)
+    height = min(block, m)
+    z = [np.empty((height, rows.n_ids)), np.empty((height, rows.n_ids))]
+    corr = [np.empty((height, z_stakers.shape[0])), np.empty((height, z_stakers.shape[0]))]
+
+    def standardize(t: int) -> NDArray[np.bool_]:
+        start = starts[t]
+        stop = min(start + block, m)
+        return _block_rows(rows, start, stop, tables, z_stakers, column_of[start:stop], z[t % 2][: stop - start])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crowd") as helper:
+        next_valid = helper.submit(standardize, 0)
+        taken: Future[None] | None = None
+        for t, start in enumerate(starts):
+            b = min(start + block, m) - start
+            valid = next_valid.result()
+            if t + 1 < len(starts):
+                next_valid = helper.submit(standardize, t + 1)  # while this block's product runs
+            _block_correlation(z[t % 2][:b], valid, z_stakers, staker_valid, column_of[start : start + b], corr[t % 2][:b])
+            if taken is not None:
+                taken.result()  # the previous block's correlations are read: its buffer is free
+            taken = helper.submit(take, corr[t % 2][:b], valid, start)
+        if taken is not None:
+            taken.result()
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,6 +282,22 @@ class _Found:
             crowd_share=np.full(m, np.nan),
             crowd_size=np.zeros(m, dtype=np.int64),
         )
+
+    def add_block(
+        self,
+        threshold: float,
+        threshold_key: NDArray[np.int64],
+        staker_stakes: NDArray[np.float64],
+        staker_rows: NDArray[np.intp],
+        total: float,
+    ) -> Callable[[NDArray[np.float64], NDArray[np.bool_], int], None]:
+        """What :func:`_scan` calls with each block's correlations: its nearest stakers and crowd."""
+
+        def take(corr: NDArray[np.float64], valid: NDArray[np.bool_], start: int) -> None:
+            self.add_nearest(corr, start, staker_rows)
+            self.add_crowd(corr, valid, start, threshold, threshold_key, staker_stakes, total)
+
+        return take
 
     def add_nearest(self, corr: NDArray[np.float64], start: int, staker_rows: NDArray[np.intp]) -> None:
         """The nearest stakers of models ``start : start + len(corr)`` from their correlations."""
@@ -237,7 +321,7 @@ class _Found:
         """The crowd of models ``start : start + len(corr)``: size and stake share."""
         stop = start + corr.shape[0]
         # The crowd: keys at or above the threshold's; a key ≥ K needs a value ≥ its K − 2e-12.
-        rows_at, columns = np.nonzero(corr >= threshold - _KEY_MARGIN)
+        rows_at, columns = _where(corr >= threshold - _KEY_MARGIN)
         inside = _key(corr[rows_at, columns]) >= threshold_key
         rows_at, columns = rows_at[inside], columns[inside]
         self.crowd_size[start:stop] = np.bincount(rows_at, minlength=stop - start)
@@ -256,19 +340,42 @@ def _nearest(corr: NDArray[np.float64], width: int) -> tuple[NDArray[np.intp], N
     Nearest: larger :func:`_key`, then the lower column. Returned as (row, column) pairs
     sorted by row, then nearness. Only columns within :data:`_KEY_MARGIN` of the row's
     ``width``-th largest value can rank among its first ``width`` (their key is at least that
-    value's key, which is at least the ``width``-th largest key), so only those are keyed.
+    value's key, which is at least the ``width``-th largest key), so only columns at or above
+    :func:`_kth_floor` (at most that value, minus the margin) are keyed.
     """
-    n_rows, n_columns = corr.shape
+    n_rows = corr.shape[0]
     if width == 0 or n_rows == 0:
         empty = np.empty(0, dtype=np.intp)
         return empty, empty
-    kth = np.partition(corr, n_columns - width, axis=1)[:, n_columns - width]
-    rows_at, columns = np.nonzero((corr >= (kth - _KEY_MARGIN)[:, np.newaxis]) & (corr > -np.inf))
+    rows_at, columns = _where(corr >= _kth_floor(corr, width)[:, np.newaxis])
     keys = _key(corr[rows_at, columns])
     order = np.lexsort((columns, -keys, rows_at))
     rows_at, columns = rows_at[order], columns[order]
     kept = np.arange(rows_at.size) - np.searchsorted(rows_at, rows_at) < width
     return rows_at[kept], columns[kept]
+
+
+def _kth_floor(corr: NDArray[np.float64], width: int) -> NDArray[np.float64]:
+    """Per row, a value at most its ``width``-th largest minus :data:`_KEY_MARGIN` and above −inf.
+
+    The columns are cut into ``g ≥ width`` runs; the ``width``-th largest of the runs' maxima
+    is at most the row's ``width``-th largest value (``width`` distinct runs each hold a value
+    at least that large). Cheaper than partitioning every row, and a few runs per neighbour
+    leave few extra candidates. Where it is −inf (fewer than ``width`` defined values), the
+    floor is the lowest finite float, so every defined value and no −inf passes.
+    """
+    n_columns = corr.shape[1]
+    runs = min(n_columns, 4 * width)
+    maxima = np.maximum.reduceat(corr, (np.arange(runs) * n_columns) // runs, axis=1)
+    bound = np.partition(maxima, runs - width, axis=1)[:, runs - width]
+    floor: NDArray[np.float64] = np.where(bound > -np.inf, bound - _KEY_MARGIN, -np.finfo(np.float64).max)
+    return floor
+
+
+def _where(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``np.nonzero`` of a 2-d mask (rows, then columns, row-major), through the flat index: several times faster."""
+    rows_at, columns = np.divmod(np.flatnonzero(mask), mask.shape[1])
+    return rows_at, columns
 
 
 @functools.lru_cache(maxsize=16)
@@ -290,19 +397,32 @@ def standardized_rows(prepared: PreparedRound, tables: RankTables) -> tuple[NDAr
     flat index array is as large as the block).
     """
     out = np.empty(prepared.order.shape)
+    return out, _standardize_into(prepared, tables, out)
+
+
+def _standardize_into(
+    prepared: PreparedRound,
+    tables: RankTables,
+    out: NDArray[np.float64],
+    skip: NDArray[np.bool_] | None = None,
+) -> NDArray[np.bool_]:
+    """:func:`standardized_rows` written into ``out``, leaving the rows where ``skip`` is True untouched."""
     valid: NDArray[np.bool_] = np.asarray(prepared.new_group[:, 1:].any(axis=1))
     tie_free = _tie_free_standardized(prepared.n_ids)
     tied_rows = np.zeros(prepared.n_models, dtype=bool)
     tied_rows[prepared.tie_rows] = True
-    for i in np.flatnonzero(~tied_rows):
-        out[i, prepared.order[i]] = tie_free
-    if prepared.tie_rows.size:
-        tied = tables.g[prepared.tie_ranks]
+    left_out = tied_rows if skip is None else tied_rows | skip
+    for i in np.flatnonzero(~left_out):
+        # A 1-d scatter by a native-integer index is the cheapest numpy has (no cast per element).
+        out[i][prepared.order[i].astype(np.intp)] = tie_free
+    tie_rows = prepared.tie_rows if skip is None else prepared.tie_rows[~skip[prepared.tie_rows]]
+    if tie_rows.size:
+        tied = tables.g[prepared.tie_ranks if skip is None else prepared.tie_ranks[~skip[prepared.tie_rows]]]
         tied -= tied.mean(axis=1, keepdims=True)
         norm = np.sqrt((tied * tied).sum(axis=1))
-        defined = valid[prepared.tie_rows]
+        defined = valid[tie_rows]
         tied[defined] /= norm[defined, np.newaxis]
         tied[~defined] = 0.0
-        for values, i in zip(tied, prepared.tie_rows, strict=True):
-            out[i, prepared.order[i]] = values
-    return out, valid
+        for values, i in zip(tied, tie_rows, strict=True):
+            out[i][prepared.order[i].astype(np.intp)] = values
+    return valid

@@ -13,7 +13,8 @@ messages.
   truncated copy with the original size and SHA-256, and nothing else held up;
 - (b) the broker paused with SIGSTOP mid-season (45 s here, 120 s in ``make test-slow``):
   past every client's request timeout, yet nothing is dead-lettered and nothing lost;
-- (c) rounds records stamped in the year 2100: refused ``clock_skew``, the watermark unmoved;
+- (c) rounds records stamped in the year 2100: refused ``clock_skew``, the watermark unmoved
+  ((a) and (c) are faults of one season: each case checks its own promise on it);
 - (d) a whole season at once, into a running worker with a CPU hog beside it, and before the
   worker starts, with a round cache smaller than the rounds in flight: no basis task fails,
   no update is lost;
@@ -31,6 +32,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,8 @@ from streams.messages.schemas import validate_deadletter_headers
 from streams.settings import Settings
 from streams.state.client import redis_sync_client
 from streams.tools.stack import EmbeddedStack
-from tests.conftest import run_sync
-from tests.e2e.harness import Received, collect, produce, start_worker, stop_workers
+from tests.conftest import StackEnv, fresh_settings, run_sync
+from tests.e2e.harness import Event, Received, collect, produce, start_worker, stop_workers
 from tests.e2e.test_faults import OUTPUTS, UndisturbedSeason, applied, check_trial, comparable, outputs_complete
 from tests.e2e.tournament import DAY, T0, Tournament, build
 
@@ -60,23 +62,27 @@ def fault_stack() -> Iterator[EmbeddedStack]:
         yield stack
 
 
+def fault_fields(stack: EmbeddedStack) -> dict[str, Any]:
+    """The module's stack; short group timeouts, small batches and a 100 KB input limit (as the
+    kill trials), a 256 KB dead-letter limit."""
+    return {
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "redis_url": stack.redis_url,
+        "max_message_bytes": 100_000,
+        "deadletter_max_bytes": 256 << 10,
+        "ingest_batch_size": 16,
+        "broker_session_timeout": 6.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_rebalance_timeout": 6.0,
+    }
+
+
 @pytest.fixture
 def fault_settings(fault_stack: EmbeddedStack, make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
-    """Fresh topics, group and namespace on the module's stack; short group timeouts, small
-    batches and a 100 KB input limit (as the kill trials), a 256 KB dead-letter limit."""
+    """Fresh topics, group and namespace with :func:`fault_fields` (and ``overrides``)."""
 
     def factory(**overrides: Any) -> Settings:
-        fields: dict[str, Any] = {
-            "kafka_bootstrap": fault_stack.kafka_bootstrap,
-            "redis_url": fault_stack.redis_url,
-            "max_message_bytes": 100_000,
-            "deadletter_max_bytes": 256 << 10,
-            "ingest_batch_size": 16,
-            "broker_session_timeout": 6.0,
-            "broker_heartbeat_interval": 1.0,
-            "broker_rebalance_timeout": 6.0,
-        }
-        return make_settings(**{**fields, **overrides})
+        return make_settings(**{**fault_fields(fault_stack), **overrides})
 
     return factory
 
@@ -155,14 +161,37 @@ def add_oversize(t: Tournament) -> dict[tuple[str, int], bytes]:
     return originals
 
 
-def test_oversize_records_on_every_topic_are_dead_lettered_truncated_and_nothing_is_held_up(fault_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """20 MB and 8.4 MB records on each input topic: one truncated dead letter each, every score right."""
+@dataclass(frozen=True)
+class FaultySeason:
+    """A season streamed through one worker with faults (a) and (c) in it: the oversize records
+    by (topic, size), and the two rounds records stamped in 2100."""
+
+    settings: Settings
+    tournament: Tournament
+    received: list[Received]
+    log: Path
+    oversize: dict[tuple[str, int], bytes]
+    skewed: list[Event]
+
+
+@pytest.fixture(scope="module")
+def oversize_and_skewed_season(fault_stack: EmbeddedStack, stack_env: StackEnv, tmp_path_factory: pytest.TempPathFactory) -> FaultySeason:
+    """Faults (a) and (c) in one season (run_season checks every valid input's scores and every
+    refusal's reason, those of both faults included); each case checks its own promise."""
     t = build(n_models=16, n_ids=200, n_rounds=3, days=2, seed=5)
     originals = add_oversize(t)
-    settings = fault_settings()
-    log = tmp_path / "worker.log"
+    skewed = add_skewed(t)
+    settings = fresh_settings(stack_env, **fault_fields(fault_stack))
+    log = tmp_path_factory.mktemp("oversize-and-skew") / "worker.log"
     received = run_season(settings, t, log)
-    letters = [m for m in received if m.topic == "deadletter" and m.headers["mmc.error.reason"] == b"oversize"]
+    return FaultySeason(settings, t, received, log, originals, skewed)
+
+
+def test_oversize_records_on_every_topic_are_dead_lettered_truncated_and_nothing_is_held_up(oversize_and_skewed_season: FaultySeason) -> None:
+    """20 MB and 8.4 MB records on each input topic: one truncated dead letter each, every score right."""
+    season = oversize_and_skewed_season
+    settings, originals = season.settings, season.oversize
+    letters = [m for m in season.received if m.topic == "deadletter" and m.headers["mmc.error.reason"] == b"oversize"]
     big = list({(m.headers["mmc.error.topic"], m.headers["mmc.error.offset"]): m for m in letters if "mmc.error.truncated" in m.headers}.values())
     assert len(big) == len(originals), [dict(m.headers) for m in letters]
     for m in big:
@@ -173,7 +202,7 @@ def test_oversize_records_on_every_topic_are_dead_lettered_truncated_and_nothing
         assert m.headers["mmc.error.original.sha256"].decode() == hashlib.sha256(original).hexdigest()
         assert m.value == original[: settings.deadletter_max_bytes]
         validate_deadletter_headers(m.headers)  # the published schema describes them
-    assert log_problems(log) == []
+    assert log_problems(season.log) == []
 
 
 # --- (b) the broker paused ------------------------------------------------------------------------
@@ -218,19 +247,24 @@ def test_broker_paused_two_minutes_mid_season(fault_stack: EmbeddedStack, fault_
 
 
 # --- (c) a record stamped in 2100 ----------------------------------------------------------------
-def test_records_stamped_in_2100_are_refused_clock_skew_and_do_not_poison_the_watermark(fault_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """A refused and a well-formed rounds record stamped in 2100, early in the log: both refused
-    ``clock_skew``; every later round event and target update is decided as without them."""
-    t = build(n_models=16, n_ids=200, n_rounds=3, days=2, seed=5)
+def add_skewed(t: Tournament) -> list[Event]:
+    """A refused and a well-formed rounds record stamped in 2100, right after round 1 opens; returns them."""
     first_open = next(i for i, e in enumerate(t.events) if e.topic == "rounds")
     t.add_bad("clock_skew", "rounds", "2", {"type": "reopen", "round": 2}, YEAR_2100_MS)
     t.add_bad("clock_skew", "rounds", "77", {"type": "open", "round": 77, "ids": ["a", "b", "c"]}, YEAR_2100_MS + 1)
     skewed = t.events[-2:]
     del t.events[-2:]
-    t.events[first_open + 1 : first_open + 1] = skewed  # right after round 1 opens
-    settings = fault_settings()
-    log = tmp_path / "worker.log"
-    run_season(settings, t, log)
+    t.events[first_open + 1 : first_open + 1] = skewed
+    return skewed
+
+
+def test_records_stamped_in_2100_are_refused_clock_skew_and_do_not_poison_the_watermark(oversize_and_skewed_season: FaultySeason) -> None:
+    """A refused and a well-formed rounds record stamped in 2100, early in the log: both refused
+    ``clock_skew``; every later round event and target update is decided as without them."""
+    season = oversize_and_skewed_season
+    settings, t = season.settings, season.tournament
+    letters = {m.headers["mmc.error.offset"]: m for m in season.received if m.topic == "deadletter" and m.headers["mmc.error.reason"] == b"clock_skew"}
+    assert sorted(m.value for m in letters.values()) == sorted(e.value for e in season.skewed if e.value is not None)
     client = redis_sync_client(settings)
     try:
         from streams.state import Keys
@@ -239,7 +273,7 @@ def test_records_stamped_in_2100_are_refused_clock_skew_and_do_not_poison_the_wa
         assert watermark < YEAR_2100_MS and watermark == max(e.timestamp_ms for e in t.events if e.topic == "rounds" and e.timestamp_ms < YEAR_2100_MS)
     finally:
         client.close()
-    assert log_problems(log) == []
+    assert log_problems(season.log) == []
 
 
 # --- (d) a whole season at once ------------------------------------------------------------------

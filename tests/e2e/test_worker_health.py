@@ -38,6 +38,9 @@ def get_health(port: int) -> tuple[int, dict[str, object]] | None:
         return None
 
 
+# The default suite checks the same answer on the worker that scores the newcomer's tournament
+# (tests/streams/cli/test_newcomer_path.py::test_a_worker_and_mmc_web_run_side_by_side).
+@pytest.mark.slow
 def test_health_is_ok_while_every_component_runs(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """A running worker answers 200 ``{"status": "ok", "problems": []}`` at /health."""
     settings = make_settings()

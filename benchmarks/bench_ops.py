@@ -71,7 +71,7 @@ from bench_stream import (
 from rich.console import Console
 from rich.table import Table
 
-from scoring.rounds import prepare_submission
+from scoring.prepared import prepare_submission
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.topics import create_topics
 from streams.settings import Settings

@@ -46,7 +46,7 @@ import redis
 import redis.asyncio
 
 import scoring
-from scoring.rounds import PreparedRound, PreparedSubmission, gaussian_ranks
+from scoring.prepared import PreparedRound, PreparedSubmission, gaussian_ranks
 from streams.messages.outputs import encode, json_output
 from streams.messages.resolution import history_entry, round_figures, score_messages, standing, standing_score, trend_figures
 from streams.settings import Settings

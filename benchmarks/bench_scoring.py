@@ -87,7 +87,7 @@ def bench_prepared(n_models: int, n_ids: int, repeat: int) -> None:
     close_s = time.perf_counter() - start
     resolve_s = timed(lambda: resolve_round(prepared, basis, targets), repeat)
     # The same resolution on one thread, for the ratio (results are the same bits: fixed blocks).
-    import scoring.rounds as rounds_module
+    import scoring.prepared as rounds_module
 
     threads, rounds_module.GATHER_THREADS = rounds_module.GATHER_THREADS, 1
     try:

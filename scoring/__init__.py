@@ -19,15 +19,12 @@ from scoring.errors import (
 )
 from scoring.metrics import contribution, corr_with_meta_model, meta_model, numerai_corr, payout_score
 from scoring.neighbours import CrowdNeighbours, CrowdTax, Neighbour, crowd_neighbours, crowd_tax
+from scoring.prepared import PreparedRound, PreparedSubmission, gaussian_ranks, prepare_submission
 from scoring.ranking import gaussianize, rank_uniform, signed_power
 from scoring.rounds import (
-    PreparedRound,
-    PreparedSubmission,
     RoundBasis,
     RoundScores,
     close_round,
-    gaussian_ranks,
-    prepare_submission,
     resolve_round,
     round_samples,
     score_prepared,

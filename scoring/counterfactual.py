@@ -18,7 +18,8 @@ from numpy.typing import ArrayLike
 
 from scoring.bootstrap import DEFAULT_DRAWS, DEFAULT_FRACTION, DEFAULT_SALT
 from scoring.errors import ScoringError
-from scoring.rounds import PreparedRound, round_samples, score_prepared
+from scoring.prepared import PreparedRound
+from scoring.rounds import round_samples, score_prepared
 from scoring.validation import DEFAULT_MAX_MISSING_RATIO, as_stakes
 
 

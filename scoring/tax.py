@@ -10,9 +10,9 @@ from numpy.typing import ArrayLike, NDArray
 from scoring.crowd_results import STATUS_NO_META_MODEL, STATUS_NO_NEIGHBOURS, STATUS_NO_STAKE_LEFT, STATUS_OK, CrowdNeighbours, _model_rows, _positive_int
 from scoring.errors import ShapeMismatch
 from scoring.metrics import contribution_target_scale
+from scoring.prepared import PreparedRound, RankTables, rank_tables, sorted_values
+from scoring.prepared import block_rows as close_block_rows
 from scoring.ranking import doubled_tie_kept_rank, scatter_rows, sort_structure, tie_kept_rank__gaussianize
-from scoring.rounds import PreparedRound, RankTables, rank_tables, sorted_values
-from scoring.rounds import block_rows as close_block_rows
 from scoring.validation import DEFAULT_MAX_MISSING_RATIO, as_targets
 
 #: Bytes of neighbours' rows gathered at once for the counterfactual meta models.

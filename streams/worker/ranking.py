@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from scoring.rounds import PreparedRound, PreparedSubmission, gaussian_ranks
+from scoring.prepared import PreparedRound, PreparedSubmission, gaussian_ranks
 from streams.errors import InvalidMessage
 from streams.messages.records import InputRecord, Submission, decode_input
 

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import scoring
-from scoring.rounds import PreparedRound
+from scoring.prepared import PreparedRound
 from streams.messages.records import refuse
 from streams.worker.context import WorkerContext
 

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from scoring.errors import ScoringError
-from scoring.rounds import PreparedRound, g15_correlations, gaussian_ranks
+from scoring.prepared import PreparedRound, g15_correlations, gaussian_ranks
 from streams import failpoints
 from streams.errors import InvalidMessage
 from streams.messages.outputs import Output

@@ -123,7 +123,7 @@ def test_an_order_beyond_the_universe_is_refused() -> None:
 @pytest.mark.parametrize("threads, block_bytes", [(1, 2 << 20), (3, 256 << 10), (2, 64 << 10)])
 def test_resolution_does_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch, threads: int, block_bytes: int) -> None:
     """Every row's scores are the same bits whatever the gather threads (blocks fixed by size only)."""
-    import scoring.rounds as rounds
+    import scoring.prepared as rounds
 
     preds, stakes, targets = random_round(7, n_models=300, n_ids=700)
     targets = np.where(np.isnan(targets), 0.5, targets)
@@ -200,8 +200,8 @@ def test_resolve_round_refuses_missing_targets() -> None:
 
 def test_gaussian_ranks_equal_the_transform_on_raw_predictions() -> None:
     """Id-space gaussianized ranks from prepared rows equal the direct transforms (ties included)."""
+    from scoring.prepared import gaussian_ranks
     from scoring.ranking import tie_kept_rank__gaussianize, tie_kept_rank__gaussianize__pow_1_5
-    from scoring.rounds import gaussian_ranks
 
     preds, _, _ = random_round(14)
     prepared = PreparedRound.from_predictions(preds)

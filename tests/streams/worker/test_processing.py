@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 import scoring
-from scoring.rounds import PreparedRound, gaussian_ranks
+from scoring.prepared import PreparedRound, gaussian_ranks
 from streams.errors import InvalidMessage
 from streams.messages.records import InputRecord
 from streams.settings import Settings

@@ -114,6 +114,13 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     At ``info`` the log has the worker's own lines (one per scored update) and the client
     libraries' warnings and errors; ``debug`` shows everything.
+
+    This is the worker's composition root. Topic creation and start-up recovery
+    (:func:`~streams.worker.rebuild.recover_if_behind`) run to completion first, each on its
+    own short event loop with clients it opens and closes (an asyncio client belongs to the
+    loop that created it, and Faust's loop does not exist yet); then :func:`create_app` builds
+    the one :class:`~streams.worker.runtime.Runtime` whose Redis state, barrier and producer
+    every agent and the submissions consumer share.
     """
     quiet_libraries(loglevel)
     asyncio.run(create_topics(settings))

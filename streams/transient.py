@@ -23,53 +23,107 @@ What counts, whatever the client version:
   Redis out of memory (``maxmemory`` reached: the operator frees memory, the record waits).
 
 The exception's ``__cause__`` is looked at too (clients often wrap a socket error).
+
+Retrying. Every retry and reconnect loop of the service — :func:`with_retry` around a record's
+Redis and Kafka calls, the submissions consumer's restarts, the live feed's reconnects, the
+start-up wait for Kafka and Redis — takes its pauses from one maintained library, `stamina
+<https://stamina.hynek.me>`_ (on top of tenacity), through :func:`retries`: exponential
+backoff (base 2) from RETRY_MIN_SECONDS up to RETRY_MAX_SECONDS, unlimited attempts and time
+(the record waits for its dependency; the start-up wait has its own deadline), and a random
+jitter of up to RETRY_JITTER_SECONDS added to each pause, so that workers and clients retrying
+the same dependency spread out instead of knocking in step. stamina caps the jittered pause at
+RETRY_MAX_SECONDS, so pauses at the cap are equal; the offsets the earlier, jittered pauses put
+between clients remain. stamina is chosen over tenacity used directly for its small, typed API
+with safe defaults: jitter always on, a predicate deciding what is retried, an iterator of
+attempts for loops that are not one function call, and a test mode (``stamina.set_testing``).
+Each loop logs its retries in its own words through :func:`reporting_retries` (stamina's
+on-retry hook), with the pause stamina is about to take. Timing only: nothing a worker outputs
+depends on it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import aiokafka.errors as kafka_errors
 import confluent_kafka
 import redis.exceptions as redis_errors
+import stamina
+from stamina.instrumentation import RetryDetails
 
 from streams.errors import StateLost
 
 log = logging.getLogger(__name__)
 
-#: Backoff of :func:`with_retry` and the reconnect loops: from this delay, doubling, up to the
-#: next, each pause shortened by a random share of up to RETRY_JITTER.
+#: The backoff of :func:`with_retry` and the reconnect loops (stamina's ``wait_initial``,
+#: ``wait_max``, ``wait_jitter``): the n-th pause is min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS *
+#: 2**(n-1) + a random share of RETRY_JITTER_SECONDS), i.e. 0.5-1, 1-1.5, 2-2.5, 4-4.5, 8-8.5, then 10 s.
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
-RETRY_JITTER = 0.25
+RETRY_JITTER_SECONDS = 0.5
+
+#: What a loop does with each retry stamina schedules (log it in its own words, count it).
+RetryReport = Callable[[RetryDetails], None]
+_REPORT: ContextVar[RetryReport | None] = ContextVar("streams_retry_report", default=None)
 
 
-class Backoff:
-    """The pauses of every retry and reconnect loop: from ``first``, doubling up to ``most``.
+def _hand_to_the_loop(details: RetryDetails) -> None:
+    """stamina's one on-retry hook here: the retry goes to the loop that scheduled it (:func:`reporting_retries`)."""
+    report = _REPORT.get()
+    if report is not None:
+        report(details)
+    else:
+        log.warning("retrying %s after %r in %.1f s", details.name, details.caused_by, details.wait_for)
 
-    Each pause is shortened by a random share of up to ``jitter`` (so many workers or clients
-    retrying the same dependency spread out instead of knocking in step); :meth:`reset` after
-    a success starts again from ``first``. Timing only: nothing a worker outputs depends on it.
+
+# In place of stamina's default hooks (a generic stdlib log line per retry, and a counter in
+# prometheus_client's global registry, which this service does not expose): each retry is
+# logged once, by the loop that knows what it was doing.
+stamina.instrumentation.set_on_retry_hooks([_hand_to_the_loop])
+
+
+@contextlib.contextmanager
+def reporting_retries(report: RetryReport) -> Iterator[None]:
+    """Within this block (this task), each retry scheduled is handed to ``report`` before its pause.
+
+    ``RetryDetails.wait_for`` is the pause stamina is about to take, jitter included, so a log
+    line can say how long it waits.
     """
+    token = _REPORT.set(report)
+    try:
+        yield
+    finally:
+        _REPORT.reset(token)
 
-    def __init__(self, first: float = RETRY_MIN_SECONDS, most: float = RETRY_MAX_SECONDS, jitter: float = RETRY_JITTER) -> None:
-        if not 0 < first <= most or not 0 <= jitter < 1:
-            raise ValueError(f"bad backoff: first={first}, most={most}, jitter={jitter}")
-        self.first, self.most, self.jitter = first, most, jitter
-        self._delay = first
 
-    def next(self) -> float:
-        """The next pause in seconds (then the one after doubles, up to ``most``)."""
-        pause = self._delay * (1 - self.jitter * random.random())
-        self._delay = min(self._delay * 2, self.most)
-        return pause
+def retries(
+    on: type[Exception] | Callable[[Exception], bool | float],
+    *,
+    first: float = RETRY_MIN_SECONDS,
+    most: float = RETRY_MAX_SECONDS,
+    jitter: float = RETRY_JITTER_SECONDS,
+) -> AsyncIterable[stamina.Attempt]:
+    """A stamina retry context with this service's backoff, without limit of attempts or time.
 
-    def reset(self) -> None:
-        self._delay = self.first
+    ``on`` is the exception class retried, or a predicate deciding, for each exception raised in
+    an attempt, whether to retry it (``True``), raise it (``False``) or pause a given number of
+    seconds instead of the backoff's (a float, e.g. the time left before a deadline). A
+    predicate also sees what is not an ``Exception`` (``asyncio.CancelledError``, stamina hands
+    it whatever the attempt raised) and must return ``False`` for it. Use::
+
+        with reporting_retries(report):
+            async for attempt in retries(is_transient):
+                with attempt:
+                    ...
+
+    stamina cannot reset a context's pauses: a loop that must start over from the first pause
+    (after a long run that went well) starts a new context.
+    """
+    return stamina.retry_context(on=on, attempts=None, timeout=None, wait_initial=first, wait_max=most, wait_jitter=jitter, wait_exp_base=2)
 
 
 _NETWORK = (ConnectionError, TimeoutError)
@@ -137,15 +191,18 @@ def dependency_of(exc: BaseException) -> str:
 
 
 async def with_retry(call: Callable[[], Awaitable[Any]], doing: str = "a request") -> Any:
-    """Await ``call()`` until the infrastructure lets it through (backoff from RETRY_MIN_SECONDS to
-    RETRY_MAX_SECONDS); one log line per attempt names the dependency and what was being done."""
-    backoff = Backoff()
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            delay = backoff.next()
-            log.warning("%s unavailable while %s (%s: %s); retrying in %.1f s", dependency_of(exc), doing, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
+    """Await ``call()`` until the infrastructure lets it through; raise at once what is not transient.
+
+    The pauses are :func:`retries`' (from RETRY_MIN_SECONDS to RETRY_MAX_SECONDS, jittered); one
+    log line per retry names the dependency, what was being done, and the pause.
+    """
+
+    def report(details: RetryDetails) -> None:
+        exc = details.caused_by
+        log.warning("%s unavailable while %s (%s: %s); retrying in %.1f s", dependency_of(exc), doing, type(exc).__name__, exc, details.wait_for)
+
+    with reporting_retries(report):
+        async for attempt in retries(is_transient):
+            with attempt:
+                return await call()
+    raise AssertionError("a retry context without limits ends only by returning or raising")

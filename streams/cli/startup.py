@@ -1,7 +1,8 @@
 """The start-up wait: before ``mmc worker``, ``topics``, ``rebuild`` and ``web`` run, Kafka and Redis must answer.
 
 :func:`wait_for_dependencies` (:func:`wait_for_kafka`, :func:`wait_for_redis`) retries with
-exponential backoff until the broker answers a metadata request and Redis a ``PING``, or raises
+exponential backoff and jitter (stamina, as every retry loop: :mod:`streams.transient`) until
+the broker answers a metadata request and Redis a ``PING``, or raises
 :class:`~streams.errors.DependencyUnavailable` after ``MMC_STARTUP_TIMEOUT_SECONDS``; one log
 line per failed attempt. :func:`wait_or_exit` is what the commands call: the wait's lines on
 stderr, and exit status 3 (:data:`EXIT_UNAVAILABLE`) with one ``error:`` line when a dependency
@@ -27,21 +28,22 @@ from aiokafka.errors import KafkaError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from rich.markup import escape
+from stamina.instrumentation import RetryDetails
 
 from streams.cli.console import fail
 from streams.errors import ConfigurationError, DependencyUnavailable, MmcStreamError
 from streams.kafka.clients import kafka_client_options
 from streams.settings import Settings
 from streams.state.client import redis_client
-from streams.transient import Backoff
+from streams.transient import RETRY_JITTER_SECONDS, reporting_retries, retries
 
 log = logging.getLogger(__name__)
 
 #: Exit status when Kafka or Redis did not answer within ``MMC_STARTUP_TIMEOUT_SECONDS``.
 EXIT_UNAVAILABLE = 3
 
-#: First pause between two start-up attempts; each failure doubles it, up to
-#: ``settings.startup_retry_max_seconds``.
+#: First pause between two start-up attempts (plus jitter); each failure doubles it, up to
+#: ``settings.startup_retry_max_seconds`` (the backoff of :func:`streams.transient.retries`).
 STARTUP_FIRST_RETRY_SECONDS = 0.5
 #: Bounds of one start-up attempt (TCP connect plus one request): the time left before the
 #: deadline, but at least the minimum (so a last attempt can still succeed) and at most the maximum.
@@ -209,30 +211,56 @@ def _hide_secrets(text: str, settings: Settings) -> str:
     return text
 
 
+class _NoAnswer(Exception):
+    """One failed start-up attempt: why (the message), and the longest pause the backoff may take after it."""
+
+    def __init__(self, cause: str, longest_pause: float) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.longest_pause = longest_pause
+
+
 async def _wait_until_answers(settings: Settings, service: str, address: str, setting: str, cause_of: Callable[[float], Awaitable[str | None]]) -> None:
     """Call ``cause_of(timeout)`` until it returns ``None``, backing off between attempts.
 
-    Logs one warning per failed attempt (service, address, cause, pause); raises
-    :class:`DependencyUnavailable` once ``settings.startup_timeout_seconds`` have passed.
+    The pauses are stamina's (:func:`streams.transient.retries`): from
+    min(STARTUP_FIRST_RETRY_SECONDS, ``settings.startup_retry_max_seconds``), doubling up to
+    ``settings.startup_retry_max_seconds``, plus jitter. The deadline is this loop's: when the
+    pause after an attempt could reach past it, the pause is the time left instead (the
+    retry predicate returns those seconds), so the last attempt runs at the deadline; an attempt
+    that fails at or after the deadline raises :class:`DependencyUnavailable`. Logs one warning
+    per failed attempt (service, address, cause, pause).
     """
     began = time.monotonic()
     deadline = began + settings.startup_timeout_seconds
-    backoff = Backoff(min(STARTUP_FIRST_RETRY_SECONDS, settings.startup_retry_max_seconds), settings.startup_retry_max_seconds)
+    most = settings.startup_retry_max_seconds
     attempts = 0
-    while True:
-        attempts += 1
-        left = deadline - time.monotonic()
-        cause = await cause_of(min(_PROBE_MAX_SECONDS, max(_PROBE_MIN_SECONDS, left)))
-        if cause is None:
-            if attempts > 1:
-                log.warning("%s at %s answered after %.1f s (%d attempts)", service, address, time.monotonic() - began, attempts)
-            return
+
+    def pause_or_give_up(exc: Exception) -> bool | float:
+        if not isinstance(exc, _NoAnswer):
+            return False  # a configuration error: retrying would not help
         left = deadline - time.monotonic()
         if left <= 0:
-            raise DependencyUnavailable(service, address, cause, time.monotonic() - began, attempts, setting)
-        wait = min(backoff.next(), left)
-        log.warning("waiting for %s at %s: %s (retrying in %.1f s)", service, address, cause, wait)
-        await asyncio.sleep(wait)
+            return False
+        return left if left < exc.longest_pause else True
+
+    def report(details: RetryDetails) -> None:
+        log.warning("waiting for %s at %s: %s (retrying in %.1f s)", service, address, details.caused_by, details.wait_for)
+
+    try:
+        with reporting_retries(report):
+            async for attempt in retries(pause_or_give_up, first=min(STARTUP_FIRST_RETRY_SECONDS, most), most=most):
+                with attempt:
+                    attempts = attempt.num
+                    left = deadline - time.monotonic()
+                    cause = await cause_of(min(_PROBE_MAX_SECONDS, max(_PROBE_MIN_SECONDS, left)))
+                    if cause is not None:
+                        # attempt.next_wait is the coming pause without its jitter.
+                        raise _NoAnswer(cause, min(most, attempt.next_wait + RETRY_JITTER_SECONDS))
+    except _NoAnswer as exc:
+        raise DependencyUnavailable(service, address, exc.cause, time.monotonic() - began, attempts, setting) from None
+    if attempts > 1:
+        log.warning("%s at %s answered after %.1f s (%d attempts)", service, address, time.monotonic() - began, attempts)
 
 
 async def wait_for_kafka(settings: Settings) -> None:

@@ -25,12 +25,13 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from stamina.instrumentation import RetryDetails
 
 from streams.errors import ApiError
 from streams.kafka.clients import kafka_client_options
 from streams.kafka.watermarks import HighWatermarks
 from streams.settings import Settings
-from streams.transient import Backoff
+from streams.transient import reporting_retries, retries
 from streams.web.context import SETTINGS
 from streams.web.metrics import WebMetrics
 from streams.web.models import NoParameters
@@ -213,20 +214,22 @@ class LiveFeed:
         return not client.ended
 
     async def run(self) -> None:
-        """Follow the topics until cancelled; reconnect with backoff when the broker goes away."""
-        backoff = Backoff()
+        """Follow the topics until cancelled; reconnect with backoff when the broker goes away.
+
+        The pauses are stamina's (:func:`streams.transient.retries`), one warning per reconnect.
+        stamina cannot reset a context's pauses, so a clean return of :meth:`_follow` ends the
+        retry context and a new one starts: the next reconnect pauses from the first again.
+        """
+
+        def report(details: RetryDetails) -> None:
+            self.status = f"reconnecting ({type(details.caused_by).__name__})"
+            log.warning("live feed: %r; retrying in %.1f s", details.caused_by, details.wait_for)
+
         while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.status = f"reconnecting ({type(exc).__name__})"
-                delay = backoff.next()
-                log.warning("live feed: %r; retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-            else:
-                backoff.reset()
+            with reporting_retries(report):
+                async for attempt in retries(Exception):  # not CancelledError: stopping stops
+                    with attempt:
+                        await self._follow()
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(

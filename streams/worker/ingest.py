@@ -47,11 +47,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from stamina.instrumentation import RetryDetails
 
 from streams.kafka.clients import librdkafka_config
 from streams.messages.records import InputRecord
 from streams.settings import Settings
-from streams.transient import Backoff
+from streams.transient import reporting_retries, retries
 from streams.worker.processor import Processor
 from streams.worker.submissions import SubmissionBatch
 
@@ -62,6 +63,9 @@ Records = list[tuple[InputRecord, float]]
 ApplyBatch = Callable[[Records, SubmissionBatch], Awaitable[None]]
 #: Failed runs in a row after which the consumer reports itself unhealthy.
 FAILURES_UNHEALTHY = 3
+#: A run of the consumer that lasted longer than this, then failed, counts as the first failure
+#: in a row again, and its restart pauses as after a first failure.
+RUN_LASTED_SECONDS = 60.0
 #: Longest one ``consume`` call waits for records (it also bounds how late a rebalance
 #: callback, a stop or a resumed fetch is served).
 CONSUME_SECONDS = 0.25
@@ -111,29 +115,45 @@ class SubmissionConsumer:
         infrastructure is retried where it is used). Should anything else fail, the consumer
         is restarted after a pause, as Faust restarts a crashed agent: it leaves the group,
         rejoins, and reads again from the committed offsets.
+
+        The pauses are stamina's (:func:`streams.transient.retries`), one error logged per
+        restart. A run that lasted more than RUN_LASTED_SECONDS starts the count of failures
+        and the pauses over; stamina cannot reset a context's pauses, so that run's failure ends
+        the retry context and is raised again as the first failure of a new one, whose pause
+        is the first again.
         """
-        backoff = Backoff()
+
+        def report(details: RetryDetails) -> None:
+            log.error(
+                "the submissions consumer failed (%d in a row); restarting it in %.1f s",
+                self._failures,
+                details.wait_for,
+                exc_info=details.caused_by,
+            )
+
+        carried: Exception | None = None  # the failure that ended a run that lasted
         while True:
-            started = time.monotonic()
-            failure: Exception | None = None
-            try:
-                await self._consume()
-            except Exception as exc:
-                failure = exc
-            if time.monotonic() - started > 60:  # a run that lasted starts the count and the pauses over
-                self._failures = 0
-                backoff.reset()
-            delay = backoff.next()
-            if failure is not None:
-                self._failures += 1
-                self._last_failure = f"{type(failure).__name__}: {failure}"[:300]
-                log.error(
-                    "the submissions consumer failed (%d in a row); restarting it in %.1f s",
-                    self._failures,
-                    delay,
-                    exc_info=failure,
-                )
-            await asyncio.sleep(delay)
+            with reporting_retries(report):
+                async for attempt in retries(Exception):  # not CancelledError: the worker stopping stops it
+                    with attempt:
+                        if carried is not None:
+                            failure, carried = carried, None
+                            raise failure
+                        started = time.monotonic()
+                        try:
+                            await self._run_once()
+                        except Exception as exc:
+                            lasted = time.monotonic() - started > RUN_LASTED_SECONDS
+                            self._failures = 1 if lasted else self._failures + 1
+                            self._last_failure = f"{type(exc).__name__}: {exc}"[:300]
+                            if not lasted:
+                                raise
+                            carried = exc
+
+    async def _run_once(self) -> None:
+        """One run of the consumer, which ends only by raising (it never returns on its own)."""
+        await self._consume()
+        raise RuntimeError("the submissions consumer stopped without an error")
 
     def problem(self) -> str | None:
         """What the worker's ``/health`` reports: ``None`` while the consumer runs, a description

@@ -35,6 +35,7 @@ from streams.errors import ConfigurationError, DependencyUnavailable
 from streams.kafka.topics import topic_names
 from streams.settings import Settings
 from streams.tools.stack import EmbeddedStack, free_port, redis_server_binary
+from streams.transient import RETRY_JITTER_SECONDS
 from tests.conftest import run_sync
 
 REPO = Path(__file__).resolve().parents[3]
@@ -298,9 +299,9 @@ def test_wait_returns_at_once_when_both_answer(make_settings: Callable[..., Sett
     assert caplog.records == []
 
 
-def test_backoff_doubles_up_to_the_cap(caplog: pytest.LogCaptureFixture) -> None:
-    """Pauses 0.5, 1, 2 … s (each shortened by up to a quarter, the jitter), never above
-    ``MMC_STARTUP_RETRY_MAX_SECONDS`` nor past the deadline."""
+def test_backoff_doubles_up_to_the_cap_with_jitter(caplog: pytest.LogCaptureFixture) -> None:
+    """Pauses 0.5, 1, 2 … s (each plus up to RETRY_JITTER_SECONDS of jitter), never above
+    ``MMC_STARTUP_RETRY_MAX_SECONDS`` nor past the deadline: the last pause ends there."""
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{closed_port()}", startup_timeout_seconds=4.5, startup_retry_max_seconds=2.0)
     caplog.set_level(logging.INFO, logger="streams.cli.startup")
     began = time.monotonic()
@@ -308,12 +309,30 @@ def test_backoff_doubles_up_to_the_cap(caplog: pytest.LogCaptureFixture) -> None
         asyncio.run(wait_for_kafka(settings))
     seconds = time.monotonic() - began
     pauses = [float(m.group(4)) for record in caplog.records if (m := WAITING.search(record.getMessage()))]
-    assert all(0.75 * full - 0.05 <= pause <= full for pause, full in zip(pauses[:3], (0.5, 1.0, 2.0), strict=True)), pauses
+    bounds = [(full - 0.05, min(full + RETRY_JITTER_SECONDS, 2.0) + 0.05) for full in (0.5, 1.0, 2.0)]
+    assert all(low <= pause <= high for pause, (low, high) in zip(pauses[:3], bounds, strict=True)), pauses
     assert all(pause <= 2.0 for pause in pauses)
     assert sum(pauses) == pytest.approx(4.5, abs=0.2)  # the last pause ends at the deadline
     assert raised.value.service == "Kafka" and raised.value.cause == "connection refused"
     assert raised.value.attempts == len(pauses) + 1
     assert 4.5 <= seconds < 6
+
+
+def test_only_a_missing_answer_is_retried() -> None:
+    """The retry predicate retries "no answer" alone: anything else an attempt raises (here a
+    configuration error found while probing) is raised at the first attempt, without a pause."""
+    from streams.cli.startup import _wait_until_answers
+
+    calls = [0]
+
+    async def cause_of(timeout: float) -> str | None:
+        calls[0] += 1
+        raise ConfigurationError("MMC_REDIS_URL has an invalid port")
+
+    began = time.monotonic()
+    with pytest.raises(ConfigurationError):
+        asyncio.run(_wait_until_answers(Settings(startup_timeout_seconds=30), "Redis", "here", "MMC_REDIS_URL", cause_of))
+    assert calls == [1] and time.monotonic() - began < 1
 
 
 def test_zero_timeout_tries_once() -> None:
@@ -438,20 +457,3 @@ def test_installed_versions_are_the_locked_ones() -> None:
         if installed != version:
             different[name] = (version, installed)
     assert different == {}, f"locked vs installed: {different}; run `make venv`"
-
-
-def test_backoff_doubles_to_its_cap_with_jitter_and_starts_over_on_reset() -> None:
-    """One backoff for every retry loop: 0.5, 1, 2 … up to the cap, each pause shortened by a
-    random share of up to the jitter (never lengthened); reset() starts from the first again."""
-    from streams.transient import Backoff
-
-    backoff = Backoff(0.5, 4.0, jitter=0.25)
-    pauses = [backoff.next() for _ in range(200)]
-    fulls = [0.5, 1.0, 2.0] + [4.0] * 197
-    assert all(0.75 * full <= pause <= full for pause, full in zip(pauses, fulls, strict=True))
-    assert len({round(p, 9) for p in pauses[3:]}) > 100  # jittered, not in step
-    backoff.reset()
-    assert 0.375 <= backoff.next() <= 0.5
-    assert [Backoff(0.5, 4.0, jitter=0).next() for _ in range(2)] == [0.5, 0.5]
-    with pytest.raises(ValueError):
-        Backoff(2.0, 1.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
@@ -418,3 +419,42 @@ def test_two_hundred_clients_that_never_read_leave_memory_flat(
     assert growth < 50 * MiB, f"RSS grew {growth / MiB:.1f} MB with {n_slow} clients that never read"
     # what the kernel holds for them is bounded by the socket buffer (SO_SNDBUF, doubled by Linux)
     assert send_queue <= (n_slow + 1) * 2 * settings.web_live_socket_buffer_bytes, send_queue
+
+
+def test_the_live_feed_reconnects_with_backoff_and_starts_over_after_a_clean_return(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The broker going away twice: pauses 0.5-1 then 1-1.5 s (stamina's backoff, jittered), one
+    warning each and the status says so; a clean return starts a new retry context (0.5-1 s
+    again); stopping the server (cancellation) is not retried."""
+    from streams.transient import RETRY_JITTER_SECONDS, RETRY_MIN_SECONDS
+
+    real_sleep = asyncio.sleep
+    pauses: list[float] = []
+    statuses: list[str] = []
+
+    async def sleep(delay: float, result: object = None) -> object:
+        pauses.append(delay)
+        statuses.append(feed.status)
+        return await real_sleep(0, result)
+
+    runs = [0]
+
+    async def follow() -> None:
+        runs[0] += 1
+        if runs[0] in (1, 2, 4):
+            raise ConnectionResetError(f"run {runs[0]}")
+        if runs[0] == 5:
+            raise asyncio.CancelledError
+
+    feed = web.LiveFeed(Settings(), WebMetrics())
+    monkeypatch.setattr(feed, "_follow", follow)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    caplog.set_level(logging.WARNING, logger="streams.web.live")
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(feed.run())
+    first = (RETRY_MIN_SECONDS, RETRY_MIN_SECONDS + RETRY_JITTER_SECONDS)
+    second = (2 * RETRY_MIN_SECONDS, 2 * RETRY_MIN_SECONDS + RETRY_JITTER_SECONDS)
+    assert runs == [5] and len(pauses) == 3, pauses
+    assert all(low <= pause <= high for pause, (low, high) in zip(pauses, (first, second, first), strict=True)), pauses
+    assert statuses == ["reconnecting (ConnectionResetError)"] * 3
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [f"live feed: ConnectionResetError('run {run}'); retrying in {pause:.1f} s" for run, pause in zip((1, 2, 4), pauses, strict=True)]

@@ -10,7 +10,8 @@
 4. Ranking a batch of 256 submissions (the ingestion's rank step): ``sort_structure``'s
    integer-key sort vs numpy's stable argsort, tie-free and with rounded predictions.
 5. Who crowds whom at 10,000 models × 6,720 ids with 2,000 stakers: the round's basis
-   (``close_round``), every model's 10 nearest stakers and crowd share (``crowd_neighbours``)
+   (``close_round``), every model's 10 nearest stakers and crowd share (``crowd_neighbours``, with the
+   service's default ``MMC_NEIGHBOURS_MAX_STAKERS`` and with every staker)
    beside it, and the crowd tax (``crowd_tax``) for the stakers and for every model.
 
 Usage: ``python benchmarks/bench_scoring.py [--quick] [--only SECTION ...]``  (numerai-tools and
@@ -122,6 +123,9 @@ def bench_ranking(batch: int, n_ids: int, repeat: int) -> None:
 def bench_crowd(n_models: int, n_ids: int, n_stakers: int) -> None:
     from scoring import PreparedRound, close_round, crowd_neighbours, crowd_tax, round_samples
     from scoring.neighbours import TILE_ROWS
+    from streams.settings import Settings
+
+    cap = Settings.model_fields["neighbours_max_stakers"].default
 
     preds, _, targets = tournament(n_models, n_ids, 6)
     rng = np.random.default_rng(7)
@@ -141,6 +145,8 @@ def bench_crowd(n_models: int, n_ids: int, n_stakers: int) -> None:
     basis = wall_cpu(lambda: close_round(prepared, stakes, samples))
     neighbours = crowd_neighbours(prepared, stakes)
     found = wall_cpu(lambda: crowd_neighbours(prepared, stakes))
+    compared = crowd_neighbours(prepared, stakes, max_stakers=cap).compared_share
+    capped = wall_cpu(lambda: crowd_neighbours(prepared, stakes, max_stakers=cap))
     bigger = wall_cpu(lambda: crowd_neighbours(prepared, stakes, block_rows=4 * TILE_ROWS))
     # The dense product alone: one tile of random rows against the stakers, times the tiles.
     tile = rng.normal(size=(min(TILE_ROWS, n_models), n_ids))
@@ -156,7 +162,12 @@ def bench_crowd(n_models: int, n_ids: int, n_stakers: int) -> None:
     print(f"\n## who crowds whom at {n_models:,} models × {n_ids:,} ids, {n_stakers:,} stakers (one run each)")
     print(f"  load average before the runs: {load:.1f} on {os.cpu_count()} cores (other work shares the machine)")
     line("the round's basis (close_round, for reference)", basis)
-    line("10 nearest stakers + crowd shares (crowd_neighbours)", found, f"  ({found[0] / basis[0]:.2f}× the basis; target ≤ 3 s)")
+    line(
+        f"10 nearest stakers + crowd shares, the {min(cap, n_stakers):,} largest stakers",
+        capped,
+        f"  ({capped[0] / basis[0]:.2f}× the basis; target ≤ 3 s; MMC_NEIGHBOURS_MAX_STAKERS={cap:,}, {compared:.1%} of the stake)",
+    )
+    line(f"  same, all {n_stakers:,} stakers (crowd_neighbours without max_stakers)", found, f"  ({found[0] / basis[0]:.2f}× the basis)")
     line(f"  same, blocks of {4 * TILE_ROWS:,} models instead of {TILE_ROWS}", bigger)
     line(f"  its float64 product alone ({gflop:,.0f} GFLOP, tiles of {TILE_ROWS})", product, f"  ({gflop / product[0]:.1f} GFLOP/s)")
     line(f"crowd tax for the {n_stakers:,} stakers (crowd_tax's default)", taxed, f"  ({taxed[0] / n_stakers * 1e3:.2f} ms per model)")

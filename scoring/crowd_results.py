@@ -63,6 +63,9 @@ class CrowdNeighbours:
             correlation is undefined (constant predictions).
         crowd_size: ``[n_models]`` how many stakers that is.
         own_share: ``[n_models]`` the model's own share of ``total_stake`` (NaN when 0).
+        compared_share: share of ``total_stake`` held by the stakers compared with (1 when
+            every staker is; less when ``max_stakers`` kept the largest ones only; NaN when
+            nobody has stake). Neighbours and crowds are found among those stakers only.
     """
 
     k: int
@@ -77,6 +80,7 @@ class CrowdNeighbours:
     crowd_share: NDArray[np.float64]
     crowd_size: NDArray[np.int64]
     own_share: NDArray[np.float64]
+    compared_share: float = 1.0
 
     @property
     def n_models(self) -> int:

@@ -39,7 +39,7 @@ from scoring.crowd_results import (
     _correlation,
     _positive_int,
 )
-from scoring.rounds import PreparedRound, RankTables, rank_tables
+from scoring.prepared import PreparedRound, RankTables, rank_tables
 from scoring.tax import CrowdTax, crowd_tax
 from scoring.validation import as_stakes
 
@@ -88,6 +88,7 @@ def crowd_neighbours(
     k: int = DEFAULT_K,
     threshold: float = DEFAULT_CROWD_THRESHOLD,
     block_rows: int | None = None,
+    max_stakers: int | None = None,
 ) -> CrowdNeighbours:
     """Every model's k nearest stakers, its crowd's stake share and its own share of the meta model.
 
@@ -95,7 +96,8 @@ def crowd_neighbours(
        ``z_i = (G_i − mean G_i) / ‖G_i − mean G_i‖`` (a constant row has no correlation with
        anything and is left out on both sides);
     2. ``corr(i, j) = z_i · z_j``: the matrix product of all models' rows with the stakers'
-       rows (stake > 0, in row order), float64, in fixed tiles of :data:`TILE_ROWS` models;
+       rows (stake > 0, in row order; with ``max_stakers``, only the ``max_stakers`` largest
+       stakes, ties to the earlier row), float64, in fixed tiles of :data:`TILE_ROWS` models;
     3. per model, the k stakers other than itself with the highest correlation, by
        correlation (at :data:`KEY_DECIMALS` decimals) descending, then row index ascending;
        fewer when fewer other stakers have a defined correlation with it;
@@ -112,6 +114,10 @@ def crowd_neighbours(
             ``8·(n_stakers + 2·block)·n_ids`` plus ``18·block·n_stakers`` bytes. Results are
             bit-identical for every block size (and across runs, for a given BLAS and thread
             count).
+        max_stakers: compare with at most this many stakers, those holding most of the stake
+            (``None``: all). The product's cost is proportional to it; shares stay shares of
+            the whole round's stake, and :attr:`CrowdNeighbours.compared_share` says how much
+            of it the compared stakers hold (a crowd share is then a lower bound).
 
     Cost: the product is ``2·n_models·n_stakers·n_ids`` flops, 269 GFLOP at 10,000 models ×
     2,000 stakers × 6,720 ids; everything else is linear in the rows and runs on one helper
@@ -129,9 +135,10 @@ def crowd_neighbours(
     threshold = _correlation(threshold)
     tile_blocks = 1 if block_rows is None else -(-_positive_int(block_rows, "block_rows") // TILE_ROWS)
     block = tile_blocks * TILE_ROWS
-    staker_rows = np.flatnonzero(s > 0)
+    all_stakers = np.flatnonzero(s > 0)
+    total = float(s[all_stakers].sum()) if all_stakers.size else 0.0
+    staker_rows = _largest(all_stakers, s, None if max_stakers is None else _positive_int(max_stakers, "max_stakers"))
     n_stakers = int(staker_rows.size)
-    total = float(s[staker_rows].sum()) if n_stakers else 0.0
     found = _Found.empty(m, min(k, n_stakers))
 
     tables = rank_tables(n)
@@ -157,7 +164,16 @@ def crowd_neighbours(
         crowd_share=found.crowd_share,
         crowd_size=found.crowd_size,
         own_share=s / total if total > 0 else np.full(m, np.nan),
+        compared_share=float(s[staker_rows].sum()) / total if total > 0 else float("nan"),
     )
+
+
+def _largest(stakers: NDArray[np.int64], stakes: NDArray[np.float64], most: int | None) -> NDArray[np.int64]:
+    """The rows of the ``most`` largest stakes among ``stakers`` (ties to the earlier row), in row order."""
+    if most is None or stakers.size <= most:
+        return stakers
+    order = np.lexsort((stakers, -stakes[stakers]))  # stake descending, then row ascending
+    return np.sort(stakers[order[:most]])
 
 
 def _standardized_stakers(rows: PreparedRound, staker_rows: NDArray[np.intp], tables: RankTables) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:

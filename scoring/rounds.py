@@ -35,7 +35,6 @@ from scoring.errors import ScoringError, ShapeMismatch
 from scoring.metrics import contribution_target_scale
 from scoring.prepared import (
     PreparedRound,
-    RankTables,
     block_rows,
     centered_norms,
     g15_correlations,
@@ -53,11 +52,6 @@ from scoring.ranking import (
 from scoring.validation import DEFAULT_MAX_MISSING_RATIO, as_stakes, as_targets
 
 __all__ = [
-    # from scoring.prepared, for the modules that import them from here
-    "PreparedRound",
-    "RankTables",
-    "rank_tables",
-    # this module's
     "RoundBasis",
     "RoundScores",
     "close_round",

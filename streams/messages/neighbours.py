@@ -71,6 +71,7 @@ def neighbour_messages(round_number: int, models: list[str], neighbours: CrowdNe
                 "crowd_share": figure(float(neighbours.crowd_share[i])),
                 "crowd_size": int(neighbours.crowd_size[i]),
                 "own_share": figure(float(neighbours.own_share[i])),
+                "compared_share": figure(neighbours.compared_share),
             }
         )
     return out

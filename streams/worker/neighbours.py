@@ -46,7 +46,7 @@ class RoundNeighbours:
         """What the round's published neighbours depend on — its submissions, frozen stakes and
         the two settings — named the same way in a live run and in a replay (stored in Redis)."""
         s = self.ctx.settings
-        h = hashlib.sha256(f"{inputs.rows_id}:{s.neighbours_k}:{s.crowd_threshold!r}".encode())
+        h = hashlib.sha256(f"{inputs.rows_id}:{s.neighbours_k}:{s.crowd_threshold!r}:{s.neighbours_max_stakers}".encode())
         h.update(np.ascontiguousarray(inputs.stakes, dtype="<f8").tobytes())
         return h.hexdigest()
 
@@ -58,7 +58,9 @@ class RoundNeighbours:
             self._cache.move_to_end((r, mark))
             return cached
         s = self.ctx.settings
-        found = await asyncio.to_thread(scoring.crowd_neighbours, inputs.prepared, inputs.stakes, s.neighbours_k, s.crowd_threshold)
+        found = await asyncio.to_thread(
+            scoring.crowd_neighbours, inputs.prepared, inputs.stakes, s.neighbours_k, s.crowd_threshold, max_stakers=s.neighbours_max_stakers
+        )
         self._cache[(r, mark)] = found
         while len(self._cache) > _CACHED_ROUNDS:
             self._cache.popitem(last=False)

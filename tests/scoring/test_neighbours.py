@@ -320,3 +320,47 @@ def test_bad_arguments_raise_typed_errors() -> None:
         crowd_tax(preds, targets, got, models=[[0, 1]])
     with pytest.raises(ScoringError):
         got.of(len(preds))
+
+
+# --------------------------------------------------------------------------- the largest stakers only
+
+
+@pytest.mark.parametrize("most", [1, 3, 7])
+def test_max_stakers_compares_with_the_largest_stakes_only(most: int) -> None:
+    """With ``max_stakers``, the result is the one of a round where only the ``most`` largest
+    stakes (ties to the earlier row) were stakes — the same neighbours, correlations and crowds,
+    bit for bit — with every share still of the whole round's stake, and ``compared_share``
+    the kept stakers' share of it."""
+    preds, stakes, _ = crowded_round(11)
+    stakes = stakes.copy()
+    stakes[[2, 6]] = stakes[1]  # a tie at the boundary goes to the earlier row
+    stakers = np.flatnonzero(stakes > 0)
+    assert stakers.size > most
+    kept = sorted(stakers, key=lambda r: (-stakes[r], r))[:most]
+    only_kept = np.where(np.isin(np.arange(len(stakes)), kept), stakes, 0.0)
+
+    got = crowd_neighbours(preds, stakes, k=4, threshold=0.3, max_stakers=most)
+    reference = crowd_neighbours(preds, only_kept, k=4, threshold=0.3)
+
+    for name in ("index", "correlation", "stake", "count", "crowd_size"):
+        assert np.array_equal(getattr(got, name), getattr(reference, name), equal_nan=True), name
+    total, kept_total = stakes[stakers].sum(), stakes[kept].sum()
+    assert got.total_stake == total
+    assert got.compared_share == pytest.approx(kept_total / total, rel=1e-15)
+    np.testing.assert_allclose(got.crowd_share * total, reference.crowd_share * kept_total, rtol=1e-12)
+    np.testing.assert_allclose(got.stake_share * total, reference.stake_share * kept_total, rtol=1e-12)
+    np.testing.assert_array_equal(got.own_share, stakes / total)
+
+
+def test_max_stakers_at_or_above_the_stakers_changes_nothing() -> None:
+    """A cap the round's stakers fit under gives the uncapped result, bit for bit, and a compared share of 1."""
+    preds, stakes, _ = crowded_round(12)
+    n = int((stakes > 0).sum())
+    full = crowd_neighbours(preds, stakes, k=3)
+    for most in (n, n + 5):
+        capped = crowd_neighbours(preds, stakes, k=3, max_stakers=most)
+        assert capped.compared_share == 1.0
+        for name in ("index", "correlation", "stake_share", "count", "crowd_share", "crowd_size", "own_share"):
+            assert np.array_equal(getattr(capped, name), getattr(full, name), equal_nan=True), name
+    with pytest.raises(ScoringError):
+        crowd_neighbours(preds, stakes, max_stakers=0)

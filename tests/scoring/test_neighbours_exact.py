@@ -13,7 +13,7 @@ import pytest
 
 import scoring.neighbours as neighbours_module
 from scoring import CrowdNeighbours, PreparedRound, crowd_neighbours
-from scoring.rounds import rank_tables
+from scoring.prepared import rank_tables
 
 FIELDS = ("index", "correlation", "stake", "stake_share", "count", "crowd_share", "crowd_size", "own_share")
 

@@ -7,8 +7,9 @@ nothing else in the service reads ``os.environ``.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -273,6 +274,18 @@ class Settings(BaseSettings):
             "takes milliseconds."
         ),
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        """A URL redis-py can open: ``redis://``, ``rediss://`` or ``unix://``, a port in 1–65535."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"the Redis URL must start with redis://, rediss:// or unix://, got {url!r}")
+        port = parts.port  # raises ValueError when out of range or not a number
+        if port == 0:
+            raise ValueError(f"the Redis URL's port must be 1–65535, got {url!r}")
+        return url
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``MMC_*`` environment variables (for a worker subprocess); secrets included."""

@@ -136,3 +136,19 @@ def test_mmc_worker_says_so_when_the_worker_cannot_be_imported(monkeypatch: pyte
     assert result.exit_code == 1
     assert "the worker is not available: cannot import streams.worker.main.run_worker" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://127.0.0.1:99999/0", "Port out of range"),
+        ("http://127.0.0.1:6379/0", "must start with redis://"),
+        ("redis://127.0.0.1:0/0", "port must be 1–65535"),
+    ],
+)
+def test_a_redis_url_redis_cannot_open_is_a_settings_error(url: str, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad MMC_REDIS_URL is refused when the settings are read (exit 2, the reason named), not by a traceback when a client is built."""
+    monkeypatch.setenv("MMC_REDIS_URL", url)
+    result = CliRunner().invoke(app, ["topics"])
+    assert result.exit_code == 2, result.output
+    assert "invalid MMC_* settings" in result.output and "redis_url" in result.output and says in result.output

@@ -151,11 +151,11 @@ class Settings(BaseSettings):
         ),
     )
     neighbours_max_stakers: int = Field(
-        1500,
+        1000,
         ge=1,
         description=(
             "Stakers each model is compared with at a round's close: when more have stake, the ones holding the most "
-            "(the product's cost grows with it: ~2 s at 10,000 models × 1,500 stakers × 6,720 ids on 2 cores). Each "
+            "(the product's cost grows with it: about 2 s at 10,000 models × 1,000 stakers × 6,720 ids on 2 cores). Each "
             "neighbours message says the share of the stake they hold (compared_share)."
         ),
     )

@@ -13,6 +13,13 @@ signed power 1.5 of them, not the 2020 MMC's tie-broken uniform ranks.
   k nearest stakers staked nothing, everything else equal, and the tax
   ``contribution − that counterfactual``.
 
+Cost of :func:`crowd_neighbours`: the product is ``2·n_models·n_stakers·n_ids`` flops
+(269 GFLOP at 10,000 models × 2,000 stakers × 6,720 ids; the service caps the stakers compared
+with ``MMC_NEIGHBOURS_MAX_STAKERS``); everything else is linear in the rows and runs on one
+helper thread while the product of the next block runs (docs/performance.md). The product stays
+whole and in float64: its last bits depend on where a staker's column sits in the call, so
+no smaller or float32 product could give the same bits for only the pairs that matter.
+
 :func:`crowd_tax` lives in :mod:`scoring.tax`, the result types, statuses and defaults in
 :mod:`scoring.crowd_results`; every public name of the three is importable from here.
 """
@@ -118,12 +125,6 @@ def crowd_neighbours(
             (``None``: all). The product's cost is proportional to it; shares stay shares of
             the whole round's stake, and :attr:`CrowdNeighbours.compared_share` says how much
             of it the compared stakers hold (a crowd share is then a lower bound).
-
-    Cost: the product is ``2·n_models·n_stakers·n_ids`` flops, 269 GFLOP at 10,000 models ×
-    2,000 stakers × 6,720 ids; everything else is linear in the rows and runs on one helper
-    thread while the product of the next block runs (docs/performance.md). The product stays
-    whole and in float64: its last bits depend on where a staker's column sits in the call, so
-    no smaller or float32 product could give the same bits for only the pairs that matter.
 
     Returns:
         :class:`CrowdNeighbours`.

@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,11 +31,10 @@ from aiokafka import AIOKafkaConsumer
 
 from scoring.standing import max_drawdown, sharpe, stake_payout, window_std
 from streams.kafka.clients import kafka_client_options
-from streams.kafka.topics import create_topics
 from streams.messages.resolution import history_entry
 from streams.settings import Settings
 from streams.tools.stack import free_port
-from tests.conftest import StackEnv, run_sync
+from tests.conftest import StackEnv, fresh_settings, run_sync
 from tests.e2e.harness import Event, Received, collect, end_offsets, produce, workers
 from tests.e2e.tournament import Tournament, build
 
@@ -104,23 +102,15 @@ class LiveService:
 
 
 def service_settings(stack_env: StackEnv, **overrides: Any) -> Settings:
-    """Fresh topics, group and Redis namespace (what conftest's make_settings does, for module-scoped fixtures)."""
-    tag = uuid.uuid4().hex[:8]
+    """Fresh topics, group and Redis namespace (conftest's fresh_settings), with alerts that fire on a small season."""
     fields: dict[str, Any] = {
-        "kafka_bootstrap": stack_env.kafka_bootstrap,
-        "redis_url": stack_env.redis_url,
-        "topic_prefix": f"w{tag}.",
-        "app_id": f"mmc-web-{tag}",
-        "state_namespace": f"w{tag}",
         "max_message_bytes": 100_000,
         "alert_min_effective_models": 1000.0,  # every round counts as concentrated
         "alert_trend_rounds": 3,
         "alert_trend_min_t": 0.0,
         **overrides,
     }
-    settings = Settings(**fields)
-    run_sync(create_topics(settings))
-    return settings
+    return fresh_settings(stack_env, **fields)
 
 
 def expected_counts(t: Tournament, withheld: list[Event]) -> dict[str, int]:

@@ -89,17 +89,24 @@ return cur
 """
 
 
+#: The only Lua sources a :class:`Script` runs (Redis ``EVAL``/``EVALSHA``): this module's constants.
+SOURCES = frozenset({_ADVANCE, _DROP_IF_PRUNED, _PUT_TARGETS, _TRIM_HISTORY, _PRUNE, _RAISE})
+
+
 class Script:
     """One script registered on a client: ``EVALSHA``, loading it on a ``NOSCRIPT`` reply.
 
     Queued on a Redis Cluster pipeline it is sent as ``EVAL`` (the script's text, a few hundred
     bytes): a cluster pipeline does not load scripts before it runs, as a single-node pipeline
     does, and a node that never saw the script would fail the transaction's ``EVALSHA``.
-    Either way the script's text is one of this module's constants; keys and arguments travel
+    Either way the script's text is one of this module's constants (:data:`SOURCES`, checked when
+    a Script is built); keys and arguments travel
     as Redis arguments, never inside the script.
     """
 
     def __init__(self, client: StateClient, source: str) -> None:
+        if source not in SOURCES:
+            raise ValueError("a Script runs only one of streams.state.scripts' own Lua sources")
         self.source = source
         self._registered = client.register_script(source)
 

@@ -48,6 +48,16 @@ def finite_or_none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def finite_or_none_list(values: NDArray[np.float64]) -> list[float | None]:
+    """:func:`finite_or_none` of each value, converted at once (the same Python floats, NaN and
+    ±inf as None) rather than one NumPy scalar at a time."""
+    arr = np.asarray(values, dtype=np.float64)
+    out: list[float | None] = arr.tolist()
+    for i in np.flatnonzero(~np.isfinite(arr)).tolist():
+        out[i] = None
+    return out
+
+
 def percentiles(values: NDArray[np.float64]) -> NDArray[np.float64]:
     """Tie-kept uniform rank of each finite value among the finite ones; NaN stays NaN."""
     out = np.full(values.shape, np.nan)
@@ -86,16 +96,19 @@ def score_messages(
         "corr_w_mm": scores.corr_w_mm,
         "payout": payout(settings, scores.corr, scores.contribution),
     }
-    pct = {name: percentiles(values) for name, values in metrics.items()}
+    # Columns as Python lists once: indexing arrays per model and value costs a NumPy scalar each.
+    values = {name: finite_or_none_list(v) for name, v in metrics.items()}
+    pct = {name: finite_or_none_list(percentiles(v)) for name, v in metrics.items()}
+    stake_values = np.asarray(stakes, dtype=np.float64).tolist()
     return [
         {
             "round": round_number,
             "day": day,
             "final": final,
             "model": model,
-            "stake": float(stakes[i]),
-            **{name: finite_or_none(values[i]) for name, values in metrics.items()},
-            "percentiles": {name: finite_or_none(p[i]) for name, p in pct.items()},
+            "stake": stake_values[i],
+            **{name: column[i] for name, column in values.items()},
+            "percentiles": {name: column[i] for name, column in pct.items()},
             "n_ids_scored": scores.n_ids_scored,
             "n_ids_missing": scores.n_ids_missing,
         }

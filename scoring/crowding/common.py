@@ -16,6 +16,10 @@ N_DECILES = 10
 # vs the 20 after" (DESIGN §2.2).
 DEFAULT_JUMP_RATIO = 5.0
 DEFAULT_EVENT_WINDOW = 20
+# An event is compared only when each side of it holds at least this share of the window's
+# rounds (10 of 20): one or two rounds after a jump near the end of the table would otherwise
+# weigh as much as twenty in the median.
+DEFAULT_EVENT_MIN_SHARE = 0.5
 
 # "share of the top 10" stakes (DESIGN §2.2).
 DEFAULT_TOP_STAKES = 10

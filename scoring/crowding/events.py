@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from scoring.crowding.common import DEFAULT_DOSE_EDGES, DEFAULT_EVENT_WINDOW, DEFAULT_JUMP_RATIO, DEFAULT_SETTLE_SPAN, _PlainDict
+from scoring.crowding.common import DEFAULT_DOSE_EDGES, DEFAULT_EVENT_MIN_SHARE, DEFAULT_EVENT_WINDOW, DEFAULT_JUMP_RATIO, DEFAULT_SETTLE_SPAN, _PlainDict
 from scoring.crowding.table import ScoreTable
 from scoring.errors import ScoringError, ShapeMismatch
 
@@ -28,17 +28,18 @@ class StakeJumpEvents(_PlainDict):
         mmc_before: mean MMC over rounds ``r − window .. r − 1`` (those present).
         mmc_after: mean MMC over rounds ``r .. r + window − 1`` (those present).
         n_before, n_after: how many rounds each mean averages (0 → the mean is NaN).
-        relative_change: ``(mmc_after − mmc_before) / |mmc_before|`` (NaN when a side is
-            missing or ``mmc_before = 0``).
+        relative_change: ``(mmc_after − mmc_before) / |mmc_before|`` (NaN when a side holds
+            fewer than ``min_rounds`` rounds or ``mmc_before = 0``).
         corr_before, corr_after, corr_relative_change: the same for CORR (the control).
 
     Across events:
         median_relative_change: median of the finite ``relative_change`` (NaN when none).
         median_corr_relative_change: median of the finite ``corr_relative_change``.
         mean_mmc_before, mean_mmc_after: means of ``mmc_before`` / ``mmc_after`` over the
-            events with both sides present ("0.010 → 0.006" in the seed article).
+            events with ``min_rounds`` rounds on both sides ("0.010 → 0.006" in the seed article).
         mean_corr_before, mean_corr_after: the same for CORR.
-        n_events: events found; n_compared: events with a finite ``relative_change``.
+        n_events: events found; n_compared: events with a finite ``relative_change`` (the
+            events the study compares).
         trajectory_offset: ``k = −window .. window`` (round ``r + k``; 0 is the jump round).
         trajectory_mean_mmc: mean MMC at each ``k`` over the events present there.
         trajectory_mean_corr: mean CORR at each ``k``.
@@ -51,7 +52,7 @@ class StakeJumpEvents(_PlainDict):
         dose_low, dose_high: stake-multiple buckets ``[low, high)`` (the last ``high`` is inf).
         dose_n_events, dose_median_relative_change, dose_median_corr_relative_change,
         dose_mean_mmc_before, dose_mean_mmc_after: the summaries per bucket.
-        ratio, window, settle_span: the parameters used; metric: the MMC column used.
+        ratio, window, min_rounds, settle_span: the parameters used; metric: the MMC column used.
     """
 
     model: NDArray[Any]
@@ -90,6 +91,7 @@ class StakeJumpEvents(_PlainDict):
     dose_mean_mmc_after: NDArray[np.float64]
     ratio: float
     window: int
+    min_rounds: int
     settle_span: int
     metric: str
 
@@ -169,6 +171,7 @@ def stake_jump_events(
     metric: str | None = None,
     dose_edges: tuple[float, ...] = DEFAULT_DOSE_EDGES,
     settle_span: int = DEFAULT_SETTLE_SPAN,
+    min_rounds: int | None = None,
 ) -> StakeJumpEvents:
     """Event study of the crowding tax: MMC before vs after a model's stake jumps ≥ ``ratio``×.
 
@@ -181,9 +184,13 @@ def stake_jump_events(
        The jump round ``r`` counts as *after*: its stake was frozen at close and is already
        the model's weight in round ``r``'s meta model, so ``r`` is the first round that can
        pay the tax; "before" and "after" are then ``window`` rounds each, without a gap.
-    3. ``relative_change = (mmc_after − mmc_before) / |mmc_before|``; the summary is the
-       median over events where it is finite. The mean MMC before → after is the mean of
-       ``mmc_before`` and of ``mmc_after`` over the events with both.
+    3. An event is **compared** when each side holds at least ``min_rounds`` rounds with an
+       MMC: ``relative_change = (mmc_after − mmc_before) / |mmc_before|`` for those (NaN for
+       the others); the summary is the median over events where it is finite. The mean MMC
+       before → after is the mean of ``mmc_before`` and of ``mmc_after`` over the compared
+       events. A jump in the table's last rounds is listed with its means and counts but not
+       compared until its after-window fills: a round or two after it would weigh as much as
+       twenty in the median.
     4. The control: the same windows, means and relative change for CORR. Crowding lowers
        MMC through the meta model moving toward the model; it leaves the model's own CORR
        alone, so a flat CORR beside a falling MMC says "crowding, not model decay".
@@ -195,8 +202,9 @@ def stake_jump_events(
        at or below ``ratio`` dropped); per bucket the count, the median relative MMC and
        CORR changes and the mean MMC before → after.
 
-    Events near the table's edges use the rounds they have; windows of successive events of
-    one model may overlap (each event is still reported on its own).
+    Events near the table's edges use the rounds they have (and are compared when they have
+    ``min_rounds`` on each side); the trajectory counts every event; windows of successive
+    events of one model may overlap (each event is still reported on its own).
 
     Arguments:
         table: the score table.
@@ -205,16 +213,23 @@ def stake_jump_events(
         metric: which MMC (see :meth:`ScoreTable.metric_column`; default today's MMC).
         dose_edges: inner edges of the dose–response buckets (default 10×, 20×).
         settle_span: span of the settling point's rolling mean (default 3).
+        min_rounds: rounds with an MMC needed on each side for an event to be compared
+            (integer, 1 ≤ ``min_rounds`` ≤ ``window``; default half the window, at least 1:
+            10 of 20).
 
     Returns:
         :class:`StakeJumpEvents`.
     """
     ratio, window, settle_span = _event_arguments(ratio, window, settle_span)
+    if min_rounds is None:
+        min_rounds = max(1, math.floor(window * DEFAULT_EVENT_MIN_SHARE))
+    if isinstance(min_rounds, bool) or not isinstance(min_rounds, int | np.integer) or not 1 <= min_rounds <= window:
+        raise ScoringError(f"min_rounds must be an integer in 1..window ({window}), got {min_rounds!r}")
     metric, mmc_column = table.metric_column(metric)
     rows = _event_rows(table, mmc_column, ratio)
     offsets = np.arange(-window, window + 1, dtype=np.int64)
     sums = _window_sums(table, rows, offsets, window)
-    return _event_study(table, rows, sums, offsets, ratio, window, metric, dose_edges, settle_span)
+    return _event_study(table, rows, sums, offsets, (ratio, window, int(min_rounds), settle_span), metric, dose_edges)
 
 
 def _event_study(
@@ -222,28 +237,32 @@ def _event_study(
     rows: _EventRows,
     sums: _WindowSums,
     offsets: NDArray[np.int64],
-    ratio: float,
-    window: int,
+    parameters: tuple[float, int, int, int],
     metric: str,
     dose_edges: tuple[float, ...],
-    settle_span: int,
 ) -> StakeJumpEvents:
     """The event study's per-event means, relative changes, summaries, settling point and dose–response."""
+    ratio, window, min_rounds, settle_span = parameters
     mmc_before, corr_before = sums.means_before()
     mmc_after, corr_after = sums.means_after()
     trajectory_mmc, trajectory_corr = sums.trajectories()
-    relative_change = _relative_change(mmc_before, mmc_after)
-    corr_relative_change = _relative_change(corr_before, corr_after)
-    mean_mmc_before, mean_mmc_after = _paired_means(mmc_before, mmc_after)
-    mean_corr_before, mean_corr_after = _paired_means(corr_before, corr_after)
+    compare = (sums.n_before[0] >= min_rounds) & (sums.n_after[0] >= min_rounds)
+
+    def compared(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.where(compare, values, np.nan)
+
+    relative_change = compared(_relative_change(mmc_before, mmc_after))
+    corr_relative_change = compared(_relative_change(corr_before, corr_after))
+    mean_mmc_before, mean_mmc_after = _paired_means(compared(mmc_before), compared(mmc_after))
+    mean_corr_before, mean_corr_after = _paired_means(compared(corr_before), compared(corr_after))
     rolling, settled = settling_point(trajectory_mmc, window, settle_span)
 
     at = rows.at
     stake_before = rows.stake[at - 1].copy()
     stake_after = rows.stake[at].copy()
     multiple = stake_after / stake_before if at.size else np.zeros(0)
-    dose = _dose_response(multiple, ratio, dose_edges, relative_change, corr_relative_change, mmc_before, mmc_after)
-    compared = np.isfinite(relative_change)
+    dose = _dose_response(multiple, ratio, dose_edges, relative_change, corr_relative_change, compared(mmc_before), compared(mmc_after))
+    n_compared = int(np.isfinite(relative_change).sum())
     return StakeJumpEvents(
         model=table.model_ids[rows.model[at]],
         round=rows.round[at].copy(),
@@ -265,7 +284,7 @@ def _event_study(
         mean_corr_before=mean_corr_before,
         mean_corr_after=mean_corr_after,
         n_events=int(at.size),
-        n_compared=int(compared.sum()),
+        n_compared=n_compared,
         trajectory_offset=offsets,
         trajectory_mean_mmc=trajectory_mmc,
         trajectory_mean_corr=trajectory_corr,
@@ -281,6 +300,7 @@ def _event_study(
         dose_mean_mmc_after=dose.mean_mmc_after,
         ratio=ratio,
         window=window,
+        min_rounds=min_rounds,
         settle_span=settle_span,
         metric=metric,
     )

@@ -416,6 +416,25 @@ def test_stake_jump_event_study_by_hand() -> None:
     assert result.trajectory_count.tolist() == [1] * 41
 
 
+def test_a_jump_without_half_a_window_after_it_is_listed_not_compared() -> None:
+    """A jump two rounds before the table ends is an event with its means, but the study
+    compares only events with half a window (10 rounds) on each side; ``min_rounds`` sets it."""
+    rows = [(r, "late", 1.0 if r < 59 else 8.0, 0.5, 0.01 if r < 59 else -0.05) for r in range(1, 61)]
+    rows += [(r, "whale", 1.0 if r < 30 else 6.0, 0.5, 0.01 if r < 30 else 0.006) for r in range(1, 61)]
+    result = stake_jump_events(make_table(rows))
+    assert result.model.tolist() == ["whale", "late"]
+    assert result.n_events == 2 and result.n_compared == 1
+    assert result.n_after.tolist() == [20, 2]
+    assert result.mmc_after[1] == pytest.approx(-0.05)
+    assert math.isnan(result.relative_change[1])
+    assert result.median_relative_change == pytest.approx(-0.4)
+    assert (result.mean_mmc_before, result.mean_mmc_after) == pytest.approx((0.01, 0.006))
+    assert result.dose_n_events.tolist() == [2, 0, 0]  # both listed by multiple
+    everything = stake_jump_events(make_table(rows), min_rounds=1)
+    assert everything.n_compared == 2
+    assert everything.relative_change[1] == pytest.approx(-6.0)
+
+
 def test_stake_jump_events_none() -> None:
     """4.9× rises, a jump across a missing round and a jump from stake 0 are not events."""
     rows = [
@@ -454,7 +473,7 @@ def test_stake_jump_events_zero_before_mean_is_not_compared() -> None:
     """An event whose before-mean is 0 has a NaN relative change and is left out of the median."""
     rows = [(1, "a", 1.0, 0.5, 0.0), (2, "a", 9.0, 0.5, 0.01)]
     rows += [(1, "b", 1.0, 0.5, 0.01), (2, "b", 9.0, 0.5, 0.005)]
-    result = stake_jump_events(make_table(rows))
+    result = stake_jump_events(make_table(rows), min_rounds=1)
     assert result.model.tolist() == ["a", "b"]
     assert math.isnan(result.relative_change[0])
     assert result.median_relative_change == pytest.approx(-0.5)
@@ -462,9 +481,10 @@ def test_stake_jump_events_zero_before_mean_is_not_compared() -> None:
 
 
 def test_stake_jump_events_reject_bad_parameters() -> None:
-    """window below 1 or non-integer and a non-positive or infinite ratio are ScoringErrors."""
+    """window below 1 or non-integer, a non-positive or infinite ratio and min_rounds outside
+    1..window are ScoringErrors."""
     table = whale_table()
-    for kwargs in ({"window": 0}, {"window": 2.5}, {"ratio": 0.0}, {"ratio": math.inf}):
+    for kwargs in ({"window": 0}, {"window": 2.5}, {"ratio": 0.0}, {"ratio": math.inf}, {"min_rounds": 0}, {"min_rounds": 21}, {"min_rounds": 2.5}):
         with pytest.raises(ScoringError):
             stake_jump_events(table, **kwargs)
 
@@ -488,16 +508,19 @@ def test_stake_jump_events_match_a_literal_loop(seed: int) -> None:
             after = [x for x in after if not math.isnan(x)]
             mean_before = float(np.mean(before)) if before else NAN
             mean_after = float(np.mean(after)) if after else NAN
-            expected.append((r, m, mean_before, mean_after))
+            compared = min(len(before), len(after)) >= window // 2  # the default min_rounds
+            expected.append((r, m, mean_before, mean_after, compared))
     expected.sort()
     result = stake_jump_events(table, window=window)
     assert len(expected) >= 3  # the random table does produce events
-    assert list(zip(result.round.tolist(), result.model.tolist(), strict=True)) == [(r, m) for r, m, _, _ in expected]
+    assert list(zip(result.round.tolist(), result.model.tolist(), strict=True)) == [(r, m) for r, m, *_ in expected]
     np.testing.assert_allclose(result.mmc_before, [e[2] for e in expected], rtol=1e-12)
     np.testing.assert_allclose(result.mmc_after, [e[3] for e in expected], rtol=1e-12)
-    changes = [(a - b) / abs(b) for _, _, b, a in expected if b == b and a == a and b != 0]
+    changes = [(a - b) / abs(b) for _, _, b, a, compared in expected if compared and b != 0]
+    assert 0 < len(changes) < len(expected)  # some events lack half a window on a side
+    assert result.n_compared == len(changes)
     assert result.median_relative_change == pytest.approx(np.median(changes))
-    assert result.trajectory_count[window] == sum(1 for r, m, _, _ in expected if not math.isnan(history[m][r][1]))
+    assert result.trajectory_count[window] == sum(1 for r, m, *_ in expected if not math.isnan(history[m][r][1]))
 
 
 # --------------------------------------------------------------------------- table and report

@@ -64,8 +64,9 @@ def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = No
       the stake-weighted mean, unweighted median and their gap, averaged over the first /
       last fifth of the rounds; ``*_change``: ``(last − first) / |first|``;
     - ``stake_jump_events``: ≥5× stake increases between adjacent rounds;
-      ``stake_jump_median_mmc_change``: median relative MMC change (20 rounds after vs
-      before); ``stake_jump_mean_mmc_before`` / ``_after``; ``stake_jump_corr_change``:
+      ``stake_jump_compared``: those with at least half the window (10 of 20 rounds) scored on
+      each side, the events the study compares; ``stake_jump_median_mmc_change``: their median
+      relative MMC change (20 rounds after vs before); ``stake_jump_mean_mmc_before`` / ``_after``; ``stake_jump_corr_change``:
       median relative CORR change (the control); ``stake_jump_settling_round``: rounds after
       the jump until the rolling mean of MMC stops falling
       (:func:`scoring.crowding.settling_point`); ``stake_jump_dose_<low>_<high>x_*``: the
@@ -246,7 +247,12 @@ def _stake_jump_rows(report: CrowdingReport, d: dict[str, float | int | None]) -
     """The headline's rows of the event study (≥5× stake increases), turnover and concentration."""
     ref = REFERENCE
     return [
-        ("≥5× stake increases (events)", str(d["stake_jump_events"]), "", "—"),
+        (
+            "≥5× stake increases (events · compared: ≥ half the window scored on each side)",
+            f"{d['stake_jump_events']} · {d['stake_jump_compared']}",
+            "",
+            "—",
+        ),
         (
             "median MMC change after a ≥5× stake increase",
             pct(d["stake_jump_median_mmc_change"]),

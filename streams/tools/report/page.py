@@ -107,7 +107,8 @@ figure img {{ width: 100%; }} figcaption {{ font-size: .85em; color: #555; }}
 MMC is {e(METRIC_LABELS[metric])}, the MMC the seed article measured and payouts use; the second
 column gives the MMC figures with the {e(LABEL_2020)} MMC (<code>mmc</code>), beside it. "First"
 and "last" are the means over the first and last fifth of the rounds. The event study: ≥5× stake
-increases between adjacent rounds, 20 rounds before vs the 20 from the jump round on; the
+increases between adjacent rounds, 20 rounds before vs the 20 from the jump round on, compared
+when at least 10 rounds are scored on each side (a jump in the last rounds waits for its); the
 settling point is the first round after the jump from which the rolling mean of MMC never falls
 lower. Its mechanical part (the MMC at the old stake) needs the rounds' predictions, which the
 scores topic does not carry: <code>mmc whatif MODEL --stake OLD_STAKE</code> computes it from the

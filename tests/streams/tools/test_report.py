@@ -253,7 +253,8 @@ def test_headline_reports_the_figures(season: dict[str, Any]) -> None:
     low = rows["mean MMC, lowest corr_w_mm decile"]
     assert low.value == f"{report.cwmm_deciles.mean_mmc[0]:.4f}"
     assert low.value_2020 == f"{report.cwmm_deciles_2020.mean_mmc[0]:.4f}"
-    assert rows["≥5× stake increases (events)"].value == str(report.events.n_events)
+    events = rows["≥5× stake increases (events · compared: ≥ half the window scored on each side)"]
+    assert events.value == f"{report.events.n_events} · {report.events.n_compared}"
     change = rows["median MMC change after a ≥5× stake increase"]
     assert change.value == f"{100 * report.events.median_relative_change:+.0f}%"
     assert change.value_2020 == f"{100 * report.events_2020.median_relative_change:+.0f}%"

@@ -171,9 +171,10 @@ def replay(
 
 def demo(
     models: int = typer.Option(120, help="Models in the simulated season."),
-    ids: int = typer.Option(5000, help="Ids per round."),
-    rounds: int = typer.Option(30, help="Rounds."),
-    days: int = typer.Option(20, help="Daily target updates per round (the last one final)."),
+    ids: int = typer.Option(10_000, help="Ids per round."),
+    rounds: int = typer.Option(60, help="Rounds."),
+    days: int = typer.Option(20, help="Days until a round's targets are final (payouts are reinvested two days later)."),
+    every: int = typer.Option(5, help="Days between a round's target updates; the final day always has one."),
     seed: int = typer.Option(2026, help="Simulator seed (the same seed gives the same season)."),
     workers: int = typer.Option(1, help="Worker processes sharing the partitions."),
     out: Path = typer.Option(Path("out/demo"), "--out", help="Directory for the report, charts and worker logs."),
@@ -191,6 +192,7 @@ def demo(
         n_ids=ids,
         n_rounds=rounds,
         resolution_days=days,
+        target_every_days=every,
         seed=seed,
         workers=workers,
         out_dir=out,

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ from streams.state import RedisState
 from streams.state.client import redis_client
 from streams.tools.replay import send_events
 from streams.tools.report import BuiltReport, alert_rates_line, build_report, headline_table
-from streams.tools.simulation import SimulationConfig, simulate
+from streams.tools.simulation import Simulation, SimulationConfig
+from streams.tools.simulation.calendar import target_days
 from streams.tools.stack import EmbeddedStack
 
 REFRESH_SECONDS = 0.5
@@ -51,7 +51,10 @@ ALERTS_SHOWN = 6
 #: contribution is ~0.63× as noisy as with equal shares) and follow the signal a little more
 #: closely (CORR ~0.03); a participant is paid half its payout score (Numerai's payout factor,
 #: ``min(1, 72,000 NMR / total stake at risk)``, well below 1 today), so realised payouts
-#: rarely reach the ±5% clip and stakes compound at a realistic pace.
+#: rarely reach the ±5% clip. New money (2% of the total stake per round) goes to the stakers
+#: in proportion to their stake squared (the larger a stake, the more new capital it draws),
+#: and a staker on a good run makes its one large reinvestment (5–15×) with probability 0.3%
+#: per round, with no cap on how many do in a season.
 DEMO_SEASON: dict[str, Any] = {
     "crowd_weight": 0.85,
     "newcomer_crowd_weight": 0.2,
@@ -59,6 +62,11 @@ DEMO_SEASON: dict[str, Any] = {
     "target_buckets": (0.05, 0.2, 0.5, 0.2, 0.05),
     "target_signal_corr": 0.09,
     "payout_factor": 0.5,
+    "inflow_rate": 0.02,
+    "inflow_exponent": 2.0,
+    "jump_probability": 0.003,
+    "jump_range": (5.0, 15.0),
+    "n_jumps": 1_000,  # no binding cap: the reinvestments spread over the season
 }
 
 
@@ -66,16 +74,19 @@ DEMO_SEASON: dict[str, Any] = {
 class DemoConfig:
     """The demo's knobs (the simulator's own defaults for everything not listed).
 
-    120 models × 5,000 ids: a tournament-sized universe, where one round's contribution has a
-    noise of ~0.02 rather than ~0.045 at 1,000 ids — what lets a 30-round season resolve the
-    crowding figures — and fewer models, since the time a target update takes grows with the
-    models, not the ids (at 120 × 5,000 the demo takes about half the time of 200 × 1,000).
+    120 models × 10,000 ids × 60 rounds: a tournament-sized universe, where one round's
+    contribution varies from round to round by ~0.008 (standard deviation; ~0.011 at 5,000
+    ids), and a season long enough for the event study's 20-round windows on both sides of a
+    stake jump. A round's targets are final after 20 days and sent every 5th day (days 5, 10,
+    15, 20): the payouts, the runs and the final scores are those of daily updates, at a
+    quarter of the scoring work.
     """
 
     n_models: int = 120
-    n_ids: int = 5000
-    n_rounds: int = 30
+    n_ids: int = 10_000
+    n_rounds: int = 60
     resolution_days: int = 20
+    target_every_days: int = 5
     seed: int = 2026
     out_dir: Path = Path("out/demo")
     workers: int = 1
@@ -90,6 +101,7 @@ class DemoConfig:
             n_ids=self.n_ids,
             n_rounds=self.n_rounds,
             resolution_days=self.resolution_days,
+            target_every_days=self.target_every_days,
             seed=self.seed,
             **DEMO_SEASON,
         )
@@ -176,15 +188,19 @@ async def _watch(
 
 
 async def _stream(settings: Settings, config: DemoConfig, console: Console, procs: list[subprocess.Popen[bytes]]) -> None:
-    sim = config.season()
-    events = list(simulate(sim))
-    totals = Counter(e.topic for e in events)
+    season = config.season()
+    simulation = Simulation(season)
+    totals = simulation.event_counts()
+    updates = len(target_days(season))
     console.print(
-        f"simulated season: {sim.n_models} models × {sim.n_ids:,} ids × {sim.n_rounds} rounds, "
-        f"{sim.resolution_days} daily target updates per round — {len(events):,} input events "
-        f"({', '.join(f'{k} {v:,}' for k, v in sorted(totals.items()))})",
+        f"simulated season: {season.n_models} models × {season.n_ids:,} ids × {season.n_rounds} rounds, "
+        f"targets final after {season.resolution_days} days, {updates} target update{'s' if updates > 1 else ''} per round"
+        f" — {sum(totals.values()):,} input events ({', '.join(f'{k} {v:,}' for k, v in sorted(totals.items()))})",
         highlight=False,
     )
+    # The events are generated while they are sent, a round at a time (the predictions of a
+    # whole season would not fit in memory as messages).
+    events = simulation.events()
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     tasks = {topic: progress.add_task(f"sent: {topic}", total=totals[topic]) for topic in ("rounds", "stakes", "submissions", "targets")}
     resolved = progress.add_task("scored: target updates", total=totals["targets"])

@@ -59,6 +59,6 @@ def test_the_demo_season_meets_the_articles_criteria_from_the_stream(tmp_path: P
     assert d["steepest_drop_into_decile"] >= 6
     assert d["swmm_cwmm_last"] > d["swmm_cwmm_first"]
     assert d["swmm_cwmm_last"] - d["median_cwmm_last"] > d["swmm_cwmm_first"] - d["median_cwmm_first"]
-    assert d["stake_jump_events"] >= 5
+    assert d["stake_jump_compared"] >= 5
     assert -0.60 <= d["stake_jump_median_mmc_change"] <= -0.20
     assert abs(d["stake_jump_corr_change"]) <= 0.15

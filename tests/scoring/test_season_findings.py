@@ -1,8 +1,8 @@
 """The simulated season, scored with the scoring core alone (no broker), against the seed
 article's crowding findings (DESIGN §2.2; "MMC" is today's MMC, ``contribution``).
 
-The season is the demo's (streams/tools/demo.py: 120 models × 5,000 ids × 30 rounds, 20-day
-resolution). The figures that hold for every seed tried are asserted here; docs/simulation.md
+The season is the demo's (streams/tools/demo.py: 120 models × 10,000 ids × 60 rounds, 20-day
+resolution). The figures that hold for every seed measured are asserted here; docs/simulation.md
 lists every figure measured per seed, including those that do not hold at every seed — run
 ``.venv/bin/python tests/scoring/test_season_findings.py 2026 1 2 3`` to print them.
 """
@@ -65,30 +65,34 @@ CRITERIA: dict[str, Callable[[dict[str, Any]], bool]] = {
     "steepest MMC drop into decile 6 or later": lambda d: (d["steepest_drop_into_decile"] or 0) >= 6,
     "stake-weighted CWMM rising": lambda d: d["swmm_cwmm_last"] > d["swmm_cwmm_first"],
     "stake-weighted − median gap widening": lambda d: d["gap_cwmm_last"] > d["gap_cwmm_first"],
-    "≥ 5 stake-jump events": lambda d: d["stake_jump_events"] >= 5,
+    "≥ 5 stake-jump events compared": lambda d: d["stake_jump_compared"] >= 5,
     "median MMC change after a jump in −60%…−20%": lambda d: -0.60 <= d["stake_jump_median_mmc_change"] <= -0.20,
     "CORR change after a jump within ±15%": lambda d: abs(d["stake_jump_corr_change"]) <= 0.15,
 }
 
-#: Criteria that hold at the default seed only (docs/simulation.md: why, measured per seed).
-DEFAULT_SEED_ONLY = ("MMC of the highest CWMM decile < lowest / 3", "median MMC change after a jump in −60%…−20%")
+#: The criteria that hold at every seed measured (2026 and 1–7, docs/simulation.md); the others
+#: (MMC levels, the highest CWMM decile's MMC, the stake deciles' gap, the number of events
+#: compared and the median MMC change) hold at seeds 2026, 1, 2 and 3 and miss at some of 4–7.
+EVERY_SEED = (
+    "mean CORR in 0.005–0.04",
+    "MMC of the lowest CWMM decile > 0",
+    "steepest MMC drop into decile 6 or later",
+    "stake-weighted CWMM rising",
+    "stake-weighted − median gap widening",
+    "CORR change after a jump within ±15%",
+)
 
 
 def failed(f: Figures, names: Iterable[str] = CRITERIA) -> list[str]:
     return [name for name in names if not CRITERIA[name](f.headline)]
 
 
-def check_findings(f: Figures) -> None:
-    """What holds at every seed measured (docs/simulation.md), and payouts rarely at the clip."""
-    assert failed(f, [n for n in CRITERIA if n not in DEFAULT_SEED_ONLY]) == []
-    assert f.clip_rate <= 0.05
-
-
 def test_default_season_reproduces_the_findings() -> None:
-    """The demo's season at its default seed meets every criterion of the article."""
+    """The demo's season at its default seed meets every criterion of the article, and its
+    realised payouts rarely reach the clip."""
     f = season_figures(2026)
-    check_findings(f)
     assert failed(f) == []
+    assert f.clip_rate <= 0.05
 
 
 @pytest.mark.slow
@@ -108,8 +112,19 @@ def test_the_checks_fail_without_a_crowd(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_other_seeds_reproduce_the_findings(seed: int) -> None:
-    """The same findings at other seeds."""
-    check_findings(season_figures(seed))
+    """Every criterion at seeds 1, 2 and 3."""
+    f = season_figures(seed)
+    assert failed(f) == []
+    assert f.clip_rate <= 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [4, 5, 6, 7])
+def test_more_seeds_keep_the_robust_findings(seed: int) -> None:
+    """At seeds 4–7, the criteria that hold at every seed measured (:data:`EVERY_SEED`)."""
+    f = season_figures(seed)
+    assert failed(f, EVERY_SEED) == []
+    assert f.clip_rate <= 0.05
 
 
 def _table(seeds: list[int]) -> None:
@@ -134,7 +149,8 @@ def _table(seeds: list[int]) -> None:
             "stake-weighted CWMM, first → last fifth": f"{d['swmm_cwmm_first']:.3f} → {d['swmm_cwmm_last']:.3f}" + mark("stake-weighted CWMM rising"),
             "gap stake-weighted − median": f"{d['gap_cwmm_first']:.3f} → {d['gap_cwmm_last']:.3f}" + mark("stake-weighted − median gap widening"),
             "median CWMM, first → last fifth": f"{d['median_cwmm_first']:.3f} → {d['median_cwmm_last']:.3f}",
-            "≥5× events": str(d["stake_jump_events"]) + mark("≥ 5 stake-jump events"),
+            "≥5× events (compared: half a window on each side)": f"{d['stake_jump_events']} ({d['stake_jump_compared']})"
+            + mark("≥ 5 stake-jump events compared"),
             "median MMC change per event": f"{d['stake_jump_median_mmc_change']:+.1%}" + mark("median MMC change after a jump in −60%…−20%"),
             "mean MMC before → after": f"{d['stake_jump_mean_mmc_before']:.4f} → {d['stake_jump_mean_mmc_after']:.4f}",
             "median CORR change per event": f"{d['stake_jump_corr_change']:+.1%}" + mark("CORR change after a jump within ±15%"),

@@ -68,6 +68,7 @@ default; ``o_r = r − start_round + 1``):
   06:00 (plus a second per round resolving that day), ``final`` on the last day; earlier days
   are the final latent plus a random walk that shrinks to zero (targets converge day by day);
   optionally some ids are ``null`` on early days (:attr:`~SimulationConfig.early_null_fraction`).
+  Only every :attr:`~SimulationConfig.target_every_days`-th day and the final day are sent.
   A round's payout is therefore known from the stake evening ``resolution_days + 2`` rounds
   later.
 

@@ -69,6 +69,15 @@ class Calendar:
         return self.day_ms(calendar_day) + _TARGETS_AT + (i - earliest) * _TARGET_SPACING_MS
 
 
+def target_days(config: SimulationConfig) -> range | list[int]:
+    """The days of a round on which its targets are sent: every ``target_every_days``-th day
+    and the final one."""
+    days, every = config.resolution_days, config.target_every_days
+    if every == 1:
+        return range(1, days + 1)
+    return [d for d in range(1, days + 1) if d % every == 0 or d == days]
+
+
 def build_schedule(
     config: SimulationConfig, stakes: NDArray[np.float64], submitted: NDArray[np.bool_], resubmitted: NDArray[np.bool_]
 ) -> list[tuple[int, int, str, int, int]]:
@@ -106,7 +115,7 @@ def build_schedule(
                 slot_of[first_idx], slot_of[final_idx] = slot_of[final_idx], slot_of[first_idx]
         for idx in range(total):
             entries.append((int(instants[slot_of[idx]]), subs_order, kinds[idx], i, int(owners[idx])))
-        for day in range(1, cfg.resolution_days + 1):
+        for day in target_days(cfg):
             entries.append((calendar.target_ms(i, day), targets_order, "target", i, day))
     entries.sort(key=lambda e: (e[0], e[1]))
     return entries

@@ -32,7 +32,10 @@ class SimulationConfig:
         seed: the only source of randomness.
         start_round: number of the first round.
         first_day_ms: epoch ms of simulated day 0 (round ``start_round`` opens on day 1).
-        resolution_days: target updates per round; the last is ``final``.
+        resolution_days: days until a round's targets are final (its last update, ``final``);
+            a payout is reinvested two days after it.
+        target_every_days: a round's targets are sent every this many days, and on its final
+            day (1: daily, as the tournament; more: fewer updates to score, same payouts).
         id_pool_factor: each round's universe is ``n_ids`` ids drawn from a pool this much
             larger (ids repeat across rounds, not always in the same order or set).
 
@@ -67,6 +70,10 @@ class SimulationConfig:
         jump_tail: 0: the multiple is uniform in ``jump_range``; above 0: Pareto with this tail
             index from ``jump_range[0]``, capped at ``jump_range[1]`` (most reinvestments near
             the low end, a few far above it).
+        inflow_rate: new money joining the tournament each stake evening, as a share of the
+            total stake (0: none).
+        inflow_exponent: the new money goes to the stakers in proportion to ``stake **
+            inflow_exponent`` (1: pro rata; above 1 the larger stakers attract more of it).
         withdraw_probability: chance per round that a staker with a negative run withdraws.
         withdraw_share: the share of its stake it withdraws, uniform in this range.
         payout_corr_multiplier, payout_mmc_multiplier, payout_clip: the payout score,
@@ -94,6 +101,7 @@ class SimulationConfig:
     start_round: int = 1
     first_day_ms: int = DEFAULT_FIRST_DAY_MS
     resolution_days: int = 20
+    target_every_days: int = 1
     id_pool_factor: float = 1.25
 
     n_factors: int = 10
@@ -120,6 +128,8 @@ class SimulationConfig:
     n_jumps: int = 12
     jump_range: tuple[float, float] = (5.0, 30.0)
     jump_tail: float = 0.0
+    inflow_rate: float = 0.0
+    inflow_exponent: float = 1.0
     withdraw_probability: float = 0.1
     withdraw_share: tuple[float, float] = (0.1, 0.5)
     payout_corr_multiplier: float = 0.5
@@ -143,6 +153,7 @@ class SimulationConfig:
             "start_round >= 0": self.start_round >= 0,
             "first_day_ms >= 0": self.first_day_ms >= 0,
             "resolution_days >= 1": self.resolution_days >= 1,
+            "target_every_days >= 1": self.target_every_days >= 1,
             "id_pool_factor >= 1": self.id_pool_factor >= 1,
             "n_factors >= 3": self.n_factors >= 3,
             "0 < target_signal_corr < 1": 0 < self.target_signal_corr < 1,
@@ -165,6 +176,8 @@ class SimulationConfig:
             "n_jumps >= 0": self.n_jumps >= 0,
             "1 <= jump_range, ordered": 1 <= self.jump_range[0] <= self.jump_range[1],
             "jump_tail >= 0": self.jump_tail >= 0,
+            "inflow_rate >= 0": self.inflow_rate >= 0,
+            "inflow_exponent >= 0": self.inflow_exponent >= 0,
             "0 <= withdraw_probability <= 1": 0 <= self.withdraw_probability <= 1,
             "0 <= withdraw_share < 1, ordered": 0 <= self.withdraw_share[0] <= self.withdraw_share[1] < 1,
             "payout_clip > 0": self.payout_clip > 0,

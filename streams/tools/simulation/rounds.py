@@ -61,9 +61,9 @@ class Rounds:
         structured = np.sqrt(q * k)[:, None] * (models.crowd_direction @ factors) + np.sqrt(q * (1 - k))[:, None] * (models.original_direction @ factors)
         noise_scale = np.sqrt(1 - q)[:, None]
         latent = structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))
-        first_noise = rng.standard_normal((cfg.n_models, n_ids))
         predictions = np.round(ndtr(latent), cfg.prediction_decimals)
-        first_predictions = np.round(ndtr(structured + noise_scale * first_noise), cfg.prediction_decimals) if first else EMPTY
+        # The replaced first submissions' noise, drawn last from this stream (only when needed).
+        first_predictions = np.round(ndtr(structured + noise_scale * rng.standard_normal((cfg.n_models, n_ids))), cfg.prediction_decimals) if first else EMPTY
 
         rng = stream_rng(cfg, STREAM_TARGETS, i)
         rho = cfg.target_signal_corr

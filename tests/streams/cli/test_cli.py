@@ -91,11 +91,12 @@ def test_mmc_demo_defaults_are_the_demo_season() -> None:
 
     defaults = {name: p.default.default for name, p in inspect.signature(demo).parameters.items()}
     config = DemoConfig()
-    assert (defaults["models"], defaults["ids"], defaults["rounds"], defaults["days"], defaults["seed"]) == (
+    assert (defaults["models"], defaults["ids"], defaults["rounds"], defaults["days"], defaults["every"], defaults["seed"]) == (
         config.n_models,
         config.n_ids,
         config.n_rounds,
         config.resolution_days,
+        config.target_every_days,
         config.seed,
     )
     assert (defaults["workers"], defaults["out"]) == (config.workers, config.out_dir)

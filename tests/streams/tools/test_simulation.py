@@ -320,6 +320,7 @@ def test_predictions_do_not_depend_on_stakes() -> None:
         Simulation(dataclasses.replace(base, stake_median=base.stake_median * 37)),
         Simulation(dataclasses.replace(base, jump_probability=0.0)),
         Simulation(dataclasses.replace(base, jump_range=(40.0, 60.0), withdraw_probability=1.0)),
+        Simulation(dataclasses.replace(base, inflow_rate=0.05, inflow_exponent=2.0)),
     ]
     assert not np.array_equal(sims[0].stakes, sims[1].stakes)
     assert not np.array_equal(sims[0].stakes, sims[2].stakes)
@@ -328,6 +329,44 @@ def test_predictions_do_not_depend_on_stakes() -> None:
         expected = sims[0].predictions(r)
         for other in sims[1:]:
             assert np.array_equal(other.predictions(r), expected)
+
+
+def test_new_money_goes_to_the_stakers_by_stake_to_the_inflow_exponent() -> None:
+    """``inflow_rate`` of the total stake joins each stake evening after the payouts, shared in
+    proportion to ``stake ** inflow_exponent``: pro rata at 1 (shares unchanged), the larger
+    stakers' shares growing above 1; everyone's predictions stay those of the same season."""
+    base = SimulationConfig.small(n_models=40, n_ids=200, n_rounds=6, n_jumps=0, withdraw_probability=0.0, arrival_fraction=0.0)
+    plain = Simulation(base)
+    pro_rata = Simulation(dataclasses.replace(base, inflow_rate=0.05))
+    rich = Simulation(dataclasses.replace(base, inflow_rate=0.05, inflow_exponent=2.0))
+    before, reinvested = plain.stakes[0], plain.stakes[1]  # the first evening: payouts only
+    for sim in (pro_rata, rich):
+        np.testing.assert_array_equal(sim.stakes[0], before)
+        np.testing.assert_allclose(sim.stakes[1].sum(), 1.05 * reinvested.sum(), rtol=1e-6)
+        assert (sim.stakes[1][before == 0] == 0).all()
+    np.testing.assert_allclose(pro_rata.stakes[1], 1.05 * reinvested, atol=1e-4)
+    weight = reinvested**2
+    np.testing.assert_allclose(rich.stakes[1], reinvested + 0.05 * reinvested.sum() * weight / weight.sum(), atol=1e-4)
+    largest = int(np.argmax(before))
+    assert rich.stakes[5, largest] / rich.stakes[5].sum() > plain.stakes[5, largest] / plain.stakes[5].sum()
+    for r in plain.rounds:
+        assert np.array_equal(rich.predictions(r), plain.predictions(r))
+
+
+def test_targets_every_few_days_and_on_the_final_day() -> None:
+    """``target_every_days`` 4 with 10-day resolution sends days 4, 8 and 10 (final), each the
+    same targets as the daily season's; everything else is the daily season's."""
+    daily = SimulationConfig.small(n_models=20, n_ids=50, n_rounds=3, resolution_days=10, n_jumps=0)
+    sparse = dataclasses.replace(daily, target_every_days=4)
+    every_day, some_days = list(simulate(daily)), list(simulate(sparse))
+    days = defaultdict(list)
+    for e in some_days:
+        if e.topic == "targets":
+            days[e.value["round"]].append((e.value["day"], e.value["final"]))
+    assert all(v == [(4, False), (8, False), (10, True)] for v in days.values()) and len(days) == 3
+    kept = [e for e in every_day if e.topic != "targets" or e.value["day"] in (4, 8, 10)]
+    assert digest(kept) == digest(some_days)
+    assert Simulation(sparse).event_counts()["targets"] == 9
 
 
 def test_targets_are_buckets_that_converge() -> None:

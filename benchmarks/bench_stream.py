@@ -17,7 +17,8 @@ Prints, measured in one run:
 2. the round's close produced → its basis (meta model, bootstrap meta models, per-model
    products) stored in Redis: the worker computes it in the background once the close is applied;
    then → the round's ``neighbours`` published (the same close-time task, after the basis; every
-   model staked, so each is compared with the ``MMC_NEIGHBOURS_MAX_STAKERS`` largest stakers);
+   model staked, so each is compared with the ``MMC_NEIGHBOURS_MAX_STAKERS`` largest stakers),
+   then the round's close-stage alerts raised;
 3. end-to-end resolution latency — a targets message produced → the last ``mmc.scores``
    message of that update consumed, for the round's first update (sent once the close-time
    work is done: in the tournament targets come a day or more after the close) and a second
@@ -121,6 +122,14 @@ def wait_neighbours(settings: Settings, round_number: int, timeout: float, worke
     client = redis_sync_client(settings)
     key = Keys(settings.state_namespace).round(round_number)
     return poll_until(lambda: bool(client.hexists(key, NEIGHBOURS_FIELD)), timeout, worker, f"round {round_number}: no neighbours")
+
+
+def wait_close_alerts(settings: Settings, round_number: int, timeout: float, worker: subprocess.Popen[bytes]) -> float:
+    """Poll Redis until the worker has raised the round's close-stage alerts (the last of the
+    close-time work, after the neighbours); returns when."""
+    client = redis_sync_client(settings)
+    key = Keys(settings.state_namespace).round(round_number)
+    return poll_until(lambda: client.hget(key, "close_alerted") == b"1", timeout, worker, f"round {round_number}: no close-stage alerts")
 
 
 async def tail_consumer(settings: Settings, *topics: str) -> AIOKafkaConsumer:
@@ -367,6 +376,7 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
         basis_ready = wait_basis(settings, 1, timeout=600, worker=worker) - closed
         # The targets come after the close-time work, as in the tournament (a day or more later).
         neighbours_ready = wait_neighbours(settings, 1, timeout=600, worker=worker) - closed
+        wait_close_alerts(settings, 1, timeout=600, worker=worker)
         targets = (np.clip(np.round(0.2 * crowd + rng.normal(size=n_ids) + 2), 0, 4) / 4).tolist()
         day1 = asyncio.run(resolution_latency(settings, 1, 1, targets, n_models))
         day2 = asyncio.run(resolution_latency(settings, 1, 2, targets, n_models))

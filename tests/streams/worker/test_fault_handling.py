@@ -15,6 +15,7 @@ import pytest
 import redis.exceptions as redis_errors
 import stamina
 
+from streams import transient
 from streams.errors import InvalidMessage, StateLost
 from streams.messages.outputs import DEAD_LETTER_KEY_BYTES, dead_letter
 from streams.messages.records import InputRecord, check_event_time, refuse
@@ -217,6 +218,22 @@ def test_an_error_that_is_not_transient_is_raised_at_once(pauses: list[float], c
     with pytest.raises(ValueError, match="not a number"):
         asyncio.run(with_retry(call, "applying m1"))
     assert calls[0] == 1 and pauses == [] and caplog.records == []
+
+
+def test_a_call_that_goes_through_at_once_opens_no_retry_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first attempt runs outside stamina (a context costs ~60 µs, paid per record and per
+    batch): a call that succeeds or fails for good never builds one."""
+
+    def no_context(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a retry context was opened")
+
+    monkeypatch.setattr(transient, "retries", no_context)
+    call, calls = failing(0, ConnectionRefusedError)
+    assert asyncio.run(with_retry(call)) == "done" and calls[0] == 1
+    call, calls = failing(1, lambda: ValueError("not a number"))
+    with pytest.raises(ValueError, match="not a number"):
+        asyncio.run(with_retry(call))
+    assert calls[0] == 1
 
 
 def test_what_the_predicate_calls_transient_is_retried_even_wrapped() -> None:

@@ -116,20 +116,12 @@ def wait_basis(settings: Settings, round_number: int, timeout: float, worker: su
     return poll_until(lambda: bool(client.exists(key)), timeout, worker, f"round {round_number}: no basis")
 
 
-def wait_neighbours(settings: Settings, round_number: int, timeout: float, worker: subprocess.Popen[bytes]) -> float:
-    """Poll Redis until the worker has published the round's neighbours (after the basis, in the
-    same close-time task); returns when."""
+def wait_round_field(settings: Settings, round_number: int, field: str, what: str, timeout: float, worker: subprocess.Popen[bytes]) -> float:
+    """Poll Redis until the worker has set ``field`` of the round's hash (``what`` it marks:
+    the neighbours published, the close-stage alerts raised); returns when."""
     client = redis_sync_client(settings)
     key = Keys(settings.state_namespace).round(round_number)
-    return poll_until(lambda: bool(client.hexists(key, NEIGHBOURS_FIELD)), timeout, worker, f"round {round_number}: no neighbours")
-
-
-def wait_close_alerts(settings: Settings, round_number: int, timeout: float, worker: subprocess.Popen[bytes]) -> float:
-    """Poll Redis until the worker has raised the round's close-stage alerts (the last of the
-    close-time work, after the neighbours); returns when."""
-    client = redis_sync_client(settings)
-    key = Keys(settings.state_namespace).round(round_number)
-    return poll_until(lambda: client.hget(key, "close_alerted") == b"1", timeout, worker, f"round {round_number}: no close-stage alerts")
+    return poll_until(lambda: bool(client.hexists(key, field)), timeout, worker, f"round {round_number}: no {what}")
 
 
 async def tail_consumer(settings: Settings, *topics: str) -> AIOKafkaConsumer:
@@ -375,8 +367,8 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
         wait_applied(settings, "rounds", 2, timeout=60, worker=worker)
         basis_ready = wait_basis(settings, 1, timeout=600, worker=worker) - closed
         # The targets come after the close-time work, as in the tournament (a day or more later).
-        neighbours_ready = wait_neighbours(settings, 1, timeout=600, worker=worker) - closed
-        wait_close_alerts(settings, 1, timeout=600, worker=worker)
+        neighbours_ready = wait_round_field(settings, 1, NEIGHBOURS_FIELD, "neighbours", 600, worker) - closed
+        wait_round_field(settings, 1, "close_alerted", "close-stage alerts", 600, worker)
         targets = (np.clip(np.round(0.2 * crowd + rng.normal(size=n_ids) + 2), 0, 4) / 4).tolist()
         day1 = asyncio.run(resolution_latency(settings, 1, 1, targets, n_models))
         day2 = asyncio.run(resolution_latency(settings, 1, 2, targets, n_models))

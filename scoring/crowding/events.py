@@ -220,16 +220,13 @@ def stake_jump_events(
     Returns:
         :class:`StakeJumpEvents`.
     """
-    ratio, window, settle_span = _event_arguments(ratio, window, settle_span)
-    if min_rounds is None:
-        min_rounds = max(1, math.floor(window * DEFAULT_EVENT_MIN_SHARE))
-    if isinstance(min_rounds, bool) or not isinstance(min_rounds, int | np.integer) or not 1 <= min_rounds <= window:
-        raise ScoringError(f"min_rounds must be an integer in 1..window ({window}), got {min_rounds!r}")
+    parameters = _event_arguments(ratio, window, settle_span, min_rounds)
+    ratio, window = parameters[0], parameters[1]
     metric, mmc_column = table.metric_column(metric)
     rows = _event_rows(table, mmc_column, ratio)
     offsets = np.arange(-window, window + 1, dtype=np.int64)
     sums = _window_sums(table, rows, offsets, window)
-    return _event_study(table, rows, sums, offsets, (ratio, window, int(min_rounds), settle_span), metric, dose_edges)
+    return _event_study(table, rows, sums, offsets, parameters, metric, dose_edges)
 
 
 def _event_study(
@@ -306,8 +303,9 @@ def _event_study(
     )
 
 
-def _event_arguments(ratio: float, window: int, settle_span: int) -> tuple[float, int, int]:
-    """``ratio``, ``window`` and ``settle_span`` checked and as float, int, int."""
+def _event_arguments(ratio: float, window: int, settle_span: int, min_rounds: int | None) -> tuple[float, int, int, int]:
+    """``ratio``, ``window``, ``min_rounds`` (None: half the window, at least 1) and
+    ``settle_span`` checked and as float, int, int, int."""
     if not (isinstance(ratio, float | int | np.floating | np.integer) and np.isfinite(ratio)):
         raise ScoringError(f"ratio must be a finite number, got {ratio!r}")
     if ratio <= 0:
@@ -316,7 +314,11 @@ def _event_arguments(ratio: float, window: int, settle_span: int) -> tuple[float
         raise ScoringError(f"window must be an integer >= 1, got {window!r}")
     if isinstance(settle_span, bool) or not isinstance(settle_span, int | np.integer) or settle_span < 1:
         raise ScoringError(f"settle_span must be an integer >= 1, got {settle_span!r}")
-    return float(ratio), int(window), int(settle_span)
+    if min_rounds is None:
+        min_rounds = max(1, math.floor(window * DEFAULT_EVENT_MIN_SHARE))
+    if isinstance(min_rounds, bool) or not isinstance(min_rounds, int | np.integer) or not 1 <= min_rounds <= window:
+        raise ScoringError(f"min_rounds must be an integer in 1..window ({window}), got {min_rounds!r}")
+    return float(ratio), int(window), int(min_rounds), int(settle_span)
 
 
 @dataclass(frozen=True, eq=False)

@@ -69,12 +69,10 @@ class Calendar:
         return self.day_ms(calendar_day) + _TARGETS_AT + (i - earliest) * _TARGET_SPACING_MS
 
 
-def target_days(config: SimulationConfig) -> range | list[int]:
+def target_days(config: SimulationConfig) -> list[int]:
     """The days of a round on which its targets are sent: every ``target_every_days``-th day
     and the final one."""
     days, every = config.resolution_days, config.target_every_days
-    if every == 1:
-        return range(1, days + 1)
     return [d for d in range(1, days + 1) if d % every == 0 or d == days]
 
 

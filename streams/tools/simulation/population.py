@@ -156,7 +156,7 @@ class _Planner:
         i = j - self.lag
         if i >= -past:
             stake = np.round(stake * (1 + np.nan_to_num(self.paid[i + past])), cfg.stake_decimals)
-        stake = self._inflow(j, stake)
+        stake = self._inflow(stake)
         # Each participant's run: mean payout over its last `run_length` resolved rounds.
         last = j - self.lag
         window = self.score[max(0, last + past - cfg.run_length + 1) : last + past + 1]
@@ -185,15 +185,16 @@ class _Planner:
             self.jumps.append(StakeJump(self.models.ids[m], self.round_numbers[j], factor, float(previous[m]), after))
         return stake
 
-    def _inflow(self, j: int, stake: NDArray[np.float64]) -> NDArray[np.float64]:
+    def _inflow(self, stake: NDArray[np.float64]) -> NDArray[np.float64]:
         """New money joining tonight, ``inflow_rate`` of the total stake, shared among the
-        present stakers in proportion to ``stake ** inflow_exponent``."""
+        stakers (a stake is never withdrawn whole, and newcomers stake from their arrival) in
+        proportion to ``stake ** inflow_exponent``."""
         cfg = self.cfg
-        present = (stake > 0) & self.present[j]
-        if cfg.inflow_rate <= 0 or not present.any():
+        staked = stake > 0
+        if cfg.inflow_rate <= 0 or not staked.any():
             return stake
-        weight = np.where(present, stake, 0.0) ** cfg.inflow_exponent
-        new = cfg.inflow_rate * stake[present].sum() * weight / weight.sum()
+        weight = np.where(staked, stake, 0.0) ** cfg.inflow_exponent
+        new = cfg.inflow_rate * stake.sum() * weight / weight.sum()
         return np.asarray(np.round(stake + new, cfg.stake_decimals), dtype=np.float64)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from scoring.crowding.common import DEFAULT_DOSE_EDGES, DEFAULT_EVENT_MIN_SHARE, DEFAULT_EVENT_WINDOW, DEFAULT_JUMP_RATIO, DEFAULT_SETTLE_SPAN, _PlainDict
+from scoring.crowding.control import population_windows, relative_change_vs_population
 from scoring.crowding.table import ScoreTable
 from scoring.errors import ScoringError, ShapeMismatch
 
@@ -31,6 +32,11 @@ class StakeJumpEvents(_PlainDict):
         relative_change: ``(mmc_after − mmc_before) / |mmc_before|`` (NaN when a side holds
             fewer than ``min_rounds`` rounds or ``mmc_before = 0``).
         corr_before, corr_after, corr_relative_change: the same for CORR (the control).
+        population_mmc_before, population_mmc_after: the mean MMC of the models without an
+            event over the same two windows (:mod:`scoring.crowding.control`).
+        relative_change_vs_population: ``((mmc_after − mmc_before) − (population_mmc_after −
+            population_mmc_before)) / |mmc_before|`` for the compared events: the change beyond
+            the season's own drift.
 
     Across events:
         median_relative_change: median of the finite ``relative_change`` (NaN when none).
@@ -38,6 +44,9 @@ class StakeJumpEvents(_PlainDict):
         mean_mmc_before, mean_mmc_after: means of ``mmc_before`` / ``mmc_after`` over the
             events with ``min_rounds`` rounds on both sides ("0.010 → 0.006" in the seed article).
         mean_corr_before, mean_corr_after: the same for CORR.
+        median_relative_change_vs_population: median of the finite
+            ``relative_change_vs_population``; mean_population_mmc_before,
+            mean_population_mmc_after: means of the population's windows over the compared events.
         n_events: events found; n_compared: events with a finite ``relative_change`` (the
             events the study compares).
         trajectory_offset: ``k = −window .. window`` (round ``r + k``; 0 is the jump round).
@@ -68,12 +77,18 @@ class StakeJumpEvents(_PlainDict):
     corr_before: NDArray[np.float64]
     corr_after: NDArray[np.float64]
     corr_relative_change: NDArray[np.float64]
+    population_mmc_before: NDArray[np.float64]
+    population_mmc_after: NDArray[np.float64]
+    relative_change_vs_population: NDArray[np.float64]
     median_relative_change: float
     median_corr_relative_change: float
     mean_mmc_before: float
     mean_mmc_after: float
     mean_corr_before: float
     mean_corr_after: float
+    median_relative_change_vs_population: float
+    mean_population_mmc_before: float
+    mean_population_mmc_after: float
     n_events: int
     n_compared: int
     trajectory_offset: NDArray[np.int64]
@@ -193,7 +208,11 @@ def stake_jump_events(
        twenty in the median.
     4. The control: the same windows, means and relative change for CORR. Crowding lowers
        MMC through the meta model moving toward the model; it leaves the model's own CORR
-       alone, so a flat CORR beside a falling MMC says "crowding, not model decay".
+       alone, so a flat CORR beside a falling MMC says "crowding, not model decay". The
+       population's control: the mean MMC of the models without an event over the same
+       windows (:func:`scoring.crowding.control.population_windows`); the event's change
+       beyond the population's, relative to its MMC before, separates the event's own change
+       from the season's drift (every model's MMC moves as the stake concentrates or spreads).
     5. Trajectory: for ``k = −window .. window``, the mean over events of ``mmc_{r+k}`` (and
        of ``corr_{r+k}``), events lacking round ``r + k`` left out (counts reported).
     6. Settling point: :func:`settling_point` of the MMC trajectory with ``settle_span``.
@@ -226,11 +245,12 @@ def stake_jump_events(
     rows = _event_rows(table, mmc_column, ratio)
     offsets = np.arange(-window, window + 1, dtype=np.int64)
     sums = _window_sums(table, rows, offsets, window)
-    return _event_study(table, rows, sums, offsets, parameters, metric, dose_edges)
+    return _event_study(table, mmc_column, rows, sums, offsets, parameters, metric, dose_edges)
 
 
 def _event_study(
     table: ScoreTable,
+    mmc_column: NDArray[np.float64],
     rows: _EventRows,
     sums: _WindowSums,
     offsets: NDArray[np.int64],
@@ -249,6 +269,9 @@ def _event_study(
         return np.where(compare, values, np.nan)
 
     relative_change = compared(_relative_change(mmc_before, mmc_after))
+    population = population_windows(table, mmc_column, rows.model[rows.at], rows.round[rows.at], window)
+    vs_population = compared(relative_change_vs_population(mmc_before, mmc_after, population))
+    mean_population_before, mean_population_after = _paired_means(compared(population.before), compared(population.after))
     corr_relative_change = compared(_relative_change(corr_before, corr_after))
     mean_mmc_before, mean_mmc_after = _paired_means(compared(mmc_before), compared(mmc_after))
     mean_corr_before, mean_corr_after = _paired_means(compared(corr_before), compared(corr_after))
@@ -274,12 +297,18 @@ def _event_study(
         corr_before=corr_before,
         corr_after=corr_after,
         corr_relative_change=corr_relative_change,
+        population_mmc_before=population.before,
+        population_mmc_after=population.after,
+        relative_change_vs_population=vs_population,
         median_relative_change=_nan_median(relative_change),
         median_corr_relative_change=_nan_median(corr_relative_change),
         mean_mmc_before=mean_mmc_before,
         mean_mmc_after=mean_mmc_after,
         mean_corr_before=mean_corr_before,
         mean_corr_after=mean_corr_after,
+        median_relative_change_vs_population=_nan_median(vs_population),
+        mean_population_mmc_before=mean_population_before,
+        mean_population_mmc_after=mean_population_after,
         n_events=int(at.size),
         n_compared=n_compared,
         trajectory_offset=offsets,

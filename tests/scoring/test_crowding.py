@@ -416,6 +416,36 @@ def test_stake_jump_event_study_by_hand() -> None:
     assert result.trajectory_count.tolist() == [1] * 41
 
 
+def test_event_study_population_control_by_hand() -> None:
+    """The models without an event are the control: 'steady' earns 0.0 before round 30 and
+    0.002 from it, so the whale's change 0.01 → 0.006 is −0.4 alone and −0.6 beyond the
+    population's +0.002; a flat population leaves the two equal."""
+    rows = []
+    for r in range(1, 61):
+        rows.append((r, "whale", 1.0 if r < 30 else 6.0, 0.5, 0.01 if r < 30 else 0.006))
+        rows.append((r, "steady", 2.0, 0.3, 0.0 if r < 30 else 0.002))
+        rows.append((r, "other", 2.0, 0.3, NAN if r == 40 else (0.0 if r < 30 else 0.002)))
+    result = stake_jump_events(make_table(rows))
+    assert result.relative_change[0] == pytest.approx(-0.4, rel=1e-12)
+    assert result.population_mmc_before[0] == pytest.approx(0.0, abs=1e-15)
+    assert result.population_mmc_after[0] == pytest.approx(0.002, rel=1e-12)
+    assert result.relative_change_vs_population[0] == pytest.approx(-0.6, rel=1e-12)
+    assert result.median_relative_change_vs_population == pytest.approx(-0.6, rel=1e-12)
+    assert (result.mean_population_mmc_before, result.mean_population_mmc_after) == pytest.approx((0.0, 0.002), abs=1e-15)
+    flat = stake_jump_events(whale_table())
+    assert flat.population_mmc_before[0] == flat.population_mmc_after[0] == pytest.approx(-0.002)
+    assert flat.median_relative_change_vs_population == pytest.approx(flat.median_relative_change, rel=1e-12)
+
+
+def test_event_study_without_a_control_population() -> None:
+    """When every model has an event, the population's windows and the change beyond them are NaN."""
+    result = stake_jump_events(make_table([(r, "whale", 1.0 if r < 30 else 6.0, 0.5, 0.01) for r in range(1, 61)]))
+    assert result.n_compared == 1
+    assert np.isnan(result.population_mmc_before).all() and np.isnan(result.relative_change_vs_population).all()
+    assert math.isnan(result.median_relative_change_vs_population)
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
 def test_a_jump_without_half_a_window_after_it_is_listed_not_compared() -> None:
     """A jump two rounds before the table ends is an event with its means, but the study
     compares only events with half a window (10 rounds) on each side; ``min_rounds`` sets it."""
@@ -521,6 +551,47 @@ def test_stake_jump_events_match_a_literal_loop(seed: int) -> None:
     assert result.n_compared == len(changes)
     assert result.median_relative_change == pytest.approx(np.median(changes))
     assert result.trajectory_count[window] == sum(1 for r, m, *_ in expected if not math.isnan(history[m][r][1]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_population_control_matches_a_literal_loop(seed: int) -> None:
+    """The population's windows and the change beyond them equal a loop over the rows of the
+    models without an event (a random table plus models with a steady stake, rows missing and
+    NaN scores among them)."""
+    base = random_table(seed, n_models=30, n_rounds=50)
+    rng = np.random.default_rng(seed + 100)
+    steady = [
+        (r, f"c{i:02d}", 3.0, 0.5, NAN if rng.random() < 0.05 else float(rng.normal(0.001 * (r - 100) / 10, 0.02)))
+        for i in range(15)
+        for r in range(100, 150)
+        if rng.random() < 0.9
+    ]
+    table = make_table(
+        [*zip(base.rounds.tolist(), base.models.tolist(), base.stakes.tolist(), base.corr_w_mm.tolist(), base.mmc.tolist(), strict=True), *steady]
+    )
+    window = 6
+    result = stake_jump_events(table, window=window)
+    jumpers = set(result.model.tolist())
+    assert jumpers and not any(m.startswith("c") for m in jumpers)
+    rows = list(zip(table.rounds.tolist(), table.models.tolist(), table.mmc.tolist(), strict=True))
+
+    def population(first: int, stop: int) -> float:
+        values = [x for r, m, x in rows if m not in jumpers and first <= r < stop and not math.isnan(x)]
+        return float(np.mean(values)) if values else NAN
+
+    pop_before = [population(r - window, r) for r in result.round.tolist()]
+    pop_after = [population(r, r + window) for r in result.round.tolist()]
+    np.testing.assert_allclose(result.population_mmc_before, pop_before, rtol=1e-12)
+    np.testing.assert_allclose(result.population_mmc_after, pop_after, rtol=1e-12)
+    compared = np.isfinite(result.relative_change)
+    beyond = ((result.mmc_after - result.mmc_before) - (np.array(pop_after) - np.array(pop_before))) / np.abs(result.mmc_before)
+    assert compared.sum() >= 3
+    np.testing.assert_allclose(result.relative_change_vs_population[compared], beyond[compared], rtol=1e-12)
+    assert np.isnan(result.relative_change_vs_population[~compared]).all()
+    assert result.median_relative_change_vs_population == pytest.approx(np.median(beyond[compared]))
+    assert (result.mean_population_mmc_before, result.mean_population_mmc_after) == pytest.approx(
+        (np.mean(np.array(pop_before)[compared]), np.mean(np.array(pop_after)[compared]))
+    )
 
 
 # --------------------------------------------------------------------------- table and report

@@ -154,6 +154,8 @@ def _table(seeds: list[int]) -> None:
             "median MMC change per event": f"{d['stake_jump_median_mmc_change']:+.1%}" + mark("median MMC change after a jump in −60%…−20%"),
             "mean MMC before → after": f"{d['stake_jump_mean_mmc_before']:.4f} → {d['stake_jump_mean_mmc_after']:.4f}",
             "median CORR change per event": f"{d['stake_jump_corr_change']:+.1%}" + mark("CORR change after a jump within ±15%"),
+            "median MMC change beyond the population's": f"{d['stake_jump_median_mmc_change_vs_population']:+.1%}",
+            "population's mean MMC before → after": f"{d['stake_jump_population_mmc_before']:.4f} → {d['stake_jump_population_mmc_after']:.4f}",
             "reinvestor's share of the stake after (median, max)": f"{np.median(f.jump_shares):.1%}, {np.max(f.jump_shares):.1%}",
         }
         for name, value in figures.items():

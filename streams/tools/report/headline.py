@@ -67,7 +67,10 @@ def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = No
       ``stake_jump_compared``: those with at least half the window (10 of 20 rounds) scored on
       each side, the events the study compares; ``stake_jump_median_mmc_change``: their median
       relative MMC change (20 rounds after vs before); ``stake_jump_mean_mmc_before`` / ``_after``; ``stake_jump_corr_change``:
-      median relative CORR change (the control); ``stake_jump_settling_round``: rounds after
+      median relative CORR change (the control); ``stake_jump_median_mmc_change_vs_population``:
+      the median change beyond the population's over the same rounds (the models without an
+      event; :mod:`scoring.crowding.control`), ``stake_jump_population_mmc_before`` / ``_after``
+      their mean MMC over the compared events' windows; ``stake_jump_settling_round``: rounds after
       the jump until the rolling mean of MMC stops falling
       (:func:`scoring.crowding.settling_point`); ``stake_jump_dose_<low>_<high>x_*``: the
       same per bucket of stake multiple;
@@ -141,6 +144,9 @@ def _stake_jump_figures(report: CrowdingReport, mech: MechanicalPart) -> dict[st
         "stake_jump_corr_change": events.median_corr_relative_change,
         "stake_jump_mean_corr_before": events.mean_corr_before,
         "stake_jump_mean_corr_after": events.mean_corr_after,
+        "stake_jump_median_mmc_change_vs_population": events.median_relative_change_vs_population,
+        "stake_jump_population_mmc_before": events.mean_population_mmc_before,
+        "stake_jump_population_mmc_after": events.mean_population_mmc_after,
         "stake_jump_settling_round": events.settling_round if events.settling_round >= 0 else None,
         "stake_jump_mechanical_events": mech.events,
         "stake_jump_mechanical_median_change": mech.median_relative_change,
@@ -270,6 +276,13 @@ def _stake_jump_rows(report: CrowdingReport, d: dict[str, float | int | None]) -
             f"{pct(d['stake_jump_corr_change'])} · {arrow(d['stake_jump_mean_corr_before'], d['stake_jump_mean_corr_after'], 4)}",
             "",
             ref["stake_jump_corr_change"],
+        ),
+        (
+            "the population's control: MMC change beyond the population's over the same rounds (median) "
+            "· the population's mean MMC before → after (the models without a ≥5× increase)",
+            f"{pct(d['stake_jump_median_mmc_change_vs_population'])} · {arrow(d['stake_jump_population_mmc_before'], d['stake_jump_population_mmc_after'], 4)}",
+            "",
+            "—",
         ),
         (
             f"settling point (rounds until the {report.events.settle_span}-round rolling mean MMC stops falling)",

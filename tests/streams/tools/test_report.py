@@ -259,6 +259,11 @@ def test_headline_reports_the_figures(season: dict[str, Any]) -> None:
     assert change.value == f"{100 * report.events.median_relative_change:+.0f}%"
     assert change.value_2020 == f"{100 * report.events_2020.median_relative_change:+.0f}%"
     assert "→" in rows["stake-weighted mean corr_w_mm, first → last fifth of rounds"].value
+    control = rows[
+        "the population's control: MMC change beyond the population's over the same rounds (median) "
+        "· the population's mean MMC before → after (the models without a ≥5× increase)"
+    ]
+    assert control.value.startswith(f"{100 * report.events.median_relative_change_vs_population:+.0f}% · ")
 
 
 HEADLINE_KEYS = (
@@ -299,6 +304,8 @@ def test_headline_data_holds_the_figures_as_numbers(season: dict[str, Any]) -> N
     assert data["stake_jump_events"] == report.events.n_events > 0
     assert data["stake_jump_mean_mmc_before"] == report.events.mean_mmc_before
     assert data["stake_jump_corr_change"] == report.events.median_corr_relative_change
+    assert data["stake_jump_median_mmc_change_vs_population"] == report.events.median_relative_change_vs_population
+    assert data["stake_jump_population_mmc_before"] == report.events.mean_population_mmc_before
     assert data["swmm_cwmm_first"] == report.weighted_first
     assert data["top10_turnover"] == report.turnover.mean_turnover
 

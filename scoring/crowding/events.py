@@ -278,11 +278,9 @@ def _event_study(
     rolling, settled = settling_point(trajectory_mmc, window, settle_span)
 
     at = rows.at
-    stake_before = rows.stake[at - 1].copy()
-    stake_after = rows.stake[at].copy()
+    stake_before, stake_after = rows.stake[at - 1].copy(), rows.stake[at].copy()
     multiple = stake_after / stake_before if at.size else np.zeros(0)
     dose = _dose_response(multiple, ratio, dose_edges, relative_change, corr_relative_change, compared(mmc_before), compared(mmc_after))
-    n_compared = int(np.isfinite(relative_change).sum())
     return StakeJumpEvents(
         model=table.model_ids[rows.model[at]],
         round=rows.round[at].copy(),
@@ -310,7 +308,7 @@ def _event_study(
         mean_population_mmc_before=mean_population_before,
         mean_population_mmc_after=mean_population_after,
         n_events=int(at.size),
-        n_compared=n_compared,
+        n_compared=int(np.isfinite(relative_change).sum()),
         trajectory_offset=offsets,
         trajectory_mean_mmc=trajectory_mmc,
         trajectory_mean_corr=trajectory_corr,

@@ -30,6 +30,8 @@ class Figures:
     headline: dict[str, float | int | None]
     clip_rate: float  # share of the simulator's realised payouts at ±clip
     jump_shares: np.ndarray  # each ≥5× reinvestor's share of the total stake right after it
+    hhi: tuple[float, float]  # HHI of the stakes, mean over the first / last fifth of the rounds
+    control_mmc: tuple[float, float]  # the same for the mean MMC of the models without a ≥5× reinvestment
 
 
 def season_figures(seed: int) -> Figures:
@@ -37,9 +39,13 @@ def season_figures(seed: int) -> Figures:
     the report's headline from those scores, exactly as ``mmc report`` does from the stream."""
     sim = Simulation(DemoConfig(seed=seed).season())
     columns: dict[str, list[np.ndarray]] = {k: [] for k in ("rounds", "models", "stakes", "corr_w_mm", "mmc", "contribution", "corr")}
+    reinvestors = {j.model for j in sim.jumps}
+    control = np.array([m not in reinvestors for m in sim.models])
+    control_mmc = []
     for i, r in enumerate(sim.rounds):
         who = np.flatnonzero(sim.submitted[i])
         s = scoring.score_round(sim.predictions(r)[who], sim.stakes[i, who], sim.targets(r), round=r)
+        control_mmc.append(float(np.nanmean(s.contribution[control[who]])))
         columns["rounds"].append(np.full(who.size, r))
         columns["models"].append(np.array(sim.models, dtype=object)[who])
         columns["stakes"].append(sim.stakes[i, who])
@@ -48,10 +54,14 @@ def season_figures(seed: int) -> Figures:
     table = ScoreTable(**{k: np.concatenate(v) for k, v in columns.items()})
     paid = sim.payouts[np.isfinite(sim.payouts)]
     shares = [j.stake_after / sim.stakes[sim.rounds.index(j.round)].sum() for j in sim.jumps]
+    hhi = ((sim.stakes / sim.stakes.sum(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    fifth = len(sim.rounds) // 5
     return Figures(
         headline=headline_data(crowding_report(table)),
         clip_rate=float(np.mean(np.abs(paid) >= sim.config.payout_clip - 1e-12)),
         jump_shares=np.array(shares),
+        hhi=(float(hhi[:fifth].mean()), float(hhi[-fifth:].mean())),
+        control_mmc=(float(np.mean(control_mmc[:fifth])), float(np.mean(control_mmc[-fifth:]))),
     )
 
 
@@ -156,6 +166,8 @@ def _table(seeds: list[int]) -> None:
             "median CORR change per event": f"{d['stake_jump_corr_change']:+.1%}" + mark("CORR change after a jump within ±15%"),
             "median MMC change beyond the population's": f"{d['stake_jump_median_mmc_change_vs_population']:+.1%}",
             "population's mean MMC before → after": f"{d['stake_jump_population_mmc_before']:.4f} → {d['stake_jump_population_mmc_after']:.4f}",
+            "HHI of the stakes, first → last fifth": f"{f.hhi[0]:.3f} → {f.hhi[1]:.3f}",
+            "mean MMC of the models without a ≥5× reinvestment, first → last fifth": f"{f.control_mmc[0]:.4f} → {f.control_mmc[1]:.4f}",
             "reinvestor's share of the stake after (median, max)": f"{np.median(f.jump_shares):.1%}, {np.max(f.jump_shares):.1%}",
         }
         for name, value in figures.items():

@@ -4,8 +4,11 @@ Prints, measured in one run:
 
 1. ingestion throughput — submissions of 6,720 ids applied per second by one worker
    (4 partitions), from the first to the last applied submission (worker start-up excluded),
-   with the CPU time the worker process and the broker spent per submission meanwhile
-   (``/proc/PID/stat``); beside it, on the same submissions, what bounds it: the worker's
+   with the round's open and every stake applied to its state, and their offsets committed for
+   its group, before the submissions are produced and it starts: the window covers
+   submissions only (no stake is read in it, neither caught up by the submissions' barrier
+   nor read again by the stakes agent); with the CPU time the worker process and the broker
+   spent per submission meanwhile (``/proc/PID/stat``); beside it, on the same submissions, what bounds it: the worker's
    processing alone (the same code fed from memory in this process — decoding, ranking,
    barriers, Redis, live alerts — no Kafka consumer), a Faust agent that only counts them
    (``faust_count.py``, the worker's Faust configuration: what a Faust agent per record costs),
@@ -45,6 +48,7 @@ import orjson
 import redis
 import redis.cluster
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as RdTopicPartition
 
@@ -177,6 +181,41 @@ def start_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
     """One real worker process (``python -m streams worker``) configured by ``settings``, output to ``log``."""
     env = {**os.environ, **settings.to_env()}
     return subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def apply_inputs(settings: Settings, log: IO[bytes], n_stakes: int) -> None:
+    """Apply the round's open and the ``n_stakes`` stakes (the only records on the broker yet) to
+    ``settings``' state before its worker starts, so that it reads no stake while it ingests
+    the submissions.
+
+    A worker of the same state in groups of its own (``{app_id}-inputs``) applies them and
+    stops; the offsets it applied are then committed for the worker's Faust group, whose stakes
+    agent starts past them, and its submissions' barrier finds them applied.
+    """
+    inputs = settings.model_copy(update={"app_id": f"{settings.app_id}-inputs"})
+    worker = start_worker(inputs, log)
+    try:
+        wait_applied(inputs, "rounds", 1, timeout=600, worker=worker)
+        wait_applied(inputs, "stakes", n_stakes, timeout=600, worker=worker)
+    finally:
+        stop_worker(worker)
+    asyncio.run(commit_applied(settings, ("rounds", "stakes")))
+
+
+async def commit_applied(settings: Settings, topics: tuple[str, ...]) -> None:
+    """Commit, for the consumer group that reads each of ``topics``, the offsets the state has
+    applied (its progress in Redis)."""
+    client = redis_sync_client(settings)
+    for topic in topics:
+        applied = client.hgetall(Keys(settings.state_namespace).progress(topic))
+        offsets = {TopicPartition(settings.topic(topic), int(p)): OffsetAndMetadata(int(o), "") for p, o in applied.items()}
+        consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=settings.consumer_group(topic), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(list(offsets))
+            await consumer.commit(offsets)
+        finally:
+            await consumer.stop()
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
@@ -346,14 +385,19 @@ def run(stack: EmbeddedStack, n_models: int, n_ids: int) -> dict[str, float]:
         m = f"model_{i:05d}"
         preds = (rng.uniform(0, 1) * crowd + rng.normal(size=n_ids)).tolist()
         subs.append(("submissions", m.encode(), orjson.dumps({"round": 1, "model": m, "predictions": preds}), T0 + 100_000 + i))
-    asyncio.run(produce(settings, inputs + subs))
     log = open(os.environ.get("MMC_BENCH_WORKER_LOG", os.devnull), "ab")  # noqa: SIM115
-    # First a worker with librdkafka's default fetch backoff, in a group and Redis namespace of
-    # its own, on the submissions alone (the round's close and targets come after it stopped).
     tag = uuid.uuid4().hex[:6]
     default_backoff = settings.model_copy(
         update={"app_id": f"bench-{tag}", "state_namespace": f"b{tag}", "ingest_fetch_backoff_ms": LIBRDKAFKA_DEFAULT_BACKOFF_MS}
     )
+    # The round's open and the stakes first, applied to each worker's state before any
+    # submission is on the broker; the submissions are all on the broker when each worker starts.
+    asyncio.run(produce(settings, inputs))
+    apply_inputs(default_backoff, log, n_models)
+    apply_inputs(settings, log, n_models)
+    asyncio.run(produce(settings, subs))
+    # First a worker with librdkafka's default fetch backoff, in a group and Redis namespace of
+    # its own, on the submissions alone (the round's close and targets come after it stopped).
     worker = start_worker(default_backoff, log)
     try:
         default_rate, default_cpu, _ = ingestion(default_backoff, worker, stack.pids["kafka"], n_models)

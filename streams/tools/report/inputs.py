@@ -141,12 +141,15 @@ def mechanical_part(alerts: Iterable[dict[str, Any]]) -> MechanicalPart:
             forecasts[(str(a.get("model")), int(a.get("round", -1)))] = {"old": float(old), "tax": float(tax)}
     if not forecasts:
         return MechanicalPart()
-    taxes = [f["tax"] for f in forecasts.values()]
-    relative = [f["tax"] / abs(f["old"]) for f in forecasts.values() if f["old"] != 0]
+    # By (model, round), summed exactly: the alerts of different models arrive on different
+    # partitions, in an order that varies from run to run; the figures do not.
+    chosen = [forecasts[key] for key in sorted(forecasts)]
+    taxes = [f["tax"] for f in chosen]
+    relative = [f["tax"] / abs(f["old"]) for f in chosen if f["old"] != 0]
     return MechanicalPart(
-        events=len(forecasts),
+        events=len(chosen),
         median_relative_change=float(np.median(relative)) if relative else None,
-        mean_tax=float(np.mean(taxes)),
+        mean_tax=math.fsum(taxes) / len(taxes),
     )
 
 

@@ -288,6 +288,15 @@ HEADLINE_KEYS = (
 )
 
 
+def test_headline_data_is_the_same_bytes_in_any_arrival_order(season: dict[str, Any]) -> None:
+    """The score messages of a season read in any interleaving give the same headline.json bytes
+    (each (round, model) keeps its final, latest-day update whatever the order)."""
+    messages = season["messages"]
+    rng = np.random.default_rng(11)
+    written = {orjson.dumps(headline_data(crowding_report(score_table_from_messages([messages[j] for j in rng.permutation(len(messages))])))) for _ in range(3)}
+    assert written == {orjson.dumps(headline_data(crowding_report(score_table_from_messages(messages))))}
+
+
 def test_headline_data_holds_the_figures_as_numbers(season: dict[str, Any]) -> None:
     """headline_data has every required key, each a finite number or None, equal to the report's."""
     table = score_table_from_messages(season["messages"])

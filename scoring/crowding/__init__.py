@@ -27,6 +27,7 @@ Conventions shared by every function:
 Modules: :mod:`~scoring.crowding.table` (the score table), :mod:`~scoring.crowding.deciles`,
 :mod:`~scoring.crowding.trend` (per-round series), :mod:`~scoring.crowding.events` (the
 stake-jump event study) and :mod:`~scoring.crowding.control` (its population control),
+:mod:`~scoring.crowding.interval` (its median's bootstrap interval),
 :mod:`~scoring.crowding.report`; :mod:`~scoring.crowding.common`
 holds the defaults and shared helpers.
 """

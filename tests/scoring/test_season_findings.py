@@ -162,6 +162,8 @@ def _table(seeds: list[int]) -> None:
             "≥5× events (compared: half a window on each side)": f"{d['stake_jump_events']} ({d['stake_jump_compared']})"
             + mark("≥ 5 stake-jump events compared"),
             "median MMC change per event": f"{d['stake_jump_median_mmc_change']:+.1%}" + mark("median MMC change after a jump in −60%…−20%"),
+            "the median's 95% bootstrap interval · events whose MMC fell": f"{d['stake_jump_median_mmc_change_low']:+.0%} …"
+            f" {d['stake_jump_median_mmc_change_high']:+.0%} · {d['stake_jump_mmc_fell']} of {d['stake_jump_compared']}",
             "mean MMC before → after": f"{d['stake_jump_mean_mmc_before']:.4f} → {d['stake_jump_mean_mmc_after']:.4f}",
             "median CORR change per event": f"{d['stake_jump_corr_change']:+.1%}" + mark("CORR change after a jump within ±15%"),
             "median MMC change beyond the population's": f"{d['stake_jump_median_mmc_change_vs_population']:+.1%}",

@@ -6,8 +6,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from scoring.crowding import METRIC_LABELS, CrowdingReport, percent_change
+from scoring.crowding.interval import DEFAULT_INTERVAL_LEVEL, median_interval
 from streams.tools.report.inputs import MechanicalPart
 
 #: How the report names today's MMC and the 2020 one.
@@ -67,7 +69,10 @@ def headline_data(report: CrowdingReport, mechanical: MechanicalPart | None = No
       ``stake_jump_compared``: those with at least half the window (10 of 20 rounds) scored on
       each side, the events the study compares; ``stake_jump_median_mmc_change``: their median
       relative MMC change (20 rounds after vs before); ``stake_jump_mean_mmc_before`` / ``_after``; ``stake_jump_corr_change``:
-      median relative CORR change (the control); ``stake_jump_median_mmc_change_vs_population``:
+      median relative CORR change (the control); ``stake_jump_median_mmc_change_low`` /
+      ``_high``: the median's 95% bootstrap interval over the compared events
+      (:func:`scoring.crowding.interval.median_interval`), ``stake_jump_mmc_fell``: how many
+      of them lost MMC; ``stake_jump_median_mmc_change_vs_population``:
       the median change beyond the population's over the same rounds (the models without an
       event; :mod:`scoring.crowding.control`), ``stake_jump_population_mmc_before`` / ``_after``
       their mean MMC over the compared events' windows; ``stake_jump_settling_round``: rounds after
@@ -144,6 +149,7 @@ def _stake_jump_figures(report: CrowdingReport, mech: MechanicalPart) -> dict[st
         "stake_jump_corr_change": events.median_corr_relative_change,
         "stake_jump_mean_corr_before": events.mean_corr_before,
         "stake_jump_mean_corr_after": events.mean_corr_after,
+        **_median_change_interval(events.relative_change),
         "stake_jump_median_mmc_change_vs_population": events.median_relative_change_vs_population,
         "stake_jump_population_mmc_before": events.mean_population_mmc_before,
         "stake_jump_population_mmc_after": events.mean_population_mmc_after,
@@ -151,6 +157,17 @@ def _stake_jump_figures(report: CrowdingReport, mech: MechanicalPart) -> dict[st
         "stake_jump_mechanical_events": mech.events,
         "stake_jump_mechanical_median_change": mech.median_relative_change,
         "stake_jump_mechanical_mean_tax": mech.mean_tax,
+    }
+
+
+def _median_change_interval(relative_change: NDArray[np.float64]) -> dict[str, float | int | None]:
+    """The 95% bootstrap interval of the median MMC change and how many compared events fell."""
+    low, high = median_interval(relative_change)
+    compared = relative_change[np.isfinite(relative_change)]
+    return {
+        "stake_jump_median_mmc_change_low": low,
+        "stake_jump_median_mmc_change_high": high,
+        "stake_jump_mmc_fell": int((compared < 0).sum()),
     }
 
 
@@ -264,6 +281,13 @@ def _stake_jump_rows(report: CrowdingReport, d: dict[str, float | int | None]) -
             pct(d["stake_jump_median_mmc_change"]),
             pct(d["stake_jump_median_mmc_2020_change"]),
             ref["stake_jump_median_mmc_change"],
+        ),
+        (
+            f"  its {100 * DEFAULT_INTERVAL_LEVEL:.0f}% bootstrap interval over the compared events · events whose MMC fell",
+            f"{pct(d['stake_jump_median_mmc_change_low'])} … {pct(d['stake_jump_median_mmc_change_high'])}"
+            f" · {d['stake_jump_mmc_fell']} of {d['stake_jump_compared']}",
+            "",
+            "—",
         ),
         (
             "mean MMC before → after a ≥5× stake increase",

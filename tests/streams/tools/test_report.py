@@ -23,6 +23,7 @@ from scoring.crowding import (
     mmc_by_cwmm_decile,
     stake_jump_events,
 )
+from scoring.crowding.interval import median_interval
 from streams.kafka.clients import kafka_client_options
 from streams.settings import Settings
 from streams.tools.report import (
@@ -314,6 +315,10 @@ def test_headline_data_holds_the_figures_as_numbers(season: dict[str, Any]) -> N
     assert data["stake_jump_mean_mmc_before"] == report.events.mean_mmc_before
     assert data["stake_jump_corr_change"] == report.events.median_corr_relative_change
     assert data["stake_jump_median_mmc_change_vs_population"] == report.events.median_relative_change_vs_population
+    compared = report.events.relative_change[np.isfinite(report.events.relative_change)]
+    assert (data["stake_jump_median_mmc_change_low"], data["stake_jump_median_mmc_change_high"]) == median_interval(compared)
+    assert data["stake_jump_median_mmc_change_low"] <= data["stake_jump_median_mmc_change"] <= data["stake_jump_median_mmc_change_high"]
+    assert data["stake_jump_mmc_fell"] == int((compared < 0).sum())
     assert data["stake_jump_population_mmc_before"] == report.events.mean_population_mmc_before
     assert data["swmm_cwmm_first"] == report.weighted_first
     assert data["top10_turnover"] == report.turnover.mean_turnover

@@ -66,13 +66,22 @@ def _group_sums(groups: NDArray[np.intp], values: NDArray[np.float64], n_groups:
     return np.asarray(np.bincount(groups, weights=values, minlength=n_groups), dtype=np.float64)
 
 
+def _group_counts(groups: NDArray[np.intp], n_groups: int) -> NDArray[np.int64]:
+    """Rows per group id in ``0..n_groups-1``."""
+    return np.bincount(groups, minlength=n_groups).astype(np.int64)
+
+
+def _ratio_or_nan(total: NDArray[np.float64], count: NDArray[np.int64]) -> NDArray[np.float64]:
+    """``total / count`` where ``count > 0``, else NaN."""
+    out = np.full(np.shape(total), np.nan)
+    np.divide(total, count, out=out, where=count > 0)
+    return out
+
+
 def _group_means(groups: NDArray[np.intp], values: NDArray[np.float64], n_groups: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Mean of ``values`` per group id (NaN for an empty group) and the group sizes."""
-    counts = np.bincount(groups, minlength=n_groups).astype(np.int64)
-    sums = _group_sums(groups, values, n_groups)
-    means = np.full(n_groups, np.nan)
-    np.divide(sums, counts, out=means, where=counts > 0)
-    return means, counts
+    counts = _group_counts(groups, n_groups)
+    return _ratio_or_nan(_group_sums(groups, values, n_groups), counts), counts
 
 
 def _slope(x: NDArray[Any], y: NDArray[np.float64]) -> float:

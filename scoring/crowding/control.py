@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from scoring.crowding.common import _group_counts, _group_sums, _ratio_or_nan
 from scoring.crowding.table import ScoreTable
 
 
@@ -40,28 +41,14 @@ def population_windows(
     control = ~jumped[table.model_index] & ~np.isnan(mmc_column)
     # Sums and counts per round, cumulated over the sorted round ids: a window of round
     # numbers [lo, hi) covers the ids at positions searchsorted(lo) .. searchsorted(hi).
-    sums = np.concatenate(([0.0], np.cumsum(np.bincount(table.round_index[control], weights=mmc_column[control], minlength=n_round_ids))))
-    counts = np.concatenate(([0], np.cumsum(np.bincount(table.round_index[control], minlength=n_round_ids))))
+    rounds_of_control = table.round_index[control]
+    sums = np.concatenate(([0.0], np.cumsum(_group_sums(rounds_of_control, mmc_column[control], n_round_ids))))
+    counts = np.concatenate(([0], np.cumsum(_group_counts(rounds_of_control, n_round_ids))))
 
     def mean(first: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray[np.float64]:
         lo = np.searchsorted(table.round_ids, first, side="left")
         hi = np.searchsorted(table.round_ids, stop, side="left")
-        total = sums[hi] - sums[lo]
-        count = counts[hi] - counts[lo]
-        out = np.full(first.size, np.nan)
-        np.divide(total, count, out=out, where=count > 0)
-        return out
+        return _ratio_or_nan(sums[hi] - sums[lo], counts[hi] - counts[lo])
 
     rounds = np.asarray(event_rounds, dtype=np.int64)
     return PopulationWindows(before=mean(rounds - window, rounds), after=mean(rounds, rounds + window))
-
-
-def relative_change_vs_population(model_before: NDArray[np.float64], model_after: NDArray[np.float64], population: PopulationWindows) -> NDArray[np.float64]:
-    """``((after − before) − (population after − population before)) / |before|``: the model's
-    change beyond the population's over the same rounds, relative to its own level before (NaN
-    where any term is undefined or ``before = 0``)."""
-    out = np.full(model_before.shape, np.nan)
-    excess = (model_after - model_before) - (population.after - population.before)
-    ok = np.isfinite(excess) & np.isfinite(model_before) & (model_before != 0)
-    np.divide(excess, np.abs(model_before), out=out, where=ok)
-    return out

@@ -9,8 +9,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from scoring.crowding.common import DEFAULT_DOSE_EDGES, DEFAULT_EVENT_MIN_SHARE, DEFAULT_EVENT_WINDOW, DEFAULT_JUMP_RATIO, DEFAULT_SETTLE_SPAN, _PlainDict
-from scoring.crowding.control import population_windows, relative_change_vs_population
+from scoring.crowding.common import (
+    DEFAULT_DOSE_EDGES,
+    DEFAULT_EVENT_MIN_SHARE,
+    DEFAULT_EVENT_WINDOW,
+    DEFAULT_JUMP_RATIO,
+    DEFAULT_SETTLE_SPAN,
+    _PlainDict,
+    _ratio_or_nan,
+)
+from scoring.crowding.control import population_windows
 from scoring.crowding.table import ScoreTable
 from scoring.errors import ScoringError, ShapeMismatch
 
@@ -270,7 +278,7 @@ def _event_study(
 
     relative_change = compared(_relative_change(mmc_before, mmc_after))
     population = population_windows(table, mmc_column, rows.model[rows.at], rows.round[rows.at], window)
-    vs_population = compared(relative_change_vs_population(mmc_before, mmc_after, population))
+    vs_population = compared(_relative_change(mmc_before, mmc_after - (population.after - population.before)))
     mean_population_before, mean_population_after = _paired_means(compared(population.before), compared(population.after))
     corr_relative_change = compared(_relative_change(corr_before, corr_after))
     mean_mmc_before, mean_mmc_after = _paired_means(compared(mmc_before), compared(mmc_after))
@@ -403,13 +411,6 @@ class _WindowSums:
 
     def trajectories(self) -> list[NDArray[np.float64]]:
         return [_ratio_or_nan(total, count) for total, count in zip(self.trajectory_sum, self.trajectory_count, strict=True)]
-
-
-def _ratio_or_nan(total: NDArray[np.float64], count: NDArray[np.int64]) -> NDArray[np.float64]:
-    """``total / count`` where ``count > 0``, else NaN."""
-    out = np.full(total.size, np.nan)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
 
 
 def _window_sums(table: ScoreTable, rows: _EventRows, offsets: NDArray[np.int64], window: int) -> _WindowSums:

@@ -113,8 +113,8 @@ settling point is the first round after the jump from which the rolling mean of 
 lower. The population's control compares each event's change with what the models without a
 ≥5× increase earned over the same rounds: when the whole population's MMC drifts (it rises as
 the stake concentrates, since a meta model held by fewer stakers leaves more to contribute),
-the change beyond the population's is the event's own. The events' mechanical part (the MMC at the old stake) needs the rounds' predictions, which the
-scores topic does not carry: <code>mmc whatif MODEL --stake OLD_STAKE</code> computes it from the
+the change beyond the population's is the event's own. The events' mechanical part (the MMC
+at the old stake) needs the rounds' predictions, which the scores topic does not carry: <code>mmc whatif MODEL --stake OLD_STAKE</code> computes it from the
 service's state. The same figures are in <code>{HEADLINE_FILE}</code>. Reference figures: the seed
 article, real tournament, ~30,000 model-rounds over ~600 rounds.</p>
 <table>

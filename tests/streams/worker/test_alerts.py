@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from scoring.crowding import stake_concentration
 from streams.settings import Settings
+from streams.tools.simulation import Simulation, SimulationConfig
 from streams.worker import alerts
 
 SETTINGS = Settings()
@@ -149,3 +151,58 @@ def test_trend_false_positive_rate_on_noise_only_seasons() -> None:
     rate = fired / checked
     print(f"crowding_trend false positives on noise: {rate:.2%} of {checked:,} round checks")
     assert rate < 0.02
+
+
+# --- crowding_tax and concentration on simulated seasons -----------------------------------------
+
+
+def _season(**overrides: Any) -> Simulation:
+    """A small simulated season whose stakes move as the demo's do: payouts reinvested,
+    withdrawals after losing runs, new money shared by stake squared, newcomers arriving."""
+    knobs: dict[str, Any] = {"n_models": 120, "n_ids": 200, "n_rounds": 40, "resolution_days": 3, "inflow_rate": 0.02, "inflow_exponent": 2.0}
+    knobs.update(overrides)
+    return Simulation(SimulationConfig.small(**knobs))
+
+
+def _tax_alerts(sim: Simulation) -> tuple[set[tuple[str, int]], int]:
+    """The (model, round) pairs the ``crowding_tax`` rule fires on, fed each model's stake and its
+    stake of the round before (None before it first staked), and how many model-rounds it checked."""
+    fired: set[tuple[str, int]] = set()
+    checked = 0
+    for j in range(1, len(sim.rounds)):
+        for m, model in enumerate(sim.models):
+            previous = float(sim.stakes[j - 1, m]) or None
+            checked += 1
+            if alerts.crowding_tax(SETTINGS, model, sim.rounds[j], float(sim.stakes[j, m]), previous, {}) is not None:
+                fired.add((model, sim.rounds[j]))
+    return fired, checked
+
+
+def test_crowding_tax_fires_on_each_large_reinvestment_and_never_on_ordinary_stake_moves() -> None:
+    """With large reinvestments in the season it fires exactly on each of them (the simulator's
+    ground truth); the same season without them (payouts, withdrawals, new money, newcomers)
+    raises none."""
+    jumps = _season(jump_probability=0.05, jump_range=(5.0, 15.0), n_jumps=1000)
+    fired, _ = _tax_alerts(jumps)
+    assert len(jumps.jumps) >= 5
+    assert fired == {(j.model, j.round) for j in jumps.jumps}
+    fired, checked = _tax_alerts(_season(jump_probability=0.0))
+    print(f"crowding_tax on a season without large reinvestments: {len(fired)} of {checked:,} model-rounds")
+    assert fired == set()
+
+
+def _concentration_alerts(sim: Simulation) -> list[int]:
+    return [r for j, r in enumerate(sim.rounds) if alerts.concentration(SETTINGS, r, float(stake_concentration(sim.stakes[j]).effective_number)) is not None]
+
+
+def test_concentration_fires_when_new_money_concentrates_the_stake_and_not_otherwise() -> None:
+    """New money drawn by stake cubed (10% of the total stake per round) leaves the stake with
+    fewer than ten effective stakers within the season, and the rule fires from then on; the
+    same season with new money pro rata (shares unchanged) raises none."""
+    concentrating = _season(inflow_rate=0.10, inflow_exponent=3.0, jump_probability=0.0)
+    fired = _concentration_alerts(concentrating)
+    assert fired and fired == list(concentrating.rounds[concentrating.rounds.index(fired[0]) :])
+    plain = _season(inflow_rate=0.02, inflow_exponent=1.0, jump_probability=0.0)
+    fired = _concentration_alerts(plain)
+    print(f"concentration on a season with pro-rata new money: {len(fired)} of {len(plain.rounds)} rounds")
+    assert fired == []

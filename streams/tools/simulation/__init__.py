@@ -54,7 +54,9 @@ Population and stakes (behaviour, keyed on time and payouts only):
   drawn from :attr:`~SimulationConfig.jump_range` with probability
   :attr:`~SimulationConfig.jump_probability` per round — once per participant, at most
   :attr:`~SimulationConfig.n_jumps` in the season. They are recorded in
-  :attr:`Simulation.jumps`.
+  :attr:`Simulation.jumps`. With :attr:`~SimulationConfig.jump_to_peer` the participant lifts
+  its stake to that multiple of the stake-weighted mean stake instead (what an established
+  participant stakes); only the lifts of at least ``jump_range[0]``× are jumps.
 
 Calendar (simulated time from :attr:`~SimulationConfig.first_day_ms`, 2026-01-01T00:00Z by
 default; ``o_r = r − start_round + 1``):

@@ -70,6 +70,13 @@ class SimulationConfig:
         jump_tail: 0: the multiple is uniform in ``jump_range``; above 0: Pareto with this tail
             index from ``jump_range[0]``, capped at ``jump_range[1]`` (most reinvestments near
             the low end, a few far above it).
+        jump_to_peer: 0: the multiple is drawn from ``jump_range``. Above 0: the participant
+            lifts its stake to this multiple of the stake-weighted mean stake (``Σs²/Σs``, the
+            stake behind a typical staked NMR: what an established participant stakes), spread
+            by a log-normal factor of σ ``jump_peer_sigma`` and at most ``jump_range[1]``× its
+            stake. A participant already staked at that level makes none; a lift below
+            ``jump_range[0]``× is an ordinary reinvestment, not an event of the study.
+        jump_peer_sigma: the spread of that level between participants.
         inflow_rate: new money joining the tournament each stake evening, as a share of the
             total stake (0: none).
         inflow_exponent: the new money goes to the stakers in proportion to ``stake **
@@ -128,6 +135,8 @@ class SimulationConfig:
     n_jumps: int = 12
     jump_range: tuple[float, float] = (5.0, 30.0)
     jump_tail: float = 0.0
+    jump_to_peer: float = 0.0
+    jump_peer_sigma: float = 0.25
     inflow_rate: float = 0.0
     inflow_exponent: float = 1.0
     withdraw_probability: float = 0.1
@@ -176,6 +185,8 @@ class SimulationConfig:
             "n_jumps >= 0": self.n_jumps >= 0,
             "1 <= jump_range, ordered": 1 <= self.jump_range[0] <= self.jump_range[1],
             "jump_tail >= 0": self.jump_tail >= 0,
+            "jump_to_peer >= 0": self.jump_to_peer >= 0,
+            "jump_peer_sigma >= 0": self.jump_peer_sigma >= 0,
             "inflow_rate >= 0": self.inflow_rate >= 0,
             "inflow_exponent >= 0": self.inflow_exponent >= 0,
             "0 <= withdraw_probability <= 1": 0 <= self.withdraw_probability <= 1,

@@ -174,15 +174,20 @@ class _Planner:
         stake = np.where(losing, np.round(stake * (1 - share), cfg.stake_decimals), stake)
         # Large reinvestments after a good run (once per participant).
         good = active & ~self.jumped & (run >= cfg.run_threshold) & (draws[2] < cfg.jump_probability) & self.submitted[j - 1]
+        # The stake-weighted mean stake: the stake behind a typical staked NMR.
+        peer = float((stake**2).sum() / stake.sum()) if stake.sum() > 0 else 0.0
         for m in rng.permutation(np.flatnonzero(good)):
             if len(self.jumps) >= cfg.n_jumps:
                 break
-            factor = jump_factor(cfg, rng)
+            factor = jump_factor(cfg, rng) if cfg.jump_to_peer <= 0 else peer_factor(cfg, rng, peer, float(previous[m]))
+            if factor <= 1:
+                continue  # already staked at its peers' level: no reinvestment
             after = math.ceil(previous[m] * factor * scale) / scale
             stake[m] = after
             self.jumped[m] = True
-            self.submitted[j, m] = True
-            self.jumps.append(StakeJump(self.models.ids[m], self.round_numbers[j], factor, float(previous[m]), after))
+            if factor >= cfg.jump_range[0]:
+                self.submitted[j, m] = True
+                self.jumps.append(StakeJump(self.models.ids[m], self.round_numbers[j], factor, float(previous[m]), after))
         return stake
 
     def _inflow(self, stake: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -204,6 +209,14 @@ def jump_factor(config: SimulationConfig, rng: np.random.Generator) -> float:
     if config.jump_tail <= 0:
         return float(rng.uniform(low, high))
     return float(min(high, low * (1.0 - rng.random()) ** (-1.0 / config.jump_tail)))
+
+
+def peer_factor(config: SimulationConfig, rng: np.random.Generator, peer: float, previous: float) -> float:
+    """The multiple that lifts a stake of ``previous`` to ``jump_to_peer`` × the stake-weighted
+    mean stake ``peer`` (spread by a log-normal factor of σ ``jump_peer_sigma``), at most
+    ``jump_range[1]``×."""
+    target = config.jump_to_peer * peer * math.exp(config.jump_peer_sigma * rng.standard_normal())
+    return float(min(config.jump_range[1], target / previous))
 
 
 def round_payouts(rounds: Rounds, i: int, submitted: NDArray[np.bool_], stake: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

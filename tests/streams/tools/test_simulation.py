@@ -311,6 +311,40 @@ def test_pareto_jump_multiples_stay_in_range_and_crowd_at_the_low_end() -> None:
     assert (factors == 30.0).mean() == pytest.approx((5 / 30) ** 2, abs=0.01)
 
 
+def test_reinvestors_lift_their_stake_to_their_peers_level() -> None:
+    """With ``jump_to_peer`` a participant on a good run lifts its stake, once, to that multiple
+    of the stake-weighted mean stake of the evening; the lifts of at least ``jump_range[0]``×
+    are the season's jumps, smaller ones ordinary reinvestments, and a participant already at
+    that level makes none."""
+    base = SimulationConfig.small(
+        n_models=60,
+        n_ids=200,
+        n_rounds=12,
+        resolution_days=2,
+        arrival_fraction=0.0,
+        inflow_rate=0.0,
+        withdraw_probability=0.0,
+        payout_factor=1e-9,  # payouts below the stakes' last decimal: every change is a lift
+        jump_probability=0.3,
+        n_jumps=1_000,
+        jump_range=(5.0, 1e6),
+        jump_to_peer=1.0,
+        jump_peer_sigma=0.0,
+    )
+    sim = Simulation(base)
+    before, after = sim.stakes[:-1], sim.stakes[1:]
+    peer = (before**2).sum(axis=1) / before.sum(axis=1)  # each evening's level, before its lifts
+    lifted = after != before
+    assert lifted.any() and (lifted.sum(axis=0) <= 1).all()  # once per participant
+    rounds, models = np.nonzero(lifted)
+    np.testing.assert_allclose(after[rounds, models], peer[rounds], rtol=1e-3)
+    assert (before[lifted] < peer[rounds]).all()  # nobody at or above the level lifts
+    multiple = after[lifted] / before[lifted]
+    assert (multiple < 5).any() and (multiple >= 5).any()
+    jumps = {(j.round, j.model) for j in sim.jumps}
+    assert jumps == {(sim.rounds[i + 1], sim.models[m]) for i, m, x in zip(rounds, models, multiple, strict=True) if x >= 5}
+
+
 def test_predictions_do_not_depend_on_stakes() -> None:
     """Same seed, stakes scaled or jumps removed: every model's predictions are identical, round
     by round (the crowding tax can only come from the meta model moving)."""

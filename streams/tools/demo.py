@@ -52,20 +52,22 @@ ALERTS_SHOWN = 6
 #: closely (CORR ~0.03); a participant is paid half its payout score (Numerai's payout factor,
 #: ``min(1, 72,000 NMR / total stake at risk)``, well below 1 today), so realised payouts
 #: rarely reach the ±5% clip. New money (2% of the total stake per round) goes to the stakers
-#: in proportion to their stake squared (the larger a stake, the more new capital it draws),
-#: and a staker on a good run makes its one large reinvestment (5–15×) with probability 0.3%
-#: per round, with no cap on how many do in a season.
+#: in proportion to their stake squared (the larger a stake, the more new capital it draws) up
+#: to 4% of the total stake, and pro rata beyond (the leaders grow together); a staker on a
+#: good run makes its one large reinvestment (5–8×) with probability 0.6% per round, with no
+#: cap on how many do in a season.
 DEMO_SEASON: dict[str, Any] = {
     "crowd_weight": 0.85,
-    "newcomer_crowd_weight": 0.2,
+    "newcomer_crowd_weight": 0.15,
     "crowd_concentration": 20.0,
     "target_buckets": (0.05, 0.2, 0.5, 0.2, 0.05),
     "target_signal_corr": 0.09,
     "payout_factor": 0.5,
     "inflow_rate": 0.02,
     "inflow_exponent": 2.0,
-    "jump_probability": 0.003,
-    "jump_range": (5.0, 15.0),
+    "inflow_saturation": 0.04,
+    "jump_probability": 0.006,
+    "jump_range": (5.0, 8.0),
     "n_jumps": 1_000,  # no binding cap: the reinvestments spread over the season
 }
 

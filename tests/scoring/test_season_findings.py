@@ -2,13 +2,15 @@
 article's crowding findings (DESIGN §2.2; "MMC" is today's MMC, ``contribution``).
 
 The season is the demo's (streams/tools/demo.py: 120 models × 10,000 ids × 60 rounds, 20-day
-resolution). The figures that hold for every seed measured are asserted here; docs/simulation.md
-lists every figure measured per seed, including those that do not hold at every seed — run
+resolution). Every criterion is asserted at the default seed; at sixteen seeds (2026 and 1–15),
+the criteria that hold at each of them, and how many seeds meet every criterion. docs/simulation.md
+lists every figure measured per seed — run
 ``.venv/bin/python tests/scoring/test_season_findings.py 2026 1 2 3`` to print them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -81,17 +83,21 @@ CRITERIA: dict[str, Callable[[dict[str, Any]], bool]] = {
     "CORR change after a jump within ±15%": lambda d: abs(d["stake_jump_corr_change"]) <= 0.15,
 }
 
-#: The criteria that hold at every seed measured (2026 and 1–15, docs/simulation.md); the others
-#: (MMC levels, the highest CWMM decile's MMC, the stake deciles' gap, the number of events
-#: compared and the median MMC change) hold at seeds 2026, 1, 2 and 3 and miss at some of 4–15.
+#: The criteria that hold at each of the sixteen seeds measured (2026 and 1–15, docs/simulation.md).
+#: The others — the highest CWMM decile's MMC, the steepest drop's decile, the stake-weighted
+#: trend and gap, and the median MMC change — each miss at one to three of them.
 EVERY_SEED = (
     "mean CORR in 0.005–0.04",
+    "mean MMC in 0.002–0.01",
+    "top stake decile's CWMM ≥ bottom's + 0.10",
     "MMC of the lowest CWMM decile > 0",
-    "steepest MMC drop into decile 6 or later",
-    "stake-weighted CWMM rising",
-    "stake-weighted − median gap widening",
+    "≥ 5 stake-jump events compared",
     "CORR change after a jump within ±15%",
 )
+
+#: The seeds measured beside the default (docs/simulation.md's tables).
+OTHER_SEEDS = tuple(range(1, 16))
+MEDIAN_IN_BAND = "median MMC change after a jump in −60%…−20%"
 
 
 def numbers(f: Figures) -> dict[str, Any]:
@@ -117,7 +123,7 @@ def assert_the_tax_is_there(f: Figures) -> None:
 def test_default_season_reproduces_the_findings() -> None:
     """The demo's season at its default seed meets every criterion of the article, and its
     realised payouts rarely reach the clip."""
-    f = season_figures(2026)
+    f = figures_of(2026)
     assert failed(f) == []
     assert_the_tax_is_there(f)
     assert f.clip_rate <= 0.05
@@ -137,25 +143,35 @@ def test_the_checks_fail_without_a_crowd(monkeypatch: pytest.MonkeyPatch) -> Non
     assert f.headline["mmc_highest_cwmm_decile"] >= f.headline["mmc_lowest_cwmm_decile"] / 3
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_other_seeds_reproduce_the_findings(seed: int) -> None:
-    """Every criterion at seeds 1, 2 and 3."""
-    f = season_figures(2026)
-    assert failed(f) == []
-    assert_the_tax_is_there(f)
-    assert f.clip_rate <= 0.05
+@functools.cache
+def figures_of(seed: int) -> Figures:
+    """:func:`season_figures`, once per seed and test session."""
+    return season_figures(seed)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(4, 16))
-def test_more_seeds_keep_the_robust_findings(seed: int) -> None:
-    """At seeds 4–15, the criteria that hold at every seed measured (:data:`EVERY_SEED`) and the
+@pytest.mark.parametrize("seed", OTHER_SEEDS)
+def test_other_seeds_keep_the_robust_findings(seed: int) -> None:
+    """At seeds 1–15, the criteria that hold at every seed measured (:data:`EVERY_SEED`) and the
     crowding tax's sign beyond the population's."""
-    f = season_figures(seed)
+    f = figures_of(seed)
     assert failed(f, EVERY_SEED) == []
     assert_the_tax_is_there(f)
     assert f.clip_rate <= 0.05
+
+
+@pytest.mark.slow
+def test_most_seeds_reproduce_every_finding() -> None:
+    """Across the sixteen seeds, every criterion holds at eleven and the median MMC change after
+    a ≥5× jump lies in −60%…−20% at thirteen (docs/simulation.md): asserted as at least ten and
+    twelve, the counts printed."""
+    seeds = (2026, *OTHER_SEEDS)
+    misses = {seed: failed(figures_of(seed)) for seed in seeds}
+    every = [seed for seed in seeds if not misses[seed]]
+    in_band = [seed for seed in seeds if MEDIAN_IN_BAND not in misses[seed]]
+    print(f"every criterion at {len(every)} of {len(seeds)} seeds {every}; median in the band at {len(in_band)} {in_band}")
+    assert len(every) >= 10
+    assert len(in_band) >= 12
 
 
 def _table(seeds: list[int]) -> None:

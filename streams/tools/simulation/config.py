@@ -81,6 +81,10 @@ class SimulationConfig:
             total stake (0: none).
         inflow_exponent: the new money goes to the stakers in proportion to ``stake **
             inflow_exponent`` (1: pro rata; above 1 the larger stakers attract more of it).
+        inflow_saturation: 0: that pull holds at every size. Above 0 it saturates at this share
+            of the total stake, ``stake · min(stake, inflow_saturation · total) **
+            (inflow_exponent − 1)``: a stake among the tournament's most visible draws new money
+            pro rata, so the leaders grow together instead of one running away with it.
         withdraw_probability: chance per round that a staker with a negative run withdraws.
         withdraw_share: the share of its stake it withdraws, uniform in this range.
         payout_corr_multiplier, payout_mmc_multiplier, payout_clip: the payout score,
@@ -139,6 +143,7 @@ class SimulationConfig:
     jump_peer_sigma: float = 0.25
     inflow_rate: float = 0.0
     inflow_exponent: float = 1.0
+    inflow_saturation: float = 0.0
     withdraw_probability: float = 0.1
     withdraw_share: tuple[float, float] = (0.1, 0.5)
     payout_corr_multiplier: float = 0.5
@@ -189,6 +194,7 @@ class SimulationConfig:
             "jump_peer_sigma >= 0": self.jump_peer_sigma >= 0,
             "inflow_rate >= 0": self.inflow_rate >= 0,
             "inflow_exponent >= 0": self.inflow_exponent >= 0,
+            "0 <= inflow_saturation <= 1": 0 <= self.inflow_saturation <= 1,
             "0 <= withdraw_probability <= 1": 0 <= self.withdraw_probability <= 1,
             "0 <= withdraw_share < 1, ordered": 0 <= self.withdraw_share[0] <= self.withdraw_share[1] < 1,
             "payout_clip > 0": self.payout_clip > 0,

@@ -193,12 +193,17 @@ class _Planner:
     def _inflow(self, stake: NDArray[np.float64]) -> NDArray[np.float64]:
         """New money joining tonight, ``inflow_rate`` of the total stake, shared among the
         stakers (a stake is never withdrawn whole, and newcomers stake from their arrival) in
-        proportion to ``stake ** inflow_exponent``."""
+        proportion to ``stake ** inflow_exponent``, saturating at ``inflow_saturation`` of the
+        total stake when that is set."""
         cfg = self.cfg
         staked = stake > 0
         if cfg.inflow_rate <= 0 or not staked.any():
             return stake
-        weight = np.where(staked, stake, 0.0) ** cfg.inflow_exponent
+        held = np.where(staked, stake, 0.0)
+        if cfg.inflow_saturation > 0:
+            weight = held * np.minimum(held, cfg.inflow_saturation * stake.sum()) ** (cfg.inflow_exponent - 1)
+        else:
+            weight = held**cfg.inflow_exponent
         new = cfg.inflow_rate * stake.sum() * weight / weight.sum()
         return np.asarray(np.round(stake + new, cfg.stake_decimals), dtype=np.float64)
 

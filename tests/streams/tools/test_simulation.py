@@ -387,6 +387,29 @@ def test_new_money_goes_to_the_stakers_by_stake_to_the_inflow_exponent() -> None
         assert np.array_equal(rich.predictions(r), plain.predictions(r))
 
 
+def test_new_money_drawn_by_stake_squared_saturates_at_the_inflow_saturation_share() -> None:
+    """With ``inflow_saturation`` the pull ``stake ** inflow_exponent`` holds below that share of
+    the total stake and turns pro rata above it: the leaders grow at one rate, and the largest
+    stake's share of the stake grows less than without it."""
+    base = SimulationConfig.small(n_models=40, n_ids=200, n_rounds=6, n_jumps=0, withdraw_probability=0.0, arrival_fraction=0.0)
+    plain = Simulation(base)
+    rich = Simulation(dataclasses.replace(base, inflow_rate=0.05, inflow_exponent=2.0))
+    capped = Simulation(dataclasses.replace(base, inflow_rate=0.05, inflow_exponent=2.0, inflow_saturation=0.04))
+    reinvested = plain.stakes[1]  # the first evening: payouts only
+    cap = 0.04 * reinvested.sum()
+    above = reinvested > cap
+    assert above.sum() >= 2 and ((reinvested > 0) & ~above).sum() >= 2
+    weight = reinvested * np.minimum(reinvested, cap)
+    np.testing.assert_allclose(capped.stakes[1], reinvested + 0.05 * reinvested.sum() * weight / weight.sum(), atol=1e-4)
+    growth = capped.stakes[1][above] / reinvested[above]
+    np.testing.assert_allclose(growth, growth[0], rtol=1e-5)  # the leaders grow together
+    largest = int(np.argmax(reinvested))
+    share = [sim.stakes[5, largest] / sim.stakes[5].sum() for sim in (plain, capped, rich)]
+    assert share[0] < share[1] < share[2]
+    for r in plain.rounds:
+        assert np.array_equal(capped.predictions(r), plain.predictions(r))
+
+
 def test_targets_every_few_days_and_on_the_final_day() -> None:
     """``target_every_days`` 4 with 10-day resolution sends days 4, 8 and 10 (final), each the
     same targets as the daily season's; everything else is the daily season's."""

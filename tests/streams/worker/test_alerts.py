@@ -158,8 +158,17 @@ def test_trend_false_positive_rate_on_noise_only_seasons() -> None:
 
 def _season(**overrides: Any) -> Simulation:
     """A small simulated season whose stakes move as the demo's do: payouts reinvested,
-    withdrawals after losing runs, new money shared by stake squared, newcomers arriving."""
-    knobs: dict[str, Any] = {"n_models": 120, "n_ids": 200, "n_rounds": 40, "resolution_days": 3, "inflow_rate": 0.02, "inflow_exponent": 2.0}
+    withdrawals after losing runs, new money shared by stake squared up to 4% of the total stake,
+    newcomers arriving."""
+    knobs: dict[str, Any] = {
+        "n_models": 120,
+        "n_ids": 200,
+        "n_rounds": 40,
+        "resolution_days": 3,
+        "inflow_rate": 0.02,
+        "inflow_exponent": 2.0,
+        "inflow_saturation": 0.04,
+    }
     knobs.update(overrides)
     return Simulation(SimulationConfig.small(**knobs))
 
@@ -199,7 +208,7 @@ def test_concentration_fires_when_new_money_concentrates_the_stake_and_not_other
     """New money drawn by stake cubed (10% of the total stake per round) leaves the stake with
     fewer than ten effective stakers within the season, and the rule fires from then on; the
     same season with new money pro rata (shares unchanged) raises none."""
-    concentrating = _season(inflow_rate=0.10, inflow_exponent=3.0, jump_probability=0.0)
+    concentrating = _season(inflow_rate=0.10, inflow_exponent=3.0, inflow_saturation=0.0, jump_probability=0.0)
     fired = _concentration_alerts(concentrating)
     assert fired and fired == list(concentrating.rounds[concentrating.rounds.index(fired[0]) :])
     plain = _season(inflow_rate=0.02, inflow_exponent=1.0, jump_probability=0.0)

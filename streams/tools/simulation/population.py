@@ -199,11 +199,12 @@ class _Planner:
         staked = stake > 0
         if cfg.inflow_rate <= 0 or not staked.any():
             return stake
-        held = np.where(staked, stake, 0.0)
+        held = np.where(staked, stake, 1.0)  # the stakers' stakes (1 elsewhere: weighted 0 below)
         if cfg.inflow_saturation > 0:
-            weight = held * np.minimum(held, cfg.inflow_saturation * stake.sum()) ** (cfg.inflow_exponent - 1)
+            pull = held * np.minimum(held, cfg.inflow_saturation * stake.sum()) ** (cfg.inflow_exponent - 1)
         else:
-            weight = held**cfg.inflow_exponent
+            pull = held**cfg.inflow_exponent
+        weight = np.where(staked, pull, 0.0)
         new = cfg.inflow_rate * stake.sum() * weight / weight.sum()
         return np.asarray(np.round(stake + new, cfg.stake_decimals), dtype=np.float64)
 

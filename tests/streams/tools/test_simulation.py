@@ -408,6 +408,9 @@ def test_new_money_drawn_by_stake_squared_saturates_at_the_inflow_saturation_sha
     assert share[0] < share[1] < share[2]
     for r in plain.rounds:
         assert np.array_equal(capped.predictions(r), plain.predictions(r))
+    # An exponent below 1 (the small stakes draw more) with the saturation: finite, non-stakers get nothing.
+    spread = Simulation(dataclasses.replace(base, inflow_rate=0.05, inflow_exponent=0.5, inflow_saturation=0.04))
+    assert np.isfinite(spread.stakes).all() and (spread.stakes[1][reinvested == 0] == 0).all()
 
 
 def test_targets_every_few_days_and_on_the_final_day() -> None:

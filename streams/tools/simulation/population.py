@@ -174,8 +174,8 @@ class _Planner:
         stake = np.where(losing, np.round(stake * (1 - share), cfg.stake_decimals), stake)
         # Large reinvestments after a good run (once per participant).
         good = active & ~self.jumped & (run >= cfg.run_threshold) & (draws[2] < cfg.jump_probability) & self.submitted[j - 1]
-        # The stake-weighted mean stake: the stake behind a typical staked NMR.
-        peer = float((stake**2).sum() / stake.sum()) if stake.sum() > 0 else 0.0
+        # The stake-weighted mean stake (the stake behind a typical staked NMR), for jump_to_peer.
+        peer = float((stake**2).sum() / stake.sum()) if cfg.jump_to_peer > 0 and good.any() else 0.0
         for m in rng.permutation(np.flatnonzero(good)):
             if len(self.jumps) >= cfg.n_jumps:
                 break
@@ -200,11 +200,8 @@ class _Planner:
         if cfg.inflow_rate <= 0 or not staked.any():
             return stake
         held = np.where(staked, stake, 1.0)  # the stakers' stakes (1 elsewhere: weighted 0 below)
-        if cfg.inflow_saturation > 0:
-            pull = held * np.minimum(held, cfg.inflow_saturation * stake.sum()) ** (cfg.inflow_exponent - 1)
-        else:
-            pull = held**cfg.inflow_exponent
-        weight = np.where(staked, pull, 0.0)
+        saturation = cfg.inflow_saturation * stake.sum() if cfg.inflow_saturation > 0 else math.inf
+        weight = np.where(staked, held * np.minimum(held, saturation) ** (cfg.inflow_exponent - 1), 0.0)
         new = cfg.inflow_rate * stake.sum() * weight / weight.sum()
         return np.asarray(np.round(stake + new, cfg.stake_decimals), dtype=np.float64)
 
